@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+import type { ServerConfig } from '../src/config/config.js';
+import { ConfigError, HELP_TEXT, configWarnings, loadConfig, wantsHelp } from '../src/config/env.js';
+import { createLogger, type Logger } from '../src/log.js';
+import { startServer } from '../src/server.js';
+
+// Past this the drain is presumed stuck; orchestrators would SIGKILL soon anyway, and exiting
+// ourselves leaves a log line saying why.
+const SHUTDOWN_DEADLINE_MS = 30_000;
+
+function installCrashHandlers(log: Logger): void {
+  process.on('uncaughtException', (err, origin) => {
+    log.error('uncaught exception; exiting', { err, origin });
+    // State may be inconsistent after an uncaught throw; a supervisor restarts us cleanly.
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    // Logged, not fatal: one forgotten promise must not drop every connected user.
+    log.error('unhandled promise rejection', { err: reason });
+  });
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (wantsHelp(argv)) {
+    process.stdout.write(HELP_TEXT);
+    // exitCode rather than exit(): lets a piped stdout flush.
+    process.exitCode = 0;
+    return;
+  }
+
+  let config: ServerConfig;
+  try {
+    config = loadConfig(process.env, argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`presence: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+
+  const log = createLogger(config.logLevel);
+  installCrashHandlers(log);
+  for (const warning of configWarnings(config)) log.warn(warning);
+
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(config, { log });
+  } catch (err) {
+    log.error('failed to start', { err });
+    // Partially started resources (timers, sockets) would otherwise keep the process alive.
+    process.exit(1);
+  }
+
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn('second signal during shutdown; exiting now', { signal });
+      process.exit(1);
+    }
+    stopping = true;
+    log.info('shutting down', { signal });
+    setTimeout(() => {
+      log.error('shutdown did not finish in time; exiting', { deadlineMs: SHUTDOWN_DEADLINE_MS });
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    server.shutdown(signal).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error('shutdown failed', { err });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`presence: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

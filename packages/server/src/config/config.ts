@@ -1,0 +1,122 @@
+import type { Limits, Status } from '@presence/protocol';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Base status a custom state maps to (`offline` makes no sense for a state). */
+export type StateBase = Exclude<Status, 'offline'>;
+
+export interface AuthConfig {
+  /** HS256 shared secret for user tokens. */
+  jwtSecret?: string;
+  /** PEM public key (SPKI) for RS256 or ES256 user tokens. */
+  jwtPublicKey?: string;
+  /** When set, tokens must carry this `aud`. */
+  jwtAudience?: string;
+  /** When set, tokens must carry this `iss`. */
+  jwtIssuer?: string;
+  /** Bearer key for trusted backends on the HTTP API (may act for any user). */
+  apiKey?: string;
+}
+
+export interface ServerLimits extends Limits {
+  /** Typing channels' and other names' user id limit. */
+  maxUserIdLength: number;
+  /** Connections this node accepts in total before refusing with 4029. */
+  maxConnections: number;
+  /** User ids in one `POST /realtime/presence/query`. */
+  maxQueryUsers: number;
+  /** Members in one page of `GET /realtime/channels/:id/presence`. */
+  maxPageSize: number;
+}
+
+export interface ServerConfig {
+  /** @default 8080 */
+  port: number;
+  /** @default '0.0.0.0' */
+  host: string;
+  /** No activity for this long makes a session idle (→ `away`). @default 300000 */
+  idleTimeoutMs: number;
+  /** How long a user stays present after their last session drops. @default 30000 */
+  offlineDelayMs: number;
+  /** Multi-node lease refresh interval (Redis). @default 5000 */
+  syncIntervalMs: number;
+  /** Typing ends after this long without a refresh. @default 3000 */
+  typingTimeoutMs: number;
+  /** Server ping interval; two silent intervals close the socket. @default 20000 */
+  heartbeatIntervalMs: number;
+  auth: AuthConfig;
+  /** Custom states and the status each maps to. */
+  states: Record<string, StateBase>;
+  /** Allowed `Origin` values for WebSocket upgrades and CORS; empty: any. */
+  allowedOrigins: string[];
+  /** When set, nodes share presence through Redis (not available in this version). */
+  redisUrl?: string;
+  /** @default 'info' */
+  logLevel: LogLevel;
+  /** `NODE_ENV=production`: refuse to start without auth. */
+  production: boolean;
+  /** permessage-deflate on the WebSocket. @default false */
+  permessageDeflate: boolean;
+  limits: ServerLimits;
+}
+
+export const DEFAULT_STATES: Record<string, StateBase> = {
+  'in-call': 'busy',
+  presenting: 'busy',
+  focus: 'busy',
+  lunch: 'away',
+};
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  maxFrameBytes: 64 * 1024,
+  maxMetaBytes: 2048,
+  maxMetaDepth: 4,
+  maxMetaKeys: 32,
+  maxMessageLength: 256,
+  maxChannelNameLength: 128,
+  maxChannelsPerSession: 100,
+  maxSessionsPerUser: 10,
+  maxWatchedUsers: 1000,
+  rateLimitPerSecond: 50,
+  rateLimitBurst: 100,
+  maxOutboundBufferBytes: 1024 * 1024,
+  maxUserIdLength: 128,
+  maxConnections: 100_000,
+  maxQueryUsers: 1000,
+  maxPageSize: 1000,
+};
+
+export const DEFAULT_CONFIG: ServerConfig = {
+  port: 8080,
+  host: '0.0.0.0',
+  idleTimeoutMs: 300_000,
+  offlineDelayMs: 30_000,
+  syncIntervalMs: 5_000,
+  typingTimeoutMs: 3_000,
+  heartbeatIntervalMs: 20_000,
+  auth: {},
+  states: DEFAULT_STATES,
+  allowedOrigins: [],
+  logLevel: 'info',
+  production: false,
+  permessageDeflate: false,
+  limits: DEFAULT_LIMITS,
+};
+
+/** True when neither user tokens nor an API key are configured: insecure development mode. */
+export function isDevMode(config: Pick<ServerConfig, 'auth'>): boolean {
+  return !config.auth.jwtSecret && !config.auth.jwtPublicKey && !config.auth.apiKey;
+}
+
+/** Deep-ish merge for programmatic use and tests: `limits` and `auth` merge field by field. */
+export function resolveConfig(overrides: Partial<Omit<ServerConfig, 'limits' | 'auth'>> & {
+  limits?: Partial<ServerLimits>;
+  auth?: AuthConfig;
+} = {}): ServerConfig {
+  return {
+    ...DEFAULT_CONFIG,
+    ...overrides,
+    auth: { ...DEFAULT_CONFIG.auth, ...overrides.auth },
+    limits: { ...DEFAULT_LIMITS, ...overrides.limits },
+  };
+}

@@ -1,0 +1,509 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import {
+  DEFAULT_CONFIG,
+  DEFAULT_STATES,
+  type AuthConfig,
+  type LogLevel,
+  type ServerConfig,
+  type ServerLimits,
+  type StateBase,
+} from './config.js';
+
+/** Invalid configuration. `variable` is the environment variable (or CLI flag) at fault. */
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super(message);
+    this.name = 'ConfigError';
+    this.variable = variable;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+// Node's setTimeout silently turns larger delays into 1 ms, so a "huge" timeout would fire at once.
+const MAX_TIMER_MS = 2_147_483_647;
+const MAX_INT = Number.MAX_SAFE_INTEGER;
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+const STATE_BASES: readonly StateBase[] = ['online', 'away', 'busy'];
+const STATE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+interface LimitSpec {
+  env: string;
+  min: number;
+  max: number;
+  help: string;
+}
+
+// `satisfies` makes a new ServerLimits field a compile error until it gets a variable here.
+const LIMIT_VARS = {
+  maxFrameBytes: {
+    env: 'PRESENCE_MAX_FRAME_BYTES',
+    min: 256,
+    // ws' own default; anything above it is certainly a typo.
+    max: 100 * 1024 * 1024,
+    help: 'Largest inbound WebSocket frame or HTTP body, in bytes.',
+  },
+  maxMetaBytes: { env: 'PRESENCE_MAX_META_BYTES', min: 2, max: MAX_TIMER_MS, help: 'Largest user or channel meta, serialized JSON bytes after merging.' },
+  maxMetaDepth: { env: 'PRESENCE_MAX_META_DEPTH', min: 1, max: 64, help: 'Deepest nesting of meta objects/arrays.' },
+  maxMetaKeys: { env: 'PRESENCE_MAX_META_KEYS', min: 1, max: MAX_TIMER_MS, help: 'Most keys in one meta object.' },
+  maxMessageLength: { env: 'PRESENCE_MAX_MESSAGE_LENGTH', min: 0, max: MAX_TIMER_MS, help: 'Longest custom status message, in characters (0 disables messages).' },
+  maxChannelNameLength: { env: 'PRESENCE_MAX_CHANNEL_NAME_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest channel name.' },
+  maxChannelsPerSession: { env: 'PRESENCE_MAX_CHANNELS_PER_SESSION', min: 1, max: MAX_TIMER_MS, help: 'Channels one session may join.' },
+  maxSessionsPerUser: { env: 'PRESENCE_MAX_SESSIONS_PER_USER', min: 1, max: MAX_TIMER_MS, help: 'Sessions one user may have on this node (more are refused with 4029).' },
+  maxWatchedUsers: { env: 'PRESENCE_MAX_WATCHED_USERS', min: 0, max: MAX_TIMER_MS, help: 'Users one session may watch (0 disables watching).' },
+  rateLimitPerSecond: { env: 'PRESENCE_RATE_LIMIT', min: 1, max: MAX_TIMER_MS, help: 'Sustained inbound commands per second per session.' },
+  rateLimitBurst: { env: 'PRESENCE_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'Commands a session may send in a burst above the rate.' },
+  maxOutboundBufferBytes: { env: 'PRESENCE_MAX_OUTBOUND_BUFFER_BYTES', min: 1024, max: MAX_INT, help: 'Unsent bytes per connection before the slow consumer is closed.' },
+  maxUserIdLength: { env: 'PRESENCE_MAX_USER_ID_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest user id.' },
+  maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029).' },
+  maxQueryUsers: { env: 'PRESENCE_MAX_QUERY_USERS', min: 1, max: MAX_TIMER_MS, help: 'User ids in one POST /realtime/presence/query.' },
+  maxPageSize: { env: 'PRESENCE_MAX_PAGE_SIZE', min: 1, max: MAX_TIMER_MS, help: 'Members per page of GET /realtime/channels/:id/presence.' },
+} as const satisfies Record<keyof ServerLimits, LimitSpec>;
+
+interface VarDoc {
+  name: string;
+  default: string;
+  help: string;
+}
+
+const unset = '(unset)';
+
+/** Every environment variable loadConfig reads, in help order, with its default and meaning. */
+export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
+  { name: 'PORT', default: String(DEFAULT_CONFIG.port), help: 'TCP port to listen on (0 picks a free port).' },
+  { name: 'HOST', default: DEFAULT_CONFIG.host, help: 'Interface to bind (e.g. 127.0.0.1, ::).' },
+  { name: 'PRESENCE_IDLE_TIMEOUT_MS', default: String(DEFAULT_CONFIG.idleTimeoutMs), help: 'No activity for this long makes a session idle; all sessions idle means away.' },
+  { name: 'PRESENCE_OFFLINE_DELAY_MS', default: String(DEFAULT_CONFIG.offlineDelayMs), help: 'How long a user stays present after their last session drops (0: at once).' },
+  { name: 'PRESENCE_SYNC_INTERVAL_MS', default: String(DEFAULT_CONFIG.syncIntervalMs), help: 'Node lease refresh interval when sharing state through Redis.' },
+  { name: 'PRESENCE_TYPING_TIMEOUT_MS', default: String(DEFAULT_CONFIG.typingTimeoutMs), help: 'Typing ends after this long without a refresh.' },
+  { name: 'PRESENCE_HEARTBEAT_INTERVAL_MS', default: String(DEFAULT_CONFIG.heartbeatIntervalMs), help: 'Server ping interval; two silent intervals close the connection (min 10).' },
+  { name: 'PRESENCE_JWT_SECRET', default: unset, help: 'HS256 secret for user tokens.' },
+  { name: 'PRESENCE_JWT_PUBLIC_KEY', default: unset, help: 'PEM public key (RSA or EC) for RS256/ES256 user tokens; "\\n" escapes are accepted.' },
+  { name: 'PRESENCE_JWT_PUBLIC_KEY_FILE', default: unset, help: 'Path to a PEM public key file, instead of PRESENCE_JWT_PUBLIC_KEY.' },
+  { name: 'PRESENCE_JWT_AUDIENCE', default: unset, help: 'When set, user tokens must carry this "aud".' },
+  { name: 'PRESENCE_JWT_ISSUER', default: unset, help: 'When set, user tokens must carry this "iss".' },
+  { name: 'PRESENCE_API_KEY', default: unset, help: 'Bearer key for trusted backends on the HTTP API (may act for any user).' },
+  {
+    name: 'PRESENCE_STATES',
+    default: Object.entries(DEFAULT_STATES).map(([name, base]) => `${name}:${base}`).join(','),
+    help: 'Custom states as name:base pairs (base: online|away|busy); empty for none.',
+  },
+  { name: 'PRESENCE_ALLOWED_ORIGINS', default: '(any)', help: 'Comma list of exact origins (https://app.example.com) allowed to connect; * or empty: any.' },
+  { name: 'REDIS_URL', default: unset, help: 'redis:// or rediss:// URL; when set, nodes share presence through Redis.' },
+  { name: 'LOG_LEVEL', default: DEFAULT_CONFIG.logLevel, help: 'debug | info | warn | error | silent.' },
+  { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },
+  { name: 'PRESENCE_PERMESSAGE_DEFLATE', default: String(DEFAULT_CONFIG.permessageDeflate), help: 'WebSocket compression (true/false/1/0); costs CPU and memory per connection.' },
+  ...Object.entries(LIMIT_VARS).map(([field, spec]) => ({
+    name: spec.env,
+    default: String(DEFAULT_CONFIG.limits[field as keyof ServerLimits]),
+    help: spec.help,
+  })),
+];
+
+/** Names of every environment variable loadConfig reads. */
+export const CONFIG_VARIABLES: readonly string[] = CONFIG_VARIABLE_DOCS.map((d) => d.name);
+
+interface FlagSpec {
+  flag: string;
+  env: string;
+  arg: string;
+}
+
+const FLAGS: readonly FlagSpec[] = [
+  { flag: '--port', env: 'PORT', arg: 'N' },
+  { flag: '--host', env: 'HOST', arg: 'H' },
+  { flag: '--log-level', env: 'LOG_LEVEL', arg: 'L' },
+  { flag: '--offline-delay-ms', env: 'PRESENCE_OFFLINE_DELAY_MS', arg: 'N' },
+  { flag: '--idle-timeout-ms', env: 'PRESENCE_IDLE_TIMEOUT_MS', arg: 'N' },
+];
+
+function buildHelpText(): string {
+  const lines = [
+    'Usage: presence-server [options]',
+    '',
+    'Self-hosted real-time presence server (WebSocket protocol v1 at /realtime, HTTP API).',
+    'Configuration comes from the environment; the options below override it.',
+    '',
+    'Options:',
+  ];
+  const flagWidth = Math.max(...FLAGS.map((f) => `${f.flag} ${f.arg}`.length), '-h, --help'.length) + 2;
+  for (const f of FLAGS) {
+    const doc = CONFIG_VARIABLE_DOCS.find((d) => d.name === f.env);
+    lines.push(`  ${`${f.flag} ${f.arg}`.padEnd(flagWidth)}Same as ${f.env} (default: ${doc?.default ?? unset}).`);
+  }
+  lines.push(`  ${'-h, --help'.padEnd(flagWidth)}Print this help and exit.`);
+  lines.push('  Options also accept the --option=value form.', '', 'Environment:');
+  for (const d of CONFIG_VARIABLE_DOCS) {
+    lines.push(`  ${d.name} (default: ${d.default})`, `      ${d.help}`);
+  }
+  lines.push(
+    '',
+    'Without PRESENCE_JWT_SECRET, a public key or PRESENCE_API_KEY the server runs in insecure',
+    'development mode (clients may connect with ?userId=); NODE_ENV=production refuses that.',
+    '',
+  );
+  return lines.join('\n');
+}
+
+export const HELP_TEXT: string = buildHelpText();
+
+/** True when the caller should print HELP_TEXT and exit instead of starting. */
+export function wantsHelp(argv: readonly string[]): boolean {
+  for (const arg of argv) {
+    if (arg === '--') return false;
+    if (arg === '--help' || arg === '-h') return true;
+  }
+  return false;
+}
+
+function shown(value: string): string {
+  const s = value.length > 80 ? `${value.slice(0, 77)}...` : value;
+  return JSON.stringify(s);
+}
+
+/** Empty counts as unset: `FOO=` in a compose file or .env usually means "not configured". */
+function present(value: string | undefined): value is string {
+  return value !== undefined && value.trim() !== '';
+}
+
+function parseInteger(name: string, raw: string, min: number, max: number): number {
+  const text = raw.trim();
+  const what =
+    min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${min}`;
+  if (!/^\d+$/.test(text)) {
+    throw new ConfigError(name, `${name} must be ${what} (got ${shown(raw)})`);
+  }
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `${name} must be an integer from ${min} to ${max} (got ${shown(raw)})`);
+  }
+  return n;
+}
+
+function parseBoolean(name: string, raw: string): boolean {
+  const text = raw.trim().toLowerCase();
+  if (text === 'true' || text === '1') return true;
+  if (text === 'false' || text === '0') return false;
+  throw new ConfigError(name, `${name} must be true, false, 1 or 0 (got ${shown(raw)})`);
+}
+
+function parseLogLevel(name: string, raw: string): LogLevel {
+  const text = raw.trim().toLowerCase();
+  if ((LOG_LEVELS as readonly string[]).includes(text)) return text as LogLevel;
+  throw new ConfigError(name, `${name} must be one of ${LOG_LEVELS.join(', ')} (got ${shown(raw)})`);
+}
+
+function parseHost(name: string, raw: string): string {
+  const text = raw.trim();
+  // Catches the common mistake of passing a URL or host:port where an interface address belongs.
+  if (text === '' || /[\s/]/.test(text) || text.includes('://')) {
+    throw new ConfigError(name, `${name} must be a host name or IP address to bind (got ${shown(raw)})`);
+  }
+  return text;
+}
+
+/** Parses `in-call:busy,lunch:away`. */
+export function parseStates(raw: string, name = 'PRESENCE_STATES'): Record<string, StateBase> {
+  const states: Record<string, StateBase> = {};
+  for (const part of raw.split(',')) {
+    const entry = part.trim();
+    if (entry === '') continue; // tolerate a trailing comma
+    const colon = entry.lastIndexOf(':');
+    if (colon === -1) {
+      throw new ConfigError(name, `${name} entry ${shown(entry)} must be name:base, e.g. in-call:busy`);
+    }
+    const state = entry.slice(0, colon).trim();
+    const base = entry.slice(colon + 1).trim().toLowerCase();
+    if (!STATE_NAME.test(state)) {
+      throw new ConfigError(
+        name,
+        `${name} state name ${shown(state)} must be 1-64 characters of [A-Za-z0-9_.-]`,
+      );
+    }
+    if (!(STATE_BASES as readonly string[]).includes(base)) {
+      throw new ConfigError(
+        name,
+        `${name} state ${shown(state)} must map to online, away or busy (got ${shown(entry.slice(colon + 1).trim())})`,
+      );
+    }
+    if (Object.prototype.hasOwnProperty.call(states, state)) {
+      throw new ConfigError(name, `${name} defines state ${shown(state)} twice`);
+    }
+    states[state] = base as StateBase;
+  }
+  return states;
+}
+
+/**
+ * Parses the origin allowlist into the exact strings browsers send in `Origin` (scheme and host
+ * lower-cased, default port dropped), so the server can compare with `===`.
+ */
+export function parseAllowedOrigins(raw: string, name = 'PRESENCE_ALLOWED_ORIGINS'): string[] {
+  const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (entries.length === 0) return [];
+  if (entries.includes('*')) {
+    if (entries.length > 1) {
+      throw new ConfigError(name, `${name} must be either * or a list of origins, not both`);
+    }
+    return [];
+  }
+  const origins: string[] = [];
+  for (const entry of entries) {
+    const bad = (why: string): ConfigError =>
+      new ConfigError(name, `${name} entry ${shown(entry)} ${why}; expected an origin like https://app.example.com`);
+    if (entry.includes('*')) throw bad('uses a wildcard (only a lone * is supported)');
+    // One trailing slash is a harmless copy-paste from the address bar; any other path is not an origin.
+    const text = entry.endsWith('/') ? entry.slice(0, -1) : entry;
+    const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#\s@]+)$/.exec(text);
+    if (!m) throw bad('is not an origin (scheme://host[:port], no path)');
+    const scheme = m[1].toLowerCase();
+    let origin: string;
+    if (scheme === 'http' || scheme === 'https') {
+      let url: URL;
+      try {
+        url = new URL(text);
+      } catch {
+        throw bad('is not a valid URL');
+      }
+      origin = url.origin;
+    } else {
+      // Non-special schemes (capacitor://, app://) have an opaque URL origin, but browsers
+      // still send them verbatim; keep them as written.
+      origin = `${scheme}://${m[2].toLowerCase()}`;
+    }
+    if (!origins.includes(origin)) origins.push(origin);
+  }
+  return origins;
+}
+
+function redactUrl(raw: string): string {
+  return raw.replace(/\/\/([^@/]*)@/, '//***@');
+}
+
+function parseRedisUrl(name: string, raw: string): string {
+  const text = raw.trim();
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    // The value may hold a password: never echo it whole.
+    throw new ConfigError(name, `${name} must be a redis:// or rediss:// URL (got ${shown(redactUrl(text))})`);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new ConfigError(
+      name,
+      `${name} must be a redis:// or rediss:// URL (got scheme ${shown(url.protocol.slice(0, -1))})`,
+    );
+  }
+  return text;
+}
+
+/** Accepts PEM text, with real newlines or `\n` escapes; returns the key as SPKI PEM. */
+function parsePublicKey(name: string, raw: string): string {
+  let pem = raw.trim();
+  // Env files and orchestrators often can't hold newlines, so `\n` escapes are the usual workaround.
+  if (!pem.includes('\n') && pem.includes('\\n')) pem = pem.replace(/\\n/g, '\n');
+  if (/PRIVATE KEY/.test(pem)) {
+    // createPublicKey would happily derive the public half, leaving a private key in the server's
+    // environment for no reason; the operator should fix that.
+    throw new ConfigError(name, `${name} must be a public key, not a private key`);
+  }
+  if (!pem.includes('-----BEGIN')) {
+    throw new ConfigError(name, `${name} must be a PEM public key (-----BEGIN PUBLIC KEY-----...)`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: pem, format: 'pem' });
+  } catch (err) {
+    throw new ConfigError(name, `${name} is not a valid PEM public key (${(err as Error).message})`);
+  }
+  const type = key.asymmetricKeyType;
+  if (type !== 'rsa' && type !== 'ec') {
+    throw new ConfigError(name, `${name} must be an RSA or EC public key (got ${type ?? 'unknown'})`);
+  }
+  return key.export({ type: 'spki', format: 'pem' }).toString();
+}
+
+function readPublicKey(env: Env): { key?: string } {
+  const inline = env.PRESENCE_JWT_PUBLIC_KEY;
+  const file = env.PRESENCE_JWT_PUBLIC_KEY_FILE;
+  if (present(inline) && present(file)) {
+    throw new ConfigError(
+      'PRESENCE_JWT_PUBLIC_KEY_FILE',
+      'PRESENCE_JWT_PUBLIC_KEY_FILE and PRESENCE_JWT_PUBLIC_KEY are both set; set only one',
+    );
+  }
+  if (present(inline)) return { key: parsePublicKey('PRESENCE_JWT_PUBLIC_KEY', inline) };
+  if (present(file)) {
+    let text: string;
+    try {
+      text = readFileSync(file.trim(), 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ConfigError(
+        'PRESENCE_JWT_PUBLIC_KEY_FILE',
+        `PRESENCE_JWT_PUBLIC_KEY_FILE cannot be read (${code}: ${shown(file.trim())})`,
+      );
+    }
+    return { key: parsePublicKey('PRESENCE_JWT_PUBLIC_KEY_FILE', text) };
+  }
+  return {};
+}
+
+/** Turns argv into env-style overrides, keyed by the variable each flag stands for. */
+function parseArgs(argv: readonly string[]): Map<string, { value: string; flag: string }> {
+  const out = new Map<string, { value: string; flag: string }>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') continue; // the caller handles it
+    if (arg === '--') {
+      if (i + 1 < argv.length) {
+        throw new ConfigError(argv[i + 1], `unexpected argument ${shown(argv[i + 1])} (see --help)`);
+      }
+      break;
+    }
+    if (!arg.startsWith('-')) {
+      throw new ConfigError(arg, `unexpected argument ${shown(arg)} (see --help)`);
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    const spec = FLAGS.find((f) => f.flag === flag);
+    if (!spec) throw new ConfigError(flag, `unknown option ${flag} (see --help)`);
+    let value: string;
+    if (eq !== -1) {
+      value = arg.slice(eq + 1);
+    } else {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) {
+        throw new ConfigError(flag, `${flag} needs a value (${flag} ${spec.arg})`);
+      }
+      value = next;
+      i++;
+    }
+    if (value.trim() === '') throw new ConfigError(flag, `${flag} needs a value (${flag} ${spec.arg})`);
+    out.set(spec.env, { value, flag });
+  }
+  return out;
+}
+
+/**
+ * Builds the server configuration from the environment and command-line flags (flags win).
+ * Throws ConfigError, naming the variable or flag, on the first invalid value.
+ */
+export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
+  const flags = parseArgs(argv);
+  // Read every variable up front so that which ones we consult doesn't depend on the values.
+  const vars: Record<string, string | undefined> = {};
+  for (const name of CONFIG_VARIABLES) vars[name] = env[name];
+
+  /** The raw value and the name to blame for it: the flag when one was given, else the variable. */
+  const get = (name: string): { raw: string; source: string } | undefined => {
+    const flag = flags.get(name);
+    if (flag) return { raw: flag.value, source: flag.flag };
+    const raw = vars[name];
+    return present(raw) ? { raw, source: name } : undefined;
+  };
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const v = get(name);
+    return v ? parseInteger(v.source, v.raw, min, max) : fallback;
+  };
+
+  const d = DEFAULT_CONFIG;
+  const port = int('PORT', d.port, 0, 65535);
+  const hostVar = get('HOST');
+  const host = hostVar ? parseHost(hostVar.source, hostVar.raw) : d.host;
+  const idleTimeoutMs = int('PRESENCE_IDLE_TIMEOUT_MS', d.idleTimeoutMs, 1, MAX_TIMER_MS);
+  const offlineDelayMs = int('PRESENCE_OFFLINE_DELAY_MS', d.offlineDelayMs, 0, MAX_TIMER_MS);
+  const syncIntervalMs = int('PRESENCE_SYNC_INTERVAL_MS', d.syncIntervalMs, 1, MAX_TIMER_MS);
+  const typingTimeoutMs = int('PRESENCE_TYPING_TIMEOUT_MS', d.typingTimeoutMs, 1, MAX_TIMER_MS);
+  const heartbeatIntervalMs = int('PRESENCE_HEARTBEAT_INTERVAL_MS', d.heartbeatIntervalMs, 10, MAX_TIMER_MS);
+
+  const auth: AuthConfig = {};
+  // Secrets are taken verbatim (no trim): they must match what token issuers sign with.
+  if (present(vars.PRESENCE_JWT_SECRET)) auth.jwtSecret = vars.PRESENCE_JWT_SECRET;
+  const { key } = readPublicKey(vars);
+  if (key) auth.jwtPublicKey = key;
+  if (present(vars.PRESENCE_JWT_AUDIENCE)) auth.jwtAudience = vars.PRESENCE_JWT_AUDIENCE.trim();
+  if (present(vars.PRESENCE_JWT_ISSUER)) auth.jwtIssuer = vars.PRESENCE_JWT_ISSUER.trim();
+  if (present(vars.PRESENCE_API_KEY)) auth.apiKey = vars.PRESENCE_API_KEY;
+
+  // Unlike the other variables, an empty PRESENCE_STATES is meaningful: no custom states.
+  const states =
+    vars.PRESENCE_STATES === undefined ? { ...DEFAULT_STATES } : parseStates(vars.PRESENCE_STATES);
+
+  const allowedOrigins =
+    vars.PRESENCE_ALLOWED_ORIGINS === undefined ? [] : parseAllowedOrigins(vars.PRESENCE_ALLOWED_ORIGINS);
+
+  const redisUrl = present(vars.REDIS_URL) ? parseRedisUrl('REDIS_URL', vars.REDIS_URL) : undefined;
+
+  const level = get('LOG_LEVEL');
+  const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
+
+  const production = vars.NODE_ENV?.trim() === 'production';
+
+  const permessageDeflate = present(vars.PRESENCE_PERMESSAGE_DEFLATE)
+    ? parseBoolean('PRESENCE_PERMESSAGE_DEFLATE', vars.PRESENCE_PERMESSAGE_DEFLATE)
+    : d.permessageDeflate;
+
+  const limits = { ...d.limits };
+  for (const [field, spec] of Object.entries(LIMIT_VARS) as [keyof ServerLimits, LimitSpec][]) {
+    limits[field] = int(spec.env, d.limits[field], spec.min, spec.max);
+  }
+
+  if (production && !auth.jwtSecret && !auth.jwtPublicKey && !auth.apiKey) {
+    throw new ConfigError(
+      'PRESENCE_JWT_SECRET',
+      'NODE_ENV=production refuses to start without auth: set PRESENCE_JWT_SECRET, ' +
+        'PRESENCE_JWT_PUBLIC_KEY (or PRESENCE_JWT_PUBLIC_KEY_FILE) and/or PRESENCE_API_KEY',
+    );
+  }
+
+  const config: ServerConfig = {
+    port,
+    host,
+    idleTimeoutMs,
+    offlineDelayMs,
+    syncIntervalMs,
+    typingTimeoutMs,
+    heartbeatIntervalMs,
+    auth,
+    states,
+    allowedOrigins,
+    logLevel,
+    production,
+    permessageDeflate,
+    limits,
+  };
+  if (redisUrl !== undefined) config.redisUrl = redisUrl;
+  return config;
+}
+
+/**
+ * Legal but probably unintended settings, for the caller to log at start. Kept out of loadConfig
+ * so that it stays pure and so that none of these stops a server from starting.
+ */
+export function configWarnings(config: ServerConfig): string[] {
+  const warnings: string[] = [];
+  const { auth, limits } = config;
+  // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
+  if (auth.jwtSecret !== undefined && Buffer.byteLength(auth.jwtSecret) < 32) {
+    warnings.push('PRESENCE_JWT_SECRET is shorter than 32 bytes; HS256 needs at least 256 bits to be safe');
+  }
+  if (auth.apiKey !== undefined && auth.apiKey.length < 16) {
+    warnings.push('PRESENCE_API_KEY is shorter than 16 characters; use a long random key');
+  }
+  if ((auth.jwtAudience !== undefined || auth.jwtIssuer !== undefined) && !auth.jwtSecret && !auth.jwtPublicKey) {
+    warnings.push(
+      'PRESENCE_JWT_AUDIENCE/PRESENCE_JWT_ISSUER are set but no PRESENCE_JWT_SECRET or public key; user tokens cannot be verified',
+    );
+  }
+  if (config.production && config.allowedOrigins.length === 0) {
+    warnings.push('PRESENCE_ALLOWED_ORIGINS is not set: browsers on any site may connect with a user\'s token');
+  }
+  if (limits.maxMetaBytes > limits.maxFrameBytes) {
+    warnings.push('PRESENCE_MAX_META_BYTES is larger than PRESENCE_MAX_FRAME_BYTES; meta that large can never arrive');
+  }
+  return warnings;
+}

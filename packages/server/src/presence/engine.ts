@@ -1,0 +1,899 @@
+import { randomUUID } from 'node:crypto';
+import type {
+  ClientMessage,
+  Member,
+  Meta,
+  Ref,
+  SelfPresence,
+  ServerMessage,
+  StatusCommand,
+  UserPresence,
+  WelcomeMessage,
+} from '@presence/protocol';
+import type { ServerConfig } from '../config/config.js';
+import { PresenceError } from '../errors.js';
+import type { Identity } from '../auth/identity.js';
+import { channelAllowed } from '../auth/access.js';
+import { MemoryUserStore, emptyUserRecord, type UserRecord, type UserStore } from '../store/user-store.js';
+import type { Clock, TimerHandle } from './clock.js';
+import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './service.js';
+import {
+  hiddenView,
+  isVisible,
+  mayView,
+  memberView,
+  publicView,
+  sameVisiblePresence,
+  selfView,
+  type PresenceFacts,
+} from './user-presence.js';
+import {
+  assertChannelName,
+  assertMessage,
+  assertMetaPatch,
+  assertMetaWithinLimits,
+  assertUserId,
+  mergeMeta,
+  parseExpiry,
+  toIso,
+} from './validation.js';
+
+/** Where the model writes a session's frames; the transport implements it over a socket. */
+export interface SessionSink {
+  /** Queues one serialized server message. Must not throw. */
+  send(json: string, type: ServerMessage['type']): void;
+  close(code: number, reason: string): void;
+}
+
+/** Counters the model reports to; metrics implement it. */
+export interface EngineObserver {
+  /** `receivers` connections were sent one message of `type`. */
+  sent(type: ServerMessage['type'], receivers: number): void;
+}
+
+interface Session {
+  readonly id: string;
+  readonly user: UserState;
+  device: string;
+  /** Null while detached: the socket is gone and the offline delay runs. */
+  sink: SessionSink | null;
+  lastActivityAt: number;
+  /** The client said `idle`; cleared by the next `activity`. */
+  reportedIdle: boolean;
+  /** Result of the last idle check (reported idle, or no activity for the idle timeout). */
+  idle: boolean;
+  idleTimer?: TimerHandle;
+  offlineTimer?: TimerHandle;
+  channels: Set<string>;
+  watching: Set<string>;
+  allowlist?: string[];
+}
+
+interface UserState {
+  record: UserRecord;
+  sessions: Map<string, Session>;
+  /** Channels where the user is a member (at least one of their sessions joined). */
+  channels: Set<string>;
+  expiryTimer?: TimerHandle;
+  /** The view last announced to others, for change detection. */
+  published: UserPresence;
+  /** Whether others could see the user at the last announcement. */
+  announcedVisible: boolean;
+}
+
+interface ChannelMember {
+  readonly user: UserState;
+  joinedAt: number;
+  channelMeta: Meta;
+  sessions: Set<Session>;
+}
+
+interface Channel {
+  readonly name: string;
+  seq: number;
+  members: Map<string, ChannelMember>;
+  typing: Map<string, TimerHandle>;
+}
+
+/** What `connect` hands the transport: the session and the socket's sink, bound together. */
+export interface Attachment {
+  readonly session: Session;
+  readonly sink: SessionSink;
+  readonly resumed: boolean;
+}
+
+export interface ConnectRequest {
+  identity: Identity;
+  /** A previous session id to resume, when the client sends one. */
+  sessionId?: string;
+  device?: string;
+}
+
+export interface EngineOptions {
+  config: ServerConfig;
+  clock: Clock;
+  store?: UserStore;
+  observer?: EngineObserver;
+  newSessionId?: () => string;
+}
+
+const SESSION_ID = /^[A-Za-z0-9_-]{8,64}$/;
+const DEVICE = /^[A-Za-z0-9_.-]{1,32}$/;
+/** setTimeout cannot wait longer than this; longer expiries re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The presence model of one node: sessions merged into users, channels with user-level
+ * membership, typing, watches, privacy and every timeout. It knows nothing of sockets or HTTP:
+ * it reads time from the injected clock and writes frames to sinks.
+ */
+export class PresenceEngine implements PresenceQueries {
+  private readonly config: ServerConfig;
+  private readonly clock: Clock;
+  private readonly store: UserStore;
+  private readonly observer?: EngineObserver;
+  private readonly newSessionId: () => string;
+  private readonly users = new Map<string, UserState>();
+  private readonly sessions = new Map<string, Session>();
+  private readonly channels = new Map<string, Channel>();
+  /** Watched user id → sessions watching them. */
+  private readonly watchers = new Map<string, Set<Session>>();
+  private attachedCount = 0;
+  private visibleUserCount = 0;
+
+  constructor(options: EngineOptions) {
+    this.config = options.config;
+    this.clock = options.clock;
+    this.store = options.store ?? new MemoryUserStore();
+    this.observer = options.observer;
+    this.newSessionId = options.newSessionId ?? randomUUID;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sessions
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Opens a session (or resumes one inside its offline delay) and sends `welcome`, then the
+   * state a resumed session missed. Throws TOO_MANY_SESSIONS.
+   */
+  connect(request: ConnectRequest, sink: SessionSink): Attachment {
+    const now = this.clock.now();
+    const user = this.userState(request.identity.userId);
+    this.applyIdentity(user, request.identity);
+    const device = request.device && DEVICE.test(request.device) ? request.device : 'unknown';
+
+    const wanted = request.sessionId && SESSION_ID.test(request.sessionId) ? request.sessionId : undefined;
+    const existing = wanted ? this.sessions.get(wanted) : undefined;
+    let session: Session;
+    let resumed = false;
+    if (existing && existing.user === user) {
+      session = existing;
+      resumed = true;
+      this.clock.clearTimer(session.offlineTimer);
+      session.offlineTimer = undefined;
+      if (session.sink) {
+        // Another socket still holds this session (its close was not noticed yet): the newest wins.
+        const previous = session.sink;
+        session.sink = null;
+        this.attachedCount -= 1;
+        previous.close(4000, 'SESSION_REPLACED');
+      }
+      session.device = device;
+    } else {
+      this.makeRoomForSession(user);
+      const id = wanted && !existing ? wanted : this.newSessionId();
+      session = {
+        id,
+        user,
+        device,
+        sink: null,
+        lastActivityAt: now,
+        reportedIdle: false,
+        idle: false,
+        channels: new Set(),
+        watching: new Set(),
+      };
+      this.sessions.set(id, session);
+      user.sessions.set(id, session);
+      this.touchActivity(user, now);
+      this.armIdleTimer(session);
+    }
+    session.allowlist = request.identity.channels;
+    session.sink = sink;
+    this.attachedCount += 1;
+
+    this.send(session, this.welcome(session, resumed));
+    this.announce(user);
+    if (resumed) this.resendState(session);
+    return { session, sink, resumed };
+  }
+
+  /** The socket closed without `logout`: the session lingers for the offline delay. */
+  disconnect(attachment: Attachment): void {
+    const { session } = attachment;
+    if (session.sink !== attachment.sink || !this.sessions.has(session.id)) return;
+    session.sink = null;
+    this.attachedCount -= 1;
+    const now = this.clock.now();
+    const user = session.user;
+    if (user.announcedVisible) {
+      user.record.lastSeenAt = now;
+      this.save(user);
+    }
+    // Typing belongs to a live keyboard; it ends with the socket, not after the offline delay.
+    for (const name of session.channels) {
+      const channel = this.channels.get(name);
+      if (channel && !this.hasAttachedSessionIn(channel, user)) this.stopTyping(channel, user);
+    }
+    if (this.config.offlineDelayMs <= 0) {
+      this.expireSession(session);
+    } else {
+      session.offlineTimer = this.clock.setTimer(this.config.offlineDelayMs, () => this.expireSession(session));
+    }
+  }
+
+  /** Ends every session of the user now, without the offline delay (logout, or the HTTP API). */
+  logout(userId: string): void {
+    const user = this.users.get(userId);
+    if (!user || user.sessions.size === 0) return;
+    const now = this.clock.now();
+    if (user.announcedVisible) user.record.lastSeenAt = now;
+    for (const session of [...user.sessions.values()]) {
+      if (session.sink) {
+        const sink = session.sink;
+        session.sink = null;
+        this.attachedCount -= 1;
+        sink.close(1000, 'LOGGED_OUT');
+      }
+      this.expireSession(session);
+    }
+  }
+
+  private makeRoomForSession(user: UserState): void {
+    const max = this.config.limits.maxSessionsPerUser;
+    if (user.sessions.size < max) return;
+    // Lingering sessions are only kept for a reconnect; a new tab is better evidence of the user.
+    const lingering = [...user.sessions.values()].filter((s) => !s.sink);
+    for (const session of lingering) {
+      if (user.sessions.size < max) break;
+      this.expireSession(session);
+    }
+    if (user.sessions.size >= max) {
+      throw new PresenceError('TOO_MANY_SESSIONS', `at most ${max} sessions per user on one node`);
+    }
+  }
+
+  private expireSession(session: Session): void {
+    if (!this.sessions.has(session.id)) return;
+    const user = session.user;
+    this.clock.clearTimer(session.offlineTimer);
+    this.clock.clearTimer(session.idleTimer);
+    session.offlineTimer = session.idleTimer = undefined;
+    this.sessions.delete(session.id);
+    user.sessions.delete(session.id);
+    for (const name of [...session.channels]) {
+      const channel = this.channels.get(name);
+      if (channel) this.removeFromChannel(channel, session);
+    }
+    for (const watched of session.watching) this.unindexWatch(session, watched);
+    session.watching.clear();
+    this.announce(user);
+  }
+
+  private welcome(session: Session, resumed: boolean): WelcomeMessage {
+    const { config } = this;
+    const { limits } = config;
+    return {
+      type: 'welcome',
+      userId: session.user.record.userId,
+      sessionId: session.id,
+      resumed,
+      serverTime: toIso(this.clock.now()),
+      timeouts: {
+        heartbeatMs: config.heartbeatIntervalMs,
+        idleMs: config.idleTimeoutMs,
+        offlineDelayMs: config.offlineDelayMs,
+        typingMs: config.typingTimeoutMs,
+      },
+      limits: {
+        maxFrameBytes: limits.maxFrameBytes,
+        maxMetaBytes: limits.maxMetaBytes,
+        maxMetaDepth: limits.maxMetaDepth,
+        maxMetaKeys: limits.maxMetaKeys,
+        maxMessageLength: limits.maxMessageLength,
+        maxChannelNameLength: limits.maxChannelNameLength,
+        maxChannelsPerSession: limits.maxChannelsPerSession,
+        maxSessionsPerUser: limits.maxSessionsPerUser,
+        maxWatchedUsers: limits.maxWatchedUsers,
+        rateLimitPerSecond: limits.rateLimitPerSecond,
+        rateLimitBurst: limits.rateLimitBurst,
+        maxOutboundBufferBytes: limits.maxOutboundBufferBytes,
+      },
+      states: { ...config.states },
+      self: selfView(this.facts(session.user), config.states),
+    };
+  }
+
+  /** A resumed session missed events while away: give it full state again. */
+  private resendState(session: Session): void {
+    for (const name of session.channels) {
+      const channel = this.channels.get(name);
+      if (channel) this.sendSync(session, channel);
+    }
+    if (session.watching.size > 0) {
+      const viewer = session.user.record.userId;
+      this.send(session, { type: 'user.sync', users: [...session.watching].map((id) => this.viewOf(id, viewer)) });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Commands
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Runs one command of a live session. Returns data for the `ack` (or undefined for none), or
+   * throws PresenceError, which the transport turns into an `error` frame.
+   */
+  handle(attachment: Attachment, command: ClientMessage): Record<string, unknown> | undefined {
+    const { session } = attachment;
+    if (session.sink !== attachment.sink) return undefined; // a replaced socket's late frame
+    const user = session.user;
+    switch (command.type) {
+      case 'join':
+        return this.join(session, command.channel, command.meta);
+      case 'leave': {
+        const channel = this.joinedChannel(session, command.channel);
+        this.removeFromChannel(channel, session);
+        return {};
+      }
+      case 'status':
+        this.applyStatus(user, command);
+        return { self: selfView(this.facts(user), this.config.states) };
+      case 'meta':
+        this.applyMeta(user, assertMetaPatch(command.meta));
+        return { self: selfView(this.facts(user), this.config.states) };
+      case 'channel.meta':
+        return this.setChannelMeta(session, command.channel, assertMetaPatch(command.meta));
+      case 'activity':
+        this.activity(session);
+        return {};
+      case 'idle':
+        session.reportedIdle = true;
+        this.refreshIdle(session);
+        return {};
+      case 'typing':
+        this.typing(session, command.channel, command.typing);
+        return {};
+      case 'watch':
+        return this.watch(session, command.users, command.ref);
+      case 'unwatch':
+        for (const id of command.users) {
+          if (session.watching.delete(id)) this.unindexWatch(session, id);
+        }
+        return { watching: session.watching.size };
+      case 'ping':
+        this.send(session, { type: 'pong', ...(command.ref !== undefined ? { ref: command.ref } : {}), serverTime: toIso(this.clock.now()) });
+        return undefined;
+      case 'logout':
+        if (command.ref !== undefined) this.send(session, { type: 'ack', ref: command.ref });
+        this.logout(user.record.userId);
+        return undefined;
+    }
+  }
+
+  private join(session: Session, name: string, meta: Meta | undefined): Record<string, unknown> {
+    const { limits } = this.config;
+    assertChannelName(name, limits);
+    if (!channelAllowed(session.allowlist, name)) {
+      throw new PresenceError('CHANNEL_FORBIDDEN', `the token does not allow channel "${name}"`);
+    }
+    const patch = meta === undefined ? undefined : assertMetaPatch(meta);
+    const user = session.user;
+    let channel = this.channels.get(name);
+    let member = channel?.members.get(user.record.userId);
+    if (!session.channels.has(name) && session.channels.size >= limits.maxChannelsPerSession) {
+      throw new PresenceError('TOO_MANY_CHANNELS', `at most ${limits.maxChannelsPerSession} channels per session`);
+    }
+    // Validate before touching any state, so a refused join leaves nothing behind.
+    const channelMeta = patch ? mergeMeta(member?.channelMeta ?? {}, patch, limits) : member?.channelMeta ?? {};
+    if (!channel) {
+      channel = { name, seq: 0, members: new Map(), typing: new Map() };
+      this.channels.set(name, channel);
+    }
+    if (!member) {
+      member = { user, joinedAt: this.clock.now(), channelMeta, sessions: new Set([session]) };
+      channel.members.set(user.record.userId, member);
+      user.channels.add(name);
+      session.channels.add(name);
+      if (user.announcedVisible) {
+        this.broadcast(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq }, session);
+      }
+    } else {
+      member.sessions.add(session);
+      session.channels.add(name);
+      if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta)) {
+        member.channelMeta = channelMeta;
+        if (user.announcedVisible) {
+          this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq }, session);
+        }
+      }
+    }
+    this.sendSync(session, channel);
+    return {};
+  }
+
+  private joinedChannel(session: Session, name: unknown): Channel {
+    assertChannelName(name, this.config.limits);
+    const channel = this.channels.get(name as string);
+    if (!channel || !session.channels.has(name as string)) {
+      throw new PresenceError('NOT_IN_CHANNEL', `the session has not joined "${name as string}"`);
+    }
+    return channel;
+  }
+
+  /** Takes a session out of a channel; the user leaves when it was their last session there. */
+  private removeFromChannel(channel: Channel, session: Session): void {
+    const user = session.user;
+    const userId = user.record.userId;
+    const member = channel.members.get(userId);
+    session.channels.delete(channel.name);
+    if (!member) return;
+    member.sessions.delete(session);
+    if (member.sessions.size > 0) {
+      if (!this.hasAttachedSessionIn(channel, user)) this.stopTyping(channel, user);
+      return;
+    }
+    this.stopTyping(channel, user);
+    channel.members.delete(userId);
+    user.channels.delete(channel.name);
+    if (user.announcedVisible) {
+      // A user still connected elsewhere was seen just now; one who timed out, at their disconnect.
+      const stillLive = [...user.sessions.values()].some((s) => s.sink);
+      const lastSeen = stillLive ? toIso(this.clock.now()) : toIso(user.record.lastSeenAt);
+      this.broadcast(channel, { type: 'presence.leave', channel: channel.name, userId, lastSeen, seq: ++channel.seq });
+    }
+    if (channel.members.size === 0) {
+      for (const timer of channel.typing.values()) this.clock.clearTimer(timer);
+      this.channels.delete(channel.name);
+    }
+  }
+
+  private setChannelMeta(session: Session, name: string, patch: Meta): Record<string, unknown> {
+    const channel = this.joinedChannel(session, name);
+    const member = channel.members.get(session.user.record.userId)!;
+    const next = mergeMeta(member.channelMeta, patch, this.config.limits);
+    if (!sameJson(member.channelMeta, next)) {
+      member.channelMeta = next;
+      if (session.user.announcedVisible) {
+        this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
+      }
+    }
+    return { channelMeta: member.channelMeta };
+  }
+
+  private activity(session: Session): void {
+    const now = this.clock.now();
+    session.lastActivityAt = now;
+    session.reportedIdle = false;
+    this.touchActivity(session.user, now);
+    if (session.idle) this.refreshIdle(session);
+    else this.armIdleTimer(session);
+  }
+
+  /** Activity moves `lastSeen`/`lastActive`, but never while invisible: those stay frozen. */
+  private touchActivity(user: UserState, now: number): void {
+    if (user.record.manual.status === 'invisible') return;
+    user.record.lastActiveAt = now;
+    user.record.lastSeenAt = now;
+    this.save(user);
+  }
+
+  private armIdleTimer(session: Session): void {
+    if (session.idleTimer || session.idle) return;
+    const due = session.lastActivityAt + this.config.idleTimeoutMs - this.clock.now();
+    // One timer per session, re-armed lazily: activity only moves a timestamp, never a timer.
+    session.idleTimer = this.clock.setTimer(due, () => {
+      session.idleTimer = undefined;
+      this.refreshIdle(session);
+    });
+  }
+
+  private refreshIdle(session: Session): void {
+    const timedOut = this.clock.now() - session.lastActivityAt >= this.config.idleTimeoutMs;
+    const idle = session.reportedIdle || timedOut;
+    if (!idle) this.armIdleTimer(session);
+    if (idle === session.idle) return;
+    session.idle = idle;
+    this.announce(session.user);
+  }
+
+  private typing(session: Session, name: string, typing: boolean): void {
+    const channel = this.joinedChannel(session, name);
+    const user = session.user;
+    if (!typing) {
+      this.stopTyping(channel, user);
+      return;
+    }
+    this.activity(session);
+    // Invisible users type in silence: nothing is stored, so nothing can leak later.
+    if (!user.announcedVisible) return;
+    const userId = user.record.userId;
+    const existing = channel.typing.get(userId);
+    this.clock.clearTimer(existing);
+    channel.typing.set(
+      userId,
+      this.clock.setTimer(this.config.typingTimeoutMs, () => this.stopTyping(channel, user)),
+    );
+    if (!existing) this.broadcast(channel, { type: 'typing', channel: name, userId, typing: true }, undefined, userId);
+  }
+
+  private stopTyping(channel: Channel, user: UserState): void {
+    const userId = user.record.userId;
+    const timer = channel.typing.get(userId);
+    if (!timer) return;
+    this.clock.clearTimer(timer);
+    channel.typing.delete(userId);
+    this.broadcast(channel, { type: 'typing', channel: channel.name, userId, typing: false }, undefined, userId);
+  }
+
+  private hasAttachedSessionIn(channel: Channel, user: UserState): boolean {
+    const member = channel.members.get(user.record.userId);
+    if (!member) return false;
+    for (const s of member.sessions) if (s.sink) return true;
+    return false;
+  }
+
+  private watch(session: Session, ids: string[], _ref: Ref | undefined): Record<string, unknown> {
+    const { limits } = this.config;
+    const unique = [...new Set(ids)];
+    for (const id of unique) assertUserId(id, limits);
+    const added = unique.filter((id) => !session.watching.has(id));
+    if (session.watching.size + added.length > limits.maxWatchedUsers) {
+      throw new PresenceError('TOO_MANY_WATCHES', `at most ${limits.maxWatchedUsers} watched users per session`);
+    }
+    for (const id of added) {
+      session.watching.add(id);
+      let set = this.watchers.get(id);
+      if (!set) this.watchers.set(id, (set = new Set()));
+      set.add(session);
+    }
+    const viewer = session.user.record.userId;
+    this.send(session, { type: 'user.sync', users: unique.map((id) => this.viewOf(id, viewer)) });
+    return { watching: session.watching.size };
+  }
+
+  private unindexWatch(session: Session, watchedId: string): void {
+    const set = this.watchers.get(watchedId);
+    if (!set) return;
+    set.delete(session);
+    if (set.size === 0) this.watchers.delete(watchedId);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // User state shared by WebSocket commands and the HTTP API
+  // -------------------------------------------------------------------------------------------
+
+  private applyStatus(user: UserState, command: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt' | 'visibility'>): void {
+    const { limits, states } = this.config;
+    const now = this.clock.now();
+    const manual = { ...user.record.manual };
+    // Check everything first: a refused command changes nothing.
+    if (command.state !== undefined && command.state !== null && !Object.hasOwn(states, command.state)) {
+      throw new PresenceError('UNKNOWN_STATE', `state "${String(command.state).slice(0, 64)}" is not configured`);
+    }
+    const message = command.message === undefined ? manual.message : assertMessage(command.message, limits);
+    const expiresAt = parseExpiry(command.expiresAt, now);
+
+    if (command.status === 'online') {
+      manual.status = null;
+      manual.state = null;
+    } else if (command.status) {
+      manual.status = command.status;
+    }
+    if (command.state !== undefined) {
+      manual.state = command.state;
+      // A new state replaces away/busy (the state carries its own base), but never breaks invisibility.
+      if (command.state !== null && command.status === undefined && manual.status !== 'invisible') manual.status = null;
+    }
+    manual.message = message;
+    manual.expiresAt = manual.status || manual.state || manual.message ? expiresAt : null;
+
+    const wasInvisible = user.record.manual.status === 'invisible';
+    const becomesInvisible = manual.status === 'invisible';
+    if (!wasInvisible && becomesInvisible && user.sessions.size > 0) {
+      // lastSeen freezes at the moment of going invisible, exactly as it would at a disconnect.
+      user.record.lastSeenAt = now;
+    }
+    user.record.manual = manual;
+    if (wasInvisible && !becomesInvisible && user.sessions.size > 0) this.touchActivity(user, now);
+    const visibilityChanged = command.visibility !== undefined && command.visibility !== user.record.visibility;
+    if (command.visibility !== undefined) user.record.visibility = command.visibility;
+    this.scheduleExpiry(user);
+    this.save(user);
+    this.announce(user, visibilityChanged);
+  }
+
+  private applyMeta(user: UserState, patch: Meta): void {
+    const next = mergeMeta(user.record.meta, patch, this.config.limits);
+    if (sameJson(next, user.record.meta)) return;
+    user.record.meta = next;
+    this.save(user);
+    this.announce(user);
+  }
+
+  private scheduleExpiry(user: UserState): void {
+    this.clock.clearTimer(user.expiryTimer);
+    user.expiryTimer = undefined;
+    const at = user.record.manual.expiresAt;
+    if (at === null) return;
+    const delay = at - this.clock.now();
+    user.expiryTimer = this.clock.setTimer(Math.min(delay, MAX_TIMER_MS), () => {
+      user.expiryTimer = undefined;
+      if (user.record.manual.expiresAt !== at) return;
+      if (this.clock.now() < at) {
+        this.scheduleExpiry(user);
+        return;
+      }
+      const wasInvisible = user.record.manual.status === 'invisible';
+      user.record.manual = { status: null, state: null, message: null, expiresAt: null };
+      if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
+      this.save(user);
+      this.announce(user);
+    });
+  }
+
+  private applyIdentity(user: UserState, identity: Identity): void {
+    let changed = false;
+    if (Object.keys(identity.meta).length > 0) {
+      // Token claims (name, avatar) are the issuer's word and win over stored values.
+      const next = mergeMeta(user.record.meta, identity.meta, this.config.limits);
+      if (!sameJson(next, user.record.meta)) {
+        user.record.meta = next;
+        changed = true;
+      }
+    }
+    if (identity.contacts) {
+      user.record.contacts = [...identity.contacts];
+      changed = true;
+    }
+    if (identity.visibility && identity.visibility !== user.record.visibility) {
+      user.record.visibility = identity.visibility;
+      changed = true;
+    }
+    if (changed) this.save(user);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Announcing changes
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Compares the user's presence with what others were last told and sends the difference:
+   * join/leave in every channel when visibility flips, update otherwise, and user.update to watchers.
+   */
+  private announce(user: UserState, privacyChanged = false): void {
+    const facts = this.facts(user);
+    const visible = isVisible(facts);
+    const view = publicView(facts, this.config.states);
+    const wasVisible = user.announcedVisible;
+    const changed = !sameVisiblePresence(view, user.published) || visible !== wasVisible;
+    user.published = view;
+    user.announcedVisible = visible;
+    if (visible !== wasVisible) this.visibleUserCount += visible ? 1 : -1;
+    if (!changed && !privacyChanged) return;
+
+    const userId = user.record.userId;
+    for (const name of user.channels) {
+      const channel = this.channels.get(name);
+      if (!channel) continue;
+      const member = channel.members.get(userId)!;
+      if (visible && !wasVisible) {
+        this.broadcast(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq });
+      } else if (!visible && wasVisible) {
+        this.stopTyping(channel, user);
+        this.broadcast(channel, { type: 'presence.leave', channel: name, userId, lastSeen: view.lastSeen, seq: ++channel.seq });
+      } else if (visible && changed) {
+        this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
+      }
+    }
+    this.notifyWatchers(user, view, changed, privacyChanged);
+  }
+
+  private notifyWatchers(user: UserState, view: UserPresence, changed: boolean, privacyChanged: boolean): void {
+    const sessions = this.watchers.get(user.record.userId);
+    if (!sessions || sessions.size === 0) return;
+    let visibleJson: string | undefined;
+    let hiddenJson: string | undefined;
+    let visibleCount = 0;
+    let hiddenCount = 0;
+    for (const session of sessions) {
+      if (!session.sink) continue;
+      if (mayView(user.record, session.user.record.userId)) {
+        if (!changed && !privacyChanged) continue;
+        visibleJson ??= JSON.stringify({ type: 'user.update', user: view });
+        session.sink.send(visibleJson, 'user.update');
+        visibleCount += 1;
+      } else if (privacyChanged) {
+        // The hidden view never changes, so it is only sent when the viewer just lost sight.
+        hiddenJson ??= JSON.stringify({ type: 'user.update', user: hiddenView(user.record.userId) });
+        session.sink.send(hiddenJson, 'user.update');
+        hiddenCount += 1;
+      }
+    }
+    if (visibleCount + hiddenCount > 0) this.observer?.sent('user.update', visibleCount + hiddenCount);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Fan-out
+  // -------------------------------------------------------------------------------------------
+
+  private send(session: Session, message: ServerMessage): void {
+    if (!session.sink) return;
+    session.sink.send(JSON.stringify(message), message.type);
+    this.observer?.sent(message.type, 1);
+  }
+
+  /** One serialization shared by every receiver. */
+  private broadcast(channel: Channel, message: ServerMessage, exceptSession?: Session, exceptUserId?: string): void {
+    let json: string | undefined;
+    let receivers = 0;
+    for (const member of channel.members.values()) {
+      if (member.user.record.userId === exceptUserId) continue;
+      for (const session of member.sessions) {
+        if (session === exceptSession || !session.sink) continue;
+        json ??= JSON.stringify(message);
+        session.sink.send(json, message.type);
+        receivers += 1;
+      }
+    }
+    if (receivers > 0) this.observer?.sent(message.type, receivers);
+  }
+
+  private sendSync(session: Session, channel: Channel): void {
+    this.send(session, { type: 'presence.sync', channel: channel.name, members: this.visibleMembers(channel), seq: channel.seq });
+  }
+
+  private member(member: ChannelMember): Member {
+    return memberView(member.user.published, member.channelMeta, member.joinedAt);
+  }
+
+  private visibleMembers(channel: Channel): Member[] {
+    const members: Member[] = [];
+    for (const member of channel.members.values()) {
+      if (member.user.announcedVisible) members.push(this.member(member));
+    }
+    return members;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Helpers
+  // -------------------------------------------------------------------------------------------
+
+  private userState(userId: string): UserState {
+    let user = this.users.get(userId);
+    if (user) return user;
+    const record = this.store.get(userId) ?? emptyUserRecord(userId);
+    user = {
+      record,
+      sessions: new Map(),
+      channels: new Set(),
+      published: hiddenView(userId),
+      announcedVisible: false,
+    };
+    user.published = publicView(this.facts(user), this.config.states);
+    this.users.set(userId, user);
+    this.scheduleExpiry(user);
+    return user;
+  }
+
+  private facts(user: UserState): PresenceFacts {
+    let anyActive = false;
+    const devices = new Set<string>();
+    for (const session of user.sessions.values()) {
+      if (!session.idle) anyActive = true;
+      devices.add(session.device);
+    }
+    return { record: user.record, sessionCount: user.sessions.size, anyActive, devices: [...devices].sort() };
+  }
+
+  private save(user: UserState): void {
+    this.store.save(user.record);
+  }
+
+  /** Presence of any user id (known or not) as `viewer` may see it. */
+  private viewOf(userId: string, viewer: string | undefined): UserPresence {
+    const user = this.users.get(userId);
+    const record = user?.record ?? this.store.get(userId);
+    if (!record) return hiddenView(userId);
+    if (!mayView(record, viewer)) return hiddenView(userId);
+    if (user) return publicView(this.facts(user), this.config.states);
+    return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, this.config.states);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries (HTTP API)
+  // -------------------------------------------------------------------------------------------
+
+  channelPresence(name: string, page: { limit: number; cursor?: string }): ChannelPage {
+    assertChannelName(name, this.config.limits);
+    const channel = this.channels.get(name);
+    if (!channel) return { channel: name, count: 0, members: [] };
+    const all = this.visibleMembers(channel).sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
+    const start = page.cursor === undefined ? 0 : all.findIndex((m) => m.userId > page.cursor!);
+    const from = start < 0 ? all.length : start;
+    const members = all.slice(from, from + page.limit);
+    const result: ChannelPage = { channel: name, count: all.length, members };
+    if (from + page.limit < all.length) result.nextCursor = members[members.length - 1].userId;
+    return result;
+  }
+
+  userPresence(userId: string, viewer: ViewerId): UserPresence {
+    assertUserId(userId, this.config.limits);
+    return this.viewOf(userId, viewer.trusted ? undefined : viewer.userId);
+  }
+
+  queryUsers(userIds: string[], viewer: ViewerId): UserPresence[] {
+    const max = this.config.limits.maxQueryUsers;
+    if (userIds.length > max) throw new PresenceError('TOO_MANY_USERS', `at most ${max} user ids per query`);
+    for (const id of userIds) assertUserId(id, this.config.limits);
+    return userIds.map((id) => this.viewOf(id, viewer.trusted ? undefined : viewer.userId));
+  }
+
+  updateUser(userId: string, patch: UserPatch): SelfPresence {
+    assertUserId(userId, this.config.limits);
+    const meta = patch.meta === undefined ? undefined : assertMetaPatch(patch.meta);
+    if (meta) assertMetaWithinLimits(meta, this.config.limits);
+    const user = this.userState(userId);
+    if (patch.status === 'offline') {
+      this.logout(userId);
+    }
+    const status = patch.status === 'offline' ? undefined : patch.status;
+    const touchesStatus =
+      status !== undefined || patch.state !== undefined || patch.message !== undefined || patch.expiresAt !== undefined || patch.visibility !== undefined;
+    if (touchesStatus) {
+      this.applyStatus(user, { status, state: patch.state, message: patch.message, expiresAt: patch.expiresAt, visibility: patch.visibility });
+    }
+    if (meta) this.applyMeta(user, meta);
+    if (patch.contacts) {
+      for (const id of patch.contacts) assertUserId(id, this.config.limits);
+      user.record.contacts = [...new Set(patch.contacts)];
+      this.save(user);
+      this.announce(user, true);
+    }
+    return selfView(this.facts(user), this.config.states);
+  }
+
+  stats(): PresenceStats {
+    let channels = 0;
+    for (const channel of this.channels.values()) {
+      for (const member of channel.members.values()) {
+        if (member.user.announcedVisible) {
+          channels += 1;
+          break;
+        }
+      }
+    }
+    return { connections: this.attachedCount, sessions: this.sessions.size, onlineUsers: this.visibleUserCount, channels };
+  }
+
+  /** Ends every session at once (shutdown): no events, timers cleared. */
+  dispose(): void {
+    for (const session of this.sessions.values()) {
+      this.clock.clearTimer(session.idleTimer);
+      this.clock.clearTimer(session.offlineTimer);
+    }
+    for (const user of this.users.values()) this.clock.clearTimer(user.expiryTimer);
+    for (const channel of this.channels.values()) for (const timer of channel.typing.values()) this.clock.clearTimer(timer);
+    this.sessions.clear();
+    this.channels.clear();
+    this.watchers.clear();
+    this.users.clear();
+    this.attachedCount = 0;
+    this.visibleUserCount = 0;
+  }
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}

@@ -1,0 +1,45 @@
+import type { ManualStatus, Member, Meta, SelfPresence, UserPresence, Visibility } from '@presence/protocol';
+
+/** Who a presence view is computed for: privacy (`visibility`, contacts) depends on it. */
+export type ViewerId = { trusted: true } | { trusted: false; userId: string };
+
+/** A change to one user's presence, from the HTTP API (and shaped like the `status`+`meta` commands). */
+export interface UserPatch {
+  /** `online` clears the manual status; `offline` ends every session of the user at once. */
+  status?: 'online' | 'offline' | ManualStatus;
+  state?: string | null;
+  message?: string | null;
+  expiresAt?: string | null;
+  meta?: Meta;
+  visibility?: Visibility;
+  contacts?: string[];
+}
+
+export interface ChannelPage {
+  channel: string;
+  /** Visible members in the whole channel (not only this page). */
+  count: number;
+  members: Member[];
+  /** Pass as `cursor` to get the next page; absent on the last page. */
+  nextCursor?: string;
+}
+
+export interface PresenceStats {
+  connections: number;
+  /** Sessions, including those inside their offline delay. */
+  sessions: number;
+  /** Users seen as present by others (invisible users are not counted). */
+  onlineUsers: number;
+  /** Channels with at least one visible member. */
+  channels: number;
+}
+
+/** What the HTTP API needs from the presence model; the transport and tests use the same engine. */
+export interface PresenceQueries {
+  channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage;
+  userPresence(userId: string, viewer: ViewerId): UserPresence;
+  queryUsers(userIds: string[], viewer: ViewerId): UserPresence[];
+  /** Applies the patch as if the user sent it; works for offline users too. Throws PresenceError. */
+  updateUser(userId: string, patch: UserPatch): SelfPresence;
+  stats(): PresenceStats;
+}

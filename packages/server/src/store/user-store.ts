@@ -1,0 +1,74 @@
+import type { ManualStatus, Meta, Visibility } from '@presence/protocol';
+
+/** What the user set by hand; it applies to all their sessions and outlives them. */
+export interface ManualPresence {
+  status: ManualStatus | null;
+  state: string | null;
+  message: string | null;
+  /** ms since the epoch; status, state and message clear then. */
+  expiresAt: number | null;
+}
+
+/**
+ * The durable part of a user's presence: what must survive the user's sessions (and, with a
+ * persistent store, a restart). Sessions, channels and timers are not here: they die with sockets.
+ */
+export interface UserRecord {
+  userId: string;
+  manual: ManualPresence;
+  meta: Meta;
+  visibility: Visibility;
+  contacts: string[];
+  /** When the user was last online (activity or disconnect), ms since the epoch. */
+  lastSeenAt: number | null;
+  /** Last activity of any session, ms since the epoch. */
+  lastActiveAt: number | null;
+}
+
+/**
+ * Where user records live. Reads are synchronous on purpose: the presence model answers from
+ * memory on the hot path; a networked store (Redis) keeps a local copy and writes behind.
+ */
+export interface UserStore {
+  get(userId: string): UserRecord | undefined;
+  /** Called after every change of a record; the store may persist it asynchronously. */
+  save(record: UserRecord): void;
+  /** False while the backing service is unreachable (drives `/readyz`). */
+  isReady(): boolean;
+  close(): Promise<void>;
+}
+
+export function emptyUserRecord(userId: string): UserRecord {
+  return {
+    userId,
+    manual: { status: null, state: null, message: null, expiresAt: null },
+    meta: {},
+    visibility: 'everyone',
+    contacts: [],
+    lastSeenAt: null,
+    lastActiveAt: null,
+  };
+}
+
+/** The embedded default: records live as long as the process. */
+export class MemoryUserStore implements UserStore {
+  private readonly records = new Map<string, UserRecord>();
+
+  get(userId: string): UserRecord | undefined {
+    return this.records.get(userId);
+  }
+
+  save(record: UserRecord): void {
+    this.records.set(record.userId, record);
+  }
+
+  isReady(): boolean {
+    return true;
+  }
+
+  get size(): number {
+    return this.records.size;
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,420 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { DEFAULT_CONFIG, DEFAULT_STATES } from '../src/config/config.js';
+import {
+  CONFIG_VARIABLES,
+  ConfigError,
+  HELP_TEXT,
+  configWarnings,
+  loadConfig,
+  wantsHelp,
+} from '../src/config/env.js';
+import { createLogger, silentLogger } from '../src/log.js';
+
+/** Asserts that loading throws a ConfigError blaming `variable`, with the name in the message. */
+function assertConfigError(env: Record<string, string>, variable: string, argv: string[] = [], match?: RegExp): void {
+  assert.throws(
+    () => loadConfig(env, argv),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+      assert.equal(err.variable, variable);
+      assert.ok(err.message.includes(variable), `message should name ${variable}: ${err.message}`);
+      if (match) assert.match(err.message, match);
+      return true;
+    },
+  );
+}
+
+function spkiPem(type: 'rsa' | 'ec' | 'ed25519'): string {
+  const pair =
+    type === 'rsa'
+      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+      : type === 'ec'
+        ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+        : generateKeyPairSync('ed25519');
+  return pair.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+}
+
+describe('loadConfig', () => {
+  it('gives DEFAULT_CONFIG for an empty environment', () => {
+    assert.deepEqual(loadConfig({}, []), DEFAULT_CONFIG);
+  });
+
+  it('treats empty variables as unset', () => {
+    assert.deepEqual(loadConfig({ PORT: '', LOG_LEVEL: '', PRESENCE_JWT_SECRET: '' }, []), DEFAULT_CONFIG);
+  });
+
+  it('reads every documented variable', () => {
+    const pem = spkiPem('ec');
+    const config = loadConfig(
+      {
+        PORT: '9000',
+        HOST: '127.0.0.1',
+        PRESENCE_IDLE_TIMEOUT_MS: '60000',
+        PRESENCE_OFFLINE_DELAY_MS: '0',
+        PRESENCE_SYNC_INTERVAL_MS: '1000',
+        PRESENCE_TYPING_TIMEOUT_MS: '5000',
+        PRESENCE_HEARTBEAT_INTERVAL_MS: '15000',
+        PRESENCE_JWT_SECRET: 'a'.repeat(40),
+        PRESENCE_JWT_PUBLIC_KEY: pem,
+        PRESENCE_JWT_AUDIENCE: 'presence',
+        PRESENCE_JWT_ISSUER: 'https://auth.example.com',
+        PRESENCE_API_KEY: 'k'.repeat(32),
+        PRESENCE_STATES: 'in-call:busy, lunch:away',
+        PRESENCE_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:3000',
+        REDIS_URL: 'redis://:secret@redis:6379/0',
+        LOG_LEVEL: 'DEBUG',
+        NODE_ENV: 'production',
+        PRESENCE_PERMESSAGE_DEFLATE: '1',
+        PRESENCE_MAX_FRAME_BYTES: '32768',
+        PRESENCE_MAX_META_BYTES: '1024',
+        PRESENCE_MAX_META_DEPTH: '3',
+        PRESENCE_MAX_META_KEYS: '16',
+        PRESENCE_MAX_MESSAGE_LENGTH: '100',
+        PRESENCE_MAX_CHANNEL_NAME_LENGTH: '64',
+        PRESENCE_MAX_CHANNELS_PER_SESSION: '10',
+        PRESENCE_MAX_SESSIONS_PER_USER: '5',
+        PRESENCE_MAX_WATCHED_USERS: '200',
+        PRESENCE_RATE_LIMIT: '20',
+        PRESENCE_RATE_BURST: '40',
+        PRESENCE_MAX_OUTBOUND_BUFFER_BYTES: '524288',
+        PRESENCE_MAX_USER_ID_LENGTH: '64',
+        PRESENCE_MAX_CONNECTIONS: '5000',
+        PRESENCE_MAX_QUERY_USERS: '100',
+        PRESENCE_MAX_PAGE_SIZE: '50',
+      },
+      [],
+    );
+    assert.deepEqual(config, {
+      port: 9000,
+      host: '127.0.0.1',
+      idleTimeoutMs: 60000,
+      offlineDelayMs: 0,
+      syncIntervalMs: 1000,
+      typingTimeoutMs: 5000,
+      heartbeatIntervalMs: 15000,
+      auth: {
+        jwtSecret: 'a'.repeat(40),
+        jwtPublicKey: pem,
+        jwtAudience: 'presence',
+        jwtIssuer: 'https://auth.example.com',
+        apiKey: 'k'.repeat(32),
+      },
+      states: { 'in-call': 'busy', lunch: 'away' },
+      allowedOrigins: ['https://app.example.com', 'http://localhost:3000'],
+      redisUrl: 'redis://:secret@redis:6379/0',
+      logLevel: 'debug',
+      production: true,
+      permessageDeflate: true,
+      limits: {
+        maxFrameBytes: 32768,
+        maxMetaBytes: 1024,
+        maxMetaDepth: 3,
+        maxMetaKeys: 16,
+        maxMessageLength: 100,
+        maxChannelNameLength: 64,
+        maxChannelsPerSession: 10,
+        maxSessionsPerUser: 5,
+        maxWatchedUsers: 200,
+        rateLimitPerSecond: 20,
+        rateLimitBurst: 40,
+        maxOutboundBufferBytes: 524288,
+        maxUserIdLength: 64,
+        maxConnections: 5000,
+        maxQueryUsers: 100,
+        maxPageSize: 50,
+      },
+    });
+  });
+
+  it('rejects malformed integers, naming the variable', () => {
+    assertConfigError(
+      { PRESENCE_OFFLINE_DELAY_MS: 'abc' },
+      'PRESENCE_OFFLINE_DELAY_MS',
+      [],
+      /PRESENCE_OFFLINE_DELAY_MS must be a non-negative integer \(got "abc"\)/,
+    );
+    for (const bad of ['1.5', '1e3', '0x10', '-1', '+5', '30s', '10 000']) {
+      assertConfigError({ PRESENCE_IDLE_TIMEOUT_MS: bad }, 'PRESENCE_IDLE_TIMEOUT_MS');
+    }
+    assertConfigError({ PRESENCE_MAX_META_KEYS: 'many' }, 'PRESENCE_MAX_META_KEYS');
+    assertConfigError({ PRESENCE_RATE_LIMIT: '2.5' }, 'PRESENCE_RATE_LIMIT');
+  });
+
+  it('rejects integers out of range', () => {
+    assertConfigError({ PORT: '65536' }, 'PORT', [], /from 0 to 65535/);
+    assert.equal(loadConfig({ PORT: '0' }, []).port, 0);
+    assert.equal(loadConfig({ PORT: '65535' }, []).port, 65535);
+    assertConfigError({ PRESENCE_IDLE_TIMEOUT_MS: '0' }, 'PRESENCE_IDLE_TIMEOUT_MS');
+    assertConfigError({ PRESENCE_TYPING_TIMEOUT_MS: '0' }, 'PRESENCE_TYPING_TIMEOUT_MS');
+    assertConfigError({ PRESENCE_SYNC_INTERVAL_MS: '0' }, 'PRESENCE_SYNC_INTERVAL_MS');
+    assertConfigError({ PRESENCE_HEARTBEAT_INTERVAL_MS: '9' }, 'PRESENCE_HEARTBEAT_INTERVAL_MS');
+    assert.equal(loadConfig({ PRESENCE_HEARTBEAT_INTERVAL_MS: '10' }, []).heartbeatIntervalMs, 10);
+    // Beyond setTimeout's range a timer would fire at once instead of never.
+    assertConfigError({ PRESENCE_OFFLINE_DELAY_MS: '2147483648' }, 'PRESENCE_OFFLINE_DELAY_MS');
+    assertConfigError({ PRESENCE_MAX_CONNECTIONS: '99999999999999999999' }, 'PRESENCE_MAX_CONNECTIONS');
+    assertConfigError({ PRESENCE_MAX_CHANNELS_PER_SESSION: '0' }, 'PRESENCE_MAX_CHANNELS_PER_SESSION');
+    assertConfigError({ PRESENCE_MAX_FRAME_BYTES: String(200 * 1024 * 1024) }, 'PRESENCE_MAX_FRAME_BYTES');
+  });
+
+  it('validates the remaining kinds of values', () => {
+    assertConfigError({ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL', [], /debug, info, warn, error, silent/);
+    assertConfigError({ PRESENCE_PERMESSAGE_DEFLATE: 'yes please' }, 'PRESENCE_PERMESSAGE_DEFLATE');
+    assert.equal(loadConfig({ PRESENCE_PERMESSAGE_DEFLATE: 'false' }, []).permessageDeflate, false);
+    assert.equal(loadConfig({ PRESENCE_PERMESSAGE_DEFLATE: 'TRUE' }, []).permessageDeflate, true);
+    assertConfigError({ HOST: 'http://0.0.0.0' }, 'HOST');
+    assertConfigError({ REDIS_URL: 'localhost:6379' }, 'REDIS_URL');
+    assertConfigError({ REDIS_URL: 'http://redis:6379' }, 'REDIS_URL');
+    assert.equal(loadConfig({ REDIS_URL: 'rediss://redis.example.com:6380' }, []).redisUrl, 'rediss://redis.example.com:6380');
+  });
+
+  it('never echoes a Redis password in an error', () => {
+    assert.throws(
+      () => loadConfig({ REDIS_URL: 'redis://user:hunter2@ bad host' }, []),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes('hunter2'),
+    );
+  });
+
+  it('parses PRESENCE_ALLOWED_ORIGINS into exact origins', () => {
+    assert.deepEqual(
+      loadConfig({ PRESENCE_ALLOWED_ORIGINS: 'HTTPS://App.Example.com:443/, capacitor://localhost' }, []).allowedOrigins,
+      ['https://app.example.com', 'capacitor://localhost'],
+    );
+    assert.deepEqual(loadConfig({ PRESENCE_ALLOWED_ORIGINS: '*' }, []).allowedOrigins, []);
+    assert.deepEqual(loadConfig({ PRESENCE_ALLOWED_ORIGINS: '' }, []).allowedOrigins, []);
+    assertConfigError({ PRESENCE_ALLOWED_ORIGINS: 'https://app.example.com/login' }, 'PRESENCE_ALLOWED_ORIGINS');
+    assertConfigError({ PRESENCE_ALLOWED_ORIGINS: 'app.example.com' }, 'PRESENCE_ALLOWED_ORIGINS');
+    assertConfigError({ PRESENCE_ALLOWED_ORIGINS: 'https://*.example.com' }, 'PRESENCE_ALLOWED_ORIGINS');
+    assertConfigError({ PRESENCE_ALLOWED_ORIGINS: '*,https://a.example.com' }, 'PRESENCE_ALLOWED_ORIGINS');
+  });
+});
+
+describe('PRESENCE_STATES', () => {
+  it('defaults to DEFAULT_STATES when unset, none when empty', () => {
+    assert.deepEqual(loadConfig({}, []).states, DEFAULT_STATES);
+    assert.deepEqual(loadConfig({ PRESENCE_STATES: '' }, []).states, {});
+    assert.deepEqual(loadConfig({ PRESENCE_STATES: '  ' }, []).states, {});
+  });
+
+  it('parses name:base pairs', () => {
+    assert.deepEqual(loadConfig({ PRESENCE_STATES: 'in-call:busy,presenting:busy,lunch:away' }, []).states, {
+      'in-call': 'busy',
+      presenting: 'busy',
+      lunch: 'away',
+    });
+    assert.deepEqual(loadConfig({ PRESENCE_STATES: ' available.v2 : Online , ' }, []).states, {
+      'available.v2': 'online',
+    });
+  });
+
+  it('rejects bad entries', () => {
+    assertConfigError({ PRESENCE_STATES: 'lunch' }, 'PRESENCE_STATES', [], /name:base/);
+    assertConfigError({ PRESENCE_STATES: 'lunch:offline' }, 'PRESENCE_STATES', [], /online, away or busy/);
+    assertConfigError({ PRESENCE_STATES: 'lunch:invisible' }, 'PRESENCE_STATES');
+    assertConfigError({ PRESENCE_STATES: 'in call:busy' }, 'PRESENCE_STATES');
+    assertConfigError({ PRESENCE_STATES: `${'x'.repeat(65)}:busy` }, 'PRESENCE_STATES');
+    assertConfigError({ PRESENCE_STATES: ':busy' }, 'PRESENCE_STATES');
+    assertConfigError({ PRESENCE_STATES: 'lunch:away,lunch:busy' }, 'PRESENCE_STATES', [], /twice/);
+  });
+});
+
+describe('auth configuration', () => {
+  it('refuses production without any auth, naming PRESENCE_JWT_SECRET', () => {
+    assertConfigError({ NODE_ENV: 'production' }, 'PRESENCE_JWT_SECRET', [], /production refuses to start without auth/);
+    assert.equal(loadConfig({ NODE_ENV: 'production', PRESENCE_API_KEY: 'k'.repeat(32) }, []).production, true);
+    assert.equal(loadConfig({ NODE_ENV: 'production', PRESENCE_JWT_SECRET: 's'.repeat(32) }, []).production, true);
+    assert.equal(loadConfig({ NODE_ENV: 'development' }, []).production, false);
+  });
+
+  it('accepts RSA and EC public keys, also with \\n escapes and next to a secret', () => {
+    for (const type of ['rsa', 'ec'] as const) {
+      const pem = spkiPem(type);
+      assert.equal(loadConfig({ PRESENCE_JWT_PUBLIC_KEY: pem }, []).auth.jwtPublicKey, pem);
+      const escaped = pem.trim().replace(/\n/g, '\\n');
+      assert.equal(loadConfig({ PRESENCE_JWT_PUBLIC_KEY: escaped }, []).auth.jwtPublicKey, pem);
+      const both = loadConfig({ PRESENCE_JWT_PUBLIC_KEY: pem, PRESENCE_JWT_SECRET: 's'.repeat(32) }, []).auth;
+      assert.equal(both.jwtPublicKey, pem);
+      assert.equal(both.jwtSecret, 's'.repeat(32));
+      // A public key alone is enough auth for production.
+      assert.equal(loadConfig({ NODE_ENV: 'production', PRESENCE_JWT_PUBLIC_KEY: pem }, []).production, true);
+    }
+  });
+
+  it('rejects garbage, private and non-RSA/EC keys', () => {
+    assertConfigError({ PRESENCE_JWT_PUBLIC_KEY: 'not a key' }, 'PRESENCE_JWT_PUBLIC_KEY');
+    assertConfigError(
+      { PRESENCE_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n' },
+      'PRESENCE_JWT_PUBLIC_KEY',
+    );
+    assertConfigError({ PRESENCE_JWT_PUBLIC_KEY: spkiPem('ed25519') }, 'PRESENCE_JWT_PUBLIC_KEY', [], /RSA or EC/);
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    assertConfigError({ PRESENCE_JWT_PUBLIC_KEY: privatePem }, 'PRESENCE_JWT_PUBLIC_KEY', [], /not a private key/);
+  });
+
+  it('reads PRESENCE_JWT_PUBLIC_KEY_FILE', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'presence-config-'));
+    try {
+      const pem = spkiPem('rsa');
+      const file = join(dir, 'jwt.pub');
+      writeFileSync(file, pem);
+      assert.equal(loadConfig({ PRESENCE_JWT_PUBLIC_KEY_FILE: file }, []).auth.jwtPublicKey, pem);
+
+      const garbage = join(dir, 'garbage.pem');
+      writeFileSync(garbage, 'hello');
+      assertConfigError({ PRESENCE_JWT_PUBLIC_KEY_FILE: garbage }, 'PRESENCE_JWT_PUBLIC_KEY_FILE');
+      assertConfigError({ PRESENCE_JWT_PUBLIC_KEY_FILE: join(dir, 'missing.pem') }, 'PRESENCE_JWT_PUBLIC_KEY_FILE', [], /ENOENT/);
+      assertConfigError(
+        { PRESENCE_JWT_PUBLIC_KEY_FILE: file, PRESENCE_JWT_PUBLIC_KEY: pem },
+        'PRESENCE_JWT_PUBLIC_KEY_FILE',
+        [],
+        /only one/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('warns about weak but legal settings', () => {
+    assert.deepEqual(configWarnings(DEFAULT_CONFIG), []);
+    const weak = loadConfig({ PRESENCE_JWT_SECRET: 'short', PRESENCE_API_KEY: 'tiny' }, []);
+    const warnings = configWarnings(weak);
+    assert.ok(warnings.some((w) => w.includes('PRESENCE_JWT_SECRET')));
+    assert.ok(warnings.some((w) => w.includes('PRESENCE_API_KEY')));
+  });
+});
+
+describe('command-line flags', () => {
+  it('override the environment, in both forms', () => {
+    const config = loadConfig(
+      { PORT: '9000', HOST: '0.0.0.0', LOG_LEVEL: 'info', PRESENCE_OFFLINE_DELAY_MS: '1000', PRESENCE_IDLE_TIMEOUT_MS: '1000' },
+      ['--port', '9100', '--host=127.0.0.1', '--log-level', 'warn', '--offline-delay-ms=0', '--idle-timeout-ms', '5000'],
+    );
+    assert.equal(config.port, 9100);
+    assert.equal(config.host, '127.0.0.1');
+    assert.equal(config.logLevel, 'warn');
+    assert.equal(config.offlineDelayMs, 0);
+    assert.equal(config.idleTimeoutMs, 5000);
+  });
+
+  it('validate flag values, naming the flag', () => {
+    assertConfigError({}, '--port', ['--port', 'http'], /--port must be a non-negative integer/);
+    assertConfigError({}, '--log-level', ['--log-level=loud']);
+    assertConfigError({}, '--port', ['--port']);
+    assertConfigError({}, '--port', ['--port', '--host', 'x'], /needs a value/);
+  });
+
+  it('rejects unknown flags and stray arguments', () => {
+    assertConfigError({}, '--prot', ['--prot', '80'], /unknown option/);
+    assertConfigError({}, '-p', ['-p']);
+    assertConfigError({}, 'serve', ['serve'], /unexpected argument/);
+  });
+
+  it('leave --help to the caller', () => {
+    assert.equal(wantsHelp(['--help']), true);
+    assert.equal(wantsHelp(['--port', '1', '-h']), true);
+    assert.equal(wantsHelp(['--port', '1']), false);
+    assert.deepEqual(loadConfig({}, ['--help']), DEFAULT_CONFIG);
+  });
+});
+
+describe('HELP_TEXT', () => {
+  it('mentions every variable loadConfig reads, and nothing it does not', () => {
+    const read = new Set<string>();
+    const env = new Proxy({} as Record<string, string | undefined>, {
+      get(_target, key) {
+        if (typeof key === 'string') read.add(key);
+        return undefined;
+      },
+    });
+    loadConfig(env, []);
+    assert.deepEqual([...read].sort(), [...CONFIG_VARIABLES].sort());
+    for (const name of CONFIG_VARIABLES) {
+      assert.ok(HELP_TEXT.includes(name), `HELP_TEXT should mention ${name}`);
+    }
+  });
+
+  it('names the key variables and flags literally, with defaults', () => {
+    for (const text of [
+      'PORT (default: 8080)',
+      'PRESENCE_OFFLINE_DELAY_MS (default: 30000)',
+      'PRESENCE_IDLE_TIMEOUT_MS (default: 300000)',
+      'PRESENCE_JWT_PUBLIC_KEY_FILE',
+      'PRESENCE_STATES (default: in-call:busy,presenting:busy,focus:busy,lunch:away)',
+      'PRESENCE_MAX_FRAME_BYTES (default: 65536)',
+      'REDIS_URL',
+      '--port N',
+      '--offline-delay-ms N',
+      '--help',
+    ]) {
+      assert.ok(HELP_TEXT.includes(text), `HELP_TEXT should include ${text}`);
+    }
+  });
+});
+
+describe('log', () => {
+  it('writes one JSON object per line with time, level, msg and fields', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', (line) => lines.push(line));
+    log.info('listening', { port: 8080 });
+    assert.equal(lines.length, 1);
+    assert.ok(!lines[0].includes('\n'));
+    const record = JSON.parse(lines[0]);
+    assert.equal(record.level, 'info');
+    assert.equal(record.msg, 'listening');
+    assert.equal(record.port, 8080);
+    assert.equal(new Date(record.time).toISOString(), record.time);
+    assert.deepEqual(Object.keys(record).slice(0, 3), ['time', 'level', 'msg']);
+  });
+
+  it('filters by level', () => {
+    const lines: string[] = [];
+    const log = createLogger('warn', (line) => lines.push(line));
+    log.debug('a');
+    log.info('b');
+    log.warn('c');
+    log.error('d');
+    assert.deepEqual(lines.map((l) => JSON.parse(l).level), ['warn', 'error']);
+    const silent: string[] = [];
+    const quiet = createLogger('silent', (line) => silent.push(line));
+    quiet.error('nothing');
+    assert.deepEqual(silent, []);
+  });
+
+  it('adds child fields, lets call fields win and protects the envelope', () => {
+    const lines: string[] = [];
+    const log = createLogger('debug', (line) => lines.push(line)).child({ node: 'n1', a: 1 }).child({ session: 's1' });
+    log.debug('hello', { a: 2, msg: 'sneaky' });
+    const record = JSON.parse(lines[0]);
+    assert.equal(record.node, 'n1');
+    assert.equal(record.session, 's1');
+    assert.equal(record.a, 2);
+    assert.equal(record.msg, 'hello');
+    assert.equal(record['field.msg'], 'sneaky');
+  });
+
+  it('serializes errors and survives unserializable fields', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', (line) => lines.push(line));
+    const err = Object.assign(new TypeError('boom'), { code: 'E_BOOM' });
+    const cyclic: Record<string, unknown> = { name: 'x' };
+    cyclic.self = cyclic;
+    log.error('failed', { err, big: 10n, cyclic });
+    const record = JSON.parse(lines[0]);
+    assert.equal(record.err.name, 'TypeError');
+    assert.equal(record.err.message, 'boom');
+    assert.equal(record.err.code, 'E_BOOM');
+    assert.match(record.err.stack, /TypeError: boom/);
+    assert.equal(record.big, '10');
+    assert.equal(record.cyclic.self, '[Circular]');
+  });
+
+  it('has a silent logger', () => {
+    silentLogger.info('x');
+    assert.equal(silentLogger.child({ a: 1 }), silentLogger);
+  });
+});
