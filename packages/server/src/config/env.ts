@@ -54,7 +54,7 @@ const LIMIT_VARS = {
   maxSessionsPerUser: { env: 'PRESENCE_MAX_SESSIONS_PER_USER', min: 1, max: MAX_TIMER_MS, help: 'Sessions one user may have on this node (more are refused with 4029).' },
   maxWatchedUsers: { env: 'PRESENCE_MAX_WATCHED_USERS', min: 0, max: MAX_TIMER_MS, help: 'Users one session may watch (0 disables watching).' },
   rateLimitPerSecond: { env: 'PRESENCE_RATE_LIMIT', min: 1, max: MAX_TIMER_MS, help: 'Sustained inbound commands per second per session.' },
-  rateLimitBurst: { env: 'PRESENCE_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'Commands a session may send in a burst above the rate.' },
+  rateLimitBurst: { env: 'PRESENCE_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'Commands a session may send at once (token bucket size).' },
   maxOutboundBufferBytes: { env: 'PRESENCE_MAX_OUTBOUND_BUFFER_BYTES', min: 1024, max: MAX_INT, help: 'Unsent bytes per connection before the slow consumer is closed.' },
   maxUserIdLength: { env: 'PRESENCE_MAX_USER_ID_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest user id.' },
   maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029).' },
@@ -68,7 +68,7 @@ interface VarDoc {
   help: string;
 }
 
-const unset = '(unset)';
+const unset = 'none';
 
 /** Every environment variable loadConfig reads, in help order, with its default and meaning. */
 export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
@@ -90,7 +90,7 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
     default: Object.entries(DEFAULT_STATES).map(([name, base]) => `${name}:${base}`).join(','),
     help: 'Custom states as name:base pairs (base: online|away|busy); empty for none.',
   },
-  { name: 'PRESENCE_ALLOWED_ORIGINS', default: '(any)', help: 'Comma list of exact origins (https://app.example.com) allowed to connect; * or empty: any.' },
+  { name: 'PRESENCE_ALLOWED_ORIGINS', default: 'any', help: 'Comma list of exact origins (https://app.example.com) allowed to connect; * or empty: any.' },
   { name: 'REDIS_URL', default: unset, help: 'redis:// or rediss:// URL; when set, nodes share presence through Redis.' },
   { name: 'LOG_LEVEL', default: DEFAULT_CONFIG.logLevel, help: 'debug | info | warn | error | silent.' },
   { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },

@@ -1,0 +1,436 @@
+/**
+ * The HTTP API: presence reads and writes for backends (API key) and users (their JWT), plus
+ * health, readiness and Prometheus metrics. Everything is answered here — including every
+ * failure — so the request listener can never throw into the HTTP server.
+ */
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { apiKeyMatches, bearerToken, channelAllowed, originAllowed } from '../auth/access.js';
+import type { Viewer } from '../auth/identity.js';
+import type { TokenVerifier } from '../auth/tokens.js';
+import { isDevMode, type ServerConfig } from '../config/config.js';
+import { PresenceError, isPresenceError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics.js';
+import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
+import { RequestAbortedError, readJsonBody } from './body.js';
+import { Router, decodeParam } from './router.js';
+
+export interface HttpApiDeps {
+  queries: PresenceQueries;
+  config: ServerConfig;
+  /** Verifies user JWTs; absent when no JWT key is configured (then only the API key works). */
+  verifier?: TokenVerifier;
+  metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'>;
+  log: Logger;
+  /** False while the store is unreachable; `/readyz` answers 503 then. */
+  isReady(): boolean;
+}
+
+export const ROUTES = {
+  channelPresence: '/realtime/channels/:id/presence',
+  updatePresence: '/realtime/presence/update',
+  userPresence: '/realtime/users/:id/presence',
+  queryPresence: '/realtime/presence/query',
+  health: '/healthz',
+  ready: '/readyz',
+  metrics: '/metrics',
+} as const;
+
+/** Route label for requests that matched no route: raw paths never become label values. */
+const UNMATCHED_ROUTE = 'unmatched';
+const DEFAULT_PAGE_SIZE = 100;
+const PREFLIGHT_MAX_AGE_SECONDS = 600;
+
+const CHANNEL_NAME = /^[A-Za-z0-9_:.@-]+$/;
+const STATUSES: ReadonlySet<string> = new Set(['online', 'offline', 'away', 'busy', 'invisible']);
+const VISIBILITIES: ReadonlySet<string> = new Set(['everyone', 'contacts', 'nobody']);
+const UPDATE_FIELDS: ReadonlySet<string> = new Set([
+  'userId',
+  'status',
+  'state',
+  'message',
+  'expiresAt',
+  'meta',
+  'visibility',
+  'contacts',
+]);
+
+interface Reply {
+  status: number;
+  json?: unknown;
+  text?: string;
+  contentType?: string;
+}
+
+interface RequestContext {
+  req: IncomingMessage;
+  query: URLSearchParams;
+  /** Raw (percent-encoded) path parameters. */
+  params: Record<string, string>;
+  /** Set on `/realtime/*` routes only (the others need no credentials). */
+  viewer: Viewer;
+}
+
+type Handler = (ctx: RequestContext) => Reply | Promise<Reply>;
+
+export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const { queries, config, verifier, metrics, log } = deps;
+  const limits = config.limits;
+  const devMode = isDevMode(config);
+  const defaultPageSize = Math.min(DEFAULT_PAGE_SIZE, limits.maxPageSize);
+
+  const router = new Router<Handler>()
+    .add('GET', ROUTES.channelPresence, ({ params, query, viewer }) => {
+      const channel = decodeParam(params.id);
+      if (
+        channel === undefined ||
+        channel.length > limits.maxChannelNameLength ||
+        !CHANNEL_NAME.test(channel)
+      ) {
+        throw new PresenceError(
+          'INVALID_CHANNEL',
+          `Channel names are 1 to ${limits.maxChannelNameLength} characters of [A-Za-z0-9_:.@-].`,
+        );
+      }
+      if (viewer.kind === 'user' && !channelAllowed(viewer.identity.channels, channel)) {
+        throw new PresenceError('CHANNEL_FORBIDDEN');
+      }
+      const page: { limit: number; cursor?: string } = { limit: parseLimit(query.get('limit'), defaultPageSize, limits.maxPageSize) };
+      const cursor = query.get('cursor');
+      if (cursor) page.cursor = cursor;
+      const result = queries.channelPresence(channel, page);
+      const body: Record<string, unknown> = {
+        channel: result.channel,
+        count: result.count,
+        members: result.members,
+      };
+      if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;
+      return { status: 200, json: body };
+    })
+    .add('POST', ROUTES.updatePresence, async ({ req, viewer }) => {
+      const body = await readJsonObject(req, limits.maxFrameBytes);
+      const { userId, patch } = parseUpdate(body, viewer, limits.maxUserIdLength);
+      return { status: 200, json: { user: queries.updateUser(userId, patch) } };
+    })
+    .add('GET', ROUTES.userPresence, ({ params, viewer }) => {
+      const userId = checkUserId(decodeParam(params.id), limits.maxUserIdLength, 'The user id in the path');
+      return { status: 200, json: { user: queries.userPresence(userId, viewerId(viewer)) } };
+    })
+    .add('POST', ROUTES.queryPresence, async ({ req, viewer }) => {
+      const body = await readJsonObject(req, limits.maxFrameBytes);
+      const { userIds } = body;
+      if (!Array.isArray(userIds)) {
+        throw new PresenceError('INVALID_MESSAGE', '"userIds" must be an array of user ids.');
+      }
+      if (userIds.length > limits.maxQueryUsers) {
+        throw new PresenceError('TOO_MANY_USERS', `At most ${limits.maxQueryUsers} user ids per query.`);
+      }
+      for (const [i, id] of userIds.entries()) {
+        if (typeof id !== 'string') {
+          throw new PresenceError('INVALID_MESSAGE', `"userIds[${i}]" must be a string.`);
+        }
+        checkUserId(id, limits.maxUserIdLength, `"userIds[${i}]"`);
+      }
+      return { status: 200, json: { users: queries.queryUsers(userIds as string[], viewerId(viewer)) } };
+    })
+    .add('GET', ROUTES.health, () => ({ status: 200, json: { status: 'ok' } }))
+    .add('GET', ROUTES.ready, () => {
+      let ready = false;
+      try {
+        ready = deps.isReady();
+      } catch (error) {
+        log.warn('readiness check failed', { err: error });
+      }
+      if (!ready) throw new PresenceError('NOT_READY');
+      return { status: 200, json: { status: 'ready' } };
+    })
+    .add('GET', ROUTES.metrics, () => ({
+      status: 200,
+      text: metrics.registry.render(),
+      contentType: EXPOSITION_CONTENT_TYPE,
+    }));
+
+  async function authenticate(req: IncomingMessage): Promise<Viewer> {
+    if (devMode) return { kind: 'trusted' };
+    const token = bearerToken(req.headers.authorization);
+    if (token === undefined) {
+      throw new PresenceError('UNAUTHORIZED', 'Send "Authorization: Bearer <API key or user token>".');
+    }
+    if (apiKeyMatches(config.auth.apiKey, token)) return { kind: 'trusted' };
+    if (!verifier) throw new PresenceError('UNAUTHORIZED', 'The API key is invalid.');
+    try {
+      return { kind: 'user', identity: await verifier.verify(token) };
+    } catch (error) {
+      if (isPresenceError(error)) throw error;
+      // The verifier promises PresenceErrors only; anything else is its bug, but the answer to the
+      // caller is still "not authenticated" — failing closed, never a 500 that hints at internals.
+      log.warn('token verification failed unexpectedly', { err: error });
+      throw new PresenceError('UNAUTHORIZED', 'Invalid token.');
+    }
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, state: { route: string }): Promise<void> {
+    const { path, query } = splitUrl(req.url ?? '/');
+    const origin = singleHeader(req.headers.origin);
+    const corsOk = origin !== undefined && originAllowed(config.allowedOrigins, origin);
+    if (corsOk) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Vary', 'Origin');
+    } else if (origin !== undefined) {
+      // The answer depends on Origin even when it is refused, so caches must not share it.
+      res.setHeader('Vary', 'Origin');
+    }
+
+    const method = (req.method ?? 'GET').toUpperCase();
+    if (method === 'OPTIONS') {
+      const known = router.templateOf(path);
+      if (!known) throw new PresenceError('NOT_FOUND');
+      state.route = known.template;
+      if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
+      const headers: OutgoingHttpHeaders = { Allow: [...known.allow, 'OPTIONS'].join(', ') };
+      if (corsOk) {
+        headers['Access-Control-Allow-Methods'] = 'GET, POST';
+        headers['Access-Control-Allow-Headers'] = 'Authorization, Content-Type';
+        headers['Access-Control-Max-Age'] = String(PREFLIGHT_MAX_AGE_SECONDS);
+      }
+      sendEmpty(res, 204, headers, state.route);
+      return;
+    }
+
+    const match = router.match(method, path);
+    if (match.kind === 'not-found') throw new PresenceError('NOT_FOUND', `No route for ${path.length > 200 ? 'this path' : path}.`);
+    state.route = match.template;
+    if (match.kind === 'method-not-allowed') {
+      res.setHeader('Allow', [...match.allow, 'OPTIONS'].join(', '));
+      throw new PresenceError('METHOD_NOT_ALLOWED', `${match.template} accepts ${match.allow.join(', ')}.`);
+    }
+
+    let viewer: Viewer = { kind: 'trusted' };
+    if (match.template.startsWith('/realtime/')) {
+      // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
+      // requests a foreign page could send without a preflight (dev mode has no credentials).
+      if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
+      viewer = await authenticate(req);
+    }
+
+    const reply = await match.handler({ req, query, params: match.params, viewer });
+    sendReply(res, reply, state.route);
+  }
+
+  function sendReply(res: ServerResponse, reply: Reply, route: string): void {
+    const isText = reply.text !== undefined;
+    const body = isText ? reply.text! : JSON.stringify(reply.json);
+    send(res, reply.status, body, reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : 'application/json; charset=utf-8'), {}, route);
+  }
+
+  function sendError(res: ServerResponse, error: PresenceError, route: string): void {
+    const headers: OutgoingHttpHeaders = {};
+    if (error.code === 'UNAUTHORIZED' || error.code === 'TOKEN_EXPIRED') {
+      headers['WWW-Authenticate'] =
+        error.code === 'TOKEN_EXPIRED' ? 'Bearer realm="presence", error="invalid_token"' : 'Bearer realm="presence"';
+    }
+    // The unread rest of an oversized body must not be parsed as the next request on this connection.
+    if (error.code === 'FRAME_TOO_LARGE') headers.Connection = 'close';
+    if (error.code === 'NOT_READY') headers['Retry-After'] = '1';
+    const body = JSON.stringify({ error: { code: error.code, message: error.message } });
+    send(res, error.httpStatus, body, 'application/json; charset=utf-8', headers, route);
+  }
+
+  function sendEmpty(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, route: string): void {
+    if (res.headersSent || res.destroyed) return;
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
+    res.statusCode = status;
+    count(route, status);
+    res.end();
+  }
+
+  function send(
+    res: ServerResponse,
+    status: number,
+    body: string,
+    contentType: string,
+    headers: OutgoingHttpHeaders,
+    route: string,
+  ): void {
+    if (res.headersSent || res.destroyed) return;
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
+    res.statusCode = status;
+    res.setHeader('Content-Type', contentType);
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    // Presence goes stale in seconds; no intermediary should serve it from a cache.
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    // Counted before the bytes leave, so a scrape right after a response already includes it.
+    count(route, status);
+    res.end(body);
+  }
+
+  function count(route: string, status: number): void {
+    try {
+      metrics.httpRequests.inc({ route, status: String(status) });
+    } catch (error) {
+      log.warn('could not count HTTP request', { err: error });
+    }
+  }
+
+  return (req, res) => {
+    // A client reset must not surface as an unhandled 'error' event.
+    req.on('error', noop);
+    const state = { route: UNMATCHED_ROUTE };
+    handle(req, res, state).catch((error: unknown) => {
+      try {
+        if (error instanceof RequestAbortedError) {
+          log.debug('HTTP request aborted by the client', { method: req.method, route: state.route });
+          if (!res.headersSent) res.destroy();
+          return;
+        }
+        if (isPresenceError(error)) {
+          sendError(res, error, state.route);
+          return;
+        }
+        log.error('HTTP request failed', { err: error, method: req.method, route: state.route });
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        sendError(res, new PresenceError('INTERNAL', 'Internal server error.'), state.route);
+      } catch (secondary) {
+        // Last resort: the listener must never throw into the HTTP server.
+        log.error('HTTP error response failed', { err: secondary });
+        res.destroy();
+      }
+    });
+  };
+}
+
+function noop(): void {}
+
+function splitUrl(url: string): { path: string; query: URLSearchParams } {
+  let target = url;
+  if (!target.startsWith('/')) {
+    // Absolute-form request targets (`GET http://host/path`) are legal, mostly from proxies.
+    try {
+      const parsed = new URL(target);
+      target = parsed.pathname + parsed.search;
+    } catch {
+      target = '/';
+    }
+  }
+  const q = target.indexOf('?');
+  return q === -1
+    ? { path: target, query: new URLSearchParams() }
+    : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
+}
+
+function singleHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function parseLimit(raw: string | null, fallback: number, max: number): number {
+  if (raw === null || raw === '') return fallback;
+  if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1) {
+    throw new PresenceError('INVALID_MESSAGE', '"limit" must be a positive integer.');
+  }
+  // Asking for more than the maximum is not an error: the caller gets full pages and a cursor.
+  return Math.min(Number(raw), max);
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+async function readJsonObject(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
+  const body = await readJsonBody(req, maxBytes);
+  if (!isPlainObject(body)) throw new PresenceError('INVALID_MESSAGE', 'The request body must be a JSON object.');
+  return body;
+}
+
+function checkUserId(value: unknown, maxLength: number, what: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
+    throw new PresenceError('INVALID_USER_ID', `${what} must be a user id of 1 to ${maxLength} characters.`);
+  }
+  return value;
+}
+
+function viewerId(viewer: Viewer): ViewerId {
+  return viewer.kind === 'trusted' ? { trusted: true } : { trusted: false, userId: viewer.identity.userId };
+}
+
+function invalid(field: string, expected: string): PresenceError {
+  return new PresenceError('INVALID_MESSAGE', `"${field}" must be ${expected}.`);
+}
+
+/**
+ * Checks shape and types of an update body and who may apply it. Value checks that need the
+ * presence model (meta limits, configured states, message length, expiry) are left to
+ * `updateUser`, which throws its own PresenceErrors.
+ */
+function parseUpdate(
+  body: Record<string, unknown>,
+  viewer: Viewer,
+  maxUserIdLength: number,
+): { userId: string; patch: UserPatch } {
+  for (const key of Object.keys(body)) {
+    // A misspelt field silently doing nothing is worse than a clear refusal.
+    if (!UPDATE_FIELDS.has(key)) throw new PresenceError('INVALID_MESSAGE', `Unknown field "${key}".`);
+  }
+
+  let userId: string;
+  if (viewer.kind === 'trusted') {
+    if (body.userId === undefined) {
+      throw new PresenceError('INVALID_MESSAGE', '"userId" is required with an API key.');
+    }
+    userId = checkUserId(body.userId, maxUserIdLength, '"userId"');
+  } else {
+    const self = viewer.identity.userId;
+    if (body.userId !== undefined && body.userId !== self) {
+      throw new PresenceError('FORBIDDEN', 'A user token may only update its own presence.');
+    }
+    if (body.contacts !== undefined) {
+      // Contacts decide who may see whom; letting users write their own would let anyone add
+      // themselves to someone else's audience by the reverse edge. Only backends set them.
+      throw new PresenceError('FORBIDDEN', '"contacts" can only be set with the API key.');
+    }
+    userId = self;
+  }
+
+  const patch: UserPatch = {};
+  const { status, state, message, expiresAt, meta, visibility, contacts } = body;
+  if (status !== undefined) {
+    if (typeof status !== 'string' || !STATUSES.has(status)) {
+      throw invalid('status', 'one of online, offline, away, busy, invisible');
+    }
+    patch.status = status as UserPatch['status'];
+  }
+  if (state !== undefined) {
+    if (state !== null && typeof state !== 'string') throw invalid('state', 'a string or null');
+    patch.state = state;
+  }
+  if (message !== undefined) {
+    if (message !== null && typeof message !== 'string') throw invalid('message', 'a string or null');
+    patch.message = message;
+  }
+  if (expiresAt !== undefined) {
+    if (expiresAt !== null && typeof expiresAt !== 'string') {
+      throw invalid('expiresAt', 'an ISO 8601 time string or null');
+    }
+    patch.expiresAt = expiresAt;
+  }
+  if (meta !== undefined) {
+    if (!isPlainObject(meta)) throw invalid('meta', 'a JSON object');
+    patch.meta = meta as UserPatch['meta'];
+  }
+  if (visibility !== undefined) {
+    if (typeof visibility !== 'string' || !VISIBILITIES.has(visibility)) {
+      throw invalid('visibility', 'one of everyone, contacts, nobody');
+    }
+    patch.visibility = visibility as UserPatch['visibility'];
+  }
+  if (contacts !== undefined) {
+    if (!Array.isArray(contacts) || !contacts.every((c) => typeof c === 'string')) {
+      throw invalid('contacts', 'an array of user ids');
+    }
+    patch.contacts = [...(contacts as string[])];
+  }
+  return { userId, patch };
+}

@@ -1,0 +1,117 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ServerConfig } from './config/config.js';
+import { isDevMode } from './config/config.js';
+import { configWarnings } from './config/env.js';
+import { createTokenVerifier } from './auth/tokens.js';
+import { createHttpApi } from './http/api.js';
+import type { Logger } from './log.js';
+import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics.js';
+import { systemClock, type Clock } from './presence/clock.js';
+import { PresenceEngine } from './presence/engine.js';
+import { MemoryUserStore, type UserStore } from './store/user-store.js';
+import { WebSocketTransport } from './transport/websocket.js';
+
+export interface ServerOptions {
+  log: Logger;
+  /** The model's clock; tests may inject a manual one. @default systemClock */
+  clock?: Clock;
+  /** Where user records live. @default MemoryUserStore */
+  store?: UserStore;
+}
+
+export interface RunningServer {
+  /** `http://host:port`; the WebSocket endpoint is `ws://host:port/realtime`. */
+  url: string;
+  port: number;
+  engine: PresenceEngine;
+  metrics: PresenceMetrics;
+  httpServer: Server;
+  /** Closes clients with 1001, stops listening, clears every timer. Safe to call twice. */
+  shutdown(reason?: string): Promise<void>;
+}
+
+/** Builds the node (model, WebSocket transport, HTTP API, metrics) and starts listening. */
+export async function startServer(config: ServerConfig, options: ServerOptions): Promise<RunningServer> {
+  const { log } = options;
+  if (config.redisUrl) {
+    throw new Error('REDIS_URL is set, but this version has only the in-memory store; unset REDIS_URL to run a single node');
+  }
+  const store = options.store ?? new MemoryUserStore();
+  const registry = new MetricsRegistry();
+  let engine: PresenceEngine | undefined;
+  const metrics = createPresenceMetrics(registry, () => engine!.stats());
+  engine = new PresenceEngine({
+    config,
+    clock: options.clock ?? systemClock,
+    store,
+    observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
+  });
+  const verifier = createTokenVerifier(config.auth);
+  const transport = new WebSocketTransport({
+    config,
+    engine,
+    verifier,
+    log,
+    observer: {
+      connectionOpened: () => metrics.connectionOpened(),
+      connectionClosed: (code) => metrics.connectionClosed(code),
+      commandReceived: (type) => metrics.commandReceived(type),
+      errorSent: (code) => metrics.errorSent(code),
+      sent: (type, receivers) => metrics.messageSent(type, receivers),
+      commandHandled: (seconds) => metrics.observeFanout(seconds),
+    },
+  });
+  let shuttingDown = false;
+  const httpServer = createServer(
+    createHttpApi({ queries: engine, config, verifier, metrics, log, isReady: () => !shuttingDown && store.isReady() }),
+  );
+  httpServer.on('upgrade', (request, socket, head) => transport.handleUpgrade(request, socket, head));
+  httpServer.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  // Upgrade requests with huge headers are refused by Node before they reach us.
+  httpServer.maxHeadersCount = 100;
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(config.port, config.host, () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  const address = httpServer.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${address.port}`;
+
+  if (isDevMode(config)) {
+    log.warn('no auth configured: insecure development mode, any client may connect as ?userId=<id>; set PRESENCE_JWT_SECRET or PRESENCE_API_KEY', {});
+  }
+  for (const warning of configWarnings(config)) log.warn(warning);
+  log.info('presence server listening', {
+    url,
+    websocket: `${url.replace(/^http/, 'ws')}/realtime`,
+    offlineDelayMs: config.offlineDelayMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+  });
+
+  let shutdownPromise: Promise<void> | undefined;
+  const shutdown = (reason = 'shutdown'): Promise<void> => {
+    shutdownPromise ??= (async () => {
+      shuttingDown = true;
+      log.info('shutting down', { reason, connections: transport.connectionCount });
+      const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      await transport.shutdown();
+      httpServer.closeAllConnections();
+      await closed;
+      engine!.dispose();
+      metrics.close();
+      await store.close();
+      log.info('stopped');
+    })();
+    return shutdownPromise;
+  };
+
+  return { url, port: address.port, engine, metrics, httpServer, shutdown };
+}

@@ -1,0 +1,179 @@
+import type { ClientMessage, ErrorCode, Ref, ServerMessage } from '@presence/protocol';
+import type { Attachment, PresenceEngine, SessionSink } from '../presence/engine.js';
+import { decodeCommand, refOf } from '../presence/commands.js';
+import { PresenceError, isPresenceError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/**
+ * The few things a connection needs from a WebSocket. The `ws` library is adapted to this in
+ * websocket.ts, and tests can drive a Connection without a socket at all.
+ */
+export interface SocketLike {
+  send(data: string): void;
+  close(code: number, reason: string): void;
+  /** Drops the TCP connection without a closing handshake. */
+  terminate(): void;
+  readonly bufferedAmount: number;
+}
+
+export interface ConnectionObserver {
+  commandReceived(type: string): void;
+  errorSent(code: ErrorCode): void;
+  sent(type: ServerMessage['type'], receivers: number): void;
+  /** Seconds a command took from arrival until its frames were queued to every receiver. */
+  commandHandled(seconds: number): void;
+}
+
+export interface ConnectionOptions {
+  socket: SocketLike;
+  log: Logger;
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  maxOutboundBufferBytes: number;
+  now: () => number;
+  observer?: ConnectionObserver;
+}
+
+/**
+ * One WebSocket's life after the handshake: decodes frames into commands, rate-limits them, runs
+ * them on the engine, and queues the engine's frames, coalescing those of one tick into a single
+ * frame (a JSON array) so a burst of events costs one write.
+ */
+export class Connection implements SessionSink {
+  attachment?: Attachment;
+  /** Time anything last arrived (frame or pong): the heartbeat sweep reads it. */
+  lastInboundAt: number;
+  private readonly socket: SocketLike;
+  private readonly limiter: RateLimiter;
+  private readonly outbox: string[] = [];
+  private flushScheduled = false;
+  private closed = false;
+
+  constructor(private readonly options: ConnectionOptions) {
+    this.socket = options.socket;
+    this.limiter = new RateLimiter(options.rateLimitPerSecond, options.rateLimitBurst, options.now);
+    this.lastInboundAt = options.now();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  // SessionSink -------------------------------------------------------------------------------
+
+  send(json: string): void {
+    if (this.closed) return;
+    this.outbox.push(json);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.socket.close(code, reason);
+  }
+
+  // Inbound ----------------------------------------------------------------------------------
+
+  /** Runs one inbound frame. Never throws: every failure becomes an `error` frame or a close. */
+  receive(engine: PresenceEngine, data: string | Buffer, isBinary: boolean): void {
+    this.lastInboundAt = this.options.now();
+    if (this.closed || !this.attachment) return;
+    const verdict = this.limiter.take();
+    if (verdict === 'close') {
+      this.fail(new PresenceError('RATE_LIMITED', 'command flood; closing'), undefined, true);
+      return;
+    }
+    if (isBinary) {
+      this.fail(new PresenceError('BINARY_NOT_SUPPORTED'), undefined);
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+    } catch {
+      this.fail(new PresenceError('INVALID_JSON', 'the frame is not valid JSON'), undefined);
+      return;
+    }
+    const ref = refOf(parsed);
+    if (verdict === 'refuse') {
+      this.fail(new PresenceError('RATE_LIMITED'), ref);
+      return;
+    }
+    let command: ClientMessage;
+    try {
+      command = decodeCommand(parsed);
+    } catch (error) {
+      this.fail(error, ref);
+      return;
+    }
+    this.options.observer?.commandReceived(command.type);
+    const started = performance.now();
+    try {
+      const ackData = engine.handle(this.attachment, command);
+      this.options.observer?.commandHandled((performance.now() - started) / 1000);
+      if (ackData !== undefined && ref !== undefined && !this.closed) {
+        this.sendMessage({ ...ackData, type: 'ack', ref });
+      }
+    } catch (error) {
+      this.fail(error, ref);
+    }
+  }
+
+  /** Answers with an `error` frame; closes too when the error is one that ends connections. */
+  fail(error: unknown, ref: Ref | undefined, forceClose = false): void {
+    let presenceError: PresenceError;
+    if (isPresenceError(error)) {
+      presenceError = error;
+    } else {
+      this.options.log.error('command failed', { error });
+      presenceError = new PresenceError('INTERNAL');
+    }
+    const { code } = presenceError;
+    this.options.observer?.errorSent(code);
+    this.sendMessage({ type: 'error', ...(ref !== undefined ? { ref } : {}), code, message: presenceError.message });
+    // Errors with a close code end the connection only when they are about the connection itself
+    // (auth, floods); a refused command such as one rate-limited frame leaves it open.
+    if (forceClose) this.close(presenceError.closeCode ?? 1008, code);
+  }
+
+  /** Fails the whole connection (auth, limits at connect): error frame, then the error's close code. */
+  reject(error: PresenceError): void {
+    this.options.observer?.errorSent(error.code);
+    this.sendMessage({ type: 'error', code: error.code, message: error.message });
+    this.close(error.closeCode ?? 1008, error.code);
+  }
+
+  private sendMessage(message: ServerMessage): void {
+    this.send(JSON.stringify(message));
+    this.options.observer?.sent(message.type, 1);
+  }
+
+  // Outbound ---------------------------------------------------------------------------------
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.closed || this.outbox.length === 0) return;
+    const frame = this.outbox.length === 1 ? this.outbox[0] : `[${this.outbox.join(',')}]`;
+    this.outbox.length = 0;
+    // A client that does not read must not make the server buffer without bound, nor slow the
+    // others: past the limit it is dropped, and its frames are never queued.
+    if (this.socket.bufferedAmount + frame.length > this.options.maxOutboundBufferBytes) {
+      this.closed = true;
+      this.options.observer?.errorSent('SLOW_CONSUMER');
+      this.options.log.warn('closing slow consumer', {
+        userId: this.attachment?.session.user.record.userId,
+        bufferedBytes: this.socket.bufferedAmount,
+      });
+      // The close frame would wait behind the unread data, so the socket is cut.
+      this.socket.terminate();
+      return;
+    }
+    this.socket.send(frame);
+  }
+}

@@ -1,0 +1,203 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { ServerConfig } from '../config/config.js';
+import { isDevMode } from '../config/config.js';
+import type { PresenceEngine } from '../presence/engine.js';
+import type { Identity } from '../auth/identity.js';
+import type { TokenVerifier } from '../auth/tokens.js';
+import { bearerToken, originAllowed } from '../auth/access.js';
+import { PresenceError, isPresenceError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Connection, type ConnectionObserver } from './connection.js';
+
+export const REALTIME_PATH = '/realtime';
+
+export interface TransportObserver extends ConnectionObserver {
+  connectionOpened(): void;
+  connectionClosed(code: number): void;
+}
+
+export interface WebSocketTransportOptions {
+  config: ServerConfig;
+  engine: PresenceEngine;
+  verifier?: TokenVerifier;
+  log: Logger;
+  observer?: TransportObserver;
+  /** Wall clock for heartbeats, rate limits and token expiry (the model has its own). */
+  now?: () => number;
+}
+
+/**
+ * The only code that knows the `ws` library: upgrades, authenticates, and hands each socket to a
+ * Connection. Also owns the heartbeat sweep and token-expiry timers, which are socket concerns.
+ */
+export class WebSocketTransport {
+  private readonly wss: WebSocketServer;
+  /** Authenticated connections and their sockets. */
+  private readonly connections = new Map<Connection, WebSocket>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private readonly now: () => number;
+  private accepting = true;
+
+  constructor(private readonly options: WebSocketTransportOptions) {
+    const { config } = options;
+    this.now = options.now ?? Date.now;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      // ws accepts 100 MiB frames by default; a presence frame is small, and the limit is the contract.
+      maxPayload: config.limits.maxFrameBytes,
+      perMessageDeflate: config.permessageDeflate,
+      clientTracking: false,
+    });
+    this.heartbeat = setInterval(() => this.sweep(), config.heartbeatIntervalMs);
+    this.heartbeat.unref();
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** For `server.on('upgrade')`: anything but the realtime path is refused at the HTTP level. */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(request.url ?? '/', 'http://placeholder');
+    if (url.pathname !== REALTIME_PATH) {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    socket.on('error', () => socket.destroy());
+    void this.authenticate(request, url).then(
+      (identity) => this.accept(request, socket, head, url, identity),
+      (error: unknown) => this.accept(request, socket, head, url, undefined, toPresenceError(error, this.options.log)),
+    );
+  }
+
+  /**
+   * Who is connecting. Failures still complete the handshake and then close with a code, because
+   * a browser cannot read the HTTP status of a refused upgrade and would not know to refresh.
+   */
+  private async authenticate(request: IncomingMessage, url: URL): Promise<Identity> {
+    const { config, verifier } = this.options;
+    if (!this.accepting) throw new PresenceError('SHUTTING_DOWN');
+    if (!originAllowed(config.allowedOrigins, request.headers.origin)) {
+      throw new PresenceError('ORIGIN_FORBIDDEN', 'this Origin is not allowed');
+    }
+    if (this.connections.size >= config.limits.maxConnections) {
+      throw new PresenceError('TOO_MANY_CONNECTIONS');
+    }
+    const token = url.searchParams.get('token') ?? bearerToken(request.headers.authorization);
+    if (token) {
+      if (!verifier) throw new PresenceError('UNAUTHORIZED', 'tokens are not configured on this server');
+      return verifier.verify(token);
+    }
+    if (isDevMode(config)) {
+      const userId = url.searchParams.get('userId');
+      if (!userId || userId.length > config.limits.maxUserIdLength) {
+        throw new PresenceError('UNAUTHORIZED', 'development mode: pass ?userId=<id> (1–128 characters)');
+      }
+      return { userId, meta: {} };
+    }
+    throw new PresenceError('UNAUTHORIZED', 'a token is required: ?token=<JWT>');
+  }
+
+  private accept(request: IncomingMessage, socket: Duplex, head: Buffer, url: URL, identity?: Identity, failure?: PresenceError): void {
+    if (socket.destroyed) return;
+    this.wss.handleUpgrade(request, socket, head, (ws) => {
+      const { config, engine, log, observer } = this.options;
+      const connection = new Connection({
+        socket: ws,
+        log,
+        rateLimitPerSecond: config.limits.rateLimitPerSecond,
+        rateLimitBurst: config.limits.rateLimitBurst,
+        maxOutboundBufferBytes: config.limits.maxOutboundBufferBytes,
+        now: this.now,
+        observer,
+      });
+      observer?.connectionOpened();
+      let expiryTimer: NodeJS.Timeout | undefined;
+      ws.on('close', (code) => {
+        clearTimeout(expiryTimer);
+        this.connections.delete(connection);
+        observer?.connectionClosed(code);
+        if (connection.attachment) engine.disconnect(connection.attachment);
+      });
+      ws.on('error', (error: Error & { code?: string }) => {
+        // ws reports oversized frames here and closes with 1009 itself; nothing else to do.
+        log.debug('socket error', { code: error.code, message: error.message });
+      });
+      if (failure || !identity) {
+        connection.reject(failure ?? new PresenceError('UNAUTHORIZED'));
+        return;
+      }
+      this.connections.set(connection, ws);
+      ws.on('pong', () => {
+        connection.lastInboundAt = this.now();
+      });
+      ws.on('message', (data, isBinary) => connection.receive(engine, data as Buffer, isBinary));
+      try {
+        connection.attachment = engine.connect(
+          {
+            identity,
+            sessionId: url.searchParams.get('sessionId') ?? undefined,
+            device: url.searchParams.get('device') ?? undefined,
+          },
+          connection,
+        );
+      } catch (error) {
+        connection.reject(toPresenceError(error, log));
+        return;
+      }
+      if (identity.expiresAt !== undefined) {
+        // Timers cannot wait longer than ~24.8 days; a token valid for longer is checked on reconnect.
+        const delay = Math.min(identity.expiresAt - this.now(), 2 ** 31 - 1);
+        expiryTimer = setTimeout(() => connection.reject(new PresenceError('TOKEN_EXPIRED')), Math.max(0, delay));
+        expiryTimer.unref();
+      }
+      if (isDevMode(config)) log.debug('dev-mode connection', { userId: identity.userId });
+    });
+  }
+
+  /**
+   * Pings every connection each interval; one that sent nothing (not even a pong) for two
+   * intervals is half-open or hung, and is cut so its offline delay can start.
+   */
+  private sweep(): void {
+    const deadline = this.now() - 2 * this.options.config.heartbeatIntervalMs;
+    for (const [connection, ws] of this.connections) {
+      if (connection.lastInboundAt < deadline) {
+        this.options.observer?.errorSent('HEARTBEAT_TIMEOUT');
+        ws.terminate();
+      } else if (ws.readyState === ws.OPEN) {
+        ws.ping();
+      }
+    }
+  }
+
+  /** Closes every connection with 1001 so clients reconnect (elsewhere), then stops. */
+  async shutdown(graceMs = 2000): Promise<void> {
+    this.accepting = false;
+    clearInterval(this.heartbeat);
+    const open = [...this.connections];
+    const closed = Promise.all(
+      open.map(
+        ([connection, ws]) =>
+          new Promise<void>((resolve) => {
+            if (ws.readyState === ws.CLOSED) return resolve();
+            ws.once('close', () => resolve());
+            connection.close(1001, 'SHUTTING_DOWN');
+          }),
+      ),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+    for (const ws of this.connections.values()) ws.terminate();
+    this.wss.close();
+  }
+}
+
+function toPresenceError(error: unknown, log: Logger): PresenceError {
+  if (isPresenceError(error)) return error;
+  log.error('connection setup failed', { error });
+  return new PresenceError('INTERNAL');
+}
