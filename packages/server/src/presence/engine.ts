@@ -246,8 +246,10 @@ export class PresenceEngine implements PresenceQueries {
         this.attachedCount -= 1;
         sink.close(1000, 'LOGGED_OUT');
       }
-      this.expireSession(session);
+      this.expireSession(session, false);
     }
+    // One announcement for the whole logout: others see a leave, not a devices update first.
+    this.announce(user);
   }
 
   private makeRoomForSession(user: UserState): void {
@@ -264,7 +266,7 @@ export class PresenceEngine implements PresenceQueries {
     }
   }
 
-  private expireSession(session: Session): void {
+  private expireSession(session: Session, announce = true): void {
     if (!this.sessions.has(session.id)) return;
     const user = session.user;
     this.clock.clearTimer(session.offlineTimer);
@@ -278,7 +280,7 @@ export class PresenceEngine implements PresenceQueries {
     }
     for (const watched of session.watching) this.unindexWatch(session, watched);
     session.watching.clear();
-    this.announce(user);
+    if (announce) this.announce(user);
   }
 
   private welcome(session: Session, resumed: boolean): WelcomeMessage {
@@ -807,7 +809,8 @@ export class PresenceEngine implements PresenceQueries {
     const record = user?.record ?? this.store.get(userId);
     if (!record) return hiddenView(userId);
     if (!mayView(record, viewer)) return hiddenView(userId);
-    if (user) return publicView(this.facts(user), this.config.states);
+    // What was last announced, so snapshots and the events that led to them always agree.
+    if (user) return user.published;
     return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, this.config.states);
   }
 
