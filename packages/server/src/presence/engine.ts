@@ -238,7 +238,10 @@ export class PresenceEngine implements PresenceQueries {
     const user = this.users.get(userId);
     if (!user || user.sessions.size === 0) return;
     const now = this.clock.now();
-    if (user.announcedVisible) user.record.lastSeenAt = now;
+    if (user.announcedVisible) {
+      user.record.lastSeenAt = now;
+      this.save(user);
+    }
     for (const session of [...user.sessions.values()]) {
       if (session.sink) {
         const sink = session.sink;
@@ -577,15 +580,12 @@ export class PresenceEngine implements PresenceQueries {
   // -------------------------------------------------------------------------------------------
 
   private applyStatus(user: UserState, command: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt' | 'visibility'>): void {
-    const { limits, states } = this.config;
     const now = this.clock.now();
     const manual = { ...user.record.manual };
     // Check everything first: a refused command changes nothing.
-    if (command.state !== undefined && command.state !== null && !Object.hasOwn(states, command.state)) {
-      throw new PresenceError('UNKNOWN_STATE', `state "${String(command.state).slice(0, 64)}" is not configured`);
-    }
-    const message = command.message === undefined ? manual.message : assertMessage(command.message, limits);
-    const expiresAt = parseExpiry(command.expiresAt, now);
+    const checked = this.checkStatus(command, now);
+    const message = checked.message === undefined ? manual.message : checked.message;
+    const expiresAt = checked.expiresAt;
 
     if (command.status === 'online') {
       manual.status = null;
@@ -614,6 +614,18 @@ export class PresenceEngine implements PresenceQueries {
     this.scheduleExpiry(user);
     this.save(user);
     this.announce(user, visibilityChanged);
+  }
+
+  /** Validates the status fields of a command or patch; returns the parsed message and expiry. */
+  private checkStatus(
+    command: Pick<StatusCommand, 'state' | 'message' | 'expiresAt'>,
+    now: number,
+  ): { message: string | null | undefined; expiresAt: number | null } {
+    if (command.state !== undefined && command.state !== null && !Object.hasOwn(this.config.states, command.state)) {
+      throw new PresenceError('UNKNOWN_STATE', `state "${String(command.state).slice(0, 64)}" is not configured`);
+    }
+    const message = command.message === undefined ? undefined : assertMessage(command.message, this.config.limits);
+    return { message, expiresAt: parseExpiry(command.expiresAt, now) };
   }
 
   private applyMeta(user: UserState, patch: Meta): void {
@@ -847,19 +859,22 @@ export class PresenceEngine implements PresenceQueries {
     assertUserId(userId, this.config.limits);
     const meta = patch.meta === undefined ? undefined : assertMetaPatch(patch.meta);
     if (meta) assertMetaWithinLimits(meta, this.config.limits);
-    const user = this.userState(userId);
-    if (patch.status === 'offline') {
-      this.logout(userId);
-    }
+    for (const id of patch.contacts ?? []) assertUserId(id, this.config.limits);
     const status = patch.status === 'offline' ? undefined : patch.status;
     const touchesStatus =
       status !== undefined || patch.state !== undefined || patch.message !== undefined || patch.expiresAt !== undefined || patch.visibility !== undefined;
+    // Check the whole patch before changing anything, so a refused request changes nothing.
+    if (touchesStatus) this.checkStatus(patch, this.clock.now());
+    const user = this.userState(userId);
+    if (meta) mergeMeta(user.record.meta, meta, this.config.limits);
+    if (patch.status === 'offline') {
+      this.logout(userId);
+    }
     if (touchesStatus) {
       this.applyStatus(user, { status, state: patch.state, message: patch.message, expiresAt: patch.expiresAt, visibility: patch.visibility });
     }
     if (meta) this.applyMeta(user, meta);
     if (patch.contacts) {
-      for (const id of patch.contacts) assertUserId(id, this.config.limits);
       user.record.contacts = [...new Set(patch.contacts)];
       this.save(user);
       this.announce(user, true);

@@ -162,8 +162,11 @@ export class Connection implements SessionSink {
     const frame = this.outbox.length === 1 ? this.outbox[0] : `[${this.outbox.join(',')}]`;
     this.outbox.length = 0;
     // A client that does not read must not make the server buffer without bound, nor slow the
-    // others: past the limit it is dropped, and its frames are never queued.
-    if (this.socket.bufferedAmount + frame.length > this.options.maxOutboundBufferBytes) {
+    // others: past the limit it is dropped, and its frames are never queued. Slowness is judged by
+    // what is still unsent from earlier writes: a client that has read everything is never slow,
+    // even when one tick's batch (many events coalesced into one frame) is larger than the limit.
+    const backlog = this.socket.bufferedAmount;
+    if (backlog > 0 && backlog + frame.length > this.options.maxOutboundBufferBytes) {
       this.closed = true;
       this.options.observer?.errorSent('SLOW_CONSUMER');
       this.options.log.warn('closing slow consumer', {

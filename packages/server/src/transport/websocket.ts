@@ -88,7 +88,14 @@ export class WebSocketTransport {
     const token = url.searchParams.get('token') ?? bearerToken(request.headers.authorization);
     if (token) {
       if (!verifier) throw new PresenceError('UNAUTHORIZED', 'tokens are not configured on this server');
-      return verifier.verify(token);
+      const identity = await verifier.verify(token);
+      // The verifier tolerates a few seconds of clock skew on `exp`, but an open socket is closed
+      // at `exp` itself (see accept). Without this check a token just past `exp` would be welcomed,
+      // announced online to watchers, and cut a moment later with TOKEN_EXPIRED.
+      if (identity.expiresAt !== undefined && identity.expiresAt <= this.now()) {
+        throw new PresenceError('TOKEN_EXPIRED');
+      }
+      return identity;
     }
     if (isDevMode(config)) {
       const userId = url.searchParams.get('userId');
