@@ -1,6 +1,6 @@
 /**
  * Unit tests of the presence model (PresenceEngine) driven by a ManualClock: no sockets, no
- * sleeping. Each `describe` is one rule of the model in docs/DESIGN.md; every rule has at least
+ * sleeping. Each `describe` is one rule of the Model section of DESIGN.md; every rule has at least
  * one test that fails when the rule is broken.
  */
 import assert from 'node:assert/strict';
@@ -579,6 +579,22 @@ describe('offline delay', () => {
     assert.deepEqual(bob.take(), [], 'no leave, join, offline or online at others');
     assert.deepEqual(again.take(), []);
     assert.deepEqual(w.engine.stats(), { connections: 2, sessions: 2, onlineUsers: 2, channels: 2 });
+  });
+
+  it('the idle clock stops while a session is detached, so the window stays silent', () => {
+    const { w, bob, alice } = room({ idleTimeoutMs: 1000, offlineDelayMs: 5000 });
+    w.advance(600);
+    alice.disconnect();
+    const aboutAlice = () => bob.take().filter((f) => f.userId === 'alice' || f.member?.userId === 'alice' || f.user?.userId === 'alice');
+    w.advance(3000);
+    assert.deepEqual(aboutAlice(), [], 'no away while alice is merely reconnecting');
+    const again = w.connect('alice', { sessionId: alice.sessionId });
+    again.send({ type: 'activity' });
+    w.advance(900);
+    assert.deepEqual(aboutAlice(), []);
+    w.advance(200);
+    const [update] = aboutAlice().filter((f) => f.type === 'presence.update');
+    assert.equal(update?.member.status, 'away', 'idle resumes counting once the session is back');
   });
 
   it('a reconnect with a new session inside the window that joins again causes no event', () => {

@@ -180,6 +180,7 @@ export class PresenceEngine implements PresenceQueries {
         previous.close(4000, 'SESSION_REPLACED');
       }
       session.device = device;
+      this.armIdleTimer(session);
     } else {
       this.makeRoomForSession(user);
       const id = wanted && !existing ? wanted : this.newSessionId();
@@ -229,6 +230,10 @@ export class PresenceEngine implements PresenceQueries {
     if (this.config.offlineDelayMs <= 0) {
       this.expireSession(session);
     } else {
+      // The idle clock stops with the socket: a reconnect inside the window must change nothing,
+      // and a user who is gone is not idling either.
+      this.clock.clearTimer(session.idleTimer);
+      session.idleTimer = undefined;
       session.offlineTimer = this.clock.setTimer(this.config.offlineDelayMs, () => this.expireSession(session));
     }
   }
