@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import type { ServerConfig } from '../src/config/config.js';
-import { ConfigError, HELP_TEXT, configWarnings, loadConfig, wantsHelp } from '../src/config/env.js';
+import { ConfigError, HELP_TEXT, loadConfig, wantsHelp } from '../src/config/env.js';
 import { createLogger, type Logger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 
@@ -43,7 +43,7 @@ async function main(): Promise<void> {
 
   const log = createLogger(config.logLevel);
   installCrashHandlers(log);
-  for (const warning of configWarnings(config)) log.warn(warning);
+  // startServer logs configWarnings(config) itself, so programmatic users get them too.
 
   let server: Awaited<ReturnType<typeof startServer>>;
   try {

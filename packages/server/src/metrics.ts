@@ -442,7 +442,7 @@ export function createPresenceMetrics(
 
   const connections = registry.gauge({
     name: 'presence_connections',
-    help: 'Open WebSocket connections on this node.',
+    help: 'Authenticated WebSocket connections on this node (sessions with a live socket).',
     collect: fromSnapshot('connections'),
   });
   const sessions = registry.gauge({

@@ -323,6 +323,10 @@ function parsePublicKey(name: string, raw: string): string {
   if (type !== 'rsa' && type !== 'ec') {
     throw new ConfigError(name, `${name} must be an RSA or EC public key (got ${type ?? 'unknown'})`);
   }
+  // ES256 is P-256 only; other curves would pass here and fail later, with a less helpful message.
+  if (type === 'ec' && key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new ConfigError(name, `${name} must be an EC key on P-256 for ES256 (got ${key.asymmetricKeyDetails?.namedCurve ?? 'unknown curve'})`);
+  }
   return key.export({ type: 'spki', format: 'pem' }).toString();
 }
 

@@ -604,7 +604,10 @@ export class PresenceEngine implements PresenceQueries {
       if (command.state !== null && command.status === undefined && manual.status !== 'invisible') manual.status = null;
     }
     manual.message = message;
-    manual.expiresAt = manual.status || manual.state || manual.message ? expiresAt : null;
+    // Every command that sets the manual presence sets its expiry anew; one that only changes
+    // visibility leaves the running expiry alone.
+    const setsManual = command.status !== undefined || command.state !== undefined || command.message !== undefined || command.expiresAt !== undefined;
+    if (setsManual) manual.expiresAt = manual.status || manual.state || manual.message ? expiresAt : null;
 
     const wasInvisible = user.record.manual.status === 'invisible';
     const becomesInvisible = manual.status === 'invisible';

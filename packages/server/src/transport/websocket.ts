@@ -12,6 +12,9 @@ import type { Logger } from '../log.js';
 import { Connection, type ConnectionObserver } from './connection.js';
 
 export const REALTIME_PATH = '/realtime';
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long a connection that missed its heartbeats gets to complete a closing handshake. */
+const HEARTBEAT_CLOSE_GRACE_MS = 1000;
 
 export interface TransportObserver extends ConnectionObserver {
   connectionOpened(): void;
@@ -100,7 +103,7 @@ export class WebSocketTransport {
     if (isDevMode(config)) {
       const userId = url.searchParams.get('userId');
       if (!userId || userId.length > config.limits.maxUserIdLength) {
-        throw new PresenceError('UNAUTHORIZED', 'development mode: pass ?userId=<id> (1–128 characters)');
+        throw new PresenceError('UNAUTHORIZED', `development mode: pass ?userId=<id> (1–${config.limits.maxUserIdLength} characters)`);
       }
       return { userId, meta: {} };
     }
@@ -155,10 +158,18 @@ export class WebSocketTransport {
         return;
       }
       if (identity.expiresAt !== undefined) {
-        // Timers cannot wait longer than ~24.8 days; a token valid for longer is checked on reconnect.
-        const delay = Math.min(identity.expiresAt - this.now(), 2 ** 31 - 1);
-        expiryTimer = setTimeout(() => connection.reject(new PresenceError('TOKEN_EXPIRED')), Math.max(0, delay));
-        expiryTimer.unref();
+        const expiresAt = identity.expiresAt;
+        // setTimeout cannot wait longer than ~24.8 days, so a long-lived token is checked in steps.
+        const arm = () => {
+          const remaining = expiresAt - this.now();
+          if (remaining <= 0) {
+            connection.reject(new PresenceError('TOKEN_EXPIRED'));
+            return;
+          }
+          expiryTimer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
+          expiryTimer.unref();
+        };
+        arm();
       }
       if (isDevMode(config)) log.debug('dev-mode connection', { userId: identity.userId });
     });
@@ -172,8 +183,11 @@ export class WebSocketTransport {
     const deadline = this.now() - 2 * this.options.config.heartbeatIntervalMs;
     for (const [connection, ws] of this.connections) {
       if (connection.lastInboundAt < deadline) {
+        if (connection.isClosed) continue;
         this.options.observer?.errorSent('HEARTBEAT_TIMEOUT');
-        ws.terminate();
+        // A hung client may still read a close frame; a half-open one never will, so cut it shortly.
+        connection.close(4002, 'HEARTBEAT_TIMEOUT');
+        setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, this.options.config.heartbeatIntervalMs)).unref();
       } else if (ws.readyState === ws.OPEN) {
         ws.ping();
       }
