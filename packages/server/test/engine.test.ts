@@ -1355,6 +1355,19 @@ describe('updateUser (HTTP API)', () => {
     assert.deepEqual([join.member.status, join.member.message, join.member.meta], ['busy', 'on leave', { name: 'Carol' }]);
   });
 
+  it('status, message and meta in one request are one presence.update, not one per field', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.join('room');
+    w.flush(bob);
+    w.engine.updateUser('alice', { status: 'busy', message: 'In a call', meta: { name: 'Alice' } });
+    const updates = bob.take('presence.update');
+    assert.equal(updates.length, 1);
+    assert.deepEqual([updates[0].member.status, updates[0].member.message, updates[0].member.meta], ['busy', 'In a call', { name: 'Alice' }]);
+  });
+
   it("status 'offline' logs the user out at once", () => {
     const w = new World();
     const bob = w.connect('bob');

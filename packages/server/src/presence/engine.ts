@@ -139,6 +139,8 @@ export class PresenceEngine implements PresenceQueries {
   /** Watched user id → sessions watching them. */
   private readonly watchers = new Map<string, Set<Session>>();
   private attachedCount = 0;
+  /** The limits part of `welcome`, built once: config does not change while running. */
+  private welcomeLimits?: WelcomeMessage['limits'];
   private visibleUserCount = 0;
 
   constructor(options: EngineOptions) {
@@ -306,7 +308,7 @@ export class PresenceEngine implements PresenceQueries {
         offlineDelayMs: config.offlineDelayMs,
         typingMs: config.typingTimeoutMs,
       },
-      limits: {
+      limits: this.welcomeLimits ??= {
         maxFrameBytes: limits.maxFrameBytes,
         maxMetaBytes: limits.maxMetaBytes,
         maxMetaDepth: limits.maxMetaDepth,
@@ -584,7 +586,12 @@ export class PresenceEngine implements PresenceQueries {
   // User state shared by WebSocket commands and the HTTP API
   // -------------------------------------------------------------------------------------------
 
-  private applyStatus(user: UserState, command: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt' | 'visibility'>): void {
+  /** Applies a status patch; announces it unless the caller has more to change (then returns whether privacy changed). */
+  private applyStatus(
+    user: UserState,
+    command: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt' | 'visibility'>,
+    announce = true,
+  ): boolean {
     const now = this.clock.now();
     const manual = { ...user.record.manual };
     // Check everything first: a refused command changes nothing.
@@ -621,7 +628,8 @@ export class PresenceEngine implements PresenceQueries {
     if (command.visibility !== undefined) user.record.visibility = command.visibility;
     this.scheduleExpiry(user);
     this.save(user);
-    this.announce(user, visibilityChanged);
+    if (announce) this.announce(user, visibilityChanged);
+    return visibilityChanged;
   }
 
   /** Validates the status fields of a command or patch; returns the parsed message and expiry. */
@@ -636,12 +644,12 @@ export class PresenceEngine implements PresenceQueries {
     return { message, expiresAt: parseExpiry(command.expiresAt, now) };
   }
 
-  private applyMeta(user: UserState, patch: Meta): void {
+  private applyMeta(user: UserState, patch: Meta, announce = true): void {
     const next = mergeMeta(user.record.meta, patch, this.config.limits);
     if (sameJson(next, user.record.meta)) return;
     user.record.meta = next;
     this.save(user);
-    this.announce(user);
+    if (announce) this.announce(user);
   }
 
   private scheduleExpiry(user: UserState): void {
@@ -878,15 +886,22 @@ export class PresenceEngine implements PresenceQueries {
     if (patch.status === 'offline') {
       this.logout(userId);
     }
+    // Status, meta and contacts change together and are announced once, as one update.
+    let privacyChanged = false;
     if (touchesStatus) {
-      this.applyStatus(user, { status, state: patch.state, message: patch.message, expiresAt: patch.expiresAt, visibility: patch.visibility });
+      privacyChanged = this.applyStatus(
+        user,
+        { status, state: patch.state, message: patch.message, expiresAt: patch.expiresAt, visibility: patch.visibility },
+        false,
+      );
     }
-    if (meta) this.applyMeta(user, meta);
+    if (meta) this.applyMeta(user, meta, false);
     if (patch.contacts) {
       user.record.contacts = [...new Set(patch.contacts)];
       this.save(user);
-      this.announce(user, true);
+      privacyChanged = true;
     }
+    this.announce(user, privacyChanged);
     return selfView(this.facts(user), this.config.states);
   }
 
