@@ -76,7 +76,17 @@ async function expectRefused(
   wsOptions?: ConstructorParameters<typeof TestClient>[1],
 ): Promise<void> {
   const client = await TestClient.connect(server, query, wsOptions);
-  const closed = await client.closed;
+  if (client.messages[0]?.type !== 'error') {
+    await client.close();
+    assert.fail(`expected the connection to be refused with ${code}, got ${JSON.stringify(client.messages[0])}`);
+  }
+  const closed = await Promise.race([
+    client.closed,
+    sleep(2000).then(() => {
+      client.ws.terminate();
+      throw new Error(`the server did not close after ${code}`);
+    }),
+  ]);
   const first = client.messages[0];
   assert.ok(first, 'expected an error frame before the close');
   assert.equal(first.type, 'error', `expected an error frame, got ${JSON.stringify(client.messages)}`);
