@@ -6,7 +6,7 @@ import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createHttpApi } from './http/api.js';
 import type { Logger } from './log.js';
-import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics.js';
+import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
 import { systemClock, type Clock } from './presence/clock.js';
 import { PresenceEngine } from './presence/engine.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';

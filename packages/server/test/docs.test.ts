@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { CLOSE_CODES, ERRORS, type ErrorSpec } from '@presence/protocol';
 import { CONFIG_VARIABLES, CONFIG_VARIABLE_DOCS, HELP_TEXT } from '../src/config/env.js';
 import { ROUTES } from '../src/http/api.js';
-import { MetricsRegistry, createPresenceMetrics } from '../src/metrics.js';
+import { MetricsRegistry, createPresenceMetrics } from '../src/metrics/index.js';
 
 const DOCS = resolve(dirname(fileURLToPath(import.meta.url)), '../../../docs');
 

@@ -17,7 +17,7 @@ import {
   createPresenceMetrics,
   escapeLabelValue,
   type PresenceMetrics,
-} from '../src/metrics.js';
+} from '../src/metrics/index.js';
 import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
 
 // ---------------------------------------------------------------------------------------------

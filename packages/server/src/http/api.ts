@@ -10,7 +10,7 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import { isDevMode, type ServerConfig } from '../config/config.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics.js';
+import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics/index.js';
 import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
 import { Router, decodeParam } from './router.js';

@@ -3,9 +3,7 @@ import type {
   ClientMessage,
   Member,
   Meta,
-  Ref,
   SelfPresence,
-  ServerMessage,
   StatusCommand,
   UserPresence,
   WelcomeMessage,
@@ -14,8 +12,11 @@ import type { ServerConfig } from '../config/config.js';
 import { PresenceError } from '../errors.js';
 import type { Identity } from '../auth/identity.js';
 import { channelAllowed } from '../auth/access.js';
-import { MemoryUserStore, emptyUserRecord, type UserRecord, type UserStore } from '../store/user-store.js';
-import type { Clock, TimerHandle } from './clock.js';
+import { MemoryUserStore, emptyUserRecord, type UserStore } from '../store/user-store.js';
+import type { Clock } from './clock.js';
+import { Fanout } from './fanout.js';
+import type { Channel, ChannelMember, EngineObserver, Session, SessionSink, UserState } from './state.js';
+import { WatcherIndex } from './watchers.js';
 import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './service.js';
 import {
   hiddenView,
@@ -38,62 +39,7 @@ import {
   toIso,
 } from './validation.js';
 
-/** Where the model writes a session's frames; the transport implements it over a socket. */
-export interface SessionSink {
-  /** Queues one serialized server message. Must not throw. */
-  send(json: string, type: ServerMessage['type']): void;
-  close(code: number, reason: string): void;
-}
-
-/** Counters the model reports to; metrics implement it. */
-export interface EngineObserver {
-  /** `receivers` connections were sent one message of `type`. */
-  sent(type: ServerMessage['type'], receivers: number): void;
-}
-
-interface Session {
-  readonly id: string;
-  readonly user: UserState;
-  device: string;
-  /** Null while detached: the socket is gone and the offline delay runs. */
-  sink: SessionSink | null;
-  lastActivityAt: number;
-  /** The client said `idle`; cleared by the next `activity`. */
-  reportedIdle: boolean;
-  /** Result of the last idle check (reported idle, or no activity for the idle timeout). */
-  idle: boolean;
-  idleTimer?: TimerHandle;
-  offlineTimer?: TimerHandle;
-  channels: Set<string>;
-  watching: Set<string>;
-  allowlist?: string[];
-}
-
-interface UserState {
-  record: UserRecord;
-  sessions: Map<string, Session>;
-  /** Channels where the user is a member (at least one of their sessions joined). */
-  channels: Set<string>;
-  expiryTimer?: TimerHandle;
-  /** The view last announced to others, for change detection. */
-  published: UserPresence;
-  /** Whether others could see the user at the last announcement. */
-  announcedVisible: boolean;
-}
-
-interface ChannelMember {
-  readonly user: UserState;
-  joinedAt: number;
-  channelMeta: Meta;
-  sessions: Set<Session>;
-}
-
-interface Channel {
-  readonly name: string;
-  seq: number;
-  members: Map<string, ChannelMember>;
-  typing: Map<string, TimerHandle>;
-}
+export type { SessionSink, EngineObserver } from './state.js';
 
 /** What `connect` hands the transport: the session and the socket's sink, bound together. */
 export interface Attachment {
@@ -131,13 +77,13 @@ export class PresenceEngine implements PresenceQueries {
   private readonly config: ServerConfig;
   private readonly clock: Clock;
   private readonly store: UserStore;
-  private readonly observer?: EngineObserver;
   private readonly newSessionId: () => string;
   private readonly users = new Map<string, UserState>();
   private readonly sessions = new Map<string, Session>();
   private readonly channels = new Map<string, Channel>();
   /** Watched user id → sessions watching them. */
-  private readonly watchers = new Map<string, Set<Session>>();
+  private readonly watchers: WatcherIndex;
+  private readonly fanout: Fanout;
   private attachedCount = 0;
   /** The limits part of `welcome`, built once: config does not change while running. */
   private welcomeLimits?: WelcomeMessage['limits'];
@@ -147,8 +93,9 @@ export class PresenceEngine implements PresenceQueries {
     this.config = options.config;
     this.clock = options.clock;
     this.store = options.store ?? new MemoryUserStore();
-    this.observer = options.observer;
     this.newSessionId = options.newSessionId ?? randomUUID;
+    this.fanout = new Fanout(options.observer);
+    this.watchers = new WatcherIndex(this.fanout);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -206,7 +153,7 @@ export class PresenceEngine implements PresenceQueries {
     session.sink = sink;
     this.attachedCount += 1;
 
-    this.send(session, this.welcome(session, resumed));
+    this.fanout.toSession(session, this.welcome(session, resumed));
     this.announce(user);
     if (resumed) this.resendState(session);
     return { session, sink, resumed };
@@ -288,8 +235,7 @@ export class PresenceEngine implements PresenceQueries {
       const channel = this.channels.get(name);
       if (channel) this.removeFromChannel(channel, session);
     }
-    for (const watched of session.watching) this.unindexWatch(session, watched);
-    session.watching.clear();
+    this.watchers.removeSession(session);
     if (announce) this.announce(user);
   }
 
@@ -335,7 +281,7 @@ export class PresenceEngine implements PresenceQueries {
     }
     if (session.watching.size > 0) {
       const viewer = session.user.record.userId;
-      this.send(session, { type: 'user.sync', users: [...session.watching].map((id) => this.viewOf(id, viewer)) });
+      this.fanout.toSession(session, { type: 'user.sync', users: [...session.watching].map((id) => this.viewOf(id, viewer)) });
     }
   }
 
@@ -378,17 +324,15 @@ export class PresenceEngine implements PresenceQueries {
         this.typing(session, command.channel, command.typing);
         return {};
       case 'watch':
-        return this.watch(session, command.users, command.ref);
+        return this.watch(session, command.users);
       case 'unwatch':
-        for (const id of command.users) {
-          if (session.watching.delete(id)) this.unindexWatch(session, id);
-        }
+        for (const id of command.users) this.watchers.remove(session, id);
         return { watching: session.watching.size };
       case 'ping':
-        this.send(session, { type: 'pong', ...(command.ref !== undefined ? { ref: command.ref } : {}), serverTime: toIso(this.clock.now()) });
+        this.fanout.toSession(session, { type: 'pong', ...(command.ref !== undefined ? { ref: command.ref } : {}), serverTime: toIso(this.clock.now()) });
         return undefined;
       case 'logout':
-        if (command.ref !== undefined) this.send(session, { type: 'ack', ref: command.ref });
+        if (command.ref !== undefined) this.fanout.toSession(session, { type: 'ack', ref: command.ref });
         this.logout(user.record.userId);
         return undefined;
     }
@@ -419,7 +363,7 @@ export class PresenceEngine implements PresenceQueries {
       user.channels.add(name);
       session.channels.add(name);
       if (user.announcedVisible) {
-        this.broadcast(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq }, session);
+        this.fanout.toChannel(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq }, { exceptSession: session });
       }
     } else {
       member.sessions.add(session);
@@ -427,7 +371,7 @@ export class PresenceEngine implements PresenceQueries {
       if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta)) {
         member.channelMeta = channelMeta;
         if (user.announcedVisible) {
-          this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq }, session);
+          this.fanout.toChannel(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq }, { exceptSession: session });
         }
       }
     }
@@ -463,7 +407,7 @@ export class PresenceEngine implements PresenceQueries {
       // A user still connected elsewhere was seen just now; one who timed out, at their disconnect.
       const stillLive = [...user.sessions.values()].some((s) => s.sink);
       const lastSeen = stillLive ? toIso(this.clock.now()) : toIso(user.record.lastSeenAt);
-      this.broadcast(channel, { type: 'presence.leave', channel: channel.name, userId, lastSeen, seq: ++channel.seq });
+      this.fanout.toChannel(channel, { type: 'presence.leave', channel: channel.name, userId, lastSeen, seq: ++channel.seq });
     }
     if (channel.members.size === 0) {
       for (const timer of channel.typing.values()) this.clock.clearTimer(timer);
@@ -478,7 +422,7 @@ export class PresenceEngine implements PresenceQueries {
     if (!sameJson(member.channelMeta, next)) {
       member.channelMeta = next;
       if (session.user.announcedVisible) {
-        this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
+        this.fanout.toChannel(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
       }
     }
     return { channelMeta: member.channelMeta };
@@ -537,7 +481,7 @@ export class PresenceEngine implements PresenceQueries {
       userId,
       this.clock.setTimer(this.config.typingTimeoutMs, () => this.stopTyping(channel, user)),
     );
-    if (!existing) this.broadcast(channel, { type: 'typing', channel: name, userId, typing: true }, undefined, userId);
+    if (!existing) this.fanout.toChannel(channel, { type: 'typing', channel: name, userId, typing: true }, { exceptUserId: userId });
   }
 
   private stopTyping(channel: Channel, user: UserState): void {
@@ -546,7 +490,7 @@ export class PresenceEngine implements PresenceQueries {
     if (!timer) return;
     this.clock.clearTimer(timer);
     channel.typing.delete(userId);
-    this.broadcast(channel, { type: 'typing', channel: channel.name, userId, typing: false }, undefined, userId);
+    this.fanout.toChannel(channel, { type: 'typing', channel: channel.name, userId, typing: false }, { exceptUserId: userId });
   }
 
   private hasAttachedSessionIn(channel: Channel, user: UserState): boolean {
@@ -556,7 +500,7 @@ export class PresenceEngine implements PresenceQueries {
     return false;
   }
 
-  private watch(session: Session, ids: string[], _ref: Ref | undefined): Record<string, unknown> {
+  private watch(session: Session, ids: string[]): Record<string, unknown> {
     const { limits } = this.config;
     const unique = [...new Set(ids)];
     for (const id of unique) assertUserId(id, limits);
@@ -564,22 +508,10 @@ export class PresenceEngine implements PresenceQueries {
     if (session.watching.size + added.length > limits.maxWatchedUsers) {
       throw new PresenceError('TOO_MANY_WATCHES', `at most ${limits.maxWatchedUsers} watched users per session`);
     }
-    for (const id of added) {
-      session.watching.add(id);
-      let set = this.watchers.get(id);
-      if (!set) this.watchers.set(id, (set = new Set()));
-      set.add(session);
-    }
+    for (const id of added) this.watchers.add(session, id);
     const viewer = session.user.record.userId;
-    this.send(session, { type: 'user.sync', users: unique.map((id) => this.viewOf(id, viewer)) });
+    this.fanout.toSession(session, { type: 'user.sync', users: unique.map((id) => this.viewOf(id, viewer)) });
     return { watching: session.watching.size };
-  }
-
-  private unindexWatch(session: Session, watchedId: string): void {
-    const set = this.watchers.get(watchedId);
-    if (!set) return;
-    set.delete(session);
-    if (set.size === 0) this.watchers.delete(watchedId);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -719,69 +651,19 @@ export class PresenceEngine implements PresenceQueries {
       if (!channel) continue;
       const member = channel.members.get(userId)!;
       if (visible && !wasVisible) {
-        this.broadcast(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq });
+        this.fanout.toChannel(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq });
       } else if (!visible && wasVisible) {
         this.stopTyping(channel, user);
-        this.broadcast(channel, { type: 'presence.leave', channel: name, userId, lastSeen: view.lastSeen, seq: ++channel.seq });
+        this.fanout.toChannel(channel, { type: 'presence.leave', channel: name, userId, lastSeen: view.lastSeen, seq: ++channel.seq });
       } else if (visible && changed) {
-        this.broadcast(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
+        this.fanout.toChannel(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
       }
     }
-    this.notifyWatchers(user, view, changed, privacyChanged);
-  }
-
-  private notifyWatchers(user: UserState, view: UserPresence, changed: boolean, privacyChanged: boolean): void {
-    const sessions = this.watchers.get(user.record.userId);
-    if (!sessions || sessions.size === 0) return;
-    let visibleJson: string | undefined;
-    let hiddenJson: string | undefined;
-    let visibleCount = 0;
-    let hiddenCount = 0;
-    for (const session of sessions) {
-      if (!session.sink) continue;
-      if (mayView(user.record, session.user.record.userId)) {
-        if (!changed && !privacyChanged) continue;
-        visibleJson ??= JSON.stringify({ type: 'user.update', user: view });
-        session.sink.send(visibleJson, 'user.update');
-        visibleCount += 1;
-      } else if (privacyChanged) {
-        // The hidden view never changes, so it is only sent when the viewer just lost sight.
-        hiddenJson ??= JSON.stringify({ type: 'user.update', user: hiddenView(user.record.userId) });
-        session.sink.send(hiddenJson, 'user.update');
-        hiddenCount += 1;
-      }
-    }
-    if (visibleCount + hiddenCount > 0) this.observer?.sent('user.update', visibleCount + hiddenCount);
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Fan-out
-  // -------------------------------------------------------------------------------------------
-
-  private send(session: Session, message: ServerMessage): void {
-    if (!session.sink) return;
-    session.sink.send(JSON.stringify(message), message.type);
-    this.observer?.sent(message.type, 1);
-  }
-
-  /** One serialization shared by every receiver. */
-  private broadcast(channel: Channel, message: ServerMessage, exceptSession?: Session, exceptUserId?: string): void {
-    let json: string | undefined;
-    let receivers = 0;
-    for (const member of channel.members.values()) {
-      if (member.user.record.userId === exceptUserId) continue;
-      for (const session of member.sessions) {
-        if (session === exceptSession || !session.sink) continue;
-        json ??= JSON.stringify(message);
-        session.sink.send(json, message.type);
-        receivers += 1;
-      }
-    }
-    if (receivers > 0) this.observer?.sent(message.type, receivers);
+    this.watchers.notify(user, view, changed, privacyChanged);
   }
 
   private sendSync(session: Session, channel: Channel): void {
-    this.send(session, { type: 'presence.sync', channel: channel.name, members: this.visibleMembers(channel), seq: channel.seq });
+    this.fanout.toSession(session, { type: 'presence.sync', channel: channel.name, members: this.visibleMembers(channel), seq: channel.seq });
   }
 
   private member(member: ChannelMember): Member {

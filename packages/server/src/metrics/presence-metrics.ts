@@ -1,0 +1,231 @@
+/**
+ * The server's metric set: gauges read from the model's stats at scrape time, counters fed by the
+ * transport and the model, and process health (memory, event-loop lag).
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { CLIENT_MESSAGE_TYPES, ERROR_CODES, type ErrorCode } from '@presence/protocol';
+import type { PresenceStats } from '../presence/service.js';
+import { Counter, Gauge, Histogram, MetricsRegistry } from './registry.js';
+
+/** 0.1 ms … 1 s: fan-out is in-process queueing, so most samples should sit in the low buckets. */
+export const FANOUT_BUCKETS: readonly number[] = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+];
+
+const KNOWN_COMMAND_TYPES: ReadonlySet<string> = new Set(CLIENT_MESSAGE_TYPES);
+const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
+const OUTBOUND_TYPES: ReadonlySet<string> = new Set([
+  'welcome',
+  'presence.sync',
+  'presence.join',
+  'presence.leave',
+  'presence.update',
+  'typing',
+  'user.sync',
+  'user.update',
+  'ack',
+  'error',
+  'pong',
+]);
+
+/**
+ * Standard close codes (1000–1015) and the server's own 4xxx codes. A client may close with any
+ * code in 3000–4999, so everything else is folded into `other` to keep the series bounded.
+ */
+function closeCodeLabel(code: number): string {
+  if (Number.isInteger(code) && ((code >= 1000 && code <= 1015) || [4000, 4001, 4002, 4003, 4008, 4009, 4029].includes(code))) {
+    return String(code);
+  }
+  return 'other';
+}
+
+export interface PresenceMetrics {
+  registry: MetricsRegistry;
+  connections: Gauge;
+  sessions: Gauge;
+  onlineUsers: Gauge;
+  channels: Gauge;
+  /** Inbound commands by type; unknown types are counted as `unknown`. */
+  eventsIn: Counter<'type'>;
+  /** Outbound messages by type, one per receiving connection. */
+  eventsOut: Counter<'type'>;
+  errors: Counter<'code'>;
+  connectionsOpened: Counter;
+  connectionsClosed: Counter<'code'>;
+  /** Seconds from receiving a command until all resulting frames were queued to every receiver. */
+  fanoutLatency: Histogram;
+  /** HTTP responses by route template (never the raw path) and status. */
+  httpRequests: Counter<'route' | 'status'>;
+  residentMemory: Gauge;
+  /** Mean event loop delay since the previous scrape. */
+  eventLoopLag: Gauge;
+  /** p99 and max event loop delay since the previous scrape. */
+  eventLoopLagP99: Gauge;
+  eventLoopLagMax: Gauge;
+
+  /** Counts one inbound command; `type` is client-supplied, so it is bounded to protocol types. */
+  commandReceived(type: unknown): void;
+  /** Counts `receivers` copies of one outbound message type. */
+  messageSent(type: string, receivers?: number): void;
+  errorSent(code: ErrorCode | string): void;
+  connectionOpened(): void;
+  connectionClosed(code: number): void;
+  /** Observes a fan-out duration in seconds. */
+  observeFanout(seconds: number): void;
+  /** Stops the event loop monitor; safe to call more than once. */
+  close(): void;
+}
+
+export interface PresenceMetricsOptions {
+  /** Sampling resolution of the event loop monitor. @default 20 */
+  eventLoopResolutionMs?: number;
+}
+
+export function createPresenceMetrics(
+  registry: MetricsRegistry,
+  stats: () => PresenceStats,
+  options: PresenceMetricsOptions = {},
+): PresenceMetrics {
+  // One stats() call per scrape, shared by the four gauges, so they describe the same instant.
+  let snapshot: PresenceStats | undefined;
+  registry.onCollect(() => {
+    snapshot = undefined;
+    snapshot = stats();
+  });
+  const fromSnapshot = (field: keyof PresenceStats) => () => snapshot?.[field] ?? NaN;
+
+  const connections = registry.gauge({
+    name: 'presence_connections',
+    help: 'Authenticated WebSocket connections on this node (sessions with a live socket).',
+    collect: fromSnapshot('connections'),
+  });
+  const sessions = registry.gauge({
+    name: 'presence_sessions',
+    help: 'Sessions on this node, including those inside their offline delay.',
+    collect: fromSnapshot('sessions'),
+  });
+  const onlineUsers = registry.gauge({
+    name: 'presence_online_users',
+    help: 'Users seen as present by others (invisible users are not counted).',
+    collect: fromSnapshot('onlineUsers'),
+  });
+  const channels = registry.gauge({
+    name: 'presence_channels',
+    help: 'Channels with at least one visible member.',
+    collect: fromSnapshot('channels'),
+  });
+
+  const eventsIn = registry.counter({
+    name: 'presence_events_in_total',
+    help: 'Inbound WebSocket commands by type.',
+    labelNames: ['type'],
+  });
+  const eventsOut = registry.counter({
+    name: 'presence_events_out_total',
+    help: 'Outbound WebSocket messages by type, counted once per receiving connection.',
+    labelNames: ['type'],
+  });
+  const errors = registry.counter({
+    name: 'presence_errors_total',
+    help: 'Errors answered to clients, by error code.',
+    labelNames: ['code'],
+  });
+  const connectionsOpened = registry.counter({
+    name: 'presence_connections_opened_total',
+    help: 'WebSocket connections accepted.',
+  });
+  const connectionsClosed = registry.counter({
+    name: 'presence_connections_closed_total',
+    help: 'WebSocket connections closed, by close code.',
+    labelNames: ['code'],
+  });
+  const fanoutLatency = registry.histogram({
+    name: 'presence_fanout_latency_seconds',
+    help: 'Time from receiving a command until all resulting frames were queued to every receiver.',
+    buckets: FANOUT_BUCKETS,
+  });
+  const httpRequests = registry.counter({
+    name: 'presence_http_requests_total',
+    help: 'HTTP API responses by route template and status.',
+    labelNames: ['route', 'status'],
+  });
+
+  const residentMemory = registry.gauge({
+    name: 'presence_process_resident_memory_bytes',
+    help: 'Resident set size of the server process.',
+    collect: () => process.memoryUsage.rss(),
+  });
+
+  const loop: IntervalHistogram = monitorEventLoopDelay({ resolution: options.eventLoopResolutionMs ?? 20 });
+  loop.enable();
+  let closed = false;
+  // The histogram is reset after each scrape (as prom-client does), so each value describes the
+  // interval since the previous scrape instead of an average over the whole uptime. With no
+  // sample in the interval (two scrapes within one resolution tick) the previous value stands.
+  let lag = { mean: 0, p99: 0, max: 0 };
+  registry.onCollect(() => {
+    if (closed) return;
+    if (loop.count > 0) {
+      lag = { mean: loop.mean / 1e9, p99: loop.percentile(99) / 1e9, max: loop.max / 1e9 };
+    }
+    loop.reset();
+  });
+  const eventLoopLag = registry.gauge({
+    name: 'presence_event_loop_lag_seconds',
+    help: 'Mean event loop delay since the previous scrape.',
+    collect: () => lag.mean,
+  });
+  const eventLoopLagP99 = registry.gauge({
+    name: 'presence_event_loop_lag_p99_seconds',
+    help: '99th percentile of the event loop delay since the previous scrape.',
+    collect: () => lag.p99,
+  });
+  const eventLoopLagMax = registry.gauge({
+    name: 'presence_event_loop_lag_max_seconds',
+    help: 'Maximum event loop delay since the previous scrape.',
+    collect: () => lag.max,
+  });
+
+  return {
+    registry,
+    connections,
+    sessions,
+    onlineUsers,
+    channels,
+    eventsIn,
+    eventsOut,
+    errors,
+    connectionsOpened,
+    connectionsClosed,
+    fanoutLatency,
+    httpRequests,
+    residentMemory,
+    eventLoopLag,
+    eventLoopLagP99,
+    eventLoopLagMax,
+    commandReceived(type) {
+      eventsIn.inc({ type: typeof type === 'string' && KNOWN_COMMAND_TYPES.has(type) ? type : 'unknown' });
+    },
+    messageSent(type, receivers = 1) {
+      if (receivers <= 0) return;
+      eventsOut.inc({ type: OUTBOUND_TYPES.has(type) ? type : 'other' }, receivers);
+    },
+    errorSent(code) {
+      errors.inc({ code: KNOWN_ERROR_CODES.has(code) ? code : 'INTERNAL' });
+    },
+    connectionOpened() {
+      connectionsOpened.inc();
+    },
+    connectionClosed(code) {
+      connectionsClosed.inc({ code: closeCodeLabel(code) });
+    },
+    observeFanout(seconds) {
+      fanoutLatency.observe(seconds);
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      loop.disable();
+    },
+  };
+}

@@ -1,0 +1,65 @@
+import type { Meta, ServerMessage, UserPresence } from '@presence/protocol';
+import type { UserRecord } from '../store/user-store.js';
+import type { TimerHandle } from './clock.js';
+
+/*
+ * The model's live state: sessions (one per socket), users (sessions merged) and channels
+ * (user-level membership). The engine owns and mutates these; the other presence modules read them.
+ */
+
+/** Where the model writes a session's frames; the transport implements it over a socket. */
+export interface SessionSink {
+  /** Queues one serialized server message. Must not throw. */
+  send(json: string, type: ServerMessage['type']): void;
+  close(code: number, reason: string): void;
+}
+
+/** Counters the model reports to; metrics implement it. */
+export interface EngineObserver {
+  /** `receivers` connections were sent one message of `type`. */
+  sent(type: ServerMessage['type'], receivers: number): void;
+}
+
+export interface Session {
+  readonly id: string;
+  readonly user: UserState;
+  device: string;
+  /** Null while detached: the socket is gone and the offline delay runs. */
+  sink: SessionSink | null;
+  lastActivityAt: number;
+  /** The client said `idle`; cleared by the next `activity`. */
+  reportedIdle: boolean;
+  /** Result of the last idle check (reported idle, or no activity for the idle timeout). */
+  idle: boolean;
+  idleTimer?: TimerHandle;
+  offlineTimer?: TimerHandle;
+  channels: Set<string>;
+  watching: Set<string>;
+  allowlist?: string[];
+}
+
+export interface UserState {
+  record: UserRecord;
+  sessions: Map<string, Session>;
+  /** Channels where the user is a member (at least one of their sessions joined). */
+  channels: Set<string>;
+  expiryTimer?: TimerHandle;
+  /** The view last announced to others, for change detection. */
+  published: UserPresence;
+  /** Whether others could see the user at the last announcement. */
+  announcedVisible: boolean;
+}
+
+export interface ChannelMember {
+  readonly user: UserState;
+  joinedAt: number;
+  channelMeta: Meta;
+  sessions: Set<Session>;
+}
+
+export interface Channel {
+  readonly name: string;
+  seq: number;
+  members: Map<string, ChannelMember>;
+  typing: Map<string, TimerHandle>;
+}
