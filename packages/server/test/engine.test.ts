@@ -1604,6 +1604,27 @@ describe('no leaks', () => {
     assert.deepEqual(w.engine.stats(), { connections: 0, sessions: 0, onlineUsers: 0, channels: 0 });
     for (const i of [0, 1, 2, 3, 4]) assert.equal(w.engine.channelPresence(`own-${i}`, { limit: 1 }).count, 0);
     assert.equal(w.engine.channelPresence('room', { limit: 1 }).count, 0);
+    assert.deepEqual(w.engine.inspect(), { users: 0, sessions: 0, channels: 0, watchedUsers: 0, typing: 0 }, 'no live state left');
+    // Records outlive the live state: what the users set is still known.
+    assert.equal(w.engine.userPresence('u1', TRUSTED).status, 'offline');
+    assert.notEqual(w.engine.userPresence('u5', TRUSTED).lastSeen, null);
+  });
+
+  it('a user released from memory comes back with their record intact', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.watch('alice');
+    const alice = w.connect('alice');
+    alice.status({ status: 'busy', message: 'focus' });
+    alice.send({ type: 'meta', meta: { name: 'Alice' } });
+    alice.disconnect();
+    w.advance(w.offlineDelay);
+    assert.equal(w.engine.inspect().users, 1, 'only bob is live');
+    bob.take();
+    const again = w.connect('alice');
+    assert.equal(again.take('welcome')[0].self.manualStatus, 'busy');
+    const [update] = bob.take('user.update');
+    assert.deepEqual([update.user.status, update.user.message, update.user.meta], ['busy', 'focus', { name: 'Alice' }]);
   });
 
   it('dispose clears every timer', () => {

@@ -186,6 +186,12 @@ describe('welcome', () => {
     assert.equal(env.server.engine.stats().onlineUsers, 1);
   });
 
+  test('development mode seeds name and avatar from the query, as token claims would', async (t) => {
+    const env = await setup(t);
+    const ada = await env.connect('ada', { name: 'Ada Lovelace', avatar: 'https://example.com/ada.png' });
+    assert.deepEqual(ada.welcome.self.meta, { name: 'Ada Lovelace', avatar: 'https://example.com/ada.png' });
+  });
+
   test('configured custom states are announced', async (t) => {
     const env = await setup(t, { states: { 'on-air': 'busy', brb: 'away' } });
     const alice = await env.connect('alice');

@@ -178,19 +178,29 @@ export class PresenceEngine implements PresenceQueries {
     }
     if (this.config.offlineDelayMs <= 0) {
       this.expireSession(session);
+      this.releaseIfUnused(user);
     } else {
       // The idle clock stops with the socket: a reconnect inside the window must change nothing,
       // and a user who is gone is not idling either.
       this.clock.clearTimer(session.idleTimer);
       session.idleTimer = undefined;
-      session.offlineTimer = this.clock.setTimer(this.config.offlineDelayMs, () => this.expireSession(session));
+      session.offlineTimer = this.clock.setTimer(this.config.offlineDelayMs, () => {
+        this.expireSession(session);
+        this.releaseIfUnused(user);
+      });
     }
   }
 
   /** Ends every session of the user now, without the offline delay (logout, or the HTTP API). */
   logout(userId: string): void {
     const user = this.users.get(userId);
-    if (!user || user.sessions.size === 0) return;
+    if (!user) return;
+    this.endAllSessions(user);
+    this.releaseIfUnused(user);
+  }
+
+  private endAllSessions(user: UserState): void {
+    if (user.sessions.size === 0) return;
     const now = this.clock.now();
     if (user.announcedVisible) {
       user.record.lastSeenAt = now;
@@ -216,7 +226,8 @@ export class PresenceEngine implements PresenceQueries {
     const lingering = [...user.sessions.values()].filter((s) => !s.sink);
     for (const session of lingering) {
       if (user.sessions.size < max) break;
-      this.expireSession(session);
+      // No announcement yet: the new session joins at once, and connect announces the net change.
+      this.expireSession(session, false);
     }
     if (user.sessions.size >= max) {
       throw new PresenceError('TOO_MANY_SESSIONS', `at most ${max} sessions per user on one node`);
@@ -602,6 +613,7 @@ export class PresenceEngine implements PresenceQueries {
       if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
       this.save(user);
       this.announce(user);
+      this.releaseIfUnused(user);
     });
   }
 
@@ -699,6 +711,15 @@ export class PresenceEngine implements PresenceQueries {
     return user;
   }
 
+  /**
+   * Forgets the live state of a user nobody needs in memory any more: no session, no pending
+   * expiry. Their record stays in the store, and views of them are computed from it.
+   */
+  private releaseIfUnused(user: UserState): void {
+    if (user.sessions.size > 0 || user.expiryTimer) return;
+    if (this.users.get(user.record.userId) === user) this.users.delete(user.record.userId);
+  }
+
   private facts(user: UserState): PresenceFacts {
     let anyActive = false;
     const devices = new Set<string>();
@@ -765,9 +786,8 @@ export class PresenceEngine implements PresenceQueries {
     if (touchesStatus) this.checkStatus(patch, this.clock.now());
     const user = this.userState(userId);
     if (meta) mergeMeta(user.record.meta, meta, this.config.limits);
-    if (patch.status === 'offline') {
-      this.logout(userId);
-    }
+    // Released below, not here: the rest of the patch still applies to this object.
+    if (patch.status === 'offline') this.endAllSessions(user);
     // Status, meta and contacts change together and are announced once, as one update.
     let privacyChanged = false;
     if (touchesStatus) {
@@ -784,7 +804,9 @@ export class PresenceEngine implements PresenceQueries {
       privacyChanged = true;
     }
     this.announce(user, privacyChanged);
-    return selfView(this.facts(user), this.config.states);
+    const self = selfView(this.facts(user), this.config.states);
+    this.releaseIfUnused(user);
+    return self;
   }
 
   stats(): PresenceStats {
@@ -798,6 +820,13 @@ export class PresenceEngine implements PresenceQueries {
       }
     }
     return { connections: this.attachedCount, sessions: this.sessions.size, onlineUsers: this.visibleUserCount, channels };
+  }
+
+  /** Sizes of the live state, for leak checks in tests and soak runs. */
+  inspect(): { users: number; sessions: number; channels: number; watchedUsers: number; typing: number } {
+    let typing = 0;
+    for (const channel of this.channels.values()) typing += channel.typing.size;
+    return { users: this.users.size, sessions: this.sessions.size, channels: this.channels.size, watchedUsers: this.watchers.size, typing };
   }
 
   /** Ends every session at once (shutdown): no events, timers cleared. */

@@ -53,6 +53,11 @@ export class WatcherIndex {
     }
   }
 
+  /** Number of distinct users watched by anyone. */
+  get size(): number {
+    return this.byWatchedUser.size;
+  }
+
   clear(): void {
     this.byWatchedUser.clear();
   }

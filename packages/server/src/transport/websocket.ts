@@ -105,7 +105,13 @@ export class WebSocketTransport {
       if (!userId || userId.length > config.limits.maxUserIdLength) {
         throw new PresenceError('UNAUTHORIZED', `development mode: pass ?userId=<id> (1–${config.limits.maxUserIdLength} characters)`);
       }
-      return { userId, meta: {} };
+      // Development stands in for a token's claims: `name` and `avatar` seed meta as those claims would.
+      const meta: Record<string, string> = {};
+      for (const claim of ['name', 'avatar'] as const) {
+        const value = url.searchParams.get(claim);
+        if (value) meta[claim] = value;
+      }
+      return { userId, meta };
     }
     throw new PresenceError('UNAUTHORIZED', 'a token is required: ?token=<JWT>');
   }
