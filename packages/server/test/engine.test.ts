@@ -1296,6 +1296,23 @@ describe('session limits and resume', () => {
     assert.deepEqual(w.engine.stats(), { connections: 0, sessions: 0, onlineUsers: 0, channels: 0 });
   });
 
+  it('a resume with a token that allows fewer channels leaves the ones no longer allowed', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room:1');
+    bob.join('secret:1');
+    const alice = w.connect('alice', { identity: { channels: ['room:*', 'secret:*'] } });
+    alice.join('room:1');
+    alice.join('secret:1');
+    alice.disconnect();
+    bob.take();
+    const again = w.connect('alice', { sessionId: alice.sessionId, identity: { channels: ['room:*'] } });
+    assert.equal(again.take('welcome')[0].resumed, true);
+    assert.deepEqual(bob.take().map((f) => [f.type, f.channel]), [['presence.leave', 'secret:1']]);
+    assert.deepEqual(w.engine.channelPresence('room:1', { limit: 10 }).members.map((m) => m.userId).sort(), ['alice', 'bob']);
+    throwsCode(() => again.send({ type: 'typing', channel: 'secret:1', typing: true }), 'NOT_IN_CHANNEL');
+  });
+
   it('does not resume a session of another user', () => {
     const w = new World();
     const alice = w.connect('alice');

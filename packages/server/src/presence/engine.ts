@@ -154,6 +154,13 @@ export class PresenceEngine implements PresenceQueries {
     this.attachedCount += 1;
 
     this.fanout.toSession(session, this.welcome(session, resumed));
+    if (resumed) {
+      // The new token may allow fewer channels than the one the session was opened with.
+      for (const name of [...session.channels]) {
+        const channel = this.channels.get(name);
+        if (channel && !channelAllowed(session.allowlist, name)) this.removeFromChannel(channel, session);
+      }
+    }
     this.announce(user);
     if (resumed) this.resendState(session);
     return { session, sink, resumed };
