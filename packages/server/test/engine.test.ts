@@ -945,6 +945,63 @@ describe('channels', () => {
 // Typing
 // ---------------------------------------------------------------------------------------------
 
+describe('snapshots agree with events', () => {
+  it('the first presence.sync plus every later event rebuilds exactly the current member list', () => {
+    const w = new World({ idleTimeoutMs: 5_000 });
+    const observer = w.connect('observer');
+    observer.join('room');
+    const members = new Map<string, Frame>();
+    let seq = 0;
+    const apply = () => {
+      for (const f of observer.take()) {
+        if (f.type === 'presence.sync') {
+          members.clear();
+          for (const m of f.members) members.set(m.userId, m);
+          seq = f.seq;
+          continue;
+        }
+        if (!String(f.type).startsWith('presence.')) continue;
+        assert.equal(f.seq, seq + 1, 'no gap in seq');
+        seq = f.seq;
+        if (f.type === 'presence.leave') members.delete(f.userId);
+        else members.set(f.member.userId, f.member);
+      }
+    };
+    const alice = w.connect('alice', { device: 'web' });
+    alice.join('room', { mode: 'viewing' });
+    const bob = w.connect('bob');
+    bob.join('room');
+    w.advance(1000);
+    alice.send({ type: 'activity' }); // moves timestamps without an event
+    bob.status({ status: 'busy', message: 'In a call' });
+    w.advance(6000); // both idle: alice away, bob stays busy
+    alice.send({ type: 'channel.meta', channel: 'room', meta: { mode: 'editing' } });
+    const phone = w.connect('alice', { device: 'ios' });
+    phone.join('room');
+    bob.send({ type: 'meta', meta: { name: 'Bob' } });
+    bob.status({ status: 'invisible' });
+    w.advance(500);
+    bob.status({ status: 'online' });
+    phone.disconnect();
+    w.advance(w.offlineDelay + 1);
+    alice.send({ type: 'activity' });
+    const carol = w.connect('carol');
+    carol.join('room');
+    carol.leave('room');
+    apply();
+    const snapshot = w.engine.channelPresence('room', { limit: 100 }).members;
+    assert.deepEqual(
+      [...members.values()].sort((a, b) => a.userId.localeCompare(b.userId)),
+      snapshot,
+      'events applied to the first sync equal the HTTP snapshot',
+    );
+    observer.join('room'); // a resync
+    const [sync] = observer.take('presence.sync');
+    assert.deepEqual(sync.members.sort((a: Frame, b: Frame) => a.userId.localeCompare(b.userId)), snapshot);
+    assert.equal(sync.seq, seq);
+  });
+});
+
 describe('typing', () => {
   const TYPING = 3_000;
 

@@ -659,10 +659,14 @@ export class PresenceEngine implements PresenceQueries {
     const view = publicView(facts, this.config.states);
     const wasVisible = user.announcedVisible;
     const changed = !sameVisiblePresence(view, user.published) || visible !== wasVisible;
+    if (!changed) {
+      // Keep the announced view as it was (timestamps included): snapshots must match the events.
+      if (privacyChanged) this.watchers.notify(user, user.published, false, true);
+      return;
+    }
     user.published = view;
     user.announcedVisible = visible;
     if (visible !== wasVisible) this.visibleUserCount += visible ? 1 : -1;
-    if (!changed && !privacyChanged) return;
 
     const userId = user.record.userId;
     for (const name of user.channels) {
@@ -678,7 +682,7 @@ export class PresenceEngine implements PresenceQueries {
         this.fanout.toChannel(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
       }
     }
-    this.watchers.notify(user, view, changed, privacyChanged);
+    this.watchers.notify(user, view, true, privacyChanged);
   }
 
   private sendSync(session: Session, channel: Channel): void {
