@@ -7,7 +7,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, type JWTPayload } from 'jose';
 import type { ServerMessage, UserPresence } from '@presence/protocol';
-import { TestClient, sleep, startTestServer } from './support/harness.js';
+import { TestClient, httpJson, sleep, startTestServer } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 
@@ -41,22 +41,7 @@ function noneToken(sub: string): string {
   return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub, aud: AUDIENCE, exp: nowS() + 600 })}.`;
 }
 
-async function api(
-  server: TestServer,
-  path: string,
-  options: { method?: string; body?: unknown; bearer?: string } = {},
-): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = {};
-  if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
-  if (options.body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${server.url}${path}`, {
-    method: options.method ?? (options.body !== undefined ? 'POST' : 'GET'),
-    headers,
-    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
-  });
-  const text = await response.text();
-  return { status: response.status, body: text ? JSON.parse(text) : undefined };
-}
+const api = httpJson;
 
 const userPresence = async (server: TestServer, userId: string): Promise<UserPresence> => {
   const { status, body } = await api(server, `/realtime/users/${encodeURIComponent(userId)}/presence`, { bearer: API_KEY });

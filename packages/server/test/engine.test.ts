@@ -242,22 +242,25 @@ describe('sessions are merged per user', () => {
   });
 });
 
+/** Bob and two tabs of Alice in `room`, with the join traffic already taken. */
+function bobAndTwoAliceTabs() {
+  const w = new World();
+  const bob = w.connect('bob');
+  bob.join('room');
+  const a1 = w.connect('alice');
+  a1.join('room');
+  const a2 = w.connect('alice');
+  a2.join('room');
+  w.flush(bob, a1, a2);
+  return { w, bob, a1, a2 };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Manual status, custom states, message, expiry
 // ---------------------------------------------------------------------------------------------
 
 describe('manual status', () => {
-  function room() {
-    const w = new World();
-    const bob = w.connect('bob');
-    bob.join('room');
-    const a1 = w.connect('alice');
-    a1.join('room');
-    const a2 = w.connect('alice');
-    a2.join('room');
-    w.flush(bob, a1, a2);
-    return { w, bob, a1, a2 };
-  }
+  const room = bobAndTwoAliceTabs;
 
   it('away and busy apply to every session of the user; status online returns to automatic', () => {
     const { bob, a1, a2 } = room();
@@ -1005,17 +1008,7 @@ describe('snapshots agree with events', () => {
 describe('typing', () => {
   const TYPING = 3_000;
 
-  function room() {
-    const w = new World();
-    const bob = w.connect('bob');
-    bob.join('room');
-    const a1 = w.connect('alice');
-    a1.join('room');
-    const a2 = w.connect('alice');
-    a2.join('room');
-    w.flush(bob, a1, a2);
-    return { w, bob, a1, a2 };
-  }
+  const room = bobAndTwoAliceTabs;
   const typingFrames = (c: Client) => c.take('typing').map((f) => `${f.userId}:${f.typing}`);
 
   it("goes to the channel's other members only, never to the typer's own sessions", () => {

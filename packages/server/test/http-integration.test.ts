@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, type JWTPayload } from 'jose';
 import type { Member, ServerMessage, UserPresence } from '@presence/protocol';
-import { TestClient, sleep, startTestServer } from './support/harness.js';
+import { TestClient, httpJson, sleep, startTestServer, type HttpAnswer } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 type Msg<T extends ServerMessage['type']> = Extract<ServerMessage, { type: T }>;
@@ -27,28 +27,9 @@ async function token(sub: string, claims: JWTPayload = {}): Promise<string> {
     .sign(new TextEncoder().encode(SECRET));
 }
 
-async function api(
-  server: { url: string },
-  path: string,
-  options: { method?: string; body?: unknown; bearer?: string } = {},
-): Promise<{ status: number; body: any; headers: Headers; text: string }> {
-  const headers: Record<string, string> = {};
-  const bearer = options.bearer === undefined ? API_KEY : options.bearer;
-  if (bearer) headers.authorization = `Bearer ${bearer}`;
-  if (options.body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${server.url}${path}`, {
-    method: options.method ?? (options.body !== undefined ? 'POST' : 'GET'),
-    headers,
-    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
-  });
-  const text = await response.text();
-  let body: unknown;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = undefined;
-  }
-  return { status: response.status, body, headers: response.headers, text };
+/** HTTP API calls default to the API key; pass `bearer: ''` for none. */
+function api(server: { url: string }, path: string, options: { method?: string; body?: unknown; bearer?: string } = {}): Promise<HttpAnswer> {
+  return httpJson(server, path, { ...options, bearer: options.bearer === undefined ? API_KEY : options.bearer });
 }
 
 /** The value of one sample in a Prometheus exposition, or undefined when absent. */

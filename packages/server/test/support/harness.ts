@@ -109,3 +109,36 @@ export class TestClient {
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export interface HttpAnswer {
+  status: number;
+  // Tests look into bodies freely.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+  headers: Headers;
+  text: string;
+}
+
+/** One HTTP API call over loopback: JSON in (POST when a body is given), parsed JSON out when there is any. */
+export async function httpJson(
+  server: { url: string },
+  path: string,
+  options: { method?: string; body?: unknown; bearer?: string } = {},
+): Promise<HttpAnswer> {
+  const headers: Record<string, string> = {};
+  if (options.bearer) headers.authorization = `Bearer ${options.bearer}`;
+  if (options.body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(`${server.url}${path}`, {
+    method: options.method ?? (options.body !== undefined ? 'POST' : 'GET'),
+    headers,
+    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+  });
+  const text = await response.text();
+  let body: unknown;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  return { status: response.status, body, headers: response.headers, text };
+}
