@@ -47,7 +47,7 @@ const LIMIT_VARS = {
   },
   maxMetaBytes: { env: 'PRESENCE_MAX_META_BYTES', min: 2, max: MAX_TIMER_MS, help: 'Largest user or channel meta, serialized JSON bytes after merging.' },
   maxMetaDepth: { env: 'PRESENCE_MAX_META_DEPTH', min: 1, max: 64, help: 'Deepest nesting of meta objects/arrays.' },
-  maxMetaKeys: { env: 'PRESENCE_MAX_META_KEYS', min: 1, max: MAX_TIMER_MS, help: 'Most keys in one meta object.' },
+  maxMetaKeys: { env: 'PRESENCE_MAX_META_KEYS', min: 1, max: MAX_TIMER_MS, help: 'Most keys in one meta, counted over every nesting level.' },
   maxMessageLength: { env: 'PRESENCE_MAX_MESSAGE_LENGTH', min: 0, max: MAX_TIMER_MS, help: 'Longest custom status message, in characters (0 disables messages).' },
   maxChannelNameLength: { env: 'PRESENCE_MAX_CHANNEL_NAME_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest channel name.' },
   maxChannelsPerSession: { env: 'PRESENCE_MAX_CHANNELS_PER_SESSION', min: 1, max: MAX_TIMER_MS, help: 'Channels one session may join.' },

@@ -12,6 +12,8 @@ import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics/index.js';
 import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
+import { assertStatusFields } from '../presence/commands.js';
+import { assertChannelName, assertUserId, isPlainObject } from '../presence/validation.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
 import { Router, decodeParam } from './router.js';
 
@@ -41,9 +43,6 @@ const UNMATCHED_ROUTE = 'unmatched';
 const DEFAULT_PAGE_SIZE = 100;
 const PREFLIGHT_MAX_AGE_SECONDS = 600;
 
-const CHANNEL_NAME = /^[A-Za-z0-9_:.@-]+$/;
-const STATUSES: ReadonlySet<string> = new Set(['online', 'offline', 'away', 'busy', 'invisible']);
-const VISIBILITIES: ReadonlySet<string> = new Set(['everyone', 'contacts', 'nobody']);
 const UPDATE_FIELDS: ReadonlySet<string> = new Set([
   'userId',
   'status',
@@ -81,17 +80,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
 
   const router = new Router<Handler>()
     .add('GET', ROUTES.channelPresence, ({ params, query, viewer }) => {
-      const channel = decodeParam(params.id);
-      if (
-        channel === undefined ||
-        channel.length > limits.maxChannelNameLength ||
-        !CHANNEL_NAME.test(channel)
-      ) {
-        throw new PresenceError(
-          'INVALID_CHANNEL',
-          `Channel names are 1 to ${limits.maxChannelNameLength} characters of [A-Za-z0-9_:.@-].`,
-        );
-      }
+      const channel = assertChannelName(decodeParam(params.id), limits);
       if (viewer.kind === 'user' && !channelAllowed(viewer.identity.channels, channel)) {
         throw new PresenceError('CHANNEL_FORBIDDEN');
       }
@@ -109,11 +98,11 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     })
     .add('POST', ROUTES.updatePresence, async ({ req, viewer }) => {
       const body = await readJsonObject(req, limits.maxFrameBytes);
-      const { userId, patch } = parseUpdate(body, viewer, limits.maxUserIdLength);
+      const { userId, patch } = parseUpdate(body, viewer, limits);
       return { status: 200, json: { user: queries.updateUser(userId, patch) } };
     })
     .add('GET', ROUTES.userPresence, ({ params, viewer }) => {
-      const userId = checkUserId(decodeParam(params.id), limits.maxUserIdLength, 'The user id in the path');
+      const userId = assertUserId(decodeParam(params.id), limits);
       return { status: 200, json: { user: queries.userPresence(userId, viewerId(viewer)) } };
     })
     .add('POST', ROUTES.queryPresence, async ({ req, viewer }) => {
@@ -129,7 +118,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
         if (typeof id !== 'string') {
           throw new PresenceError('INVALID_MESSAGE', `"userIds[${i}]" must be a string.`);
         }
-        checkUserId(id, limits.maxUserIdLength, `"userIds[${i}]"`);
+        assertUserId(id, limits);
       }
       return { status: 200, json: { users: queries.queryUsers(userIds as string[], viewerId(viewer)) } };
     })
@@ -335,21 +324,10 @@ function parseLimit(raw: string | null, fallback: number, max: number): number {
   return Math.min(Number(raw), max);
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 async function readJsonObject(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
   const body = await readJsonBody(req, maxBytes);
   if (!isPlainObject(body)) throw new PresenceError('INVALID_MESSAGE', 'The request body must be a JSON object.');
   return body;
-}
-
-function checkUserId(value: unknown, maxLength: number, what: string): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
-    throw new PresenceError('INVALID_USER_ID', `${what} must be a user id of 1 to ${maxLength} characters.`);
-  }
-  return value;
 }
 
 function viewerId(viewer: Viewer): ViewerId {
@@ -368,7 +346,7 @@ function invalid(field: string, expected: string): PresenceError {
 function parseUpdate(
   body: Record<string, unknown>,
   viewer: Viewer,
-  maxUserIdLength: number,
+  limits: Pick<ServerConfig['limits'], 'maxUserIdLength'>,
 ): { userId: string; patch: UserPatch } {
   for (const key of Object.keys(body)) {
     // A misspelt field silently doing nothing is worse than a clear refusal.
@@ -380,7 +358,7 @@ function parseUpdate(
     if (body.userId === undefined) {
       throw new PresenceError('INVALID_MESSAGE', '"userId" is required with an API key.');
     }
-    userId = checkUserId(body.userId, maxUserIdLength, '"userId"');
+    userId = assertUserId(body.userId, limits);
   } else {
     const self = viewer.identity.userId;
     if (body.userId !== undefined && body.userId !== self) {
@@ -394,37 +372,14 @@ function parseUpdate(
     userId = self;
   }
 
-  const patch: UserPatch = {};
+  // The same shape rules as the `status` command, so both entry points accept the same values.
+  assertStatusFields(body, 'presence update', true);
   const { status, state, message, expiresAt, meta, visibility, contacts } = body;
-  if (status !== undefined) {
-    if (typeof status !== 'string' || !STATUSES.has(status)) {
-      throw invalid('status', 'one of online, offline, away, busy, invisible');
-    }
-    patch.status = status as UserPatch['status'];
-  }
-  if (state !== undefined) {
-    if (state !== null && typeof state !== 'string') throw invalid('state', 'a string or null');
-    patch.state = state;
-  }
-  if (message !== undefined) {
-    if (message !== null && typeof message !== 'string') throw invalid('message', 'a string or null');
-    patch.message = message;
-  }
-  if (expiresAt !== undefined) {
-    if (expiresAt !== null && typeof expiresAt !== 'string') {
-      throw invalid('expiresAt', 'an ISO 8601 time string or null');
-    }
-    patch.expiresAt = expiresAt;
-  }
+  const patch = { status, state, message, expiresAt, visibility } as UserPatch;
+  for (const key of Object.keys(patch) as (keyof UserPatch)[]) if (patch[key] === undefined) delete patch[key];
   if (meta !== undefined) {
     if (!isPlainObject(meta)) throw invalid('meta', 'a JSON object');
     patch.meta = meta as UserPatch['meta'];
-  }
-  if (visibility !== undefined) {
-    if (typeof visibility !== 'string' || !VISIBILITIES.has(visibility)) {
-      throw invalid('visibility', 'one of everyone, contacts, nobody');
-    }
-    patch.visibility = visibility as UserPatch['visibility'];
   }
   if (contacts !== undefined) {
     if (!Array.isArray(contacts) || !contacts.every((c) => typeof c === 'string')) {

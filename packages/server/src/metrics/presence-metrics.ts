@@ -89,7 +89,6 @@ export function createPresenceMetrics(
   // One stats() call per scrape, shared by the four gauges, so they describe the same instant.
   let snapshot: PresenceStats | undefined;
   registry.onCollect(() => {
-    snapshot = undefined;
     snapshot = stats();
   });
   const fromSnapshot = (field: keyof PresenceStats) => () => snapshot?.[field] ?? NaN;

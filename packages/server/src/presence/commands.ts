@@ -4,6 +4,7 @@ import { isPlainObject } from './validation.js';
 
 const KNOWN_TYPES = new Set<string>(CLIENT_MESSAGE_TYPES);
 const STATUS_VALUES = new Set(['online', 'away', 'busy', 'invisible']);
+const HTTP_STATUS_VALUES = new Set([...STATUS_VALUES, 'offline']);
 const VISIBILITY_VALUES = new Set(['everyone', 'contacts', 'nobody']);
 const MAX_REF_LENGTH = 64;
 
@@ -23,6 +24,23 @@ function requireObject(value: Record<string, unknown>, field: string, type: stri
 function optionalNullableString(value: Record<string, unknown>, field: string, type: string): void {
   const v = value[field];
   if (v !== undefined && v !== null && typeof v !== 'string') throw invalid(`${type}: "${field}" must be a string or null`);
+}
+
+/**
+ * Shape of the status fields shared by the `status` command and `POST /realtime/presence/update`
+ * (which also accepts `status: "offline"`). Values are checked by the model.
+ */
+export function assertStatusFields(value: Record<string, unknown>, context: string, allowOffline = false): void {
+  const statuses = allowOffline ? HTTP_STATUS_VALUES : STATUS_VALUES;
+  if (value.status !== undefined && !statuses.has(value.status as string)) {
+    throw invalid(`${context}: "status" must be one of ${[...statuses].join(', ')}`);
+  }
+  optionalNullableString(value, 'state', context);
+  optionalNullableString(value, 'message', context);
+  optionalNullableString(value, 'expiresAt', context);
+  if (value.visibility !== undefined && !VISIBILITY_VALUES.has(value.visibility as string)) {
+    throw invalid(`${context}: "visibility" must be one of everyone, contacts, nobody`);
+  }
 }
 
 /** The `ref` of a frame, if it has a usable one: errors echo it even when the rest is invalid. */
@@ -55,15 +73,7 @@ export function decodeCommand(value: unknown): ClientMessage {
       requireString(value, 'channel', type);
       break;
     case 'status':
-      if (value.status !== undefined && !STATUS_VALUES.has(value.status as string)) {
-        throw invalid('status: "status" must be one of online, away, busy, invisible');
-      }
-      optionalNullableString(value, 'state', type);
-      optionalNullableString(value, 'message', type);
-      optionalNullableString(value, 'expiresAt', type);
-      if (value.visibility !== undefined && !VISIBILITY_VALUES.has(value.visibility as string)) {
-        throw invalid('status: "visibility" must be one of everyone, contacts, nobody');
-      }
+      assertStatusFields(value, type);
       break;
     case 'meta':
       requireObject(value, 'meta', type);
