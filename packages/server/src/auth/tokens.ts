@@ -3,6 +3,7 @@ import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyOptions
 import type { JsonValue, Meta, Visibility } from '@presence/protocol';
 import type { AuthConfig } from '../config/config.js';
 import { PresenceError } from '../errors.js';
+import { isPlainObject } from '../presence/validation.js';
 import type { Identity } from './identity.js';
 
 export interface TokenVerifier {
@@ -101,19 +102,26 @@ function loadPublicKey(pem: string): { alg: 'RS256' | 'ES256'; key: KeyObject } 
       `PRESENCE_JWT_PUBLIC_KEY is not a valid PEM public key (SPKI): ${(error as Error).message}`,
     );
   }
-  // The contract names exactly RS256 and ES256; wider lists only widen what a stolen or misissued
-  // token could use, so other RSA digests and other curves are refused at start instead.
-  if (key.asymmetricKeyType === 'rsa') return { alg: 'RS256', key };
-  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
-    return { alg: 'ES256', key };
-  }
-  const kind =
-    key.asymmetricKeyType === 'ec'
-      ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? 'unknown curve'}`
-      : (key.asymmetricKeyType ?? 'unknown');
-  throw new Error(
-    `PRESENCE_JWT_PUBLIC_KEY must be an RSA key (RS256) or an EC P-256 key (ES256), got ${kind}.`,
-  );
+  const alg = jwtAlgorithmFor(key);
+  if (alg) return { alg, key };
+  throw new Error(`PRESENCE_JWT_PUBLIC_KEY must be an RSA key (RS256) or an EC P-256 key (ES256), got ${describeKey(key)}.`);
+}
+
+/**
+ * The one algorithm a public key verifies. The contract names exactly RS256 and ES256; wider lists
+ * only widen what a stolen or misissued token could use, so other RSA digests and other curves get
+ * none (configuration refuses such keys at start).
+ */
+export function jwtAlgorithmFor(key: KeyObject): 'RS256' | 'ES256' | undefined {
+  if (key.asymmetricKeyType === 'rsa') return 'RS256';
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256';
+  return undefined;
+}
+
+export function describeKey(key: KeyObject): string {
+  return key.asymmetricKeyType === 'ec'
+    ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? 'unknown curve'}`
+    : (key.asymmetricKeyType ?? 'unknown');
 }
 
 function toPresenceError(error: unknown): PresenceError {
@@ -165,7 +173,7 @@ function identityFromClaims(claims: JWTPayload): Identity {
     for (const [key, value] of Object.entries(claims.meta)) {
       // JSON.parse makes `__proto__` an ordinary own key; copying it with assignment would swap
       // the object's prototype instead, so it is dropped (it is never meaningful metadata).
-      if (key !== '__proto__') meta[key] = value;
+      if (key !== '__proto__') meta[key] = value as JsonValue;
     }
   }
   // The dedicated claims win over the same keys inside `meta`: they are the documented way to
@@ -209,6 +217,3 @@ function stringArrayClaim(claims: JWTPayload, name: string): string[] | undefine
   return [...value];
 }
 
-function isPlainObject(value: unknown): value is { [key: string]: JsonValue } {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}

@@ -1,5 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { describeKey, jwtAlgorithmFor } from '../auth/tokens.js';
 import {
   DEFAULT_CONFIG,
   DEFAULT_STATES,
@@ -319,13 +320,8 @@ function parsePublicKey(name: string, raw: string): string {
   } catch (err) {
     throw new ConfigError(name, `${name} is not a valid PEM public key (${(err as Error).message})`);
   }
-  const type = key.asymmetricKeyType;
-  if (type !== 'rsa' && type !== 'ec') {
-    throw new ConfigError(name, `${name} must be an RSA or EC public key (got ${type ?? 'unknown'})`);
-  }
-  // ES256 is P-256 only; other curves would pass here and fail later, with a less helpful message.
-  if (type === 'ec' && key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new ConfigError(name, `${name} must be an EC key on P-256 for ES256 (got ${key.asymmetricKeyDetails?.namedCurve ?? 'unknown curve'})`);
+  if (!jwtAlgorithmFor(key)) {
+    throw new ConfigError(name, `${name} must be an RSA or EC public key: RSA for RS256, EC P-256 for ES256 (got ${describeKey(key)})`);
   }
   return key.export({ type: 'spki', format: 'pem' }).toString();
 }
