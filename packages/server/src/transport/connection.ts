@@ -144,9 +144,7 @@ export class Connection implements SessionSink {
 
   /** Fails the whole connection (auth, limits at connect): error frame, then the error's close code. */
   reject(error: PresenceError): void {
-    this.options.observer?.errorSent(error.code);
-    this.sendMessage({ type: 'error', code: error.code, message: error.message });
-    this.close(error.closeCode ?? 1008, error.code);
+    this.fail(error, undefined, true);
   }
 
   private sendMessage(message: ServerMessage): void {
