@@ -148,6 +148,9 @@ class SnapshotStore implements UserStore {
     const record = this.records.get(userId);
     return record && structuredClone(record);
   }
+  load(): undefined {
+    return undefined;
+  }
   save(record: UserRecord): void {
     this.records.set(record.userId, structuredClone(record));
   }
@@ -1671,7 +1674,7 @@ describe('no leaks', () => {
     assert.deepEqual(w.engine.stats(), { connections: 0, sessions: 0, onlineUsers: 0, channels: 0 });
     for (const i of [0, 1, 2, 3, 4]) assert.equal(w.engine.channelPresence(`own-${i}`, { limit: 1 }).count, 0);
     assert.equal(w.engine.channelPresence('room', { limit: 1 }).count, 0);
-    assert.deepEqual(w.engine.inspect(), { users: 0, sessions: 0, channels: 0, watchedUsers: 0, typing: 0 }, 'no live state left');
+    assert.deepEqual(w.engine.inspect(), { users: 0, sessions: 0, remoteSessions: 0, channels: 0, watchedUsers: 0, typing: 0 }, 'no live state left');
     // Records outlive the live state: what the users set is still known.
     assert.equal(w.engine.userPresence('u1', TRUSTED).status, 'offline');
     assert.notEqual(w.engine.userPresence('u5', TRUSTED).lastSeen, null);
@@ -1680,13 +1683,18 @@ describe('no leaks', () => {
   it('a user released from memory comes back with their record intact', () => {
     const w = new World();
     const bob = w.connect('bob');
-    bob.watch('alice');
     const alice = w.connect('alice');
     alice.status({ status: 'busy', message: 'focus' });
     alice.send({ type: 'meta', meta: { name: 'Alice' } });
     alice.disconnect();
     w.advance(w.offlineDelay);
     assert.equal(w.engine.inspect().users, 1, 'only bob is live');
+    // Watching keeps a user in memory (so changes can be compared and announced); unwatching frees it.
+    bob.watch('alice');
+    assert.equal(w.engine.inspect().users, 2);
+    bob.send({ type: 'unwatch', users: ['alice'] });
+    assert.equal(w.engine.inspect().users, 1);
+    bob.watch('alice');
     bob.take();
     const again = w.connect('alice');
     assert.equal(again.take('welcome')[0].self.manualStatus, 'busy');

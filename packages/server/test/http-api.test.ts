@@ -38,6 +38,10 @@ class FakeQueries implements PresenceQueries {
   /** Thrown by the next query call (then cleared), to test error mapping. */
   failWith: Error | undefined;
 
+  loadUsers(): undefined {
+    return undefined;
+  }
+
   private check(method: keyof PresenceQueries, args: unknown[]): void {
     this.calls.push({ method, args });
     const error = this.failWith;

@@ -99,10 +99,12 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     .add('POST', ROUTES.updatePresence, async ({ req, viewer }) => {
       const body = await readJsonObject(req, limits.maxFrameBytes);
       const { userId, patch } = parseUpdate(body, viewer, limits);
+      await queries.loadUsers([userId]);
       return { status: 200, json: { user: queries.updateUser(userId, patch) } };
     })
-    .add('GET', ROUTES.userPresence, ({ params, viewer }) => {
+    .add('GET', ROUTES.userPresence, async ({ params, viewer }) => {
       const userId = assertUserId(decodeParam(params.id), limits);
+      await queries.loadUsers([userId]);
       return { status: 200, json: { user: queries.userPresence(userId, viewerId(viewer)) } };
     })
     .add('POST', ROUTES.queryPresence, async ({ req, viewer }) => {
@@ -120,6 +122,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
         }
         assertUserId(id, limits);
       }
+      await queries.loadUsers(userIds as string[]);
       return { status: 200, json: { users: queries.queryUsers(userIds as string[], viewerId(viewer)) } };
     })
     .add('GET', ROUTES.health, () => ({ status: 200, json: { status: 'ok' } }))

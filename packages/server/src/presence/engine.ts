@@ -9,10 +9,11 @@ import type {
   WelcomeMessage,
 } from '@presence/protocol';
 import type { ServerConfig } from '../config/config.js';
+import type { Broker, BrokerListener, NodeOp, SessionSnapshot } from '../broker/broker.js';
 import { PresenceError } from '../errors.js';
 import type { Identity } from '../auth/identity.js';
 import { channelAllowed } from '../auth/access.js';
-import { MemoryUserStore, emptyUserRecord, type UserStore } from '../store/user-store.js';
+import { MemoryUserStore, emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
 import type { Clock } from './clock.js';
 import { Fanout } from './fanout.js';
 import type { Channel, ChannelMember, EngineObserver, Session, SessionSink, UserState } from './state.js';
@@ -61,7 +62,12 @@ export interface EngineOptions {
   store?: UserStore;
   observer?: EngineObserver;
   newSessionId?: () => string;
+  /** Set in a cluster: local changes are published, and other nodes' are applied. */
+  broker?: Broker;
 }
+
+/** What an `ack` carries; a promise when the command first had to load user records. */
+export type AckData = Record<string, unknown> | undefined;
 
 const SESSION_ID = /^[A-Za-z0-9_-]{8,64}$/;
 const DEVICE = /^[A-Za-z0-9_.-]{1,32}$/;
@@ -73,7 +79,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * membership, typing, watches, privacy and every timeout. It knows nothing of sockets or HTTP:
  * it reads time from the injected clock and writes frames to sinks.
  */
-export class PresenceEngine implements PresenceQueries {
+export class PresenceEngine implements PresenceQueries, BrokerListener {
   private readonly config: ServerConfig;
   private readonly clock: Clock;
   private readonly store: UserStore;
@@ -88,6 +94,12 @@ export class PresenceEngine implements PresenceQueries {
   /** The limits part of `welcome`, built once: config does not change while running. */
   private welcomeLimits?: WelcomeMessage['limits'];
   private visibleUserCount = 0;
+  private readonly broker?: Broker;
+  /** Local sessions whose new state is published at the end of this turn (one op per session). */
+  private readonly changedSessions = new Set<Session>();
+  /** Local sessions just taken over from another node: their next op says so. */
+  private readonly claimedSessions = new Set<Session>();
+  private publishQueued = false;
 
   constructor(options: EngineOptions) {
     this.config = options.config;
@@ -96,6 +108,16 @@ export class PresenceEngine implements PresenceQueries {
     this.newSessionId = options.newSessionId ?? randomUUID;
     this.fanout = new Fanout(options.observer);
     this.watchers = new WatcherIndex(this.fanout);
+    this.broker = options.broker;
+  }
+
+  /**
+   * Brings user records this node has not seen into memory (a no-op on the memory store).
+   * Call before `connect`, and before queries or updates about other users.
+   */
+  loadUsers(userIds: string[]): Promise<void> | undefined {
+    const missing = userIds.filter((id) => !this.users.has(id));
+    return missing.length > 0 ? this.store.load(missing) : undefined;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -119,6 +141,13 @@ export class PresenceEngine implements PresenceQueries {
     if (existing && existing.user === user) {
       session = existing;
       resumed = true;
+      if (session.remote) {
+        // The session lived on another node (which died, or which the client left): it moves here,
+        // channels and all, and the other nodes only see its owner change.
+        session.remote = undefined;
+        if (!session.idle) session.lastActivityAt = now;
+        this.claimedSessions.add(session);
+      }
       this.clock.clearTimer(session.offlineTimer);
       session.offlineTimer = undefined;
       if (session.sink) {
@@ -152,6 +181,7 @@ export class PresenceEngine implements PresenceQueries {
     session.allowlist = request.identity.channels;
     session.sink = sink;
     this.attachedCount += 1;
+    this.sessionChanged(session);
 
     this.fanout.toSession(session, this.welcome(session, resumed));
     if (resumed) {
@@ -172,11 +202,13 @@ export class PresenceEngine implements PresenceQueries {
     if (session.sink !== attachment.sink || !this.sessions.has(session.id)) return;
     session.sink = null;
     this.attachedCount -= 1;
+    this.sessionChanged(session);
     const now = this.clock.now();
     const user = session.user;
     if (user.announcedVisible) {
       user.record.lastSeenAt = now;
-      this.save(user);
+      // Published before the session's own change, so other nodes' leave carries this lastSeen.
+      this.save(user, 'presence');
     }
     // Typing belongs to a live keyboard; it ends with the socket, not after the offline delay.
     for (const name of session.channels) {
@@ -200,6 +232,8 @@ export class PresenceEngine implements PresenceQueries {
 
   /** Ends every session of the user now, without the offline delay (logout, or the HTTP API). */
   logout(userId: string): void {
+    // Other nodes end their sessions of this user too, even ones this node has not heard of yet.
+    this.publish({ op: 'logout', userId });
     const user = this.users.get(userId);
     if (!user) return;
     this.endAllSessions(user);
@@ -211,7 +245,7 @@ export class PresenceEngine implements PresenceQueries {
     const now = this.clock.now();
     if (user.announcedVisible) {
       user.record.lastSeenAt = now;
-      this.save(user);
+      this.save(user, 'presence');
     }
     for (const session of [...user.sessions.values()]) {
       if (session.sink) {
@@ -228,15 +262,16 @@ export class PresenceEngine implements PresenceQueries {
 
   private makeRoomForSession(user: UserState): void {
     const max = this.config.limits.maxSessionsPerUser;
-    if (user.sessions.size < max) return;
+    // The limit is per node: sessions on other nodes count there.
+    const local = () => [...user.sessions.values()].filter((s) => !s.remote);
+    if (local().length < max) return;
     // Lingering sessions are only kept for a reconnect; a new tab is better evidence of the user.
-    const lingering = [...user.sessions.values()].filter((s) => !s.sink);
-    for (const session of lingering) {
-      if (user.sessions.size < max) break;
+    for (const session of local().filter((s) => !s.sink)) {
+      if (local().length < max) break;
       // No announcement yet: the new session joins at once, and connect announces the net change.
       this.expireSession(session, false);
     }
-    if (user.sessions.size >= max) {
+    if (local().length >= max) {
       throw new PresenceError('TOO_MANY_SESSIONS', `at most ${max} sessions per user on one node`);
     }
   }
@@ -249,11 +284,14 @@ export class PresenceEngine implements PresenceQueries {
     session.offlineTimer = session.idleTimer = undefined;
     this.sessions.delete(session.id);
     user.sessions.delete(session.id);
+    this.changedSessions.delete(session);
+    this.claimedSessions.delete(session);
+    if (!session.remote) this.publish({ op: 'end', sessionId: session.id });
     for (const name of [...session.channels]) {
       const channel = this.channels.get(name);
       if (channel) this.removeFromChannel(channel, session);
     }
-    this.watchers.removeSession(session);
+    this.unwatchAll(session);
     if (announce) this.announce(user);
   }
 
@@ -311,7 +349,7 @@ export class PresenceEngine implements PresenceQueries {
    * Runs one command of a live session. Returns data for the `ack` (or undefined for none), or
    * throws PresenceError, which the transport turns into an `error` frame.
    */
-  handle(attachment: Attachment, command: ClientMessage): Record<string, unknown> | undefined {
+  handle(attachment: Attachment, command: ClientMessage): AckData | Promise<AckData> {
     const { session } = attachment;
     if (session.sink !== attachment.sink) return undefined; // a replaced socket's late frame
     const user = session.user;
@@ -341,10 +379,14 @@ export class PresenceEngine implements PresenceQueries {
       case 'typing':
         this.typing(session, command.channel, command.typing);
         return {};
-      case 'watch':
-        return this.watch(session, command.users);
+      case 'watch': {
+        const loading = Array.isArray(command.users) ? this.loadUsers(command.users.filter((id) => typeof id === 'string')) : undefined;
+        if (!loading) return this.watch(session, command.users);
+        // Records of users this node has not seen come from the shared store first.
+        return loading.then(() => (this.sessions.get(session.id) === session ? this.watch(session, command.users) : undefined));
+      }
       case 'unwatch':
-        for (const id of command.users) this.watchers.remove(session, id);
+        this.unwatch(session, command.users);
         return { watching: session.watching.size };
       case 'ping':
         this.fanout.toSession(session, { type: 'pong', ...(command.ref !== undefined ? { ref: command.ref } : {}), serverTime: toIso(this.clock.now()) });
@@ -371,21 +413,33 @@ export class PresenceEngine implements PresenceQueries {
     }
     // Validate before touching any state, so a refused join leaves nothing behind.
     const channelMeta = patch ? mergeMeta(member?.channelMeta ?? {}, patch, limits) : member?.channelMeta ?? {};
+    this.sendSync(session, this.addToChannel(session, name, channelMeta));
+    return {};
+  }
+
+  /**
+   * Puts a session (local or replicated) in a channel. The user joins when it is their first
+   * session there; a changed channel meta is an update. The session itself gets no event: a local
+   * joiner is sent `presence.sync` instead, and a replicated session has no socket here.
+   */
+  private addToChannel(session: Session, name: string, channelMeta: Meta, joinedAt = this.clock.now()): Channel {
+    const user = session.user;
+    let channel = this.channels.get(name);
     if (!channel) {
       channel = { name, seq: 0, members: new Map(), typing: new Map() };
       this.channels.set(name, channel);
     }
+    let member = channel.members.get(user.record.userId);
+    session.channels.add(name);
     if (!member) {
-      member = { user, joinedAt: this.clock.now(), channelMeta, sessions: new Set([session]) };
+      member = { user, joinedAt, channelMeta, sessions: new Set([session]) };
       channel.members.set(user.record.userId, member);
       user.channels.add(name);
-      session.channels.add(name);
       if (user.announcedVisible) {
         this.fanout.toChannel(channel, { type: 'presence.join', channel: name, member: this.member(member), seq: ++channel.seq }, { exceptSession: session });
       }
     } else {
       member.sessions.add(session);
-      session.channels.add(name);
       if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta)) {
         member.channelMeta = channelMeta;
         if (user.announcedVisible) {
@@ -393,8 +447,8 @@ export class PresenceEngine implements PresenceQueries {
         }
       }
     }
-    this.sendSync(session, channel);
-    return {};
+    this.memberChanged(member);
+    return channel;
   }
 
   private joinedChannel(session: Session, name: unknown): Channel {
@@ -412,6 +466,7 @@ export class PresenceEngine implements PresenceQueries {
     const userId = user.record.userId;
     const member = channel.members.get(userId);
     session.channels.delete(channel.name);
+    this.sessionChanged(session);
     if (!member) return;
     member.sessions.delete(session);
     if (member.sessions.size > 0) {
@@ -423,7 +478,7 @@ export class PresenceEngine implements PresenceQueries {
     user.channels.delete(channel.name);
     if (user.announcedVisible) {
       // A user still connected elsewhere was seen just now; one who timed out, at their disconnect.
-      const stillLive = [...user.sessions.values()].some((s) => s.sink);
+      const stillLive = [...user.sessions.values()].some((s) => isAttached(s));
       const lastSeen = stillLive ? toIso(this.clock.now()) : toIso(user.record.lastSeenAt);
       this.fanout.toChannel(channel, { type: 'presence.leave', channel: channel.name, userId, lastSeen, seq: ++channel.seq });
     }
@@ -439,6 +494,7 @@ export class PresenceEngine implements PresenceQueries {
     const next = mergeMeta(member.channelMeta, patch, this.config.limits);
     if (!sameJson(member.channelMeta, next)) {
       member.channelMeta = next;
+      this.memberChanged(member);
       if (session.user.announcedVisible) {
         this.fanout.toChannel(channel, { type: 'presence.update', channel: name, member: this.member(member), seq: ++channel.seq });
       }
@@ -460,7 +516,7 @@ export class PresenceEngine implements PresenceQueries {
     if (user.record.manual.status === 'invisible') return;
     user.record.lastActiveAt = now;
     user.record.lastSeenAt = now;
-    this.save(user);
+    this.save(user, 'activity');
   }
 
   private armIdleTimer(session: Session): void {
@@ -479,6 +535,7 @@ export class PresenceEngine implements PresenceQueries {
     if (!idle) this.armIdleTimer(session);
     if (idle === session.idle) return;
     session.idle = idle;
+    this.sessionChanged(session);
     this.announce(session.user);
   }
 
@@ -486,12 +543,19 @@ export class PresenceEngine implements PresenceQueries {
     const channel = this.joinedChannel(session, name);
     const user = session.user;
     if (!typing) {
+      if (channel.typing.has(user.record.userId)) this.publish({ op: 'typing', channel: name, userId: user.record.userId, typing: false });
       this.stopTyping(channel, user);
       return;
     }
     this.activity(session);
     // Invisible users type in silence: nothing is stored, so nothing can leak later.
     if (!user.announcedVisible) return;
+    this.startTyping(channel, user);
+    this.publish({ op: 'typing', channel: name, userId: user.record.userId, typing: true });
+  }
+
+  /** Starts or refreshes a user's typing; only the start is broadcast. */
+  private startTyping(channel: Channel, user: UserState): void {
     const userId = user.record.userId;
     const existing = channel.typing.get(userId);
     this.clock.clearTimer(existing);
@@ -499,7 +563,7 @@ export class PresenceEngine implements PresenceQueries {
       userId,
       this.clock.setTimer(this.config.typingTimeoutMs, () => this.stopTyping(channel, user)),
     );
-    if (!existing) this.fanout.toChannel(channel, { type: 'typing', channel: name, userId, typing: true }, { exceptUserId: userId });
+    if (!existing) this.fanout.toChannel(channel, { type: 'typing', channel: channel.name, userId, typing: true }, { exceptUserId: userId });
   }
 
   private stopTyping(channel: Channel, user: UserState): void {
@@ -514,7 +578,7 @@ export class PresenceEngine implements PresenceQueries {
   private hasAttachedSessionIn(channel: Channel, user: UserState): boolean {
     const member = channel.members.get(user.record.userId);
     if (!member) return false;
-    for (const s of member.sessions) if (s.sink) return true;
+    for (const s of member.sessions) if (isAttached(s)) return true;
     return false;
   }
 
@@ -526,10 +590,28 @@ export class PresenceEngine implements PresenceQueries {
     if (session.watching.size + added.length > limits.maxWatchedUsers) {
       throw new PresenceError('TOO_MANY_WATCHES', `at most ${limits.maxWatchedUsers} watched users per session`);
     }
-    for (const id of added) this.watchers.add(session, id);
+    for (const id of added) {
+      this.watchers.add(session, id);
+      // Held in memory while watched, so a change arriving from another node can be compared
+      // with what the watchers were told.
+      this.userState(id);
+    }
     const viewer = session.user.record.userId;
     this.fanout.toSession(session, { type: 'user.sync', users: unique.map((id) => this.viewOf(id, viewer)) });
     return { watching: session.watching.size };
+  }
+
+  private unwatch(session: Session, userIds: Iterable<string>): void {
+    for (const id of [...userIds]) {
+      this.watchers.remove(session, id);
+      // A user kept in memory only because they were watched can go now.
+      const watched = this.users.get(id);
+      if (watched && watched !== session.user) this.releaseIfUnused(watched);
+    }
+  }
+
+  private unwatchAll(session: Session): void {
+    this.unwatch(session, session.watching);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -727,7 +809,8 @@ export class PresenceEngine implements PresenceQueries {
    * expiry. Their record stays in the store, and views of them are computed from it.
    */
   private releaseIfUnused(user: UserState): void {
-    if (user.sessions.size > 0 || user.expiryTimer) return;
+    // A watched user stays, so changes arriving from other nodes can be compared and announced.
+    if (user.sessions.size > 0 || user.expiryTimer || this.watchers.isWatched(user.record.userId)) return;
     if (this.users.get(user.record.userId) === user) this.users.delete(user.record.userId);
   }
 
@@ -741,8 +824,8 @@ export class PresenceEngine implements PresenceQueries {
     return { record: user.record, sessionCount: user.sessions.size, anyActive, devices: [...devices].sort() };
   }
 
-  private save(user: UserState): void {
-    this.store.save(user.record);
+  private save(user: UserState, kind: SaveKind = 'presence'): void {
+    this.store.save(user.record, kind);
   }
 
   /** Presence of any user id (known or not) as `viewer` may see it. */
@@ -798,7 +881,10 @@ export class PresenceEngine implements PresenceQueries {
     const user = this.userState(userId);
     if (meta) mergeMeta(user.record.meta, meta, this.config.limits);
     // Released below, not here: the rest of the patch still applies to this object.
-    if (patch.status === 'offline') this.endAllSessions(user);
+    if (patch.status === 'offline') {
+      this.publish({ op: 'logout', userId });
+      this.endAllSessions(user);
+    }
     // Status, meta and contacts change together and are announced once, as one update.
     let privacyChanged = false;
     if (touchesStatus) {
@@ -830,14 +916,25 @@ export class PresenceEngine implements PresenceQueries {
         }
       }
     }
-    return { connections: this.attachedCount, sessions: this.sessions.size, onlineUsers: this.visibleUserCount, channels };
+    let sessions = 0;
+    for (const session of this.sessions.values()) if (!session.remote) sessions += 1;
+    return { connections: this.attachedCount, sessions, onlineUsers: this.visibleUserCount, channels };
   }
 
   /** Sizes of the live state, for leak checks in tests and soak runs. */
-  inspect(): { users: number; sessions: number; channels: number; watchedUsers: number; typing: number } {
+  inspect(): { users: number; sessions: number; remoteSessions: number; channels: number; watchedUsers: number; typing: number } {
     let typing = 0;
     for (const channel of this.channels.values()) typing += channel.typing.size;
-    return { users: this.users.size, sessions: this.sessions.size, channels: this.channels.size, watchedUsers: this.watchers.size, typing };
+    let remoteSessions = 0;
+    for (const session of this.sessions.values()) if (session.remote) remoteSessions += 1;
+    return {
+      users: this.users.size,
+      sessions: this.sessions.size - remoteSessions,
+      remoteSessions,
+      channels: this.channels.size,
+      watchedUsers: this.watchers.size,
+      typing,
+    };
   }
 
   /** Ends every session at once (shutdown): no events, timers cleared. */
@@ -852,9 +949,249 @@ export class PresenceEngine implements PresenceQueries {
     this.channels.clear();
     this.watchers.clear();
     this.users.clear();
+    this.changedSessions.clear();
+    this.claimedSessions.clear();
     this.attachedCount = 0;
     this.visibleUserCount = 0;
   }
+
+  // -------------------------------------------------------------------------------------------
+  // Cluster: publishing this node's sessions, applying the other nodes'
+  // -------------------------------------------------------------------------------------------
+
+  /** A local session changed: its new state is published once, at the end of this turn. */
+  private sessionChanged(session: Session): void {
+    if (!this.broker || session.remote) return;
+    this.changedSessions.add(session);
+    if (this.publishQueued) return;
+    this.publishQueued = true;
+    queueMicrotask(() => this.publishChangedSessions());
+  }
+
+  /** A member's channel meta or sessions changed: every local session in it carries the member. */
+  private memberChanged(member: ChannelMember): void {
+    for (const session of member.sessions) this.sessionChanged(session);
+  }
+
+  private publishChangedSessions(): void {
+    this.publishQueued = false;
+    if (!this.broker) return;
+    for (const session of this.changedSessions) {
+      if (this.sessions.get(session.id) !== session || session.remote) continue;
+      const claim = this.claimedSessions.delete(session);
+      this.broker.publish({ op: 'session', session: this.snapshotOf(session), ...(claim ? { claim } : {}) });
+    }
+    this.changedSessions.clear();
+  }
+
+  /** Publishes an op after the session changes it may depend on (a typing op needs the join first). */
+  private publish(op: NodeOp): void {
+    if (!this.broker) return;
+    this.publishChangedSessions();
+    this.broker.publish(op);
+  }
+
+  private snapshotOf(session: Session): SessionSnapshot {
+    const userId = session.user.record.userId;
+    const channels: SessionSnapshot['channels'] = {};
+    for (const name of session.channels) {
+      const member = this.channels.get(name)?.members.get(userId);
+      if (member) channels[name] = { meta: member.channelMeta, joinedAt: member.joinedAt };
+    }
+    return { id: session.id, userId, device: session.device, idle: session.idle, attached: session.sink !== null, channels };
+  }
+
+  /** This node's sessions, for the broker to write whole (at start, and after Redis lost them). */
+  localSnapshot(): SessionSnapshot[] {
+    const snapshots: SessionSnapshot[] = [];
+    for (const session of this.sessions.values()) if (!session.remote) snapshots.push(this.snapshotOf(session));
+    return snapshots;
+  }
+
+  applyOps(nodeId: string, ops: NodeOp[]): void | Promise<void> {
+    const unseen = ops.flatMap((op) => (op.op === 'session' && !this.users.has(op.session.userId) ? [op.session.userId] : []));
+    const loading = unseen.length > 0 ? this.store.load(unseen) : undefined;
+    if (loading) return loading.then(() => this.applyOpsNow(nodeId, ops));
+    this.applyOpsNow(nodeId, ops);
+  }
+
+  private applyOpsNow(nodeId: string, ops: NodeOp[]): void {
+    for (const op of ops) {
+      switch (op.op) {
+        case 'session':
+          this.applySession(nodeId, op.session, op.claim === true);
+          break;
+        case 'end': {
+          const session = this.sessions.get(op.sessionId);
+          // Only the owner ends a session; a late op from a node it moved away from is stale.
+          if (!session || session.remote?.node !== nodeId) break;
+          const user = session.user;
+          this.expireSession(session);
+          this.releaseIfUnused(user);
+          break;
+        }
+        case 'typing': {
+          const channel = this.channels.get(op.channel);
+          const user = this.users.get(op.userId);
+          if (!channel || !user || !channel.members.has(op.userId)) break;
+          if (!op.typing) this.stopTyping(channel, user);
+          else if (user.announcedVisible) this.startTyping(channel, user);
+          break;
+        }
+        case 'logout': {
+          const user = this.users.get(op.userId);
+          if (!user) break;
+          this.endAllSessions(user);
+          this.releaseIfUnused(user);
+          break;
+        }
+      }
+    }
+  }
+
+  applySnapshot(nodeId: string, snapshots: SessionSnapshot[]): void | Promise<void> {
+    const unseen = snapshots.flatMap((snapshot) => (this.users.has(snapshot.userId) ? [] : [snapshot.userId]));
+    const loading = unseen.length > 0 ? this.store.load([...new Set(unseen)]) : undefined;
+    if (loading) return loading.then(() => this.applySnapshotNow(nodeId, snapshots));
+    this.applySnapshotNow(nodeId, snapshots);
+  }
+
+  private applySnapshotNow(nodeId: string, snapshots: SessionSnapshot[]): void {
+    const listed = new Set(snapshots.map((snapshot) => snapshot.id));
+    for (const session of [...this.sessions.values()]) {
+      if (session.remote?.node !== nodeId || listed.has(session.id)) continue;
+      const user = session.user;
+      this.expireSession(session);
+      this.releaseIfUnused(user);
+    }
+    for (const snapshot of snapshots) this.applySession(nodeId, snapshot, false);
+  }
+
+  /** Brings the replica of one session in line with what its owner says about it. */
+  private applySession(nodeId: string, snapshot: SessionSnapshot, claim: boolean): void {
+    let session = this.sessions.get(snapshot.id);
+    if (session) {
+      if (session.user.record.userId !== snapshot.userId) return;
+      if (!session.remote) {
+        // Ours, unless another node took it over (the client resumed there).
+        if (!claim) return;
+        this.handOver(session, nodeId);
+      } else if (session.remote.node !== nodeId && !claim) {
+        return; // a late op from a node the session has since moved away from
+      }
+      session.remote!.node = nodeId;
+      // An orphan (its node died) that was resumed or re-registered is no longer on its way out.
+      this.clock.clearTimer(session.offlineTimer);
+      session.offlineTimer = undefined;
+    } else {
+      const user = this.userState(snapshot.userId);
+      session = {
+        id: snapshot.id,
+        user,
+        device: snapshot.device,
+        sink: null,
+        lastActivityAt: this.clock.now(),
+        reportedIdle: false,
+        idle: snapshot.idle,
+        channels: new Set(),
+        watching: new Set(),
+        remote: { node: nodeId, attached: snapshot.attached },
+      };
+      this.sessions.set(session.id, session);
+      user.sessions.set(session.id, session);
+    }
+    const user = session.user;
+    session.device = snapshot.device;
+    session.idle = snapshot.idle;
+    session.remote!.attached = snapshot.attached;
+    for (const name of [...session.channels]) {
+      if (Object.hasOwn(snapshot.channels, name)) continue;
+      const channel = this.channels.get(name);
+      if (channel) this.removeFromChannel(channel, session);
+      else session.channels.delete(name);
+    }
+    for (const [name, entry] of Object.entries(snapshot.channels)) this.addToChannel(session, name, entry.meta, entry.joinedAt);
+    if (!snapshot.attached) {
+      for (const name of session.channels) {
+        const channel = this.channels.get(name);
+        if (channel && !this.hasAttachedSessionIn(channel, user)) this.stopTyping(channel, user);
+      }
+    }
+    this.announce(user);
+  }
+
+  /** Another node resumed one of our sessions: our socket for it (if any) is the stale one. */
+  private handOver(session: Session, nodeId: string): void {
+    this.changedSessions.delete(session);
+    this.claimedSessions.delete(session);
+    this.clock.clearTimer(session.idleTimer);
+    this.clock.clearTimer(session.offlineTimer);
+    session.idleTimer = session.offlineTimer = undefined;
+    this.unwatchAll(session);
+    // Drops it from this node's stored state; others ignore an `end` from a non-owner.
+    this.publish({ op: 'end', sessionId: session.id });
+    session.remote = { node: nodeId, attached: true };
+    if (session.sink) {
+      const sink = session.sink;
+      session.sink = null;
+      this.attachedCount -= 1;
+      sink.close(4000, 'SESSION_REPLACED');
+    }
+  }
+
+  /**
+   * A node lost its lease (crash, partition, shutdown): its sessions stay for the offline delay,
+   * as if their sockets had just closed, so clients that resume elsewhere cause no leave.
+   */
+  nodeDown(nodeId: string): void {
+    for (const session of [...this.sessions.values()]) {
+      if (session.remote?.node !== nodeId || session.offlineTimer) continue;
+      const user = session.user;
+      session.remote.attached = false;
+      for (const name of session.channels) {
+        const channel = this.channels.get(name);
+        if (channel && !this.hasAttachedSessionIn(channel, user)) this.stopTyping(channel, user);
+      }
+      const expire = () => {
+        this.expireSession(session);
+        this.releaseIfUnused(user);
+      };
+      if (this.config.offlineDelayMs <= 0) expire();
+      else session.offlineTimer = this.clock.setTimer(this.config.offlineDelayMs, expire);
+    }
+  }
+
+  /**
+   * A user record as the shared store now holds it. Writes arrive in the order they happened,
+   * so the newest wins, except `lastSeen`/`lastActive`, which only move forward (this node may
+   * hold newer activity than it has written yet).
+   */
+  applyRecord(record: UserRecord): void {
+    const user = this.users.get(record.userId);
+    if (!user) return;
+    const before = user.record;
+    const merged: UserRecord = {
+      ...record,
+      lastSeenAt: latest(before.lastSeenAt, record.lastSeenAt),
+      lastActiveAt: latest(before.lastActiveAt, record.lastActiveAt),
+    };
+    if (sameJson(merged, before)) return;
+    const privacyChanged = before.visibility !== merged.visibility || !sameJson(before.contacts, merged.contacts);
+    user.record = merged;
+    if (before.manual.expiresAt !== merged.manual.expiresAt) this.scheduleExpiry(user);
+    this.announce(user, privacyChanged);
+    this.releaseIfUnused(user);
+  }
+}
+
+function isAttached(session: Session): boolean {
+  return session.sink !== null || session.remote?.attached === true;
+}
+
+function latest(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return Math.max(a, b);
 }
 
 function sameJson(a: unknown, b: unknown): boolean {

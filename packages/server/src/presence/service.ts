@@ -36,6 +36,8 @@ export interface PresenceStats {
 
 /** What the HTTP API needs from the presence model; the transport and tests use the same engine. */
 export interface PresenceQueries {
+  /** Brings records of users this node has not seen into memory (from a shared store). */
+  loadUsers(userIds: string[]): Promise<void> | undefined;
   channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage;
   userPresence(userId: string, viewer: ViewerId): UserPresence;
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[];

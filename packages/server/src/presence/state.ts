@@ -36,6 +36,11 @@ export interface Session {
   channels: Set<string>;
   watching: Set<string>;
   allowlist?: string[];
+  /**
+   * Set for a session whose socket is on another node: this node keeps a replica of it (for
+   * member lists and merged presence) but never runs its timers or writes to it.
+   */
+  remote?: { node: string; attached: boolean };
 }
 
 export interface UserState {

@@ -53,6 +53,10 @@ export class WatcherIndex {
     }
   }
 
+  isWatched(userId: string): boolean {
+    return this.byWatchedUser.has(userId);
+  }
+
   /** Number of distinct users watched by anyone. */
   get size(): number {
     return this.byWatchedUser.size;

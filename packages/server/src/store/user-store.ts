@@ -26,13 +26,23 @@ export interface UserRecord {
 }
 
 /**
+ * How a change should travel. `presence` changes (status, meta, privacy, lastSeen at a
+ * disconnect) are written and announced to other nodes at once; `activity` only moves
+ * `lastSeen`/`lastActive`, which nobody is told about, so a networked store may batch it.
+ */
+export type SaveKind = 'presence' | 'activity';
+
+/**
  * Where user records live. Reads are synchronous on purpose: the presence model answers from
  * memory on the hot path; a networked store (Redis) keeps a local copy and writes behind.
  */
 export interface UserStore {
+  /** The record if it is in memory (`load` it first for users this node has not seen). */
   get(userId: string): UserRecord | undefined;
+  /** Brings the records of these users into memory; undefined when they are there already. */
+  load(userIds: string[]): Promise<void> | undefined;
   /** Called after every change of a record; the store may persist it asynchronously. */
-  save(record: UserRecord): void;
+  save(record: UserRecord, kind?: SaveKind): void;
   /** False while the backing service is unreachable (drives `/readyz`). */
   isReady(): boolean;
   close(): Promise<void>;
@@ -56,6 +66,10 @@ export class MemoryUserStore implements UserStore {
 
   get(userId: string): UserRecord | undefined {
     return this.records.get(userId);
+  }
+
+  load(): undefined {
+    return undefined;
   }
 
   save(record: UserRecord): void {

@@ -116,13 +116,23 @@ export class Connection implements SessionSink {
     const started = performance.now();
     try {
       const ackData = engine.handle(this.attachment, command);
-      this.options.observer?.commandHandled((performance.now() - started) / 1000);
-      if (ackData !== undefined && ref !== undefined && !this.closed) {
-        this.sendMessage({ ...ackData, type: 'ack', ref });
+      if (ackData instanceof Promise) {
+        // The command waited for user records from the shared store (a watch of unseen users).
+        ackData.then(
+          (data) => this.acknowledge(data, ref),
+          (error: unknown) => this.fail(error, ref),
+        );
+        return;
       }
+      this.options.observer?.commandHandled((performance.now() - started) / 1000);
+      this.acknowledge(ackData, ref);
     } catch (error) {
       this.fail(error, ref);
     }
+  }
+
+  private acknowledge(data: Record<string, unknown> | undefined, ref: Ref | undefined): void {
+    if (data !== undefined && ref !== undefined && !this.closed) this.sendMessage({ ...data, type: 'ack', ref });
   }
 
   /** Answers with an `error` frame; closes too when the error is one that ends connections. */

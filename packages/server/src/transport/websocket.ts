@@ -98,6 +98,7 @@ export class WebSocketTransport {
       if (identity.expiresAt !== undefined && identity.expiresAt <= this.now()) {
         throw new PresenceError('TOKEN_EXPIRED');
       }
+      await this.options.engine.loadUsers([identity.userId]);
       return identity;
     }
     if (isDevMode(config)) {
@@ -111,6 +112,7 @@ export class WebSocketTransport {
         const value = url.searchParams.get(claim);
         if (value) meta[claim] = value;
       }
+      await this.options.engine.loadUsers([userId]);
       return { userId, meta };
     }
     throw new PresenceError('UNAUTHORIZED', 'a token is required: ?token=<JWT>');
