@@ -82,3 +82,15 @@ export class ManualClock implements Clock {
     this.current = target;
   }
 }
+
+/**
+ * A clock shifted by an offset that may change (measured against the shared service), so every
+ * node of a cluster stamps times on one clock. Timers are relative and stay on the base clock.
+ */
+export function offsetClock(base: Clock, offsetMs: () => number): Clock {
+  return {
+    now: () => base.now() + offsetMs(),
+    setTimer: (delayMs, callback) => base.setTimer(delayMs, callback),
+    clearTimer: (handle) => base.clearTimer(handle),
+  };
+}

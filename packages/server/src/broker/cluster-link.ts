@@ -1,0 +1,570 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { Clock } from '../presence/clock.js';
+import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
+import type { Broker, BrokerListener, NodeOp } from './broker.js';
+import type { BusMessage, ClusterTransport, LeaseState, StoredUserFields } from './transport.js';
+
+export interface ClusterLinkOptions {
+  transport: ClusterTransport;
+  /** @default a random id */
+  nodeId?: string;
+  /**
+   * Lease lifetime. It is renewed every third of it, and every renewal also reaps expired
+   * leases, so a dead node is declared down at most `leaseTtlMs * 4/3` after its last renewal.
+   */
+  leaseTtlMs: number;
+  /** Anti-entropy: every interval, nodes whose stored state moved without a message are re-read. */
+  syncIntervalMs: number;
+  /** This node's own clock; only used to measure the offset to the shared service's clock. */
+  clock: Pick<Clock, 'now'>;
+  log: Logger;
+  /** How often activity timestamps are written (they are never announced). @default 1000 */
+  activityFlushMs?: number;
+  /** Records of users not held by the model that are kept for fast reads. @default 50000 */
+  maxCachedUsers?: number;
+}
+
+interface CachedUser {
+  /** Null: the service has no record of this user. */
+  record: UserRecord | null;
+  /** Version of the stored record this entry reflects (0: none yet). */
+  version: number;
+  /** What the service holds, field by field, as far as this node knows: writes send the difference. */
+  fields: StoredUserFields;
+}
+
+type QueueItem = BusMessage | { kind: 'resync'; node: string };
+
+/**
+ * One node's link to the cluster, over any shared service. As a Broker it publishes this node's
+ * session operations in numbered batches, applies the other nodes' in order, re-reads a node's
+ * whole state on a gap, renews the lease and reaps dead nodes. As a UserStore it keeps user
+ * records in memory, writes changes field by field, and applies other nodes' writes in the order
+ * the service ran them. After the service comes back (restarted, possibly empty) the node
+ * re-registers, re-writes its sessions and records, and re-reads everyone else's.
+ */
+export class ClusterLink implements Broker, UserStore {
+  readonly nodeId: string;
+  clockOffsetMs = 0;
+  private readonly transport: ClusterTransport;
+  private readonly options: ClusterLinkOptions;
+  private listener?: BrokerListener;
+  private started = false;
+  private closed = false;
+  private seq = 0;
+  /** Other nodes: the last batch applied from each. */
+  private readonly appliedSeq = new Map<string, number>();
+  /** Stored seq that differed from the applied one at the last anti-entropy round. */
+  private readonly suspectSeq = new Map<string, number>();
+  /** Known nodes missing from the registry, since when (ms, local clock). */
+  private readonly missingSince = new Map<string, number>();
+  private registry: string[] = [];
+  private readonly queue: QueueItem[] = [];
+  private draining = false;
+  private outbox: NodeOp[] = [];
+  private flushScheduled = false;
+  private needsRegistration = false;
+  private registering?: Promise<void>;
+  private readonly timers: NodeJS.Timeout[] = [];
+  // User records
+  private readonly cache = new Map<string, CachedUser>();
+  private readonly loading = new Map<string, Promise<void>>();
+  /** Announced writes of this node not yet seen back on the bus, per user. */
+  private readonly pendingWrites = new Map<string, number>();
+  /** Activity timestamps waiting for the next quiet write. */
+  private readonly quietFields = new Map<string, StoredUserFields>();
+  /** Users whose write failed while the service was away: written again on reconnect. */
+  private readonly unsynced = new Set<string>();
+  /** Users whose record could not be read: the stored one wins on reconnect. */
+  private readonly unread = new Set<string>();
+
+  constructor(options: ClusterLinkOptions) {
+    this.options = options;
+    this.transport = options.transport;
+    this.nodeId = options.nodeId ?? randomUUID();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Broker
+  // -------------------------------------------------------------------------------------------
+
+  async start(listener: BrokerListener): Promise<void> {
+    this.listener = listener;
+    await this.transport.connect({
+      message: (message) => this.enqueue(message),
+      reconnected: () => {
+        this.options.log.info('shared state reachable again; re-registering', { node: this.nodeId });
+        void this.reregister();
+      },
+      disconnected: () => {
+        this.needsRegistration = true;
+        this.options.log.warn('shared state unreachable; serving local clients only', { node: this.nodeId });
+      },
+    });
+    await this.register();
+    this.started = true;
+    const { leaseTtlMs, syncIntervalMs } = this.options;
+    this.every(Math.max(10, Math.floor(leaseTtlMs / 3)), () => this.renewLease());
+    this.every(syncIntervalMs, () => this.antiEntropy());
+    this.every(this.options.activityFlushMs ?? 1000, async () => this.flushActivity());
+  }
+
+  publish(op: NodeOp): void {
+    if (this.closed) return;
+    this.outbox.push(op);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0 || !this.started) return;
+    if (this.registering) {
+      void this.registering.then(() => this.flush());
+      return;
+    }
+    if (!this.transport.isConnected()) {
+      // The whole state is written again on reconnect, so these ops are not needed.
+      this.outbox = [];
+      this.needsRegistration = true;
+      return;
+    }
+    const ops = this.outbox;
+    this.outbox = [];
+    const seq = ++this.seq;
+    this.transport.writeOps(this.nodeId, seq, ops).then(
+      (written) => {
+        if (!written) void this.reregister();
+      },
+      () => {
+        this.needsRegistration = true;
+      },
+    );
+  }
+
+  isReady(): boolean {
+    return this.started && !this.closed && this.transport.isConnected() && !this.needsRegistration && !this.registering;
+  }
+
+  nodes(): string[] {
+    return [...this.registry];
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    await this.flushActivity();
+    this.closed = true;
+    for (const timer of this.timers) clearInterval(timer);
+    try {
+      if (this.transport.isConnected()) await this.transport.leave(this.nodeId);
+    } catch (error) {
+      this.options.log.warn('could not leave the cluster cleanly; the lease will expire', { error });
+    }
+    await this.transport.close();
+  }
+
+  /** Stops at once without leaving, as `kill -9` would: for tests of crash detection. */
+  async crash(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.timers) clearInterval(timer);
+    await this.transport.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Registration, lease, anti-entropy
+  // -------------------------------------------------------------------------------------------
+
+  private async register(): Promise<void> {
+    // Ops not yet written are part of the snapshot taken now.
+    this.outbox = [];
+    const sessions = this.listener!.localSnapshot();
+    await this.transport.registerNode(this.nodeId, this.options.leaseTtlMs, { seq: ++this.seq, sessions });
+    this.needsRegistration = false;
+    const lease = await this.timedRenewal();
+    this.registry = lease.nodes;
+    for (const node of lease.nodes) if (node !== this.nodeId) this.enqueue({ kind: 'resync', node });
+  }
+
+  /** After the service was lost or this node was reaped: write everything again. */
+  private reregister(): Promise<void> {
+    if (this.closed || !this.started) return Promise.resolve();
+    this.registering ??= (async () => {
+      try {
+        await this.register();
+        await this.resyncUsers();
+        this.options.log.info('registered again', { node: this.nodeId, nodes: this.registry.length });
+      } catch (error) {
+        this.needsRegistration = true;
+        this.options.log.debug('re-registration failed; will retry', { error });
+      } finally {
+        this.registering = undefined;
+      }
+    })();
+    return this.registering;
+  }
+
+  private async renewLease(): Promise<void> {
+    if (!this.transport.isConnected()) return;
+    if (this.needsRegistration) {
+      await this.reregister();
+      return;
+    }
+    const lease = await this.timedRenewal();
+    this.registry = lease.nodes;
+    if (!lease.wasRegistered) {
+      await this.reregister();
+      return;
+    }
+    for (const node of lease.expired) {
+      if (node !== this.nodeId) await this.transport.reapNode(node);
+    }
+    this.checkMembership(lease.nodes, this.options.clock.now());
+  }
+
+  /** Renews the lease and measures this node's clock against the service's on the way. */
+  private async timedRenewal(): Promise<LeaseState> {
+    const sentAt = this.options.clock.now();
+    const lease = await this.transport.renewLease(this.nodeId, this.options.leaseTtlMs);
+    const receivedAt = this.options.clock.now();
+    // The service's clock is the cluster's: timestamps and expiries never trust one node's wall clock.
+    this.clockOffsetMs = Math.round(lease.now - (sentAt + receivedAt) / 2);
+    return lease;
+  }
+
+  /**
+   * Nodes this one replicates but that the registry no longer lists (the service restarted
+   * empty and they have not come back) are treated as down once a lease lifetime has passed.
+   */
+  private checkMembership(registered: string[], now: number): void {
+    const listed = new Set(registered);
+    for (const node of listed) {
+      this.missingSince.delete(node);
+      if (node !== this.nodeId && !this.appliedSeq.has(node)) this.enqueue({ kind: 'resync', node });
+    }
+    for (const node of this.appliedSeq.keys()) {
+      if (listed.has(node)) continue;
+      const since = this.missingSince.get(node);
+      if (since === undefined) this.missingSince.set(node, now);
+      else if (now - since >= this.options.leaseTtlMs) {
+        this.missingSince.delete(node);
+        this.enqueue({ kind: 'down', node });
+      }
+    }
+  }
+
+  /** Catches state that moved without a message reaching us (a lost publish, a missed reconnect). */
+  private async antiEntropy(): Promise<void> {
+    if (!this.transport.isConnected() || this.registering) return;
+    const others = this.registry.filter((node) => node !== this.nodeId);
+    if (others.length === 0) return;
+    const stored = await this.transport.readNodeSeqs(others);
+    for (const [node, seq] of stored) {
+      const applied = this.appliedSeq.get(node);
+      if (applied === seq) {
+        this.suspectSeq.delete(node);
+        continue;
+      }
+      // A batch may simply be in flight: resync only when the same difference is still there.
+      if (this.suspectSeq.get(node) === seq) {
+        this.suspectSeq.delete(node);
+        this.enqueue({ kind: 'resync', node });
+      } else {
+        this.suspectSeq.set(node, seq);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Delivery, strictly in order
+  // -------------------------------------------------------------------------------------------
+
+  private enqueue(item: QueueItem): void {
+    if (this.closed) return;
+    this.queue.push(item);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        const item = this.queue.shift()!;
+        try {
+          await this.process(item);
+        } catch (error) {
+          // A read that failed because the service went away: the reconnect re-reads everything.
+          this.options.log.debug('cluster message not applied', { kind: item.kind, error });
+          if ('node' in item && item.kind !== 'user') this.appliedSeq.delete(item.node);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async process(item: QueueItem): Promise<void> {
+    const listener = this.listener!;
+    switch (item.kind) {
+      case 'ops': {
+        if (item.node === this.nodeId) return;
+        const applied = this.appliedSeq.get(item.node);
+        if (applied !== undefined && item.seq <= applied) return;
+        if (applied === undefined || item.seq !== applied + 1) {
+          await this.resync(item.node);
+          return;
+        }
+        this.appliedSeq.set(item.node, item.seq);
+        await listener.applyOps(item.node, item.ops);
+        return;
+      }
+      case 'hello':
+      case 'resync':
+        if (item.node !== this.nodeId) await this.resync(item.node);
+        return;
+      case 'down':
+        if (item.node === this.nodeId) {
+          // Reaped while alive (a long pause or partition): come back with everything.
+          if (!this.closed) void this.reregister();
+          return;
+        }
+        this.appliedSeq.delete(item.node);
+        this.suspectSeq.delete(item.node);
+        listener.nodeDown(item.node);
+        return;
+      case 'user':
+        await this.receiveUser(item);
+        return;
+    }
+  }
+
+  private async resync(node: string): Promise<void> {
+    const state = await this.transport.readNode(node);
+    if (!state) {
+      if (this.appliedSeq.delete(node)) this.listener!.nodeDown(node);
+      return;
+    }
+    this.appliedSeq.set(node, state.seq);
+    this.suspectSeq.delete(node);
+    await this.listener!.applySnapshot(node, state.sessions);
+  }
+
+  private every(ms: number, task: () => Promise<void>): void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running || this.closed) return;
+      running = true;
+      task()
+        .catch((error: unknown) => this.options.log.debug('cluster task failed', { error }))
+        .finally(() => (running = false));
+    }, ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // UserStore
+  // -------------------------------------------------------------------------------------------
+
+  get(userId: string): UserRecord | undefined {
+    return this.cache.get(userId)?.record ?? undefined;
+  }
+
+  load(userIds: string[]): Promise<void> | undefined {
+    const waits: Promise<void>[] = [];
+    const toRead: string[] = [];
+    for (const id of new Set(userIds)) {
+      if (this.cache.has(id)) continue;
+      const inFlight = this.loading.get(id);
+      if (inFlight) waits.push(inFlight);
+      else toRead.push(id);
+    }
+    if (toRead.length > 0) {
+      const read = this.transport.readUsers(toRead).then(
+        (stored) => {
+          for (const [id, user] of stored) {
+            const cached = this.cache.get(id);
+            if (cached && user && user.version <= cached.version) continue;
+            if (cached && !user) continue;
+            this.remember(id, user ? { record: decodeRecord(id, user.fields), version: user.version, fields: user.fields } : { record: null, version: 0, fields: {} });
+          }
+        },
+        (error: unknown) => {
+          // Unreachable service: the user starts from an empty record now and the stored one is
+          // read again after reconnecting, so nobody is refused while the service is away.
+          this.options.log.debug('user records not loaded', { error });
+          for (const id of toRead) this.unread.add(id);
+        },
+      );
+      const done = read.finally(() => {
+        for (const id of toRead) this.loading.delete(id);
+      });
+      for (const id of toRead) this.loading.set(id, done);
+      waits.push(done);
+    }
+    return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
+  }
+
+  save(record: UserRecord, kind: SaveKind = 'presence'): void {
+    const id = record.userId;
+    let entry = this.cache.get(id);
+    if (!entry) entry = this.remember(id, { record, version: 0, fields: {} });
+    entry.record = record;
+    const encoded = encodeRecord(record);
+    let changed: StoredUserFields | undefined;
+    for (const [field, value] of Object.entries(encoded)) {
+      if (entry.fields[field] === value) continue;
+      (changed ??= {})[field] = value;
+      entry.fields[field] = value;
+    }
+    if (!changed) return;
+    if (kind === 'activity') {
+      this.quietFields.set(id, { ...this.quietFields.get(id), ...changed });
+      return;
+    }
+    const quiet = this.quietFields.get(id);
+    if (quiet) {
+      this.quietFields.delete(id);
+      changed = { ...quiet, ...changed };
+    }
+    if (!this.transport.isConnected()) {
+      this.unsynced.add(id);
+      return;
+    }
+    this.pendingWrites.set(id, (this.pendingWrites.get(id) ?? 0) + 1);
+    this.transport.writeUser(this.nodeId, id, changed, true).catch(() => {
+      this.unsynced.add(id);
+      this.writeSeen(id);
+    });
+  }
+
+  private async flushActivity(): Promise<void> {
+    if (!this.transport.isConnected() || this.quietFields.size === 0) return;
+    const batch = [...this.quietFields];
+    this.quietFields.clear();
+    await Promise.all(
+      batch.map(([id, fields]) =>
+        this.transport.writeUser(this.nodeId, id, fields, false).catch(() => {
+          this.quietFields.set(id, { ...fields, ...this.quietFields.get(id) });
+        }),
+      ),
+    );
+  }
+
+  private writeSeen(userId: string): number {
+    const left = (this.pendingWrites.get(userId) ?? 1) - 1;
+    if (left > 0) this.pendingWrites.set(userId, left);
+    else this.pendingWrites.delete(userId);
+    return left;
+  }
+
+  /**
+   * A write, from any node, as the service ran it. While this node's own writes of the user are
+   * still in flight, others' records are only remembered: the echo of our last write carries
+   * both (writes are per field), and applying an older whole record meanwhile would flap.
+   */
+  private async receiveUser(message: Extract<BusMessage, { kind: 'user' }>): Promise<void> {
+    const own = message.node === this.nodeId;
+    const inFlight = own ? this.writeSeen(message.userId) : this.pendingWrites.get(message.userId) ?? 0;
+    const entry = this.cache.get(message.userId);
+    if (entry && message.version <= entry.version) return;
+    const record = decodeRecord(message.userId, message.fields);
+    const fields = { ...message.fields, ...this.quietFields.get(message.userId) };
+    if (entry) {
+      entry.version = message.version;
+      entry.fields = fields;
+      if (inFlight > 0) return;
+      entry.record = record;
+    } else {
+      this.remember(message.userId, { record, version: message.version, fields });
+      if (inFlight > 0) return;
+    }
+    await this.listener!.applyRecord(record);
+  }
+
+  /**
+   * After the service came back: records it lost are written again from memory, records this
+   * node changed while away are written, and every record held is read back and applied.
+   */
+  private async resyncUsers(): Promise<void> {
+    const held = [...this.cache].filter(([, entry]) => entry.record !== null);
+    // Versions restart when the service lost its data; what is read back now is the reference.
+    for (const [, entry] of held) entry.version = 0;
+    const unsynced = new Set(this.unsynced);
+    const unread = new Set(this.unread);
+    this.unsynced.clear();
+    this.unread.clear();
+    await Promise.all(
+      held.map(([id, entry]) => {
+        const fields = encodeRecord(entry.record!);
+        // Changed here while away: this node's copy is newer. Otherwise the stored record, if
+        // any, wins (this node may never have read it), and memory only fills what was lost.
+        if (unsynced.has(id) && !unread.has(id)) return this.transport.writeUser(this.nodeId, id, fields, true);
+        return this.transport.restoreUser(id, fields);
+      }),
+    );
+    const stored = await this.transport.readUsers(held.map(([id]) => id));
+    for (const [id, user] of stored) {
+      const entry = this.cache.get(id);
+      if (!entry || !user || user.version < entry.version) continue;
+      entry.version = user.version;
+      entry.fields = user.fields;
+      const record = decodeRecord(id, user.fields);
+      entry.record = record;
+      await this.listener!.applyRecord(record);
+    }
+  }
+
+  private remember(userId: string, entry: CachedUser): CachedUser {
+    this.cache.delete(userId);
+    this.cache.set(userId, entry);
+    const max = this.options.maxCachedUsers ?? 50_000;
+    if (this.cache.size > max) {
+      // Oldest first; the model holds its own reference to every record it is using.
+      for (const id of this.cache.keys()) {
+        if (this.cache.size <= max) break;
+        if (!this.pendingWrites.has(id) && !this.quietFields.has(id)) this.cache.delete(id);
+      }
+    }
+    return entry;
+  }
+
+  /** For tests and the operations docs: what this node holds. */
+  inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number } {
+    return { cachedUsers: this.cache.size, pendingWrites: this.pendingWrites.size, knownNodes: this.appliedSeq.size };
+  }
+}
+
+/** A record as stored fields: JSON for structured values, decimal strings for times. */
+export function encodeRecord(record: UserRecord): StoredUserFields {
+  return {
+    manual: JSON.stringify(record.manual),
+    meta: JSON.stringify(record.meta),
+    visibility: record.visibility,
+    contacts: JSON.stringify(record.contacts),
+    lastSeenAt: record.lastSeenAt === null ? '' : String(record.lastSeenAt),
+    lastActiveAt: record.lastActiveAt === null ? '' : String(record.lastActiveAt),
+  };
+}
+
+export function decodeRecord(userId: string, fields: StoredUserFields): UserRecord {
+  const record = emptyUserRecord(userId);
+  const json = <T>(value: string | undefined, fallback: T): T => {
+    if (value === undefined) return fallback;
+    try {
+      return JSON.parse(value) as T;
+    } catch {
+      return fallback;
+    }
+  };
+  const time = (value: string | undefined): number | null => (value ? Number(value) : null);
+  record.manual = json(fields.manual, record.manual);
+  record.meta = json(fields.meta, record.meta);
+  if (fields.visibility === 'everyone' || fields.visibility === 'contacts' || fields.visibility === 'nobody') record.visibility = fields.visibility;
+  record.contacts = json(fields.contacts, record.contacts);
+  record.lastSeenAt = time(fields.lastSeenAt);
+  record.lastActiveAt = time(fields.lastActiveAt);
+  return record;
+}

@@ -1,0 +1,333 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import type { ServerMessage } from '@presence/protocol';
+import type { ClusterTransport } from '../../src/broker/transport.js';
+import { ClusterNode, eventually, pause, type RecordingSink } from './cluster-nodes.js';
+
+/** A shared service the cluster runs on: a fresh, empty one per test. */
+export interface SharedService {
+  /** A new connection for one node. */
+  transport(): ClusterTransport;
+  /** Stops answering (Redis killed). */
+  goDown(): Promise<void>;
+  /** Answers again, with no data (Redis restarted empty). */
+  comeBackEmpty(): Promise<void>;
+  /** Every key held, for leak checks. */
+  keys(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+export interface BackendFactory {
+  name: string;
+  create(): Promise<SharedService>;
+}
+
+const TRUSTED = { trusted: true } as const;
+const OFFLINE_DELAY = 400;
+const LEASE_TTL = 300;
+
+type Presence = Extract<ServerMessage, { type: `presence.${string}` }>;
+
+/** Presence events a sink got for one channel, in order. */
+function events(sink: RecordingSink, channel: string): Presence[] {
+  return sink.frames.filter((f): f is Presence => f.type.startsWith('presence.') && (f as Presence).channel === channel);
+}
+
+function joinsAndLeaves(sink: RecordingSink, channel: string, userId: string): string[] {
+  return events(sink, channel).flatMap((e) => {
+    if (e.type === 'presence.join' && e.member.userId === userId) return ['join'];
+    if (e.type === 'presence.leave' && e.userId === userId) return ['leave'];
+    return [];
+  });
+}
+
+/** Rebuilds the member list a client would hold from its first sync plus the events after it. */
+function replay(sink: RecordingSink, channel: string): string[] {
+  const members = new Map<string, string>();
+  let seq: number | undefined;
+  for (const event of events(sink, channel)) {
+    if (event.type === 'presence.sync') {
+      members.clear();
+      for (const m of event.members) members.set(m.userId, m.status);
+      seq = event.seq;
+      continue;
+    }
+    assert.ok(seq !== undefined, 'events before the first sync');
+    assert.equal(event.seq, seq + 1, `seq runs without gaps in ${channel}`);
+    seq = event.seq;
+    if (event.type === 'presence.leave') members.delete(event.userId);
+    else members.set(event.member.userId, event.member.status);
+  }
+  return [...members].map(([id, status]) => `${id}:${status}`).sort();
+}
+
+function memberIds(node: ClusterNode, channel: string): string[] {
+  return node.engine
+    .channelPresence(channel, { limit: 1000 })
+    .members.map((m) => m.userId)
+    .sort();
+}
+
+/**
+ * The cluster's behaviour, written once and run against every shared service: in-process hub and
+ * a real redis-server. Each node is a real engine with a real cluster link.
+ */
+export function describeClusterConformance(factory: BackendFactory): void {
+  describe(`cluster conformance: ${factory.name}`, { timeout: 60_000 }, () => {
+    let service: SharedService | undefined;
+    let nodes: ClusterNode[] = [];
+
+    async function cluster(count: number, options: { clockSkewMs?: number[] } = {}): Promise<ClusterNode[]> {
+      service ??= await factory.create();
+      const started: ClusterNode[] = [];
+      for (let i = 0; i < count; i++) {
+        started.push(
+          await ClusterNode.start({
+            transport: service.transport(),
+            leaseTtlMs: LEASE_TTL,
+            clockSkewMs: options.clockSkewMs?.[i],
+            config: { offlineDelayMs: OFFLINE_DELAY },
+          }),
+        );
+      }
+      nodes.push(...started);
+      await eventually(() => started.every((n) => n.link.nodes().length >= count), 5000, 'nodes to see each other');
+      return started;
+    }
+
+    afterEach(async () => {
+      for (const node of nodes) await node.stop().catch(() => {});
+      nodes = [];
+      await service?.close();
+      service = undefined;
+    });
+    after(async () => service?.close());
+
+    it('members on different nodes see each other join and leave, with gap-free seq and equal member lists everywhere', async () => {
+      const [a, b, c] = await cluster(3);
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      const bob = await b.connect('bob');
+      await b.send(bob, { type: 'join', channel: 'room' });
+      await eventually(() => joinsAndLeaves(ann, 'room', 'bob').length === 1, 5000, 'ann to see bob');
+      const cat = await c.connect('cat');
+      await c.send(cat, { type: 'join', channel: 'room' });
+      await eventually(() => [a, b, c].every((n) => memberIds(n, 'room').join() === 'ann,bob,cat'), 5000, 'all nodes to list three');
+      await b.send(bob, { type: 'leave', channel: 'room' });
+      await eventually(() => joinsAndLeaves(cat, 'room', 'bob').includes('leave'), 5000, 'cat to see bob leave');
+      await eventually(() => joinsAndLeaves(ann, 'room', 'bob').includes('leave'), 5000, 'ann to see bob leave');
+      assert.deepEqual(replay(ann, 'room'), ['ann:online', 'cat:online']);
+      assert.deepEqual(replay(cat, 'room'), ['ann:online', 'cat:online']);
+      for (const node of [a, b, c]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'cat']);
+      assert.deepEqual(joinsAndLeaves(ann, 'room', 'bob'), ['join', 'leave']);
+    });
+
+    it('a user joined from two nodes is one member: one join, and a leave only after the last session leaves', async () => {
+      const [a, b, c] = await cluster(3);
+      const watcher = await c.connect('wes');
+      await c.send(watcher, { type: 'join', channel: 'doc' });
+      const tab1 = await a.connect('ann', { device: 'web' });
+      const tab2 = await b.connect('ann', { device: 'ios' });
+      await a.send(tab1, { type: 'join', channel: 'doc' });
+      await b.send(tab2, { type: 'join', channel: 'doc' });
+      await eventually(() => c.engine.userPresence('ann', TRUSTED).devices.length === 2, 5000, 'both devices merged');
+      await a.send(tab1, { type: 'leave', channel: 'doc' });
+      await pause(200);
+      assert.deepEqual(joinsAndLeaves(watcher, 'doc', 'ann'), ['join']);
+      await b.send(tab2, { type: 'leave', channel: 'doc' });
+      await eventually(() => joinsAndLeaves(watcher, 'doc', 'ann').length === 2, 5000, 'the last leave');
+      assert.deepEqual(joinsAndLeaves(watcher, 'doc', 'ann'), ['join', 'leave']);
+    });
+
+    it('status, meta, channel meta and typing from one node reach the others, in order', async () => {
+      const [a, b] = await cluster(2);
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      const bob = await b.connect('bob');
+      await b.send(bob, { type: 'join', channel: 'room' });
+      await eventually(() => replay(bob, 'room').length === 2, 5000, 'bob to see ann');
+      await a.send(ann, { type: 'status', status: 'busy', message: 'In a call' });
+      await a.send(ann, { type: 'meta', meta: { name: 'Ann' } });
+      await a.send(ann, { type: 'channel.meta', channel: 'room', meta: { cursor: 7 } });
+      await a.send(ann, { type: 'typing', channel: 'room', typing: true });
+      await eventually(() => bob.of('typing').length === 1, 5000, 'typing to arrive');
+      const updates = events(bob, 'room').filter((e) => e.type === 'presence.update');
+      const last = updates.at(-1);
+      assert.ok(last && last.type === 'presence.update');
+      assert.equal(last.member.status, 'busy');
+      assert.equal(last.member.message, 'In a call');
+      assert.deepEqual(last.member.meta, { name: 'Ann' });
+      assert.deepEqual(last.member.channelMeta, { cursor: 7 });
+      await a.send(ann, { type: 'typing', channel: 'room', typing: false });
+      await eventually(() => bob.of('typing').length === 2, 5000, 'typing to stop');
+      assert.deepEqual(bob.of('typing').map((t) => t.typing), [true, false]);
+      assert.deepEqual(ann.of('typing'), [], 'nobody echoes typing to the typist');
+      const seen = b.engine.userPresence('ann', TRUSTED);
+      assert.equal(seen.status, 'busy');
+      assert.equal(seen.message, 'In a call');
+      replay(bob, 'room');
+    });
+
+    it('watchers on another node get user updates, also for changes made over the API of a third node', async () => {
+      const [a, b, c] = await cluster(3);
+      const wes = await b.connect('wes');
+      await b.send(wes, { type: 'watch', users: ['ann'] });
+      assert.equal(wes.of('user.sync')[0].users[0].status, 'offline');
+      const ann = await a.connect('ann');
+      await eventually(() => wes.of('user.update').some((u) => u.user.status === 'online'), 5000, 'ann online');
+      await c.engine.loadUsers(['ann']);
+      c.engine.updateUser('ann', { status: 'away', message: 'Lunch' });
+      await eventually(() => wes.of('user.update').some((u) => u.user.status === 'away' && u.user.message === 'Lunch'), 5000, 'ann away');
+      await eventually(() => ann.frames.length > 0 && a.engine.userPresence('ann', TRUSTED).status === 'away', 5000, 'ann own node agrees');
+    });
+
+    it('a disconnect becomes a leave everywhere after the offline delay; resuming on another node inside it changes nothing', async () => {
+      const [a, b, c] = await cluster(3);
+      const obs = await c.connect('obs');
+      await c.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').length === 1, 5000, 'ann joined');
+      a.engine.disconnect(ann.attachment!);
+      await pause(OFFLINE_DELAY / 4);
+      const resumed = await b.connect('ann', { sessionId: ann.sessionId });
+      assert.equal(resumed.of('welcome')[0].resumed, true, 'the session moved with its channels');
+      assert.deepEqual(
+        resumed.of('presence.sync').map((s) => s.channel),
+        ['room'],
+      );
+      await pause(OFFLINE_DELAY * 2);
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'ann'), ['join'], 'no leave, no second join');
+      for (const node of [a, b, c]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'obs']);
+      b.engine.disconnect(resumed.attachment!);
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').length === 2, 5000, 'leave after the delay');
+      const leave = events(obs, 'room').at(-1);
+      assert.ok(leave?.type === 'presence.leave' && leave.lastSeen !== null);
+      for (const node of [a, b, c]) assert.deepEqual(memberIds(node, 'room'), ['obs']);
+    });
+
+    it('a crashed node: its users leave after detection plus the offline delay, its keys are gone, and a user who resumes elsewhere never leaves', async () => {
+      const [a, b, c] = await cluster(3);
+      const obs = await c.connect('obs');
+      await c.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      const ben = await a.connect('ben');
+      await a.send(ben, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(c, 'room').length === 3, 5000, 'three members');
+      const crashedAt = Date.now();
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      // ben's client reconnects to b at once with its session id; ann never comes back.
+      const benAgain = await b.connect('ben', { sessionId: ben.sessionId });
+      assert.equal(benAgain.of('welcome')[0].resumed, true);
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').includes('leave'), 10_000, 'ann to leave');
+      const took = Date.now() - crashedAt;
+      assert.ok(took >= OFFLINE_DELAY, `the leave waited for the offline delay (${took} ms)`);
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'ben'), ['join'], 'ben moved without a leave');
+      for (const node of [b, c]) assert.deepEqual(memberIds(node, 'room'), ['ben', 'obs']);
+      await eventually(() => b.link.nodes().length === 2, 5000, 'the dead node out of the registry');
+      const keys = await service!.keys();
+      assert.deepEqual(keys.filter((k) => k.includes(a.link.nodeId)), [], 'no keys of the dead node left');
+    });
+
+    it('logout on one node ends the user everywhere at once', async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const tabA = await a.connect('ann');
+      const tabB = await b.connect('ann');
+      await a.send(tabA, { type: 'join', channel: 'room' });
+      await b.send(tabB, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(a, 'room').length === 2, 5000, 'ann on a');
+      await a.send(tabA, { type: 'logout' });
+      await eventually(() => tabB.closedWith?.code === 1000, 5000, 'the other tab closed');
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').length === 2, 1000, 'leave without the offline delay');
+      for (const node of [a, b]) assert.deepEqual(memberIds(node, 'room'), ['obs']);
+    });
+
+    it('invisible is offline on every node: leave, no typing, not listed', async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(b, 'room').length === 2, 5000, 'ann listed');
+      await a.send(ann, { type: 'status', status: 'invisible' });
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').length === 2, 5000, 'ann left');
+      await a.send(ann, { type: 'typing', channel: 'room', typing: true });
+      await pause(200);
+      assert.deepEqual(obs.of('typing'), []);
+      assert.deepEqual(memberIds(b, 'room'), ['obs']);
+      assert.equal(b.engine.userPresence('ann', TRUSTED).status, 'offline');
+      assert.equal(b.engine.stats().onlineUsers, 1);
+    });
+
+    it('records (lastSeen, manual status, state, message, meta) survive a restart of every node', async () => {
+      const [a] = await cluster(1);
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'status', state: 'in-call', message: 'Standup' });
+      await a.send(ann, { type: 'meta', meta: { name: 'Ann', avatar: 'a.png' } });
+      a.engine.disconnect(ann.attachment!);
+      await pause(300);
+      await a.stop();
+      nodes = [];
+      const [fresh] = await cluster(1);
+      await fresh.engine.loadUsers(['ann']);
+      const seen = fresh.engine.userPresence('ann', TRUSTED);
+      assert.equal(seen.status, 'offline');
+      assert.notEqual(seen.lastSeen, null);
+      assert.deepEqual(seen.meta, { name: 'Ann', avatar: 'a.png' });
+      const back = await fresh.connect('ann');
+      const self = back.of('welcome')[0].self;
+      assert.equal(self.state, 'in-call');
+      assert.equal(self.message, 'Standup');
+      assert.equal(self.status, 'busy');
+    });
+
+    it('after the shared service comes back empty, nodes re-register and converge without reconnects or flapping', async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await a.send(ann, { type: 'status', status: 'busy' });
+      await eventually(() => memberIds(b, 'room').length === 2, 5000, 'ann listed');
+      await service!.goDown();
+      await eventually(() => !a.link.isReady() && !b.link.isReady(), 5000, 'both not ready');
+      // Local clients keep working while the service is away.
+      const cal = await b.connect('cal');
+      await b.send(cal, { type: 'join', channel: 'room' });
+      assert.deepEqual(memberIds(b, 'room'), ['ann', 'cal', 'obs']);
+      await service!.comeBackEmpty();
+      await eventually(() => a.link.isReady() && b.link.isReady(), 10_000, 'both ready again');
+      await eventually(() => memberIds(a, 'room').join() === 'ann,cal,obs', 5000, 'a learns of cal');
+      await pause(OFFLINE_DELAY * 2);
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'ann'), ['join'], 'no flap for ann');
+      assert.equal(b.engine.userPresence('ann', TRUSTED).status, 'busy');
+      for (const node of [a, b]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'cal', 'obs']);
+      const keys = await service!.keys();
+      assert.ok(keys.some((k) => k.includes(a.link.nodeId)) && keys.some((k) => k.includes(b.link.nodeId)), 'both nodes wrote their state again');
+    });
+
+    it('a node with a skewed wall clock stamps cluster time: no early expiry, no lost update', async () => {
+      const [a, b] = await cluster(2, { clockSkewMs: [30_000, -30_000] });
+      const ann = await a.connect('ann');
+      const bob = await b.connect('bob');
+      await b.send(bob, { type: 'watch', users: ['ann'] });
+      const expiresAt = new Date(Date.now() + 1500).toISOString();
+      await b.engine.loadUsers(['ann']);
+      b.engine.updateUser('ann', { status: 'busy', expiresAt });
+      await eventually(() => a.engine.userPresence('ann', TRUSTED).status === 'busy', 5000, 'busy on a');
+      await pause(600);
+      assert.equal(a.engine.userPresence('ann', TRUSTED).status, 'busy', 'a node 30 s ahead does not expire it early');
+      await eventually(() => a.engine.userPresence('ann', TRUSTED).status === 'online', 5000, 'expired on time');
+      await a.send(ann, { type: 'meta', meta: { step: 1 } });
+      await eventually(() => b.engine.userPresence('ann', TRUSTED).meta.step === 1, 5000, 'first update');
+      b.engine.updateUser('ann', { meta: { step: 2 } });
+      await eventually(() => a.engine.userPresence('ann', TRUSTED).meta.step === 2, 5000, 'an update from the node 30 s behind is not lost');
+      const lastSeen = Date.parse(b.engine.userPresence('ann', TRUSTED).lastSeen!);
+      assert.ok(Math.abs(lastSeen - Date.now()) < 5000, 'lastSeen is on the cluster clock, not 30 s off');
+    });
+  });
+}
