@@ -7,7 +7,10 @@ import { createTokenVerifier } from './auth/tokens.js';
 import { createHttpApi } from './http/api.js';
 import type { Logger } from './log.js';
 import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
-import { systemClock, type Clock } from './presence/clock.js';
+import { offsetClock, systemClock, type Clock } from './presence/clock.js';
+import { ClusterLink } from './broker/cluster-link.js';
+import { RedisTransport } from './broker/redis-transport.js';
+import type { ClusterTransport } from './broker/transport.js';
 import { PresenceEngine } from './presence/engine.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { WebSocketTransport } from './transport/websocket.js';
@@ -16,8 +19,13 @@ export interface ServerOptions {
   log: Logger;
   /** The model's clock; tests may inject a manual one. @default systemClock */
   clock?: Clock;
-  /** Where user records live. @default MemoryUserStore */
+  /** Where user records live (single node). @default MemoryUserStore */
   store?: UserStore;
+  /**
+   * The shared service of a cluster. @default a RedisTransport when `config.redisUrl` is set,
+   * else none (a single node with the memory store)
+   */
+  clusterTransport?: ClusterTransport;
 }
 
 export interface RunningServer {
@@ -25,6 +33,8 @@ export interface RunningServer {
   url: string;
   port: number;
   engine: PresenceEngine;
+  /** Set when the node is part of a cluster. */
+  cluster?: ClusterLink;
   metrics: PresenceMetrics;
   httpServer: Server;
   /** Closes clients with 1001, stops listening, clears every timer. Safe to call twice. */
@@ -34,19 +44,39 @@ export interface RunningServer {
 /** Builds the node (model, WebSocket transport, HTTP API, metrics) and starts listening. */
 export async function startServer(config: ServerConfig, options: ServerOptions): Promise<RunningServer> {
   const { log } = options;
-  if (config.redisUrl) {
-    throw new Error('REDIS_URL is set, but this version has only the in-memory store; unset REDIS_URL to run a single node');
-  }
-  const store = options.store ?? new MemoryUserStore();
+  const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
+  const clusterTransport = options.clusterTransport ?? (config.redisUrl ? new RedisTransport({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
+  const cluster = clusterTransport
+    ? new ClusterLink({
+        transport: clusterTransport,
+        nodeId: config.nodeId,
+        leaseTtlMs: config.nodeLeaseMs,
+        syncIntervalMs: config.syncIntervalMs,
+        clock: baseClock,
+        log,
+      })
+    : undefined;
+  const store = cluster ?? options.store ?? new MemoryUserStore();
   const registry = new MetricsRegistry();
   let engine: PresenceEngine | undefined;
   const metrics = createPresenceMetrics(registry, () => engine!.stats());
   engine = new PresenceEngine({
     config,
-    clock: options.clock ?? systemClock,
+    // In a cluster, times are stamped on the shared service's clock (see ClusterLink).
+    clock: cluster ? offsetClock(baseClock, () => cluster.clockOffsetMs) : baseClock,
     store,
+    broker: cluster,
     observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
   });
+  if (cluster) {
+    try {
+      await cluster.start(engine);
+    } catch (error) {
+      await cluster.close().catch(() => {});
+      throw new Error(`cannot reach Redis at ${redactUrl(config.redisUrl ?? '')}: ${(error as Error).message}`);
+    }
+    log.info('joined the cluster', { node: cluster.nodeId, nodes: cluster.nodes().length });
+  }
   const verifier = createTokenVerifier(config.auth);
   const transport = new WebSocketTransport({
     config,
@@ -105,6 +135,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       await transport.shutdown();
       httpServer.closeAllConnections();
       await closed;
+      // Disconnects above were published; leaving now lets other nodes start the offline delay at
+      // once, so clients reconnecting elsewhere resume their sessions without a leave.
+      await cluster?.close();
       engine!.dispose();
       metrics.close();
       await store.close();
@@ -113,5 +146,13 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, metrics, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, metrics, httpServer, shutdown };
+}
+
+function skewed(clock: Clock, skewMs: number): Clock {
+  return skewMs === 0 ? clock : offsetClock(clock, () => skewMs);
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
 }

@@ -38,8 +38,25 @@ export interface ServerConfig {
   idleTimeoutMs: number;
   /** How long a user stays present after their last session drops. @default 30000 */
   offlineDelayMs: number;
-  /** Multi-node lease refresh interval (Redis). @default 5000 */
+  /**
+   * Multi-node anti-entropy: every interval each node compares the other nodes' stored state with
+   * what it applied and re-reads any that moved without a message. @default 5000
+   */
   syncIntervalMs: number;
+  /**
+   * Multi-node lease lifetime. A node renews it every third of it; a node that stops renewing is
+   * declared down within `nodeLeaseMs * 4/3`, and its users then get the offline delay. @default 3000
+   */
+  nodeLeaseMs: number;
+  /** This node's id in the cluster (logs, metrics, Redis keys). @default a random UUID */
+  nodeId?: string;
+  /** Prefix of every Redis key and the bus channel, so several clusters can share a Redis. @default 'presence' */
+  redisPrefix: string;
+  /**
+   * Testing only: added to this node's wall clock, to show that no cluster decision depends on
+   * it (the cluster stamps times on Redis's clock). @default 0
+   */
+  clockSkewMs: number;
   /** Typing ends after this long without a refresh. @default 3000 */
   typingTimeoutMs: number;
   /** Server ping interval; two silent intervals close the socket. @default 20000 */
@@ -49,7 +66,7 @@ export interface ServerConfig {
   states: Record<string, StateBase>;
   /** Allowed `Origin` values for WebSocket upgrades and CORS; empty: any. */
   allowedOrigins: string[];
-  /** When set, nodes share presence through Redis (not available in this version). */
+  /** When set, nodes share presence through Redis. */
   redisUrl?: string;
   /** @default 'info' */
   logLevel: LogLevel;
@@ -92,6 +109,9 @@ export const DEFAULT_CONFIG: ServerConfig = {
   idleTimeoutMs: 300_000,
   offlineDelayMs: 30_000,
   syncIntervalMs: 5_000,
+  nodeLeaseMs: 3_000,
+  redisPrefix: 'presence',
+  clockSkewMs: 0,
   typingTimeoutMs: 3_000,
   heartbeatIntervalMs: 20_000,
   auth: {},

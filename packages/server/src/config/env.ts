@@ -77,7 +77,11 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'HOST', default: DEFAULT_CONFIG.host, help: 'Interface to bind (e.g. 127.0.0.1, ::).' },
   { name: 'PRESENCE_IDLE_TIMEOUT_MS', default: String(DEFAULT_CONFIG.idleTimeoutMs), help: 'No activity for this long makes a session idle; all sessions idle means away.' },
   { name: 'PRESENCE_OFFLINE_DELAY_MS', default: String(DEFAULT_CONFIG.offlineDelayMs), help: 'How long a user stays present after their last session drops (0: at once).' },
-  { name: 'PRESENCE_SYNC_INTERVAL_MS', default: String(DEFAULT_CONFIG.syncIntervalMs), help: 'Node lease refresh interval when sharing state through Redis.' },
+  { name: 'PRESENCE_SYNC_INTERVAL_MS', default: String(DEFAULT_CONFIG.syncIntervalMs), help: 'Multi-node: how often each node checks the others\' stored state against what it applied (anti-entropy).' },
+  { name: 'PRESENCE_NODE_LEASE_MS', default: String(DEFAULT_CONFIG.nodeLeaseMs), help: 'Multi-node: lease lifetime, renewed every third of it; a dead node is detected within 4/3 of it.' },
+  { name: 'PRESENCE_NODE_ID', default: 'random', help: 'Multi-node: this node\'s id ([A-Za-z0-9_.-], at most 64).' },
+  { name: 'PRESENCE_REDIS_PREFIX', default: DEFAULT_CONFIG.redisPrefix, help: 'Multi-node: prefix of Redis keys and the bus channel, for clusters sharing one Redis.' },
+  { name: 'PRESENCE_CLOCK_SKEW_MS', default: '0', help: 'Testing only: shifts this node\'s wall clock to show nothing depends on it.' },
   { name: 'PRESENCE_TYPING_TIMEOUT_MS', default: String(DEFAULT_CONFIG.typingTimeoutMs), help: 'Typing ends after this long without a refresh.' },
   { name: 'PRESENCE_HEARTBEAT_INTERVAL_MS', default: String(DEFAULT_CONFIG.heartbeatIntervalMs), help: 'Server ping interval; two silent intervals close the connection (min 10).' },
   { name: 'PRESENCE_JWT_SECRET', default: unset, help: 'HS256 secret for user tokens.' },
@@ -417,6 +421,18 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   const idleTimeoutMs = int('PRESENCE_IDLE_TIMEOUT_MS', d.idleTimeoutMs, 1, MAX_TIMER_MS);
   const offlineDelayMs = int('PRESENCE_OFFLINE_DELAY_MS', d.offlineDelayMs, 0, MAX_TIMER_MS);
   const syncIntervalMs = int('PRESENCE_SYNC_INTERVAL_MS', d.syncIntervalMs, 1, MAX_TIMER_MS);
+  const nodeLeaseMs = int('PRESENCE_NODE_LEASE_MS', d.nodeLeaseMs, 30, MAX_TIMER_MS);
+  const clockSkewMs = present(vars.PRESENCE_CLOCK_SKEW_MS)
+    ? parseInteger('PRESENCE_CLOCK_SKEW_MS', vars.PRESENCE_CLOCK_SKEW_MS.replace(/^-/, ''), 0, 86_400_000) * (vars.PRESENCE_CLOCK_SKEW_MS.trim().startsWith('-') ? -1 : 1)
+    : d.clockSkewMs;
+  const nodeId = present(vars.PRESENCE_NODE_ID) ? vars.PRESENCE_NODE_ID.trim() : undefined;
+  if (nodeId !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(nodeId)) {
+    throw new ConfigError('PRESENCE_NODE_ID', 'PRESENCE_NODE_ID must be 1–64 characters of A-Z a-z 0-9 _ . -');
+  }
+  const redisPrefix = present(vars.PRESENCE_REDIS_PREFIX) ? vars.PRESENCE_REDIS_PREFIX.trim() : d.redisPrefix;
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError('PRESENCE_REDIS_PREFIX', 'PRESENCE_REDIS_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ . : -');
+  }
   const typingTimeoutMs = int('PRESENCE_TYPING_TIMEOUT_MS', d.typingTimeoutMs, 1, MAX_TIMER_MS);
   const heartbeatIntervalMs = int('PRESENCE_HEARTBEAT_INTERVAL_MS', d.heartbeatIntervalMs, 10, MAX_TIMER_MS);
 
@@ -466,6 +482,9 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     idleTimeoutMs,
     offlineDelayMs,
     syncIntervalMs,
+    nodeLeaseMs,
+    redisPrefix,
+    clockSkewMs,
     typingTimeoutMs,
     heartbeatIntervalMs,
     auth,
@@ -477,6 +496,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     limits,
   };
   if (redisUrl !== undefined) config.redisUrl = redisUrl;
+  if (nodeId !== undefined) config.nodeId = nodeId;
   return config;
 }
 

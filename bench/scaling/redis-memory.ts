@@ -1,0 +1,35 @@
+/*
+ * Redis memory per online user in multi-node mode: one node, N users each with a session, a
+ * name and avatar, joined to one of 100 channels with channel meta. Prints used_memory before and
+ * after, and the key count. Run: node --import tsx bench/scaling/redis-memory.ts [users]
+ */
+import WebSocket from 'ws';
+import { Redis } from 'ioredis';
+import { resolveConfig } from '../../packages/server/src/config/config.js';
+import { silentLogger } from '../../packages/server/src/log.js';
+import { startServer } from '../../packages/server/src/server.js';
+import { RedisServer } from '../../packages/server/test/support/redis-server.js';
+
+const users = Number(process.argv[2] ?? 2000);
+const redis = await RedisServer.start();
+const client = new Redis(redis.url);
+const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
+const server = await startServer(resolveConfig({ port: 0, host: '127.0.0.1', redisUrl: redis.url, limits: { maxConnections: users + 10 } }), { log: silentLogger });
+await new Promise((resolve) => setTimeout(resolve, 300));
+const before = await usedMemory();
+const sockets: WebSocket[] = [];
+for (let i = 0; i < users; i++) {
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/realtime?userId=user-${i}&name=User%20${i}&avatar=https://example.com/a/${i}.png`);
+  await new Promise((resolve) => ws.once('message', resolve));
+  ws.send(JSON.stringify({ type: 'join', channel: `room:${i % 100}`, meta: { mode: 'viewing' } }));
+  sockets.push(ws);
+}
+await new Promise((resolve) => setTimeout(resolve, 2000));
+const after = await usedMemory();
+const keys = await client.dbsize();
+const perUser = Math.round((after - before) / users);
+console.log(JSON.stringify({ users, usedMemoryBefore: before, usedMemoryAfter: after, bytesPerOnlineUser: perUser, keys }, null, 2));
+for (const ws of sockets) ws.terminate();
+await server.shutdown();
+client.disconnect();
+await redis.stop();
