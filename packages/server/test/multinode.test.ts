@@ -234,6 +234,24 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.deepEqual((await redisKeys(redis!.url)).filter((k) => k.includes(n1.id)), [], 'no key of the dead node left');
   });
 
+  it('graceful shutdown of a node: its clients get 1001, resume on another node, and nobody sees a leave or join', async () => {
+    const [n1, n2] = await cluster(2);
+    const obs = await connect(n2, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    const ann = await connect(n1, { userId: 'ann' });
+    await ann.request({ type: 'join', channel: 'room' });
+    await until(async () => (await members(n2, 'room')).length === 2, 5000, 'ann listed on n2');
+    const closed = ann.closed;
+    await stopNode(n1, 'SIGTERM');
+    assert.equal((await closed).code, 1001);
+    const again = await connect(n2, { userId: 'ann', sessionId: ann.welcome.sessionId });
+    assert.equal(again.welcome.resumed, true);
+    await sleep(OFFLINE_DELAY_MS + DETECTION_BOUND_MS);
+    assert.deepEqual(joinsAndLeaves(obs, 'room', 'ann'), ['join']);
+    assert.deepEqual(await members(n2, 'room'), ['ann:online', 'obs:online']);
+    assert.deepEqual((await redisKeys(redis!.url)).filter((k) => k.includes(n1.id)), [], 'the node left no key behind');
+  });
+
   it('Redis killed and restarted empty: nodes serve local clients, report not ready, then converge without any client reconnecting', async (t) => {
     const [n1, n2] = await cluster(2);
     const obs = await connect(n2, { userId: 'obs' });
