@@ -767,12 +767,26 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
     this.watchers.notify(user, view, true, privacyChanged);
   }
 
+  /** `presence.sync`, assembled from each member's cached JSON (the same shape JSON.stringify gives). */
   private sendSync(session: Session, channel: Channel): void {
-    this.fanout.toSession(session, { type: 'presence.sync', channel: channel.name, members: this.visibleMembers(channel), seq: channel.seq });
+    const parts: string[] = [];
+    for (const member of channel.members.values()) {
+      if (member.user.announcedVisible) parts.push(this.rendered(member).json);
+    }
+    const json = `{"type":"presence.sync","channel":${JSON.stringify(channel.name)},"members":[${parts.join(',')}],"seq":${channel.seq}}`;
+    this.fanout.toSessions([session], json, 'presence.sync');
   }
 
   private member(member: ChannelMember): Member {
-    return memberView(member.user.published, member.channelMeta, member.joinedAt);
+    return this.rendered(member).view;
+  }
+
+  private rendered(member: ChannelMember): NonNullable<ChannelMember['rendered']> {
+    const { rendered } = member;
+    if (rendered && rendered.published === member.user.published && rendered.channelMeta === member.channelMeta) return rendered;
+    const view = memberView(member.user.published, member.channelMeta, member.joinedAt);
+    member.rendered = { published: member.user.published, channelMeta: member.channelMeta, view, json: JSON.stringify(view) };
+    return member.rendered;
   }
 
   private visibleMembers(channel: Channel): Member[] {

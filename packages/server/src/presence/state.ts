@@ -1,4 +1,4 @@
-import type { Meta, ServerMessage, UserPresence } from '@presence/protocol';
+import type { Member, Meta, ServerMessage, UserPresence } from '@presence/protocol';
 import type { UserRecord } from '../store/user-store.js';
 import type { TimerHandle } from './clock.js';
 
@@ -60,6 +60,12 @@ export interface ChannelMember {
   joinedAt: number;
   channelMeta: Meta;
   sessions: Set<Session>;
+  /**
+   * The member as last serialized, valid while the user's announced view and the channel meta
+   * are the same objects (both are replaced, never mutated, on change). A sync of a big channel
+   * then costs one string join instead of one object and one stringify per member.
+   */
+  rendered?: { published: UserPresence; channelMeta: Meta; view: Member; json: string };
 }
 
 export interface Channel {
