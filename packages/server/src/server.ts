@@ -59,7 +59,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   const store = cluster ?? options.store ?? new MemoryUserStore();
   const registry = new MetricsRegistry();
   let engine: PresenceEngine | undefined;
-  const metrics = createPresenceMetrics(registry, () => engine!.stats());
+  const metrics = createPresenceMetrics(registry, () => engine!.stats(), {
+    cluster: cluster ? () => ({ nodes: cluster.nodes().length, ready: cluster.isReady() }) : undefined,
+  });
   engine = new PresenceEngine({
     config,
     // In a cluster, times are stamped on the shared service's clock (see ClusterLink).

@@ -190,6 +190,11 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     for (const node of [n1, n2, n3]) assert.ok((await members(node, 'room')).includes('cat:away'), `still away on ${node.id}`);
     await until(async () => (await members(n2, 'room')).includes('cat:online'), 6000, 'cat back online');
 
+    const metrics = await fetch(`${n2.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^presence_cluster_nodes 3$/m);
+    assert.match(metrics, /^presence_cluster_ready 1$/m);
+    assert.match(metrics, /^presence_online_users 3$/m, 'users are counted cluster-wide');
+    assert.match(metrics, /^presence_connections 1$/m, 'connections are this node\'s');
     const expected = ['ann:busy', 'bob:online', 'cat:online'];
     for (const node of [n1, n2, n3]) {
       assert.deepEqual(await members(node, 'room'), expected, `channel on ${node.id}`);
@@ -265,6 +270,7 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     await redis!.kill();
     for (const node of [n1, n2]) await until(async () => (await httpJson(node, '/readyz')).status === 503, 5000, `${node.id} not ready`);
     t.diagnostic(`Redis killed → /readyz 503 on both nodes: ${Date.now() - killedAt} ms`);
+    assert.match(await fetch(`${n1.url}/metrics`).then((r) => r.text()), /^presence_cluster_ready 0$/m);
     // Local clients keep working while Redis is away.
     const cal = await connect(n2, { userId: 'cal' });
     assert.equal((await cal.request({ type: 'join', channel: 'room' })).type, 'ack');

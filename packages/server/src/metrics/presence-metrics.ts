@@ -79,6 +79,8 @@ export interface PresenceMetrics {
 export interface PresenceMetricsOptions {
   /** Sampling resolution of the event loop monitor. @default 20 */
   eventLoopResolutionMs?: number;
+  /** In a cluster: nodes with a live lease and whether the shared state is reachable. */
+  cluster?: () => { nodes: number; ready: boolean };
 }
 
 export function createPresenceMetrics(
@@ -112,6 +114,18 @@ export function createPresenceMetrics(
     name: 'presence_channels',
     help: 'Channels with at least one visible member.',
     collect: fromSnapshot('channels'),
+  });
+
+  const cluster = options.cluster;
+  registry.gauge({
+    name: 'presence_cluster_nodes',
+    help: 'Nodes with a live lease, as this node last saw the registry (1 without Redis).',
+    collect: () => (cluster ? cluster().nodes : 1),
+  });
+  registry.gauge({
+    name: 'presence_cluster_ready',
+    help: '1 while the shared state (Redis) is reachable and this node is registered; always 1 without Redis.',
+    collect: () => (!cluster || cluster().ready ? 1 : 0),
   });
 
   const eventsIn = registry.counter({
