@@ -1,0 +1,44 @@
+/**
+ * Measures what the client costs a web page: bundled for the browser (with @presence/protocol,
+ * which is all it depends on), minified and gzipped. `npm run size` prints it; the README quotes
+ * it and a test keeps the two in agreement.
+ */
+import { gzipSync } from 'node:zlib';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { build } from 'esbuild';
+
+export interface BundleSize {
+  minifiedBytes: number;
+  gzippedBytes: number;
+  /** Modules that ended up in the bundle, relative to packages/client. */
+  inputs: string[];
+}
+
+export async function measureClientBundle(): Promise<BundleSize> {
+  const result = await build({
+    absWorkingDir: fileURLToPath(new URL('..', import.meta.url)),
+    entryPoints: ['src/index.ts'],
+    bundle: true,
+    minify: true,
+    format: 'esm',
+    // A browser target: any Node built-in or server module in the graph fails the build.
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  const code = result.outputFiles[0].contents;
+  return {
+    minifiedBytes: code.byteLength,
+    gzippedBytes: gzipSync(code, { level: 9 }).byteLength,
+    inputs: Object.keys(result.metafile.inputs),
+  };
+}
+
+export const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const size = await measureClientBundle();
+  console.log(`@presence/client: ${kib(size.minifiedBytes)} minified, ${kib(size.gzippedBytes)} minified + gzipped (${size.gzippedBytes} bytes)`);
+}
