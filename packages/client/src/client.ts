@@ -127,6 +127,9 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
       url: options.url,
       ...(options.getToken ? { getToken: options.getToken } : {}),
       params,
+      // A server that restarted learns the own status before it announces us: an invisible user
+      // never flashes online, a busy one never shows online first.
+      connectParams: () => this.own.connectHints(this.clock.now()),
       WebSocket: WebSocketClass,
       clock: this.clock,
       random: options.random ?? Math.random,

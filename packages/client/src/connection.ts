@@ -30,6 +30,8 @@ export interface ConnectionOptions {
   getToken?: () => string | Promise<string>;
   /** Extra query parameters for every connect (`device`, or `userId` in development mode). */
   params: Record<string, string>;
+  /** Parameters computed at each connect (the own status to restore if the server forgot it). */
+  connectParams?: () => Record<string, string>;
   WebSocket: WebSocketConstructor;
   clock: Clock;
   random: () => number;
@@ -183,6 +185,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   private openSocket(attempt: number, token: string | undefined): void {
     const url = new URL(this.options.url);
     for (const [key, value] of Object.entries(this.options.params)) url.searchParams.set(key, value);
+    for (const [key, value] of Object.entries(this.options.connectParams?.() ?? {})) url.searchParams.set(key, value);
     if (token !== undefined) url.searchParams.set('token', token);
     if (this.sessionIdToResume) url.searchParams.set('sessionId', this.sessionIdToResume);
     let socket: WebSocketLike;

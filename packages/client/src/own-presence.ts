@@ -108,6 +108,21 @@ export class OwnPresence {
     return commands;
   }
 
+  /**
+   * The confirmed manual status as connect parameters. The server applies them only if it has
+   * no record of the user (it restarted), so they never overwrite a newer change.
+   */
+  connectHints(now: number): Record<string, string> {
+    const mine = this.status;
+    if (!mine || (mine.expiresAt !== undefined && Date.parse(mine.expiresAt) <= now)) return {};
+    const hints: Record<string, string> = {};
+    if (mine.manualStatus) hints.status = mine.manualStatus;
+    if (mine.state !== undefined) hints.state = mine.state;
+    if (mine.message !== undefined) hints.message = mine.message;
+    if (mine.expiresAt !== undefined && Object.keys(hints).length > 0) hints.expiresAt = mine.expiresAt;
+    return hints;
+  }
+
   /** Logout: nothing to restore any more. */
   clear(): void {
     this.current = null;

@@ -138,6 +138,33 @@ describe('seq gaps', () => {
 });
 
 describe('a server restart', () => {
+  test('an invisible user stays invisible: the new server learns it at connect, before anyone is told', async () => {
+    const first = await startPresenceServer({ offlineDelayMs: 3000 });
+    const port = first.port;
+    const ghost = track(devClient(first.wsUrl, 'rs-ghost'));
+    await ghost.join('room:ghost');
+    await ghost.setStatus({ status: 'invisible' });
+    const back = nextEvent(ghost, 'connected');
+    await first.shutdown();
+    const second = await startPresenceServer({ port, offlineDelayMs: 3000 });
+    try {
+      // A watcher that is there before the invisible user's client comes back.
+      const observer = track(await Observer.connect(second.wsUrl, 'rs-watcher'));
+      await observer.request({ type: 'watch', users: ['rs-ghost'] });
+      await observer.request({ type: 'join', channel: 'room:ghost' });
+      const [welcome] = await back;
+      assert.equal(welcome.resumed, false);
+      assert.equal(welcome.self.manualStatus, 'invisible', 'the server knew before its welcome');
+      await until(() => second.engine.channelPresence('room:ghost', { limit: 10 }).count === 1, 'the room as others see it');
+      await observer.barrier();
+      assert.deepEqual(presenceEventsAbout(observer.drain(), 'rs-ghost'), [], 'never shown online');
+      assert.equal(second.engine.userPresence('rs-ghost', { trusted: true }).status, 'offline');
+    } finally {
+      ghost.close();
+      await second.shutdown();
+    }
+  });
+
   test('reconciles: no false leave/join, restored status, real changes still appear', async () => {
     const first = await startPresenceServer({ offlineDelayMs: 3000 });
     const port = first.port;

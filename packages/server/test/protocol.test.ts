@@ -1360,3 +1360,39 @@ describe('connection health', () => {
     assert.notEqual(outcome, 'open');
   });
 });
+
+describe('status restored at connect', () => {
+  test('a server that forgot the user (restart) applies the hint before announcing: invisible never flashes online', async (t) => {
+    const env = await setup(t);
+    const bob = await env.connect('bob');
+    assert.equal((await bob.request({ type: 'watch', users: ['ann'] })).type, 'ack');
+    const ann = await env.connect('ann', { status: 'invisible', message: 'Heads down' });
+    assert.equal(ann.welcome.self.manualStatus, 'invisible');
+    assert.equal(ann.welcome.self.message, 'Heads down');
+    await assertAlive(ann);
+    await sleep(50);
+    assert.deepEqual(bob.ofType('user.update'), [], 'watchers were never told ann is online');
+  });
+
+  test('a busy hint makes the first announcement busy (no online → busy flicker)', async (t) => {
+    const env = await setup(t);
+    const bob = await env.connect('bob');
+    await bob.request({ type: 'watch', users: ['ann'] });
+    await env.connect('ann', { status: 'busy', state: 'in-call' });
+    const updates = [(await bob.waitFor((m) => m.type === 'user.update')) as Msg<'user.update'>];
+    await sleep(50);
+    assert.deepEqual(bob.ofType('user.update').map((u) => [u.user.status, u.user.state]), [['busy', 'in-call']]);
+    assert.equal(updates.length, 1);
+  });
+
+  test('a server that knows the user ignores the hint; an invalid hint is dropped, not an error', async (t) => {
+    const env = await setup(t);
+    const first = await env.connect('ann');
+    await first.request({ type: 'status', status: 'away' });
+    const second = await env.connect('ann', { status: 'invisible' });
+    assert.equal(second.welcome.self.manualStatus, 'away', 'what the server knows wins over an older client');
+    const fresh = await env.connect('cat', { status: 'busy', state: 'no-such-state', expiresAt: 'yesterday' });
+    assert.equal(fresh.welcome.type, 'welcome');
+    assert.equal(fresh.welcome.self.manualStatus, null);
+  });
+});

@@ -54,6 +54,12 @@ export interface ConnectRequest {
   /** A previous session id to resume, when the client sends one. */
   sessionId?: string;
   device?: string;
+  /**
+   * The manual status the client last had confirmed (`?status=&state=&message=&expiresAt=`).
+   * Applied only when this server has no record of the user (it restarted and forgot), before
+   * anyone is told the user is here, so an invisible user never flashes online.
+   */
+  restore?: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt'>;
 }
 
 export interface EngineOptions {
@@ -130,8 +136,12 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
    */
   connect(request: ConnectRequest, sink: SessionSink): Attachment {
     const now = this.clock.now();
+    // No stored record: this server never saw the user (or restarted and lost it). A user only
+    // watched so far has no record either.
+    const forgotten = this.store.get(request.identity.userId) === undefined;
     const user = this.userState(request.identity.userId);
     this.applyIdentity(user, request.identity);
+    if (forgotten && request.restore) this.restoreStatus(user, request.restore);
     const device = request.device && DEVICE.test(request.device) ? request.device : 'unknown';
 
     const wanted = request.sessionId && SESSION_ID.test(request.sessionId) ? request.sessionId : undefined;
@@ -194,6 +204,16 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
     this.announce(user);
     if (resumed) this.resendState(session);
     return { session, sink, resumed };
+  }
+
+  private restoreStatus(user: UserState, restore: NonNullable<ConnectRequest['restore']>): void {
+    if (restore.status === undefined && restore.state === undefined && restore.message === undefined) return;
+    try {
+      this.applyStatus(user, restore, false);
+    } catch {
+      // A stale or invalid hint (an expired expiry, a state no longer configured) is dropped: the
+      // client re-sends its status after `welcome` anyway, and gets a proper error then.
+    }
   }
 
   /** The socket closed without `logout`: the session lingers for the offline delay. */

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ServerConfig } from '../config/config.js';
 import { isDevMode } from '../config/config.js';
-import type { PresenceEngine } from '../presence/engine.js';
+import type { ConnectRequest, PresenceEngine } from '../presence/engine.js';
 import type { Identity } from '../auth/identity.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import { bearerToken, originAllowed } from '../auth/access.js';
@@ -158,6 +158,7 @@ export class WebSocketTransport {
             identity,
             sessionId: url.searchParams.get('sessionId') ?? undefined,
             device: url.searchParams.get('device') ?? undefined,
+            restore: restoreHint(url.searchParams),
           },
           connection,
         );
@@ -223,6 +224,18 @@ export class WebSocketTransport {
     for (const ws of this.connections.values()) ws.terminate();
     this.wss.close();
   }
+}
+
+/** The status a reconnecting client asks to have back if this server forgot it (see ConnectRequest). */
+function restoreHint(params: URLSearchParams): ConnectRequest['restore'] {
+  const status = params.get('status');
+  const hint: NonNullable<ConnectRequest['restore']> = {};
+  if (status === 'online' || status === 'away' || status === 'busy' || status === 'invisible') hint.status = status;
+  for (const field of ['state', 'message', 'expiresAt'] as const) {
+    const value = params.get(field);
+    if (value !== null) hint[field] = value;
+  }
+  return Object.keys(hint).length > 0 ? hint : undefined;
 }
 
 function toPresenceError(error: unknown, log: Logger): PresenceError {
