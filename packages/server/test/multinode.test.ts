@@ -3,9 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import type { ServerMessage } from '@presence/protocol';
 import { TestClient, httpJson, sleep } from './support/harness.js';
 import { RedisServer, freePort } from './support/redis-server.js';
+import * as log from './support/presence-log.js';
 
 /*
  * Real server processes (the CLI, run with tsx) sharing one real redis-server: the multi-node
@@ -98,37 +98,10 @@ async function members(node: NodeProcess, channel: string): Promise<string[]> {
   return (answer.body.members as { userId: string; status: string }[]).map((m) => `${m.userId}:${m.status}`).sort();
 }
 
-type Presence = Extract<ServerMessage, { type: `presence.${string}` }>;
-
-function presenceEvents(client: TestClient, channel: string): Presence[] {
-  return client.messages.filter((m): m is Presence => m.type.startsWith('presence.') && (m as Presence).channel === channel);
-}
-
-function joinsAndLeaves(client: TestClient, channel: string, userId: string): string[] {
-  return presenceEvents(client, channel).flatMap((e) => {
-    if (e.type === 'presence.join' && e.member.userId === userId) return ['join'];
-    if (e.type === 'presence.leave' && e.userId === userId) return ['leave'];
-    return [];
-  });
-}
-
-/** The member list a client holds (first sync plus events), checking that seq has no gap. */
-function replay(client: TestClient, channel: string): string[] {
-  const list = new Map<string, string>();
-  let seq: number | undefined;
-  for (const event of presenceEvents(client, channel)) {
-    if (event.type === 'presence.sync') {
-      list.clear();
-      for (const m of event.members) list.set(m.userId, m.status);
-    } else {
-      assert.equal(event.seq, seq! + 1, `seq without gaps for every receiver (${channel})`);
-      if (event.type === 'presence.leave') list.delete(event.userId);
-      else list.set(event.member.userId, event.member.status);
-    }
-    seq = event.seq;
-  }
-  return [...list].map(([id, status]) => `${id}:${status}`).sort();
-}
+/** What one client made of a channel's presence messages. */
+const presenceEvents = (client: TestClient, channel: string) => log.presenceEvents(client.messages, channel);
+const joinsAndLeaves = (client: TestClient, channel: string, userId: string) => log.joinsAndLeaves(client.messages, channel, userId);
+const replay = (client: TestClient, channel: string) => log.replay(client.messages, channel);
 
 describe('many nodes through Redis (3 processes, real redis-server)', { timeout: 120_000 }, () => {
   let redis: RedisServer | undefined;

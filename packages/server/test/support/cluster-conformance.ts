@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
-import type { ServerMessage } from '@presence/protocol';
 import type { ClusterTransport } from '../../src/broker/transport.js';
 import { ClusterNode, eventually, pause, type RecordingSink } from './cluster-nodes.js';
+import * as log from './presence-log.js';
 
 /** A shared service the cluster runs on: a fresh, empty one per test. */
 export interface SharedService {
@@ -26,40 +26,10 @@ const TRUSTED = { trusted: true } as const;
 const OFFLINE_DELAY = 400;
 const LEASE_TTL = 300;
 
-type Presence = Extract<ServerMessage, { type: `presence.${string}` }>;
-
-/** Presence events a sink got for one channel, in order. */
-function events(sink: RecordingSink, channel: string): Presence[] {
-  return sink.frames.filter((f): f is Presence => f.type.startsWith('presence.') && (f as Presence).channel === channel);
-}
-
-function joinsAndLeaves(sink: RecordingSink, channel: string, userId: string): string[] {
-  return events(sink, channel).flatMap((e) => {
-    if (e.type === 'presence.join' && e.member.userId === userId) return ['join'];
-    if (e.type === 'presence.leave' && e.userId === userId) return ['leave'];
-    return [];
-  });
-}
-
-/** Rebuilds the member list a client would hold from its first sync plus the events after it. */
-function replay(sink: RecordingSink, channel: string): string[] {
-  const members = new Map<string, string>();
-  let seq: number | undefined;
-  for (const event of events(sink, channel)) {
-    if (event.type === 'presence.sync') {
-      members.clear();
-      for (const m of event.members) members.set(m.userId, m.status);
-      seq = event.seq;
-      continue;
-    }
-    assert.ok(seq !== undefined, 'events before the first sync');
-    assert.equal(event.seq, seq + 1, `seq runs without gaps in ${channel}`);
-    seq = event.seq;
-    if (event.type === 'presence.leave') members.delete(event.userId);
-    else members.set(event.member.userId, event.member.status);
-  }
-  return [...members].map(([id, status]) => `${id}:${status}`).sort();
-}
+/** What one recording sink made of a channel's presence messages. */
+const events = (sink: RecordingSink, channel: string) => log.presenceEvents(sink.frames, channel);
+const joinsAndLeaves = (sink: RecordingSink, channel: string, userId: string) => log.joinsAndLeaves(sink.frames, channel, userId);
+const replay = (sink: RecordingSink, channel: string) => log.replay(sink.frames, channel);
 
 function memberIds(node: ClusterNode, channel: string): string[] {
   return node.engine
