@@ -10,7 +10,9 @@ export interface BroadcastExclusions {
 
 /**
  * Writes server messages to sessions. A channel message is serialized once and the same string
- * goes to every receiver: fan-out cost is one `JSON.stringify` plus one queue push per socket.
+ * goes to every receiver: fan-out cost is one serialization plus one queue push per socket. A
+ * member inside a join or update is not serialized again: its cached JSON (ChannelMember.rendered)
+ * is spliced in.
  */
 export class Fanout {
   constructor(private readonly observer?: EngineObserver) {}
@@ -22,14 +24,16 @@ export class Fanout {
   }
 
   toChannel(channel: Channel, message: ServerMessage, exclusions: BroadcastExclusions = {}): void {
+    const { exceptSession, exceptUserId } = exclusions;
     let json: string | undefined;
     let receivers = 0;
     for (const member of channel.members.values()) {
-      if (member.user.record.userId === exclusions.exceptUserId) continue;
+      if (exceptUserId !== undefined && member.user.record.userId === exceptUserId) continue;
       for (const session of member.sessions) {
-        if (session === exclusions.exceptSession || !session.sink) continue;
-        json ??= JSON.stringify(message);
-        session.sink.send(json, message.type);
+        const sink = session.sink;
+        if (sink === null || session === exceptSession) continue;
+        json ??= serializeForChannel(channel, message);
+        sink.send(json, message.type);
         receivers += 1;
       }
     }
@@ -47,4 +51,21 @@ export class Fanout {
     if (receivers > 0) this.observer?.sent(type, receivers);
     return receivers;
   }
+}
+
+/**
+ * `JSON.stringify(message)`, byte for byte; a join or update carrying the member's cached view
+ * reuses that view's JSON instead of serializing it again.
+ */
+function serializeForChannel(channel: Channel, message: ServerMessage): string {
+  if (message.type !== 'presence.update' && message.type !== 'presence.join') return JSON.stringify(message);
+  const rendered = channel.members.get(message.member.userId)?.rendered;
+  if (rendered === undefined || rendered.view !== message.member) return JSON.stringify(message);
+  let out = '{';
+  for (const [key, value] of Object.entries(message)) {
+    if (value === undefined) continue;
+    if (out.length > 1) out += ',';
+    out += `${JSON.stringify(key)}:${key === 'member' ? rendered.json : JSON.stringify(value)}`;
+  }
+  return `${out}}`;
 }

@@ -3,6 +3,7 @@ import type { Attachment, PresenceEngine, SessionSink } from '../presence/engine
 import { decodeCommand, refOf } from '../presence/commands.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { scheduleFlush, type Flushable, type SharedFrames } from './flush-queue.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /**
@@ -11,6 +12,8 @@ import { RateLimiter } from './rate-limiter.js';
  */
 export interface SocketLike {
   send(data: string): void;
+  /** A text frame given as UTF-8 bytes (`binary: false`), so sockets can share one encoding. */
+  send(data: Buffer, options: { binary: boolean }): void;
   close(code: number, reason: string): void;
   /** Drops the TCP connection without a closing handshake. */
   terminate(): void;
@@ -40,7 +43,7 @@ export interface ConnectionOptions {
  * them on the engine, and queues the engine's frames, coalescing those of one tick into a single
  * frame (a JSON array) so a burst of events costs one write.
  */
-export class Connection implements SessionSink {
+export class Connection implements SessionSink, Flushable {
   attachment?: Attachment;
   /** Time anything last arrived (frame or pong): the heartbeat sweep reads it. */
   lastInboundAt: number;
@@ -67,7 +70,7 @@ export class Connection implements SessionSink {
     this.outbox.push(json);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      scheduleFlush(this);
     }
   }
 
@@ -164,11 +167,17 @@ export class Connection implements SessionSink {
 
   // Outbound ---------------------------------------------------------------------------------
 
-  private flush(): void {
+  /** Called by the flush pass of this turn. */
+  flushQueued(frames: SharedFrames): void {
+    this.flush(frames);
+  }
+
+  private flush(frames?: SharedFrames): void {
     this.flushScheduled = false;
     if (this.closed || this.outbox.length === 0) return;
-    const frame = this.outbox.length === 1 ? this.outbox[0] : `[${this.outbox.join(',')}]`;
-    this.outbox.length = 0;
+    const { outbox } = this;
+    const frame = outbox.length === 1 ? outbox[0] : frames !== undefined ? frames.batch(outbox) : `[${outbox.join(',')}]`;
+    outbox.length = 0;
     // A client that does not read must not make the server buffer without bound, nor slow the
     // others: past the limit it is dropped, and its frames are never queued. Slowness is judged by
     // what is still unsent from earlier writes: a client that has read everything is never slow,
@@ -185,6 +194,11 @@ export class Connection implements SessionSink {
       this.socket.terminate();
       return;
     }
-    this.socket.send(frame);
+    // Usually a frame that many sockets get in this pass: encoded once (see flush-queue.ts).
+    const data = frames !== undefined ? frames.bytesOrText(frame) : frame;
+    if (typeof data === 'string') this.socket.send(data);
+    else this.socket.send(data, TEXT);
   }
 }
+
+const TEXT = { binary: false };

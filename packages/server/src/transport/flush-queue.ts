@@ -3,9 +3,9 @@
  *
  * A fan-out queues one message on each of many connections. One `setImmediate` per connection
  * meant one timer object and callback per receiver per turn; one pass for all of them costs a
- * single callback. Within a pass the same string usually goes to many sockets (every receiver of
- * an event gets the identical JSON), so it is UTF-8 encoded once and the same bytes are handed to
- * every socket, instead of each socket encoding its own copy.
+ * single callback. Within a pass the same text usually goes to many sockets (every receiver of
+ * an event gets the identical JSON, and during a burst the identical batch of events), so it is
+ * built and UTF-8 encoded once and the same bytes are handed to every socket.
  */
 
 export interface Flushable {
@@ -13,17 +13,51 @@ export interface Flushable {
   flushQueued(frames: SharedFrames): void;
 }
 
-/** UTF-8 bytes of the frames written in the current pass, by frame text. */
+interface Batch {
+  messages: readonly string[];
+  frame: string;
+}
+
+/** Larger texts are mostly member lists, unique to their receiver: sharing them gains nothing. */
+const SHARE_MAX_CHARS = 16 * 1024;
+
+/**
+ * Frames of the current pass. Sockets that get the same message (every receiver of an event), or
+ * exactly the same messages (every member of a channel during a burst of its events), share one
+ * text and one UTF-8 encoding of it.
+ */
 export class SharedFrames {
   private readonly encoded = new Map<string, Buffer>();
+  private readonly batches = new Map<string, Batch[]>();
 
-  bytes(frame: string): Buffer {
+  /** The frame's UTF-8 bytes when it is small enough to be worth sharing, else the frame itself. */
+  bytesOrText(frame: string): Buffer | string {
+    if (frame.length > SHARE_MAX_CHARS) return frame;
     let buffer = this.encoded.get(frame);
     if (buffer === undefined) {
       buffer = Buffer.from(frame, 'utf8');
       this.encoded.set(frame, buffer);
     }
     return buffer;
+  }
+
+  /** `[m1,m2,…]`, built once per pass for each distinct sequence of messages. */
+  batch(messages: readonly string[]): string {
+    const first = messages[0];
+    if (first.length > SHARE_MAX_CHARS) return `[${messages.join(',')}]`;
+    const candidates = this.batches.get(first);
+    if (candidates !== undefined) {
+      next: for (const candidate of candidates) {
+        if (candidate.messages.length !== messages.length) continue;
+        for (let i = 1; i < messages.length; i += 1) if (candidate.messages[i] !== messages[i]) continue next;
+        return candidate.frame;
+      }
+    }
+    const frame = `[${messages.join(',')}]`;
+    // A few variants per first message: a member who joined mid-burst sees only part of it.
+    if (candidates === undefined) this.batches.set(first, [{ messages: messages.slice(), frame }]);
+    else if (candidates.length < 4) candidates.push({ messages: messages.slice(), frame });
+    return frame;
   }
 }
 

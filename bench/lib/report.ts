@@ -1,0 +1,282 @@
+/** The results file's shape, the targets judged from it, and the end-of-run table. */
+import type { SystemName } from '../loadgen/wire.js';
+import type { BigChannelResult, FillResult } from '../scenarios/big-channel.js';
+import type { ConnectionsResult } from '../scenarios/connections.js';
+import type { Options, ScenarioName } from '../scenarios/context.js';
+import type { FanoutResult } from '../scenarios/fanout.js';
+import type { JoinStormResult } from '../scenarios/join-storm.js';
+import type { ReconnectResult } from '../scenarios/reconnect.js';
+import type { LadderResult, StepResult } from '../scenarios/steps.js';
+import { SYSTEM_LABELS } from './systems.js';
+
+export type Outcome<T> = T | { skipped: string } | { error: string };
+
+export interface ScenarioResults {
+  connections: Partial<Record<SystemName, Outcome<ConnectionsResult>>>;
+  fanout: Partial<Record<SystemName, Outcome<FanoutResult>>>;
+  joinstorm: Partial<Record<SystemName, Outcome<JoinStormResult>>>;
+  typing: Partial<Record<SystemName, Outcome<LadderResult & { members: number; fill: FillResult }>>>;
+  churn: Partial<Record<SystemName, Outcome<LadderResult & { members: number; fill: FillResult }>>>;
+  reconnect: Partial<Record<SystemName, Outcome<ReconnectResult>>>;
+  multinode: Partial<Record<SystemName, Outcome<FanoutResult>>>;
+}
+
+export interface Target {
+  name: string;
+  target: string;
+  value: string;
+  met: boolean | null;
+}
+
+export interface Results {
+  schema: 1;
+  mode: 'quick' | 'full';
+  command: string;
+  startedAt: string;
+  finishedAt: string;
+  durationSeconds: number;
+  machine: Record<string, unknown>;
+  options: Options;
+  scenarios: ScenarioResults;
+  ratios: Record<string, number | null>;
+  targets: Target[];
+}
+
+export function isResult<T>(outcome: Outcome<T> | undefined): outcome is T {
+  return outcome !== undefined && !('skipped' in (outcome as object)) && !('error' in (outcome as object));
+}
+
+export function outcomeNote(outcome: Outcome<unknown> | undefined): string {
+  if (outcome === undefined) return 'not run';
+  if ('skipped' in (outcome as object)) return `skipped: ${(outcome as { skipped: string }).skipped}`;
+  if ('error' in (outcome as object)) return `error: ${(outcome as { error: string }).error.split('\n')[0]}`;
+  return '';
+}
+
+/** The step at a ladder's highest passing rate (the figures reported as "sustained"). */
+export function sustainedStep(result: LadderResult): StepResult | undefined {
+  return result.steps.filter((s) => s.passed && !s.superseded && s.offeredRate === result.maxSustainedRate).at(-1);
+}
+
+export function splitBigChannel(result: BigChannelResult): { typing?: ScenarioResults['typing'][SystemName]; churn?: ScenarioResults['churn'][SystemName] } {
+  return {
+    ...(result.typing ? { typing: { ...result.typing, fill: result.fill } } : {}),
+    ...(result.churn ? { churn: { ...result.churn, fill: result.fill } } : {}),
+  };
+}
+
+export function computeRatios(scenarios: ScenarioResults): Record<string, number | null> {
+  const rate = (system: SystemName) => {
+    const r = scenarios.fanout[system];
+    return isResult(r) ? r.maxSustainedRate : null;
+  };
+  const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? Math.round((a / b) * 100) / 100 : null);
+  return {
+    presenceOverWs: ratio(rate('presence'), rate('ws')),
+    presenceOverSocketio: ratio(rate('presence'), rate('socketio')),
+    wsOverSocketio: ratio(rate('ws'), rate('socketio')),
+  };
+}
+
+export function computeTargets(scenarios: ScenarioResults, ratios: Record<string, number | null>, opts: Options): Target[] {
+  const targets: Target[] = [];
+  const conn = scenarios.connections.presence;
+  targets.push(
+    isResult(conn)
+      ? {
+          name: 'memory per idle connection',
+          target: '≤ 10 KB',
+          value: `${(conn.rssPerConnection / 1024).toFixed(1)} KB RSS (${(conn.heapPerConnection / 1024).toFixed(1)} KB heap) at ${conn.connected} connections`,
+          met: conn.rssPerConnection <= 10 * 1024,
+        }
+      : { name: 'memory per idle connection', target: '≤ 10 KB', value: outcomeNote(conn), met: null },
+  );
+  const fan = scenarios.fanout.presence;
+  if (isResult(fan)) {
+    const step = sustainedStep(fan);
+    targets.push({
+      name: `${fan.users.toLocaleString('en-US')} concurrent users, p99 ≤ ${opts.sloMs} ms (fan-out)`,
+      target: `≥ 10,000 users, p99 ≤ ${opts.sloMs} ms`,
+      value: step
+        ? `p99 ${step.latency.p99Ms} ms at ${step.offeredRate.toLocaleString('en-US')} updates/s (${Math.round(step.deliveriesPerSec).toLocaleString('en-US')} deliveries/s)`
+        : 'no rate step passed',
+      met: fan.users >= 10_000 && step !== undefined,
+    });
+  } else {
+    targets.push({ name: 'concurrent users, p99 (fan-out)', target: `≥ 10,000 users, p99 ≤ ${opts.sloMs} ms`, value: outcomeNote(fan), met: null });
+  }
+  const rateOf = (system: SystemName) => {
+    const r = scenarios.fanout[system];
+    return isResult(r) ? r.maxSustainedRate.toLocaleString('en-US') : '–';
+  };
+  targets.push({
+    name: 'max sustained rate vs bare ws',
+    target: '≥ 0.8×',
+    value: ratios.presenceOverWs === null ? 'n/a' : `${ratios.presenceOverWs}× (${rateOf('presence')} vs ${rateOf('ws')} updates/s)`,
+    met: ratios.presenceOverWs === null ? null : ratios.presenceOverWs >= 0.8,
+  });
+  targets.push({
+    name: 'max sustained rate vs Socket.IO + Redis',
+    target: '≥ 3×',
+    value: ratios.presenceOverSocketio === null ? 'n/a' : `${ratios.presenceOverSocketio}× (${rateOf('presence')} vs ${rateOf('socketio')} updates/s)`,
+    met: ratios.presenceOverSocketio === null ? null : ratios.presenceOverSocketio >= 3,
+  });
+  const storm = scenarios.reconnect.presence;
+  targets.push(
+    isResult(storm)
+      ? {
+          name: 'reconnect storm: join/leave events at other users',
+          target: '0',
+          value: `${storm.eventsAtObservers + storm.eventsAtReconnected} (${storm.back}/${storm.dropped} back in ${storm.backSeconds}s, ${storm.resumed ?? 0} resumed)`,
+          met: storm.eventsAtObservers + storm.eventsAtReconnected === 0 && storm.back === storm.dropped,
+        }
+      : { name: 'reconnect storm: join/leave events at other users', target: '0', value: outcomeNote(storm), met: null },
+  );
+  return targets;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table
+// ---------------------------------------------------------------------------------------------
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (c ?? '').padEnd(widths[i])).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+const n = (value: number) => Math.round(value).toLocaleString('en-US');
+const kb = (bytes: number) => (bytes / 1024).toFixed(1);
+const msf = (value: number) => value.toFixed(value < 10 ? 2 : 1);
+
+function ladderRows(section: Partial<Record<SystemName, Outcome<LadderResult>>>, systems: SystemName[], unit: string, extra?: (r: LadderResult) => string[]): string[][] {
+  return systems.map((system) => {
+    const r = section[system];
+    if (!isResult(r)) return [SYSTEM_LABELS[system], outcomeNote(r), '', '', '', '', ...(extra ? [''] : [])];
+    const step = sustainedStep(r);
+    return [
+      SYSTEM_LABELS[system],
+      `${n(r.maxSustainedRate)} ${unit}`,
+      step ? n(step.deliveriesPerSec) : '–',
+      step ? `${msf(step.latency.p50Ms)} / ${msf(step.latency.p99Ms)} / ${msf(step.latency.maxMs)}` : '–',
+      step ? `${Math.round(step.serverCpu * 100)}%${step.redisCpu !== undefined ? ` (+Redis ${Math.round(step.redisCpu * 100)}%)` : ''}` : '–',
+      r.firstFailedRate !== undefined ? `${n(r.firstFailedRate)}: ${r.steps.filter((s) => s.offeredRate === r.firstFailedRate && !s.passed).at(-1)?.note ?? ''}` : 'none failed',
+      ...(extra ? extra(r) : []),
+    ];
+  });
+}
+
+export function renderTables(results: Results): string {
+  const { scenarios } = results;
+  const systems = results.options.systems;
+  const out: string[] = [];
+  const ladderHeader = ['system', 'max sustained', 'deliveries/s', 'p50 / p99 / max ms', 'server CPU', 'first failing step'];
+
+  if (results.options.scenarios.includes('connections')) {
+    out.push(`### Idle connections (${n(results.options.connections.users)} users, channels of ${results.options.connections.channelSize})\n`);
+    out.push(
+      table(
+        ['system', 'connected', 'connects/s', 'RSS / conn', 'heap / conn', 'Redis / conn', 'server CPU / 1k conns'],
+        systems.map((system) => {
+          const r = scenarios.connections[system];
+          if (!isResult(r)) return [SYSTEM_LABELS[system], outcomeNote(r), '', '', '', '', ''];
+          return [
+            SYSTEM_LABELS[system],
+            `${n(r.connected)}/${n(r.users)}`,
+            n(r.connectsPerSec),
+            `${kb(r.rssPerConnection)} KB`,
+            `${kb(r.heapPerConnection)} KB`,
+            r.redisRssPerConnection !== undefined ? `${kb(r.redisRssPerConnection)} KB` : '–',
+            `${r.serverCpuPerThousand} s`,
+          ];
+        }),
+      ),
+    );
+  }
+  if (results.options.scenarios.includes('fanout')) {
+    const f = results.options.fanout;
+    out.push(`\n### Fan-out (${n(f.channels)} channels × ${f.members} members; rate = presence updates/s; p99 objective ${results.options.sloMs} ms)\n`);
+    out.push(table(ladderHeader, ladderRows(scenarios.fanout, systems, 'updates/s')));
+    const r = results.ratios;
+    out.push(`\nRatios of max sustained rate: Presence / bare ws = ${r.presenceOverWs ?? 'n/a'}, Presence / Socket.IO+Redis = ${r.presenceOverSocketio ?? 'n/a'}, bare ws / Socket.IO+Redis = ${r.wsOverSocketio ?? 'n/a'}`);
+  }
+  if (results.options.scenarios.includes('joinstorm')) {
+    out.push(`\n### Join storm (${n(results.options.joinstorm.users)} users join one channel at once)\n`);
+    out.push(
+      table(
+        ['system', 'joined', 'time until all joined', 'server CPU', 'peak RSS', 'longest event-loop stall'],
+        systems.map((system) => {
+          const r = scenarios.joinstorm[system];
+          if (!isResult(r)) return [SYSTEM_LABELS[system], outcomeNote(r), '', '', '', ''];
+          return [
+            SYSTEM_LABELS[system],
+            `${n(r.joined)}/${n(r.users)}${r.failedFirstAttempt > 0 ? ` (${n(r.failedFirstAttempt)} retried)` : ''}`,
+            `${r.seconds}s`,
+            `${r.serverCpuSeconds} s`,
+            `${n(r.peakRss / 1048576)} MB`,
+            `${n(r.serverLagMaxMs)} ms`,
+          ];
+        }),
+      ),
+    );
+  }
+  for (const name of ['typing', 'churn'] as const) {
+    if (!results.options.scenarios.includes(name)) continue;
+    const title = name === 'typing' ? 'Typing storm' : 'Join/leave churn';
+    out.push(
+      `\n### ${title} (1 channel × ${n(results.options.big.members)} members; rate = ${name === 'typing' ? 'typing transitions' : 'joins + leaves'}/s, ` +
+        `each reaching every member; p99 objective ${results.options.big.sloMs} ms)\n`,
+    );
+    const section = scenarios[name] as Partial<Record<SystemName, Outcome<LadderResult & { fill: FillResult }>>>;
+    const header = [...ladderHeader, 'channel fill'];
+    if (name === 'churn') header.push('join snapshot p99');
+    out.push(
+      table(
+        header,
+        ladderRows(section, systems, 'events/s', (r) => {
+          const fill = (r as LadderResult & { fill: FillResult }).fill;
+          const cells = [`${fill.seconds}s${fill.revealSeconds !== undefined ? ` + ${fill.revealSeconds}s actors online` : ''}, peak ${n(fill.peakRss / 1048576)} MB`];
+          if (name === 'churn') {
+            const step = sustainedStep(r);
+            cells.push(step?.joinSnapshot ? `${msf(step.joinSnapshot.p99Ms)} ms` : '–');
+          }
+          return cells;
+        }),
+      ),
+    );
+  }
+  if (results.options.scenarios.includes('reconnect')) {
+    out.push(`\n### Reconnect storm (${n(results.options.reconnect.users)} users dropped at once, one observer per channel of ${results.options.reconnect.channelSize})\n`);
+    out.push(
+      table(
+        ['system', 'back', 'time until all back', 'sessions resumed', 'join/leave at observers', 'join/leave at reconnected'],
+        systems.map((system) => {
+          const r = scenarios.reconnect[system];
+          if (!isResult(r)) return [SYSTEM_LABELS[system], outcomeNote(r), '', '', '', ''];
+          return [
+            SYSTEM_LABELS[system],
+            `${n(r.back)}/${n(r.dropped)}`,
+            `${r.backSeconds}s`,
+            r.resumed !== undefined ? n(r.resumed) : '–',
+            `${n(r.eventsAtObservers)} (${n(r.joinsAtObservers)} joins, ${n(r.leavesAtObservers)} leaves)`,
+            n(r.eventsAtReconnected),
+          ];
+        }),
+      ),
+    );
+  }
+  if (results.options.scenarios.includes('multinode')) {
+    const m = results.options.multinode;
+    out.push(`\n### Multi-node fan-out (2 nodes + Redis, ${n(m.channels)} channels × ${m.members} members split across the nodes)\n`);
+    out.push(table(ladderHeader, ladderRows(scenarios.multinode, systems, 'updates/s')));
+  }
+  out.push('\n### Targets\n');
+  out.push(
+    table(
+      ['target', 'objective', 'measured', 'met'],
+      results.targets.map((t) => [t.name, t.target, t.value, t.met === null ? 'n/a' : t.met ? 'yes' : 'NO']),
+    ),
+  );
+  if (results.mode === 'quick') out.push('\n(quick mode: tiny scale, the figures only show that every scenario runs)');
+  return out.join('\n');
+}

@@ -1,0 +1,80 @@
+import { join, resolve } from 'node:path';
+import type { SystemName } from '../loadgen/wire.js';
+import { BENCH_DIR, Child, freePort, presenceEntry, startNodeServer, startRedis, type Pinning, type ProbeResult } from './proc.js';
+
+export const SYSTEMS: SystemName[] = ['presence', 'ws', 'socketio'];
+
+export const SYSTEM_LABELS: Record<SystemName, string> = {
+  presence: 'Presence',
+  ws: 'bare ws (ceiling)',
+  socketio: 'Socket.IO + Redis',
+};
+
+/** One system under test: its server process(es) and, when it has one, its Redis. */
+export interface RunningSystem {
+  name: SystemName;
+  /** `ws://127.0.0.1:PORT` per node. */
+  urls: string[];
+  servers: Child[];
+  redis?: Child;
+  serverCpuSeconds(): number;
+  redisCpuSeconds(): number;
+  probe(gc: boolean): Promise<ProbeResult[]>;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  pinning: Pinning;
+  nodes?: number;
+  /** Extra environment for Presence (limits, offline delay, …). */
+  env?: Record<string, string>;
+  /** Extra node flags for the server processes (e.g. `--cpu-prof`). */
+  nodeFlags?: string[];
+  /** Presence CLI entry to run instead of this repository's server. */
+  presenceEntry?: string;
+}
+
+export async function startSystem(name: SystemName, options: StartOptions): Promise<RunningSystem> {
+  const nodes = options.nodes ?? 1;
+  const needsRedis = name === 'socketio' || (name === 'presence' && nodes > 1);
+  const redis = needsRedis ? await startRedis(options.pinning.loadgen) : undefined;
+  const servers: Child[] = [];
+  const urls: string[] = [];
+  const stopAll = async () => {
+    // Servers first: they close the sockets, so the load generator's ports do not linger.
+    await Promise.all(servers.map((s) => s.stop()));
+    await redis?.child.stop();
+  };
+  try {
+    for (let i = 0; i < nodes; i += 1) {
+      const port = await freePort();
+      const env: Record<string, string> = { PORT: String(port), HOST: '127.0.0.1' };
+      let entry: string[];
+      if (name === 'presence') {
+        entry = options.presenceEntry
+          ? [...(options.presenceEntry.endsWith('.ts') ? ['--import', 'tsx'] : []), resolve(options.presenceEntry)]
+          : presenceEntry();
+        Object.assign(env, { LOG_LEVEL: 'warn', NODE_ENV: 'development' }, options.env ?? {});
+        if (redis) env.REDIS_URL = redis.url;
+      } else {
+        entry = ['--import', 'tsx', join(BENCH_DIR, 'baselines', name === 'ws' ? 'ws-server.ts' : 'socketio-server.ts')];
+        if (redis) env.REDIS_URL = redis.url;
+      }
+      servers.push(await startNodeServer({ name: `${name}-${i}`, entry, env, port, cores: options.pinning.server, extraNodeFlags: options.nodeFlags }));
+      urls.push(`ws://127.0.0.1:${port}`);
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  return {
+    name,
+    urls,
+    servers,
+    redis: redis?.child,
+    serverCpuSeconds: () => servers.reduce((sum, s) => sum + s.cpuSeconds(), 0),
+    redisCpuSeconds: () => redis?.child.cpuSeconds() ?? 0,
+    probe: (gc) => Promise.all(servers.map((s) => s.probe(gc))),
+    stop: stopAll,
+  };
+}

@@ -1,0 +1,202 @@
+import type { SystemName } from '../loadgen/wire.js';
+import type { Pinning } from '../lib/proc.js';
+import type { LadderPlan } from './steps.js';
+
+export const SCENARIOS = ['connections', 'fanout', 'joinstorm', 'typing', 'churn', 'reconnect', 'multinode'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+export interface Options {
+  quick: boolean;
+  scenarios: ScenarioName[];
+  systems: SystemName[];
+  pin: boolean;
+  /** Where the JSON goes; the chart is written next to it. */
+  out?: string;
+  /** Another Presence CLI entry to measure (a .ts or .js file), e.g. a copy of an older version. */
+  presenceEntry?: string;
+  /** The load generator's WebSocket client: `lean` (default, see lean-socket.ts) or `ws`. */
+  client: 'lean' | 'ws';
+  /** The latency objective a step must meet (p99, ms). */
+  sloMs: number;
+  stepMs: number;
+  warmupMs: number;
+  /** Connection handshakes in flight while building a population. */
+  connectConcurrency: number;
+  connections: { users: number; channelSize: number; sourceAddresses: number; settleMs: number };
+  fanout: { channels: number; members: number } & LadderPlan;
+  /**
+   * The one large channel of the typing storm and the churn scenario: its size, how many joins
+   * are in flight while it fills, how many typists and churners (at most) are visible, and the p99
+   * objective of its rate steps (one event there is a write to every member's socket).
+   */
+  big: { members: number; fillConcurrency: number; actors: number; sloMs: number };
+  typing: LadderPlan;
+  churn: LadderPlan;
+  /** Users joining one channel at once, each with the system's ordinary join. */
+  joinstorm: { users: number };
+  reconnect: { users: number; channelSize: number; concurrency: number; settleMs: number };
+  multinode: { channels: number; members: number } & LadderPlan;
+}
+
+export interface Context {
+  opts: Options;
+  pinning: Pinning;
+  log(line: string): void;
+  /** Overwrites the current status line (connect progress); a no-op when output is not a terminal. */
+  status(line: string): void;
+}
+
+export function defaultOptions(quick: boolean): Options {
+  if (quick) {
+    return {
+      quick,
+      scenarios: [...SCENARIOS],
+      systems: ['presence', 'ws', 'socketio'],
+      pin: true,
+      client: 'lean',
+      sloMs: 50,
+      stepMs: 800,
+      warmupMs: 150,
+      connectConcurrency: 50,
+      connections: { users: 200, channelSize: 10, sourceAddresses: 1, settleMs: 200 },
+      fanout: { channels: 20, members: 5, rates: [50, 100], start: 50, factor: 2, maxSteps: 2, refine: 0 },
+      big: { members: 100, fillConcurrency: 50, actors: 20, sloMs: 250 },
+      typing: { rates: [10], start: 10, factor: 2, maxSteps: 1, refine: 0 },
+      churn: { rates: [8], start: 8, factor: 2, maxSteps: 1, refine: 0 },
+      joinstorm: { users: 60 },
+      reconnect: { users: 100, channelSize: 5, concurrency: 100, settleMs: 300 },
+      multinode: { channels: 20, members: 4, rates: [50], start: 50, factor: 2, maxSteps: 1, refine: 0 },
+    };
+  }
+  return {
+    quick,
+    scenarios: [...SCENARIOS],
+    systems: ['presence', 'ws', 'socketio'],
+    pin: true,
+    client: 'lean',
+    sloMs: 50,
+    stepMs: 5000,
+    warmupMs: 1000,
+    connectConcurrency: 200,
+    connections: { users: 10_000, channelSize: 10, sourceAddresses: 0, settleMs: 2000 },
+    fanout: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 14, refine: 2 },
+    big: { members: 10_000, fillConcurrency: 200, actors: 100, sloMs: 250 },
+    typing: { start: 2, factor: 2, maxSteps: 10, refine: 1 },
+    churn: { start: 2, factor: 2, maxSteps: 10, refine: 1 },
+    joinstorm: { users: 2000 },
+    reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
+    multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
+  };
+}
+
+export const HELP = `npm run bench -- [options]
+
+Runs the load scenarios against Presence and the two baselines (a bare ws relay, Socket.IO with
+the Redis adapter), prints a table, writes JSON and an SVG chart.
+
+  --quick                       every scenario at tiny scale (under a minute)
+  --scenarios=a,b               ${SCENARIOS.join(', ')}
+  --systems=a,b                 presence, ws, socketio
+  --out=FILE                    JSON path (chart beside it); default bench/results/full.json for a
+                                complete default run, bench/scratch/<name>.json otherwise
+  --no-pin                      do not pin the server and load generator to separate cores
+  --presence-entry=FILE         measure another Presence CLI entry (.ts or .js), e.g. an older copy
+  --client=lean|ws              the load generator's WebSocket client (default lean; ws = the ws library)
+  --slo-ms=50                   p99 objective a rate step must meet
+  --step-ms=5000 --warmup-ms=1000   length of a rate step and its unmeasured start
+  --connect-concurrency=200     connection handshakes in flight while building a population
+
+Scenario parameters, as --<scenario>.<name>=value:
+  connections.users=10000 connections.channel-size=10 connections.source-addresses=N
+  fanout.channels=1000 fanout.members=10
+  fanout.rates=1000,2000,…  (fixed steps) or fanout.start=1000 fanout.factor=1.5
+  fanout.max-steps=14 fanout.refine=2
+  big.members=10000 big.fill-concurrency=200 big.actors=100 big.slo-ms=250
+                                (the channel of typing and churn, and its p99 objective)
+  typing.rates=… typing.start=4 typing.factor=1.5 …  churn.rates=… churn.start=4 …
+  joinstorm.users=2000
+  reconnect.users=10000 reconnect.channel-size=10 reconnect.concurrency=10000
+  multinode.channels=1000 multinode.members=10 multinode.rates=… multinode.start=1000 …
+`;
+
+/** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */
+export function parseOptions(argv: string[]): Options | 'help' {
+  if (argv.includes('--help') || argv.includes('-h')) return 'help';
+  const opts = defaultOptions(argv.includes('--quick'));
+  for (const arg of argv) {
+    if (arg === '--quick') continue;
+    if (arg === '--no-pin') {
+      opts.pin = false;
+      continue;
+    }
+    const match = /^--([a-z-]+)(?:\.([a-z-]+))?=(.*)$/.exec(arg);
+    if (!match) throw new Error(`unknown option ${arg} (see --help)`);
+    const [, group, key, value] = match;
+    if (!key) {
+      setTop(opts, group, value);
+      continue;
+    }
+    const section = (opts as unknown as Record<string, Record<string, unknown>>)[group];
+    const name = key.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (!section || typeof section !== 'object' || !(name in section || (name === 'rates' && 'start' in section))) {
+      throw new Error(`unknown option --${group}.${key} (see --help)`);
+    }
+    section[name] = name === 'rates' ? numberList(arg, value) : positiveNumber(arg, value);
+  }
+  return opts;
+}
+
+function setTop(opts: Options, name: string, value: string): void {
+  switch (name) {
+    case 'scenarios': {
+      const list = value.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const s of list) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}" (${SCENARIOS.join(', ')})`);
+      opts.scenarios = list as ScenarioName[];
+      return;
+    }
+    case 'systems': {
+      const list = value.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const s of list) if (!['presence', 'ws', 'socketio'].includes(s)) throw new Error(`unknown system "${s}" (presence, ws, socketio)`);
+      opts.systems = list as Options['systems'];
+      return;
+    }
+    case 'out':
+      opts.out = value;
+      return;
+    case 'presence-entry':
+      opts.presenceEntry = value;
+      return;
+    case 'client':
+      if (value !== 'lean' && value !== 'ws') throw new Error(`--client must be lean or ws (got "${value}")`);
+      opts.client = value;
+      return;
+    case 'slo-ms':
+      opts.sloMs = positiveNumber(`--${name}`, value);
+      return;
+    case 'step-ms':
+      opts.stepMs = positiveNumber(`--${name}`, value);
+      return;
+    case 'warmup-ms':
+      opts.warmupMs = positiveNumber(`--${name}`, value);
+      return;
+    case 'connect-concurrency':
+      opts.connectConcurrency = positiveNumber(`--${name}`, value);
+      return;
+    default:
+      throw new Error(`unknown option --${name} (see --help)`);
+  }
+}
+
+function positiveNumber(option: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${option.split('=')[0]} must be a non-negative number (got "${value}")`);
+  return n;
+}
+
+function numberList(option: string, value: string): number[] {
+  return value.split(',').map((v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${option.split('=')[0]} must be a comma list of positive numbers (got "${value}")`);
+    return n;
+  });
+}

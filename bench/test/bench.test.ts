@@ -1,0 +1,153 @@
+/**
+ * Keeps the benchmark from rotting: runs `bench/run.ts --quick` (every scenario, every system, at
+ * tiny scale, with real servers and real sockets) and checks the shape and sanity of its JSON and
+ * chart. Latencies and rates are never compared with thresholds here: this machine is shared.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import type { Results } from '../lib/report.js';
+import { SCENARIOS } from '../scenarios/context.js';
+import type { StepResult } from '../scenarios/steps.js';
+
+const BENCH = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SYSTEMS = ['presence', 'ws', 'socketio'] as const;
+
+let dir: string;
+let results: Results;
+let chart: string;
+let output = '';
+
+function runQuick(out: string): Promise<number | null> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(BENCH, 'run.ts'), '--quick', `--out=${out}`], {
+      cwd: resolve(BENCH, '..'),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('error', fail);
+    child.once('exit', (code) => done(code));
+  });
+}
+
+function isOutcome(value: unknown): value is { skipped: string } | { error: string } {
+  return typeof value === 'object' && value !== null && ('skipped' in value || 'error' in value);
+}
+
+function assertSaneStep(step: StepResult, where: string): void {
+  const { latency } = step;
+  assert.ok(step.offeredRate > 0, `${where}: offered rate`);
+  assert.ok(step.expected > 0, `${where}: deliveries expected`);
+  assert.ok(step.delivered <= step.expected, `${where}: ${step.delivered} deliveries counted but only ${step.expected} possible (double counting)`);
+  assert.ok(step.delivered >= step.expected * 0.95, `${where}: ${step.delivered} of ${step.expected} deliveries arrived`);
+  assert.equal(latency.count, step.delivered, `${where}: one latency per delivery`);
+  assert.ok(latency.p50Ms > 0, `${where}: p50 > 0`);
+  assert.ok(latency.p50Ms <= latency.p95Ms && latency.p95Ms <= latency.p99Ms && latency.p99Ms <= latency.maxMs, `${where}: percentiles ordered`);
+  assert.ok(latency.maxMs < 60_000, `${where}: latencies are milliseconds, not a clock mix-up`);
+  assert.ok(step.serverCpu >= 0 && step.loadgenCpu >= 0, `${where}: CPU figures`);
+  assert.equal(step.unexpectedCloses, 0, `${where}: no connection dropped`);
+  assert.equal(step.errorFrames, 0, `${where}: no error frames`);
+}
+
+describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'presence-bench-'));
+    const out = join(dir, 'quick.json');
+    const code = await runQuick(out);
+    assert.equal(code, 0, `bench exited with ${code}:\n${output}`);
+    results = JSON.parse(readFileSync(out, 'utf8')) as Results;
+    chart = readFileSync(join(dir, 'quick.svg'), 'utf8');
+  });
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reports every scenario for every system, each with figures or a reason it was skipped', () => {
+    assert.equal(results.mode, 'quick');
+    for (const scenario of SCENARIOS) {
+      for (const system of SYSTEMS) {
+        const outcome = (results.scenarios[scenario] as Record<string, unknown>)[system];
+        assert.ok(outcome !== undefined, `${scenario}/${system} missing`);
+        assert.ok(!(isOutcome(outcome) && 'error' in outcome), `${scenario}/${system} failed: ${isOutcome(outcome) && 'error' in outcome ? outcome.error : ''}`);
+      }
+    }
+    // Only multi-node may be skipped, and only where a node cannot run with Redis (yet).
+    for (const scenario of SCENARIOS.filter((s) => s !== 'multinode')) {
+      for (const system of SYSTEMS) {
+        assert.ok(!isOutcome((results.scenarios[scenario] as Record<string, unknown>)[system]), `${scenario}/${system} was skipped`);
+      }
+    }
+    assert.ok(!isOutcome(results.scenarios.multinode.socketio), 'Socket.IO runs on two nodes');
+    assert.ok(isOutcome(results.scenarios.multinode.ws), 'the bare ws server has no multi-node mode');
+  });
+
+  it('measures idle connections', () => {
+    for (const system of SYSTEMS) {
+      const r = results.scenarios.connections[system];
+      assert.ok(r && !isOutcome(r));
+      assert.equal(r.connected, r.users, `${system}: every user connected`);
+      assert.ok(r.connectsPerSec > 0 && Number.isFinite(r.rssPerConnection) && r.heapPerConnection > 0, `${system}: memory and rate figures`);
+    }
+  });
+
+  it('runs open-loop rate steps with every delivery accounted for', () => {
+    for (const scenario of ['fanout', 'typing', 'churn', 'multinode'] as const) {
+      for (const system of SYSTEMS) {
+        const r = (results.scenarios[scenario] as Record<string, unknown>)[system] as { steps: StepResult[]; maxSustainedRate: number } | { skipped: string };
+        if ('skipped' in r) continue;
+        assert.ok(r.steps.length >= 1, `${scenario}/${system}: steps`);
+        r.steps.forEach((step, i) => assertSaneStep(step, `${scenario}/${system} step ${i}`));
+        assert.ok(r.maxSustainedRate >= 0);
+      }
+    }
+    for (const system of SYSTEMS) {
+      const churn = results.scenarios.churn[system];
+      assert.ok(churn && !isOutcome(churn));
+      assert.equal(churn.fill.connected, churn.fill.members, `${system}: the large channel filled`);
+      assert.ok(churn.steps.every((s) => (s.joinSnapshot?.count ?? 0) > 0), `${system}: rejoining churners got the member list`);
+    }
+  });
+
+  it('joins every user in a join storm', () => {
+    for (const system of SYSTEMS) {
+      const r = results.scenarios.joinstorm[system];
+      assert.ok(r && !isOutcome(r));
+      assert.equal(r.joined, r.users, `${system}: all joined`);
+      assert.ok(r.seconds > 0 && r.serverCpuSeconds >= 0 && r.peakRss > 0);
+    }
+  });
+
+  it('brings every user back after a reconnect storm; Presence resumes sessions without join/leave events', () => {
+    for (const system of SYSTEMS) {
+      const r = results.scenarios.reconnect[system];
+      assert.ok(r && !isOutcome(r));
+      assert.ok(r.dropped > 0);
+      assert.equal(r.back, r.dropped, `${system}: all back`);
+    }
+    const presence = results.scenarios.reconnect.presence;
+    assert.ok(presence && !isOutcome(presence));
+    assert.equal(presence.resumed, presence.dropped, 'every session resumed with its sessionId');
+    assert.equal(presence.eventsAtObservers, 0, 'observers saw no join/leave');
+    assert.equal(presence.eventsAtReconnected, 0, 'reconnected users saw no join/leave');
+    // The baselines have no offline delay: their observers see every drop and return.
+    const ws = results.scenarios.reconnect.ws;
+    assert.ok(ws && !isOutcome(ws));
+    assert.equal(ws.leavesAtObservers, ws.dropped);
+  });
+
+  it('judges the targets and draws a chart with one line per system', () => {
+    assert.equal(results.targets.length, 5);
+    for (const target of results.targets) assert.ok(target.name && target.target && target.value !== undefined);
+    assert.ok(results.machine.cpus);
+    assert.match(chart, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.match(chart, /<\/svg>$/);
+    for (const label of ['Presence', 'bare ws', 'Socket.IO']) assert.ok(chart.includes(label), `legend names ${label}`);
+    // Fan-out panel: a p99 path per system.
+    assert.ok((chart.match(/stroke-width="2.5"/g) ?? []).length >= 3, 'p99 lines drawn');
+  });
+});
