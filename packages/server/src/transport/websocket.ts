@@ -15,6 +15,12 @@ export const REALTIME_PATH = '/realtime';
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a connection that missed its heartbeats gets to complete a closing handshake. */
 const HEARTBEAT_CLOSE_GRACE_MS = 1000;
+/**
+ * The heartbeat sweep visits one slice of the connections per tick, SWEEP_SLICES ticks per
+ * interval: pinging 10,000 sockets in one loop (and the burst of pongs it provokes) held the event
+ * loop for 200–400 ms, long enough to fail a 50 ms latency budget every interval.
+ */
+const SWEEP_SLICES = 20;
 
 export interface TransportObserver extends ConnectionObserver {
   connectionOpened(): void;
@@ -39,6 +45,10 @@ export class WebSocketTransport {
   private readonly wss: WebSocketServer;
   /** Authenticated connections and their sockets. */
   private readonly connections = new Map<Connection, WebSocket>();
+  /** The same connections split into fixed slices for the staggered heartbeat sweep. */
+  private readonly sweepSlices: Map<Connection, WebSocket>[] = Array.from({ length: SWEEP_SLICES }, () => new Map());
+  private nextSlice = 0;
+  private sweepTick = 0;
   private readonly heartbeat: NodeJS.Timeout;
   private readonly now: () => number;
   private accepting = true;
@@ -53,7 +63,7 @@ export class WebSocketTransport {
       perMessageDeflate: config.permessageDeflate,
       clientTracking: false,
     });
-    this.heartbeat = setInterval(() => this.sweep(), config.heartbeatIntervalMs);
+    this.heartbeat = setInterval(() => this.sweep(), Math.max(1, Math.floor(config.heartbeatIntervalMs / SWEEP_SLICES)));
     this.heartbeat.unref();
   }
 
@@ -133,9 +143,12 @@ export class WebSocketTransport {
       });
       observer?.connectionOpened();
       let expiryTimer: NodeJS.Timeout | undefined;
+      const slice = this.sweepSlices[this.nextSlice];
+      this.nextSlice = (this.nextSlice + 1) % SWEEP_SLICES;
       ws.on('close', (code) => {
         clearTimeout(expiryTimer);
         this.connections.delete(connection);
+        slice.delete(connection);
         observer?.connectionClosed(code);
         if (connection.attachment) engine.disconnect(connection.attachment);
       });
@@ -148,6 +161,7 @@ export class WebSocketTransport {
         return;
       }
       this.connections.set(connection, ws);
+      slice.set(connection, ws);
       ws.on('pong', () => {
         connection.lastInboundAt = this.now();
       });
@@ -185,12 +199,14 @@ export class WebSocketTransport {
   }
 
   /**
-   * Pings every connection each interval; one that sent nothing (not even a pong) for two
-   * intervals is half-open or hung, and is cut so its offline delay can start.
+   * Pings each connection once per interval (one slice per tick); one that sent nothing (not even
+   * a pong) for two intervals is half-open or hung, and is cut so its offline delay can start.
    */
   private sweep(): void {
+    const slice = this.sweepSlices[this.sweepTick];
+    this.sweepTick = (this.sweepTick + 1) % SWEEP_SLICES;
     const deadline = this.now() - 2 * this.options.config.heartbeatIntervalMs;
-    for (const [connection, ws] of this.connections) {
+    for (const [connection, ws] of slice) {
       if (connection.lastInboundAt < deadline) {
         if (connection.isClosed) continue;
         this.options.observer?.errorSent('HEARTBEAT_TIMEOUT');
