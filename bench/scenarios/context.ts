@@ -47,14 +47,18 @@ export interface Context {
 }
 
 export function defaultOptions(quick: boolean): Options {
+  // What every run shares; the two modes differ only in scale.
+  const common = {
+    quick,
+    scenarios: [...SCENARIOS],
+    systems: ['presence', 'ws', 'socketio'],
+    pin: true,
+    client: 'lean',
+    sloMs: 50,
+  } satisfies Partial<Options>;
   if (quick) {
     return {
-      quick,
-      scenarios: [...SCENARIOS],
-      systems: ['presence', 'ws', 'socketio'],
-      pin: true,
-      client: 'lean',
-      sloMs: 50,
+      ...common,
       stepMs: 800,
       warmupMs: 150,
       connectConcurrency: 50,
@@ -69,12 +73,7 @@ export function defaultOptions(quick: boolean): Options {
     };
   }
   return {
-    quick,
-    scenarios: [...SCENARIOS],
-    systems: ['presence', 'ws', 'socketio'],
-    pin: true,
-    client: 'lean',
-    sloMs: 50,
+    ...common,
     stepMs: 5000,
     warmupMs: 1000,
     connectConcurrency: 200,

@@ -10,6 +10,7 @@ import { PresenceClient, PresenceError, type PresenceClientOptions } from '../sr
 import { Observer, presenceEventsAbout } from './support/observer.js';
 import { startPresenceServer, type TestServer } from './support/server.js';
 import { nextEvent, record } from './support/wait.js';
+import { tracker } from './support/tracked.js';
 
 const SECRET = 'client-auth-test-secret-of-at-least-32-bytes';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -23,11 +24,7 @@ function token(sub: string, lifetimeSeconds = 600, secret = SECRET): Promise<str
 }
 
 let server: TestServer;
-const open: { close(): unknown }[] = [];
-const track = <T extends { close(): unknown }>(thing: T): T => {
-  open.push(thing);
-  return thing;
-};
+const { track, closeAll } = tracker();
 
 function tokenClient(getToken: () => Promise<string>, options: Partial<PresenceClientOptions> = {}): PresenceClient {
   return track(
@@ -39,7 +36,7 @@ before(async () => {
   server = await startPresenceServer({ auth: { jwtSecret: SECRET } });
 });
 after(async () => {
-  for (const thing of open) await thing.close();
+  await closeAll();
   await server.shutdown();
 });
 

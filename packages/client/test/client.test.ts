@@ -12,19 +12,16 @@ import { devClient } from './support/clients.js';
 import { Observer, presenceEventsAbout } from './support/observer.js';
 import { startPresenceServer, type TestServer } from './support/server.js';
 import { nextEvent, record, until } from './support/wait.js';
+import { tracker } from './support/tracked.js';
 
 let server: TestServer;
-const open: { close(): unknown }[] = [];
-const track = <T extends { close(): unknown }>(thing: T): T => {
-  open.push(thing);
-  return thing;
-};
+const { track, closeAll } = tracker();
 
 before(async () => {
   server = await startPresenceServer();
 });
 after(async () => {
-  for (const thing of open) await thing.close();
+  await closeAll();
   await server.shutdown();
 });
 
