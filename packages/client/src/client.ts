@@ -51,7 +51,7 @@ export interface PresenceClientOptions extends TypingOptions {
   pingAfterMs?: number;
   /** No message at all within this long after a `ping`: the connection is dead, reconnect. @default 10000 */
   pongTimeoutMs?: number;
-  /** Least delay before reconnecting after a `4008` (rate limited) or `4029` (full) close. @default 5000 */
+  /** Least delay before reconnecting after a `4008` (rate limited), `4029` (full) or `1013` (overloaded) close, plus up to as much again at random. @default 5000 */
   slowDownDelayMs?: number;
   /**
    * Browser activity detection (input, scrolling, and `visibilitychange` → idle). `false` turns

@@ -287,7 +287,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       return { retry: true, floorMs: 0 };
     }
     if (!shouldReconnect(closeCode)) return { retry: false, floorMs: 0 };
-    if (closeCode === CLOSE_CODES.RATE_LIMITED || closeCode === CLOSE_CODES.TOO_MANY) {
+    if (closeCode === CLOSE_CODES.RATE_LIMITED || closeCode === CLOSE_CODES.TOO_MANY || closeCode === CLOSE_CODES.TRY_AGAIN_LATER) {
       return { retry: true, floorMs: this.options.slowDownDelayMs };
     }
     return { retry: true, floorMs: 0 };
@@ -295,7 +295,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   private scheduleRetry(floorMs: number): void {
     this.currentPhase = 'waiting';
-    this.retryTimer.arm(Math.max(floorMs, this.backoff.next()));
+    // The floor gets up to as much again at random: clients refused together must not return together.
+    this.retryTimer.arm(Math.max(floorMs * (1 + this.options.random()), this.backoff.next()));
     this.updateStatus();
   }
 

@@ -110,6 +110,12 @@ export const ERRORS = {
     retryable: true,
     summary: 'The node is going away; reconnect (to another node).',
   },
+  OVERLOADED: {
+    http: 503,
+    close: 1013,
+    retryable: true,
+    summary: 'The node is past its event-loop lag or outbound buffer limit; back off, then reconnect (maybe elsewhere).',
+  },
   NOT_READY: { http: 503, retryable: true, summary: 'The node cannot reach its store.' },
   INTERNAL: { http: 500, close: 1011, retryable: true, summary: 'An unexpected server error; it is logged.' },
 } as const satisfies Record<string, ErrorSpec>;
@@ -125,6 +131,7 @@ export const CLOSE_CODES = {
   POLICY: 1008,
   TOO_LARGE: 1009,
   INTERNAL: 1011,
+  TRY_AGAIN_LATER: 1013,
   SESSION_REPLACED: 4000,
   UNAUTHORIZED: 4001,
   HEARTBEAT_TIMEOUT: 4002,

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../src/config/config.js';
 import { ConfigError, HELP_TEXT, loadConfig, wantsHelp } from '../src/config/env.js';
 import { createLogger, type Logger } from '../src/log.js';
@@ -7,6 +9,18 @@ import { startServer } from '../src/server.js';
 // Past this the drain is presumed stuck; orchestrators would SIGKILL soon anyway, and exiting
 // ourselves leaves a log line saying why.
 const SHUTDOWN_DEADLINE_MS = 30_000;
+
+/**
+ * The built demo and dashboard (`packages/web/dist`), seen from this file as compiled
+ * (`dist/bin`) or run from source (`bin`); absent when the web package was not built.
+ */
+function webPagesDir(): string | undefined {
+  for (const candidate of ['../../../web/dist/', '../../web/dist/']) {
+    const dir = fileURLToPath(new URL(candidate, import.meta.url));
+    if (existsSync(`${dir}index.html`)) return dir;
+  }
+  return undefined;
+}
 
 function installCrashHandlers(log: Logger): void {
   process.on('uncaughtException', (err, origin) => {
@@ -47,7 +61,7 @@ async function main(): Promise<void> {
 
   let server: Awaited<ReturnType<typeof startServer>>;
   try {
-    server = await startServer(config, { log });
+    server = await startServer(config, { log, publicDir: webPagesDir() });
   } catch (err) {
     log.error('failed to start', { err });
     // Partially started resources (timers, sockets) would otherwise keep the process alive.

@@ -4,7 +4,9 @@ import type { ServerConfig } from './config/config.js';
 import { isDevMode } from './config/config.js';
 import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
-import { createHttpApi } from './http/api.js';
+import { createAdminStats } from './http/admin-stats.js';
+import { ROUTES, createHttpApi } from './http/api.js';
+import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
 import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
@@ -12,6 +14,7 @@ import { ClusterLink } from './broker/cluster-link.js';
 import { RedisTransport } from './broker/redis-transport.js';
 import type { ClusterTransport } from './broker/transport.js';
 import { PresenceEngine } from './presence/engine.js';
+import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { WebSocketTransport } from './transport/websocket.js';
 
@@ -19,13 +22,21 @@ export interface ServerOptions {
   log: Logger;
   /** The model's clock; tests may inject a manual one. @default systemClock */
   clock?: Clock;
-  /** Where user records live (single node). @default MemoryUserStore */
+  /**
+   * Where user records live (single node). @default a FileUserStore in `config.dataDir` when it is
+   * set, else a MemoryUserStore
+   */
   store?: UserStore;
   /**
    * The shared service of a cluster. @default a RedisTransport when `config.redisUrl` is set,
    * else none (a single node with the memory store)
    */
   clusterTransport?: ClusterTransport;
+  /**
+   * A directory of built web pages (the demo and the dashboard) served at `/` on the same port;
+   * API paths always go to the API. @default none: only the API and the WebSocket endpoint
+   */
+  publicDir?: string;
 }
 
 export interface RunningServer {
@@ -45,6 +56,9 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, options: ServerOptions): Promise<RunningServer> {
   const { log } = options;
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
+  if (config.dataDir !== undefined && (config.redisUrl || options.clusterTransport)) {
+    throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');
+  }
   const clusterTransport = options.clusterTransport ?? (config.redisUrl ? new RedisTransport({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
   const cluster = clusterTransport
     ? new ClusterLink({
@@ -56,11 +70,18 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
         log,
       })
     : undefined;
-  const store = cluster ?? options.store ?? new MemoryUserStore();
+  const store =
+    cluster ??
+    options.store ??
+    (config.dataDir !== undefined
+      ? // Opened (and read) before listening: the first client's connect already sees stored records.
+        await FileUserStore.open({ dir: config.dataDir, log, now: () => baseClock.now(), connectedUsers: () => engine?.connectedUserIds() ?? [] })
+      : new MemoryUserStore());
   const registry = new MetricsRegistry();
   let engine: PresenceEngine | undefined;
   const metrics = createPresenceMetrics(registry, () => engine!.stats(), {
     cluster: cluster ? () => ({ nodes: cluster.nodes().length, ready: cluster.isReady() }) : undefined,
+    load: () => ({ outbound: transport.outboundBuffer(), overloaded: transport.overloaded() !== undefined }),
   });
   engine = new PresenceEngine({
     config,
@@ -88,6 +109,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     observer: {
       connectionOpened: () => metrics.connectionOpened(),
       connectionClosed: (code) => metrics.connectionClosed(code),
+      connectionRefused: (reason) => metrics.connectionRefused(reason),
       commandReceived: (type) => metrics.commandReceived(type),
       errorSent: (code) => metrics.errorSent(code),
       sent: (type, receivers) => metrics.messageSent(type, receivers),
@@ -95,8 +117,25 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     },
   });
   let shuttingDown = false;
+  const adminStats = createAdminStats({ engine, metrics, cluster });
+  const api = createHttpApi({ queries: engine, config, verifier, metrics, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const staticFiles = options.publicDir
+    ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
+    : undefined;
   const httpServer = createServer(
-    createHttpApi({ queries: engine, config, verifier, metrics, log, isReady: () => !shuttingDown && store.isReady() }),
+    staticFiles
+      ? (req, res) => {
+          staticFiles(req, res).then(
+            (served) => {
+              if (!served) api(req, res);
+            },
+            (error: unknown) => {
+              log.error('static file failed', { err: error });
+              if (!res.headersSent) api(req, res);
+            },
+          );
+        }
+      : api,
   );
   httpServer.on('upgrade', (request, socket, head) => transport.handleUpgrade(request, socket, head));
   httpServer.on('clientError', (_error, socket) => {
@@ -112,6 +151,10 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       httpServer.off('error', reject);
       resolve();
     });
+  }).catch(async (error: unknown) => {
+    // A data directory stays locked while its store is open; a failed start must not keep it.
+    if (store !== cluster && store !== options.store) await store.close().catch(() => {});
+    throw error;
   });
   const address = httpServer.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -124,6 +167,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   log.info('presence server listening', {
     url,
     websocket: `${url.replace(/^http/, 'ws')}/realtime`,
+    ...(options.publicDir ? { demo: `${url}/`, dashboard: `${url}/dashboard` } : {}),
     offlineDelayMs: config.offlineDelayMs,
     idleTimeoutMs: config.idleTimeoutMs,
   });

@@ -1,16 +1,4 @@
-import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
 import { describeClusterConformance } from './support/cluster-conformance.js';
+import { memoryHubService } from './support/shared-services.js';
 
-describeClusterConformance({
-  name: 'in-process hub',
-  async create() {
-    const hub = new MemoryHub();
-    return {
-      transport: () => new MemoryTransport(hub),
-      goDown: async () => hub.goDown(),
-      comeBackEmpty: async () => hub.comeBack({ empty: true }),
-      keys: async () => hub.keys(),
-      close: async () => {},
-    };
-  },
-});
+describeClusterConformance({ name: 'in-process hub', create: memoryHubService });

@@ -90,6 +90,8 @@ describe('loadConfig', () => {
         PRESENCE_MAX_CONNECTIONS: '5000',
         PRESENCE_MAX_QUERY_USERS: '100',
         PRESENCE_MAX_PAGE_SIZE: '50',
+        PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
+        PRESENCE_MAX_TOTAL_OUTBOUND_BYTES: '1048576',
       },
       [],
     );
@@ -135,6 +137,8 @@ describe('loadConfig', () => {
         maxConnections: 5000,
         maxQueryUsers: 100,
         maxPageSize: 50,
+        maxEventLoopLagMs: 0,
+        maxTotalOutboundBytes: 1048576,
       },
     });
   });

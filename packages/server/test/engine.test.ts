@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ClientMessage, Meta, StatusCommand } from '@presence/protocol';
 import type { Identity } from '../src/auth/identity.js';
+import type { Broker, NodeOp, SessionSnapshot } from '../src/broker/broker.js';
 import { DEFAULT_STATES, resolveConfig, type ServerConfig } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
 import { decodeCommand } from '../src/presence/commands.js';
@@ -47,13 +48,16 @@ class Client {
     },
   };
 
+  private refs = 0;
+
   constructor(readonly world: World) {}
 
   get sessionId(): string {
     return this.attachment.session.id;
   }
+  /** Runs a command the way the SDK sends it: with a ref, so the engine builds the ack's data. */
   send(command: ClientMessage): Frame {
-    return this.world.engine.handle(this.attachment, command);
+    return this.world.engine.handle(this.attachment, { ref: `r${++this.refs}`, ...command } as ClientMessage);
   }
   join(channel: string, meta?: Meta): Frame {
     return this.send(meta ? { type: 'join', channel, meta } : { type: 'join', channel });
@@ -264,6 +268,17 @@ function bobAndTwoAliceTabs() {
 
 describe('manual status', () => {
   const room = bobAndTwoAliceTabs;
+
+  it('an update without a ref gets no ack data (self is built only for an ack), yet is announced', () => {
+    const { bob, a1 } = room();
+    const engine = a1.world.engine;
+    assert.equal(engine.handle(a1.attachment, { type: 'status', status: 'busy' }), undefined);
+    assert.equal(engine.handle(a1.attachment, { type: 'meta', meta: { title: 'CTO' } }), undefined);
+    const updates = bob.take('presence.update');
+    assert.equal(updates.length, 2);
+    assert.equal(updates[0].member.status, 'busy');
+    assert.deepEqual(updates[1].member.meta, { title: 'CTO' });
+  });
 
   it('away and busy apply to every session of the user; status online returns to automatic', () => {
     const { bob, a1, a2 } = room();
@@ -1713,5 +1728,144 @@ describe('no leaks', () => {
     w.engine.dispose();
     assert.equal(w.clock.pendingTimers, 0);
     assert.deepEqual(w.engine.stats(), { connections: 0, sessions: 0, onlineUsers: 0, channels: 0 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Corners found by the model-based tests (model.test.ts), each kept as a plain example
+// ---------------------------------------------------------------------------------------------
+
+describe('corners found by the model-based tests', () => {
+  const statuses = (frames: Frame[]) => frames.map((f) => `${f.type}:${f.member?.userId ?? f.userId}:${f.member?.status ?? ''}`);
+
+  it('a session back from idle goes idle again after the timeout', () => {
+    const w = new World({ idleTimeoutMs: 1000 });
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.join('room');
+    w.advance(1000);
+    w.flush(bob);
+    alice.send({ type: 'activity' });
+    assert.deepEqual(statuses(bob.take()), ['presence.update:alice:online']);
+    w.advance(1000);
+    assert.deepEqual(statuses(bob.take()), ['presence.update:alice:away'], 'idle a second time');
+  });
+
+  it('a resumed socket gets its sync before the event its resume causes (a new device)', () => {
+    const w = new World();
+    const alice = w.connect('alice', { device: 'web' });
+    alice.join('room');
+    const bob = w.connect('bob');
+    bob.join('room');
+    const sessionId = alice.sessionId;
+    alice.disconnect();
+    const back = w.connect('alice', { sessionId, device: 'ios' });
+    const frames = back.take().filter((f) => String(f.type).startsWith('presence.'));
+    assert.deepEqual(frames.map((f) => f.type), ['presence.sync', 'presence.update']);
+    assert.equal(frames[1].seq, frames[0].seq + 1, 'the update follows the sync without a gap');
+    assert.deepEqual(frames[1].member.devices, ['ios']);
+  });
+
+  it('a session joining again with new meta gets the update too, so its seq has no gap', () => {
+    const w = new World();
+    const alice = w.connect('alice');
+    alice.join('room');
+    const [first] = alice.take('presence.sync');
+    alice.join('room', { cursor: 3 });
+    const frames = alice.take().filter((f) => String(f.type).startsWith('presence.'));
+    assert.deepEqual(frames.map((f) => [f.type, f.seq]), [['presence.update', first.seq + 1], ['presence.sync', first.seq + 1]]);
+    assert.deepEqual(frames[0].member.channelMeta, { cursor: 3 });
+  });
+
+  it("another node's write of a record whose meta did not change is no update (model-cluster.test.ts)", () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.join('room');
+    alice.send({ type: 'meta', meta: { name: 'Alice' } });
+    w.flush(bob);
+    // As a record arrives from the shared store: decoded anew, so every object is a copy.
+    const record = structuredClone(w.engine.userPresence('alice', TRUSTED));
+    w.engine.applyRecord({
+      userId: 'alice',
+      manual: { status: null, state: null, message: null, expiresAt: null },
+      meta: record.meta,
+      visibility: 'everyone',
+      contacts: [],
+      lastSeenAt: w.now() + 1000,
+      lastActiveAt: w.now() + 1000,
+    });
+    assert.deepEqual(bob.take(), [], 'only lastSeen moved: nothing to announce');
+  });
+
+  it("a move learnt from the new owner's whole state (its claim missed) wins once the old owner is gone (model-cluster.test.ts)", () => {
+    const clock = new ManualClock();
+    // Node b's view: a and b hold leases; c has crashed and is no longer registered.
+    const broker: Broker = {
+      nodeId: 'b',
+      start: async () => {},
+      publish: () => {},
+      flush: () => {},
+      clockOffsetMs: 0,
+      isReady: () => true,
+      nodes: () => ['a', 'b'],
+      close: async () => {},
+    };
+    const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+    const ann = (attached: boolean): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached, channels: { room: { meta: {}, joinedAt: clock.now() } } });
+    engine.applyOps('c', [{ op: 'session', session: ann(true) }]);
+    // Ann's client moved from c to a; b missed a's claim and reads a's whole state instead.
+    engine.applySnapshot('a', [ann(true)]);
+    engine.nodeDown('c');
+    clock.advance(5000);
+    assert.deepEqual(engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId), ['ann'], "ann is a's now: c's death does not end her session");
+  });
+
+  it("another node's session of the same user in the same channel re-publishes ours only when the channel meta changed (model-cluster.test.ts)", async () => {
+    const clock = new ManualClock();
+    const published: NodeOp[] = [];
+    const broker: Broker = {
+      nodeId: 'b',
+      start: async () => {},
+      publish: (op) => published.push(op),
+      flush: () => {},
+      clockOffsetMs: 0,
+      isReady: () => true,
+      nodes: () => ['a', 'b'],
+      close: async () => {},
+    };
+    const engine = new PresenceEngine({ config: resolveConfig({}), clock, broker });
+    const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
+    await engine.handle(ours, { type: 'join', channel: 'room' });
+    const theirs = (meta: Meta, idle: boolean): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle, attached: true, channels: { room: { meta, joinedAt: clock.now() } } });
+    // Ops are published at the end of the turn.
+    const publishedNow = async () => {
+      await Promise.resolve();
+      return published.splice(0).map((op) => (op.op === 'session' ? `${op.session.id} ${JSON.stringify(op.session.channels.room?.meta)}` : op.op));
+    };
+    await publishedNow();
+    engine.applyOps('a', [{ op: 'session', session: theirs({}, false) }]);
+    engine.applyOps('a', [{ op: 'session', session: theirs({}, true) }]);
+    assert.deepEqual(await publishedNow(), [], 'nothing of ours changed (answering made two nodes exchange ops forever)');
+    engine.applyOps('a', [{ op: 'session', session: theirs({ cursor: 1 }, true) }]);
+    assert.deepEqual(await publishedNow(), [`${ours.session.id} {"cursor":1}`], 'ours carries the new channel meta');
+    engine.applyOps('a', [{ op: 'session', session: theirs({ cursor: 1 }, false) }]);
+    assert.deepEqual(await publishedNow(), []);
+  });
+
+  it('a status that expires the instant the offline delay ends causes no flash of presence', () => {
+    const w = new World({ offlineDelayMs: 1000 });
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.join('room');
+    alice.status({ status: 'invisible', expiresAt: iso(w.now() + 1000) });
+    alice.disconnect();
+    w.flush(bob);
+    w.advance(1000);
+    assert.deepEqual(bob.take(), [], 'no join and leave in the same instant');
+    assert.equal(w.engine.userPresence('alice', TRUSTED).status, 'offline');
   });
 });

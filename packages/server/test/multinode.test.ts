@@ -44,6 +44,8 @@ async function startNode(redisUrl: string, id: string, extraEnv: Record<string, 
     PRESENCE_NODE_LEASE_MS: String(LEASE_MS),
     PRESENCE_SYNC_INTERVAL_MS: String(SYNC_INTERVAL_MS),
     PRESENCE_TYPING_TIMEOUT_MS: '5000',
+    // No load shedding: a node stalled by a busy test machine must not refuse a test's client.
+    PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
     LOG_LEVEL: 'warn',
     ...extraEnv,
   });

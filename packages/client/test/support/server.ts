@@ -38,6 +38,9 @@ export async function startPresenceServer(overrides: ServerOverrides = {}): Prom
     typingTimeoutMs: 3000,
     heartbeatIntervalMs: 10_000,
     ...overrides,
+    // Load shedding off unless a test turns it on: a busy CI machine can stall a test process
+    // past the default lag limit, and a refused connection would fail an unrelated test.
+    limits: { maxEventLoopLagMs: 0, ...overrides.limits },
   });
   const server = await startServer(config, { log: silentLogger });
   const tracked = new Set<TrackedSocket>();

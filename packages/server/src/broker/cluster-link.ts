@@ -63,6 +63,8 @@ export class ClusterLink implements Broker, UserStore {
   private readonly queue: QueueItem[] = [];
   private draining = false;
   private outbox: NodeOp[] = [];
+  /** Ops sent to the service whose write has not answered yet. */
+  private opsInFlight = 0;
   private flushScheduled = false;
   private needsRegistration = false;
   private registering?: Promise<void>;
@@ -134,11 +136,14 @@ export class ClusterLink implements Broker, UserStore {
     const ops = this.outbox;
     this.outbox = [];
     const seq = ++this.seq;
+    this.opsInFlight += ops.length;
     this.transport.writeOps(this.nodeId, seq, ops).then(
       (written) => {
+        this.opsInFlight -= ops.length;
         if (!written) void this.reregister();
       },
       () => {
+        this.opsInFlight -= ops.length;
         this.needsRegistration = true;
       },
     );
@@ -531,9 +536,18 @@ export class ClusterLink implements Broker, UserStore {
     return entry;
   }
 
-  /** For tests and the operations docs: what this node holds. */
-  inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number } {
-    return { cachedUsers: this.cache.size, pendingWrites: this.pendingWrites.size, knownNodes: this.appliedSeq.size };
+  /**
+   * For tests and the operations docs: what this node holds. `unwrittenOps`: session ops published
+   * here that the shared service does not hold yet (they leave at the end of the event-loop turn),
+   * so a node that reads this one's state now would not see them.
+   */
+  inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number; unwrittenOps: number } {
+    return {
+      cachedUsers: this.cache.size,
+      pendingWrites: this.pendingWrites.size,
+      knownNodes: this.appliedSeq.size,
+      unwrittenOps: this.outbox.length + this.opsInFlight,
+    };
   }
 }
 

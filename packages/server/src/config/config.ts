@@ -27,6 +27,10 @@ export interface ServerLimits extends Limits {
   maxQueryUsers: number;
   /** Members in one page of `GET /realtime/channels/:id/presence`. */
   maxPageSize: number;
+  /** Event-loop lag past which new connections are refused with OVERLOADED (1013); 0: off. */
+  maxEventLoopLagMs: number;
+  /** Unsent bytes over all connections past which new connections are refused with OVERLOADED; 0: off. */
+  maxTotalOutboundBytes: number;
 }
 
 export interface ServerConfig {
@@ -68,6 +72,12 @@ export interface ServerConfig {
   allowedOrigins: string[];
   /** When set, nodes share presence through Redis. */
   redisUrl?: string;
+  /**
+   * Single node: user records (status, state, message, meta, privacy, lastSeen) are kept in this
+   * directory and survive restarts, `kill -9` included (at most the last second is lost). Unset:
+   * in memory. Cannot be combined with `redisUrl`, where records live in Redis.
+   */
+  dataDir?: string;
   /** @default 'info' */
   logLevel: LogLevel;
   /** `NODE_ENV=production`: refuse to start without auth. */
@@ -101,6 +111,8 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxConnections: 100_000,
   maxQueryUsers: 1000,
   maxPageSize: 1000,
+  maxEventLoopLagMs: 500,
+  maxTotalOutboundBytes: 256 * 1024 * 1024,
 };
 
 export const DEFAULT_CONFIG: ServerConfig = {

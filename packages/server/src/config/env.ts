@@ -61,6 +61,8 @@ const LIMIT_VARS = {
   maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029).' },
   maxQueryUsers: { env: 'PRESENCE_MAX_QUERY_USERS', min: 1, max: MAX_TIMER_MS, help: 'User ids in one POST /realtime/presence/query.' },
   maxPageSize: { env: 'PRESENCE_MAX_PAGE_SIZE', min: 1, max: MAX_TIMER_MS, help: 'Members per page of GET /realtime/channels/:id/presence.' },
+  maxEventLoopLagMs: { env: 'PRESENCE_MAX_EVENT_LOOP_LAG_MS', min: 0, max: MAX_TIMER_MS, help: 'Event-loop lag past which new connections are refused with OVERLOADED (1013) for a second (0: off).' },
+  maxTotalOutboundBytes: { env: 'PRESENCE_MAX_TOTAL_OUTBOUND_BYTES', min: 0, max: MAX_INT, help: 'Unsent bytes over all connections past which new connections are refused with OVERLOADED (0: off).' },
 } as const satisfies Record<keyof ServerLimits, LimitSpec>;
 
 interface VarDoc {
@@ -97,6 +99,7 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   },
   { name: 'PRESENCE_ALLOWED_ORIGINS', default: 'any', help: 'Comma list of exact origins (https://app.example.com) allowed to connect; * or empty: any.' },
   { name: 'REDIS_URL', default: unset, help: 'redis:// or rediss:// URL; when set, nodes share presence through Redis.' },
+  { name: 'PRESENCE_DATA_DIR', default: unset, help: 'Single node: directory where user records (status, meta, lastSeen) survive restarts; not with REDIS_URL.' },
   { name: 'LOG_LEVEL', default: DEFAULT_CONFIG.logLevel, help: 'debug | info | warn | error | silent.' },
   { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },
   { name: 'PRESENCE_PERMESSAGE_DEFLATE', default: String(DEFAULT_CONFIG.permessageDeflate), help: 'WebSocket compression (true/false/1/0); costs CPU and memory per connection.' },
@@ -122,6 +125,7 @@ const FLAGS: readonly FlagSpec[] = [
   { flag: '--log-level', env: 'LOG_LEVEL', arg: 'L' },
   { flag: '--offline-delay-ms', env: 'PRESENCE_OFFLINE_DELAY_MS', arg: 'N' },
   { flag: '--idle-timeout-ms', env: 'PRESENCE_IDLE_TIMEOUT_MS', arg: 'N' },
+  { flag: '--data-dir', env: 'PRESENCE_DATA_DIR', arg: 'DIR' },
 ];
 
 function buildHelpText(): string {
@@ -453,6 +457,15 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     vars.PRESENCE_ALLOWED_ORIGINS === undefined ? [] : parseAllowedOrigins(vars.PRESENCE_ALLOWED_ORIGINS);
 
   const redisUrl = present(vars.REDIS_URL) ? parseRedisUrl('REDIS_URL', vars.REDIS_URL) : undefined;
+  const dataDirVar = get('PRESENCE_DATA_DIR');
+  const dataDir = dataDirVar?.raw.trim();
+  if (dataDir !== undefined && redisUrl !== undefined) {
+    // Two homes for user records would disagree after the first restart; make the operator pick.
+    throw new ConfigError(
+      dataDirVar!.source,
+      `${dataDirVar!.source} and REDIS_URL are both set: with REDIS_URL user records live in Redis; unset one of them`,
+    );
+  }
 
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
@@ -496,6 +509,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     limits,
   };
   if (redisUrl !== undefined) config.redisUrl = redisUrl;
+  if (dataDir !== undefined) config.dataDir = dataDir;
   if (nodeId !== undefined) config.nodeId = nodeId;
   return config;
 }

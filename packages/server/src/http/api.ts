@@ -14,6 +14,7 @@ import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics/index.
 import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
 import { assertStatusFields } from '../presence/commands.js';
 import { assertChannelName, assertUserId, isPlainObject } from '../presence/validation.js';
+import type { AdminStats } from './admin-stats.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
 import { Router, decodeParam } from './router.js';
 
@@ -24,8 +25,10 @@ export interface HttpApiDeps {
   verifier?: TokenVerifier;
   metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'>;
   log: Logger;
-  /** False while the store is unreachable; `/readyz` answers 503 then. */
-  isReady(): boolean;
+  /** Figures for the operations dashboard (`GET /realtime/admin/stats`); the route is 404 without it. */
+  adminStats?: () => AdminStats;
+  /** False while the store is unreachable; `/readyz` answers 503 then, with this error's code when one is given (OVERLOADED). */
+  isReady(): boolean | PresenceError;
 }
 
 export const ROUTES = {
@@ -33,6 +36,7 @@ export const ROUTES = {
   updatePresence: '/realtime/presence/update',
   userPresence: '/realtime/users/:id/presence',
   queryPresence: '/realtime/presence/query',
+  adminStats: '/realtime/admin/stats',
   health: '/healthz',
   ready: '/readyz',
   metrics: '/metrics',
@@ -125,14 +129,21 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       await queries.loadUsers(userIds as string[]);
       return { status: 200, json: { users: queries.queryUsers(userIds as string[], viewerId(viewer)) } };
     })
+    .add('GET', ROUTES.adminStats, ({ viewer }) => {
+      // Channel names and per-node figures are for operators: the API key, never a user's token.
+      if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The admin stats need the API key.');
+      if (!deps.adminStats) throw new PresenceError('NOT_FOUND', 'Admin stats are not enabled on this server.');
+      return { status: 200, json: deps.adminStats() };
+    })
     .add('GET', ROUTES.health, () => ({ status: 200, json: { status: 'ok' } }))
     .add('GET', ROUTES.ready, () => {
-      let ready = false;
+      let ready: boolean | PresenceError = false;
       try {
         ready = deps.isReady();
       } catch (error) {
         log.warn('readiness check failed', { err: error });
       }
+      if (ready instanceof PresenceError) throw ready;
       if (!ready) throw new PresenceError('NOT_READY');
       return { status: 200, json: { status: 'ready' } };
     })
@@ -223,7 +234,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     }
     // The unread rest of an oversized body must not be parsed as the next request on this connection.
     if (error.code === 'FRAME_TOO_LARGE') headers.Connection = 'close';
-    if (error.code === 'NOT_READY') headers['Retry-After'] = '1';
+    if (error.code === 'NOT_READY' || error.code === 'OVERLOADED') headers['Retry-After'] = '1';
     const body = JSON.stringify({ error: { code: error.code, message: error.message } });
     send(res, error.httpStatus, body, 'application/json; charset=utf-8', headers, route);
   }

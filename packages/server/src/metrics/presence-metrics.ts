@@ -14,6 +14,7 @@ export const FANOUT_BUCKETS: readonly number[] = [
 
 const KNOWN_COMMAND_TYPES: ReadonlySet<string> = new Set(CLIENT_MESSAGE_TYPES);
 const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
+const REFUSAL_REASONS: ReadonlySet<string> = new Set(['event_loop_lag', 'outbound_buffer']);
 const OUTBOUND_TYPES: ReadonlySet<string> = new Set([
   'welcome',
   'presence.sync',
@@ -52,6 +53,8 @@ export interface PresenceMetrics {
   errors: Counter<'code'>;
   connectionsOpened: Counter;
   connectionsClosed: Counter<'code'>;
+  /** Upgrades refused with OVERLOADED, by reason (`event_loop_lag`, `outbound_buffer`). */
+  connectionsRefused: Counter<'reason'>;
   /** Seconds from receiving a command until all resulting frames were queued to every receiver. */
   fanoutLatency: Histogram;
   /** HTTP responses by route template (never the raw path) and status. */
@@ -70,6 +73,7 @@ export interface PresenceMetrics {
   errorSent(code: ErrorCode | string): void;
   connectionOpened(): void;
   connectionClosed(code: number): void;
+  connectionRefused(reason: string): void;
   /** Observes a fan-out duration in seconds. */
   observeFanout(seconds: number): void;
   /** Stops the event loop monitor; safe to call more than once. */
@@ -81,6 +85,8 @@ export interface PresenceMetricsOptions {
   eventLoopResolutionMs?: number;
   /** In a cluster: nodes with a live lease and whether the shared state is reachable. */
   cluster?: () => { nodes: number; ready: boolean };
+  /** Unsent bytes of the node's sockets, and whether new connections are being refused for load. */
+  load?: () => { outbound: { totalBytes: number; maxBytes: number }; overloaded: boolean };
 }
 
 export function createPresenceMetrics(
@@ -128,6 +134,28 @@ export function createPresenceMetrics(
     collect: () => (!cluster || cluster().ready ? 1 : 0),
   });
 
+  // Read once per scrape, like the stats: the outbound scan visits every connection.
+  const load = options.load;
+  let loadSnapshot: ReturnType<NonNullable<typeof load>> | undefined;
+  registry.onCollect(() => {
+    loadSnapshot = load?.();
+  });
+  registry.gauge({
+    name: 'presence_outbound_buffer_bytes',
+    help: 'Bytes queued for sending but not yet handed to the kernel, over all connections of this node.',
+    collect: () => loadSnapshot?.outbound.totalBytes ?? 0,
+  });
+  registry.gauge({
+    name: 'presence_outbound_buffer_max_bytes',
+    help: 'Bytes queued but unsent on the connection with the most (slow consumers are closed past the per-connection limit).',
+    collect: () => loadSnapshot?.outbound.maxBytes ?? 0,
+  });
+  registry.gauge({
+    name: 'presence_overloaded',
+    help: '1 while new connections are refused with OVERLOADED (event-loop lag or outbound buffers past their limit).',
+    collect: () => (loadSnapshot?.overloaded ? 1 : 0),
+  });
+
   const eventsIn = registry.counter({
     name: 'presence_events_in_total',
     help: 'Inbound WebSocket commands by type.',
@@ -151,6 +179,11 @@ export function createPresenceMetrics(
     name: 'presence_connections_closed_total',
     help: 'WebSocket connections closed, by close code.',
     labelNames: ['code'],
+  });
+  const connectionsRefused = registry.counter({
+    name: 'presence_connections_refused_total',
+    help: 'WebSocket upgrades refused with OVERLOADED, by reason.',
+    labelNames: ['reason'],
   });
   const fanoutLatency = registry.histogram({
     name: 'presence_fanout_latency_seconds',
@@ -210,6 +243,7 @@ export function createPresenceMetrics(
     errors,
     connectionsOpened,
     connectionsClosed,
+    connectionsRefused,
     fanoutLatency,
     httpRequests,
     residentMemory,
@@ -231,6 +265,9 @@ export function createPresenceMetrics(
     },
     connectionClosed(code) {
       connectionsClosed.inc({ code: closeCodeLabel(code) });
+    },
+    connectionRefused(reason) {
+      connectionsRefused.inc({ reason: REFUSAL_REASONS.has(reason) ? reason : 'other' });
     },
     observeFanout(seconds) {
       fanoutLatency.observe(seconds);

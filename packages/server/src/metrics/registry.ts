@@ -142,6 +142,13 @@ export class Counter<L extends string = never> implements Metric {
     return this.values.get(this.values.key(args[0])) ?? 0;
   }
 
+  /** Sum over every series (all label values); the admin stats derive event rates from it. */
+  total(): number {
+    let sum = 0;
+    for (const [, value] of this.values.entries()) sum += value;
+    return sum;
+  }
+
   lines(): string[] {
     return [...this.values.entries()].map(([key, value]) => sample(this.name, key, value));
   }

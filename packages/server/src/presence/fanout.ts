@@ -10,9 +10,8 @@ export interface BroadcastExclusions {
 
 /**
  * Writes server messages to sessions. A channel message is serialized once and the same string
- * goes to every receiver: fan-out cost is one serialization plus one queue push per socket. A
- * member inside a join or update is not serialized again: its cached JSON (ChannelMember.rendered)
- * is spliced in.
+ * goes to every receiver: fan-out cost is one serialization plus one queue push per socket (the
+ * engine splices a member's cached JSON into joins and updates: see `memberEvent`).
  */
 export class Fanout {
   constructor(private readonly observer?: EngineObserver) {}
@@ -24,20 +23,23 @@ export class Fanout {
   }
 
   toChannel(channel: Channel, message: ServerMessage, exclusions: BroadcastExclusions = {}): void {
+    this.toChannelJson(channel, message.type, JSON.stringify(message), exclusions);
+  }
+
+  /** Sends one pre-built JSON message to every session in the channel but the excluded ones. */
+  toChannelJson(channel: Channel, type: ServerMessage['type'], json: string, exclusions: BroadcastExclusions = {}): void {
     const { exceptSession, exceptUserId } = exclusions;
-    let json: string | undefined;
     let receivers = 0;
     for (const member of channel.members.values()) {
       if (exceptUserId !== undefined && member.user.record.userId === exceptUserId) continue;
       for (const session of member.sessions) {
         const sink = session.sink;
         if (sink === null || session === exceptSession) continue;
-        json ??= serializeForChannel(channel, message);
-        sink.send(json, message.type);
+        sink.send(json, type);
         receivers += 1;
       }
     }
-    if (receivers > 0) this.observer?.sent(message.type, receivers);
+    if (receivers > 0) this.observer?.sent(type, receivers);
   }
 
   /** Sends one pre-built JSON string to many sessions (watchers); returns how many got it. */
@@ -51,21 +53,4 @@ export class Fanout {
     if (receivers > 0) this.observer?.sent(type, receivers);
     return receivers;
   }
-}
-
-/**
- * `JSON.stringify(message)`, byte for byte; a join or update carrying the member's cached view
- * reuses that view's JSON instead of serializing it again.
- */
-function serializeForChannel(channel: Channel, message: ServerMessage): string {
-  if (message.type !== 'presence.update' && message.type !== 'presence.join') return JSON.stringify(message);
-  const rendered = channel.members.get(message.member.userId)?.rendered;
-  if (rendered === undefined || rendered.view !== message.member) return JSON.stringify(message);
-  let out = '{';
-  for (const [key, value] of Object.entries(message)) {
-    if (value === undefined) continue;
-    if (out.length > 1) out += ',';
-    out += `${JSON.stringify(key)}:${key === 'member' ? rendered.json : JSON.stringify(value)}`;
-  }
-  return `${out}}`;
 }

@@ -65,7 +65,7 @@ export interface ChannelMember {
    * are the same objects (both are replaced, never mutated, on change). A sync of a big channel
    * then costs one string join instead of one object and one stringify per member.
    */
-  rendered?: { published: UserPresence; channelMeta: Meta; view: Member; json: string };
+  rendered?: { published: UserPresence; channelMeta: Meta; json: string };
 }
 
 export interface Channel {

@@ -4,6 +4,12 @@ import type { Session, UserState } from './state.js';
 import { hiddenView, mayView } from './user-presence.js';
 
 /**
+ * The watch list of every session that watches nobody (most of them): one shared empty set instead
+ * of one per session. It is never added to: a session gets its own set with its first watch.
+ */
+export const NO_WATCHES: Set<string> = new Set();
+
+/**
  * Who watches whom: the reverse index from a watched user id to the sessions watching it, so a
  * presence change reaches a contact list without the watcher sharing a channel with the user.
  */
@@ -14,6 +20,7 @@ export class WatcherIndex {
 
   add(session: Session, userId: string): void {
     if (session.watching.has(userId)) return;
+    if (session.watching === NO_WATCHES) session.watching = new Set();
     session.watching.add(userId);
     let sessions = this.byWatchedUser.get(userId);
     if (!sessions) this.byWatchedUser.set(userId, (sessions = new Set()));

@@ -12,13 +12,20 @@ import { RateLimiter } from './rate-limiter.js';
  */
 export interface SocketLike {
   send(data: string): void;
-  /** A text frame given as UTF-8 bytes (`binary: false`), so sockets can share one encoding. */
-  send(data: Buffer, options: { binary: boolean }): void;
   close(code: number, reason: string): void;
   /** Drops the TCP connection without a closing handshake. */
   terminate(): void;
   readonly bufferedAmount: number;
+  /** 1 while open (the WebSocket constants). */
+  readonly readyState: number;
 }
+
+/** The byte stream under a WebSocket, for frames built once and written to many sockets. */
+export interface RawStream {
+  write(frame: Buffer): boolean;
+}
+
+const OPEN = 1;
 
 export interface ConnectionObserver {
   commandReceived(type: string): void;
@@ -28,8 +35,8 @@ export interface ConnectionObserver {
   commandHandled(seconds: number): void;
 }
 
+/** What every connection of a transport shares: one object, not a copy per connection. */
 export interface ConnectionOptions {
-  socket: SocketLike;
   log: Logger;
   rateLimitPerSecond: number;
   rateLimitBurst: number;
@@ -47,14 +54,25 @@ export class Connection implements SessionSink, Flushable {
   attachment?: Attachment;
   /** Time anything last arrived (frame or pong): the heartbeat sweep reads it. */
   lastInboundAt: number;
-  private readonly socket: SocketLike;
+  /** Closes the connection when its token expires (set by the transport). */
+  expiryTimer: NodeJS.Timeout | undefined = undefined;
+  /** Which heartbeat slice the transport filed it in. */
+  sweepSlice = 0;
   private readonly limiter: RateLimiter;
   private readonly outbox: string[] = [];
   private flushScheduled = false;
   private closed = false;
 
-  constructor(private readonly options: ConnectionOptions) {
-    this.socket = options.socket;
+  /**
+   * @param raw The socket's byte stream, when frames may bypass the WebSocket library: shared
+   *   frames are then written pre-framed (see flush-queue.ts). Undefined when frames must go
+   *   through it (with permessage-deflate, which compresses per socket).
+   */
+  constructor(
+    private readonly socket: SocketLike,
+    private readonly raw: RawStream | undefined,
+    private readonly options: ConnectionOptions,
+  ) {
     this.limiter = new RateLimiter(options.rateLimitPerSecond, options.rateLimitBurst, options.now);
     this.lastInboundAt = options.now();
   }
@@ -194,11 +212,10 @@ export class Connection implements SessionSink, Flushable {
       this.socket.terminate();
       return;
     }
-    // Usually a frame that many sockets get in this pass: encoded once (see flush-queue.ts).
-    const data = frames !== undefined ? frames.bytesOrText(frame) : frame;
-    if (typeof data === 'string') this.socket.send(data);
-    else this.socket.send(data, TEXT);
+    // Usually a frame that many sockets get in this pass: encoded and framed once (flush-queue.ts).
+    const { raw } = this;
+    const framed = raw !== undefined && frames !== undefined ? frames.framed(frame) : undefined;
+    if (framed === undefined) this.socket.send(frame);
+    else if (this.socket.readyState === OPEN) raw!.write(framed);
   }
 }
-
-const TEXT = { binary: false };

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
 import type { ServerConfig } from '../config/config.js';
 import { isDevMode } from '../config/config.js';
 import type { ConnectRequest, PresenceEngine } from '../presence/engine.js';
@@ -9,12 +9,22 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import { bearerToken, originAllowed } from '../auth/access.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { Connection, type ConnectionObserver } from './connection.js';
+import { Connection, type ConnectionObserver, type ConnectionOptions } from './connection.js';
+import { OverloadGuard, type OutboundBuffer, type OverloadReason } from './overload-guard.js';
 
 export const REALTIME_PATH = '/realtime';
+/** Where a socket keeps its Connection, for the shared event handlers. */
+const CONNECTION = Symbol('connection');
+type TrackedSocket = WebSocket & { [CONNECTION]?: Connection };
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a connection that missed its heartbeats gets to complete a closing handshake. */
 const HEARTBEAT_CLOSE_GRACE_MS = 1000;
+/**
+ * How long a peer gets to answer our close frame before its socket is cut. ws waits 30 s by
+ * default, so a client that never answers (refused at connect, so never counted against any limit,
+ * or flooding) could hold thousands of sockets open.
+ */
+const CLOSE_HANDSHAKE_TIMEOUT_MS = 1000;
 /**
  * The heartbeat sweep visits one slice of the connections per tick, SWEEP_SLICES ticks per
  * interval: pinging 10,000 sockets in one loop (and the burst of pongs it provokes) held the event
@@ -25,6 +35,8 @@ const SWEEP_SLICES = 20;
 export interface TransportObserver extends ConnectionObserver {
   connectionOpened(): void;
   connectionClosed(code: number): void;
+  /** An upgrade refused with OVERLOADED, before any authentication. */
+  connectionRefused?(reason: OverloadReason): void;
 }
 
 export interface WebSocketTransportOptions {
@@ -52,6 +64,9 @@ export class WebSocketTransport {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly now: () => number;
   private accepting = true;
+  private readonly connectionOptions: ConnectionOptions;
+  private readonly handlers: ReturnType<WebSocketTransport['makeHandlers']>;
+  private readonly overload: OverloadGuard;
 
   constructor(private readonly options: WebSocketTransportOptions) {
     const { config } = options;
@@ -62,9 +77,43 @@ export class WebSocketTransport {
       maxPayload: config.limits.maxFrameBytes,
       perMessageDeflate: config.permessageDeflate,
       clientTracking: false,
-    });
+      // A ws option (8.23 has it) that @types/ws does not declare yet.
+      closeTimeout: CLOSE_HANDSHAKE_TIMEOUT_MS,
+    } as ServerOptions & { closeTimeout: number });
+    this.connectionOptions = {
+      log: options.log,
+      rateLimitPerSecond: config.limits.rateLimitPerSecond,
+      rateLimitBurst: config.limits.rateLimitBurst,
+      maxOutboundBufferBytes: config.limits.maxOutboundBufferBytes,
+      now: this.now,
+      observer: options.observer,
+    };
+    this.handlers = this.makeHandlers();
     this.heartbeat = setInterval(() => this.sweep(), Math.max(1, Math.floor(config.heartbeatIntervalMs / SWEEP_SLICES)));
     this.heartbeat.unref();
+    this.overload = new OverloadGuard({
+      maxEventLoopLagMs: config.limits.maxEventLoopLagMs,
+      maxTotalOutboundBytes: config.limits.maxTotalOutboundBytes,
+      outbound: () => this.outboundBuffer(),
+    });
+  }
+
+  /** What the sockets hold unsent; a full scan, for the guard's timer and for metrics scrapes. */
+  outboundBuffer(): OutboundBuffer {
+    let totalBytes = 0;
+    let maxBytes = 0;
+    for (const ws of this.connections.values()) {
+      const bytes = ws.bufferedAmount;
+      totalBytes += bytes;
+      if (bytes > maxBytes) maxBytes = bytes;
+    }
+    return { totalBytes, maxBytes };
+  }
+
+  /** OVERLOADED while new connections are being refused for load (see overload-guard.ts). */
+  overloaded(): PresenceError | undefined {
+    const overload = this.accepting ? this.overload.check() : undefined;
+    return overload && new PresenceError('OVERLOADED', overload.message);
   }
 
   get connectionCount(): number {
@@ -78,7 +127,7 @@ export class WebSocketTransport {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     void this.authenticate(request, url).then(
       (identity) => this.accept(request, socket, head, url, identity),
       (error: unknown) => this.accept(request, socket, head, url, undefined, toPresenceError(error, this.options.log)),
@@ -97,6 +146,16 @@ export class WebSocketTransport {
     }
     if (this.connections.size >= config.limits.maxConnections) {
       throw new PresenceError('TOO_MANY_CONNECTIONS');
+    }
+    // Before any token or store work: refusing must stay cheap when the node is struggling. A
+    // client resuming a session it still has is let in: it is already counted in everyone's view,
+    // and turning it away for longer than the offline delay is the flap that delay exists to
+    // prevent (a reconnect storm after a network blip is such a load, and exactly that case).
+    const sessionId = url.searchParams.get('sessionId');
+    const overload = sessionId !== null && this.options.engine.hasSession(sessionId) ? undefined : this.overload.check();
+    if (overload) {
+      this.options.observer?.connectionRefused?.(overload.reason);
+      throw new PresenceError('OVERLOADED', overload.message);
     }
     const token = url.searchParams.get('token') ?? bearerToken(request.headers.authorization);
     if (token) {
@@ -130,72 +189,87 @@ export class WebSocketTransport {
 
   private accept(request: IncomingMessage, socket: Duplex, head: Buffer, url: URL, identity?: Identity, failure?: PresenceError): void {
     if (socket.destroyed) return;
+    const connect = identity && connectRequest(identity, url.searchParams);
     this.wss.handleUpgrade(request, socket, head, (ws) => {
-      const { config, engine, log, observer } = this.options;
-      const connection = new Connection({
-        socket: ws,
-        log,
-        rateLimitPerSecond: config.limits.rateLimitPerSecond,
-        rateLimitBurst: config.limits.rateLimitBurst,
-        maxOutboundBufferBytes: config.limits.maxOutboundBufferBytes,
-        now: this.now,
-        observer,
-      });
-      observer?.connectionOpened();
-      let expiryTimer: NodeJS.Timeout | undefined;
-      const slice = this.sweepSlices[this.nextSlice];
-      this.nextSlice = (this.nextSlice + 1) % SWEEP_SLICES;
-      ws.on('close', (code) => {
-        clearTimeout(expiryTimer);
-        this.connections.delete(connection);
-        slice.delete(connection);
-        observer?.connectionClosed(code);
-        if (connection.attachment) engine.disconnect(connection.attachment);
-      });
-      ws.on('error', (error: Error & { code?: string }) => {
-        // ws reports oversized frames here and closes with 1009 itself; nothing else to do.
-        log.debug('socket error', { code: error.code, message: error.message });
-      });
-      if (failure || !identity) {
+      const { config, engine, log } = this.options;
+      const connection = this.track(ws, socket, failure === undefined && connect !== undefined);
+      if (failure || !connect) {
         connection.reject(failure ?? new PresenceError('UNAUTHORIZED'));
         return;
       }
-      this.connections.set(connection, ws);
-      slice.set(connection, ws);
-      ws.on('pong', () => {
-        connection.lastInboundAt = this.now();
-      });
-      ws.on('message', (data, isBinary) => connection.receive(engine, data as Buffer, isBinary));
       try {
-        connection.attachment = engine.connect(
-          {
-            identity,
-            sessionId: url.searchParams.get('sessionId') ?? undefined,
-            device: url.searchParams.get('device') ?? undefined,
-            restore: restoreHint(url.searchParams),
-          },
-          connection,
-        );
+        connection.attachment = engine.connect(connect, connection);
       } catch (error) {
         connection.reject(toPresenceError(error, log));
         return;
       }
-      if (identity.expiresAt !== undefined) {
-        const expiresAt = identity.expiresAt;
-        // setTimeout cannot wait longer than ~24.8 days, so a long-lived token is checked in steps.
-        const arm = () => {
-          const remaining = expiresAt - this.now();
-          if (remaining <= 0) {
-            connection.reject(new PresenceError('TOKEN_EXPIRED'));
-            return;
-          }
-          expiryTimer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
-          expiryTimer.unref();
-        };
-        arm();
-      }
+      const { identity } = connect;
+      if (identity.expiresAt !== undefined) this.expireAt(connection, identity.expiresAt);
       if (isDevMode(config)) log.debug('dev-mode connection', { userId: identity.userId });
     });
+  }
+
+  /**
+   * Wires a socket to a new Connection with the shared handlers. Nothing here may close over the
+   * upgrade: whatever a socket's handlers can reach (the request, its headers, the URL, about 1 KB)
+   * lives as long as the socket.
+   */
+  private track(ws: WebSocket, socket: Duplex, authenticated: boolean): Connection {
+    // ws writes a text frame as the very bytes textFrame builds, so shared frames may go straight
+    // to the socket, in order with ws's own writes; compression is per socket and must not.
+    const connection = new Connection(ws, this.options.config.permessageDeflate ? undefined : socket, this.connectionOptions);
+    this.options.observer?.connectionOpened();
+    (ws as TrackedSocket)[CONNECTION] = connection;
+    ws.on('close', this.handlers.close);
+    ws.on('error', this.handlers.error);
+    if (!authenticated) return connection;
+    connection.sweepSlice = this.nextSlice;
+    this.nextSlice = (this.nextSlice + 1) % SWEEP_SLICES;
+    this.connections.set(connection, ws);
+    this.sweepSlices[connection.sweepSlice].set(connection, ws);
+    ws.on('pong', this.handlers.pong);
+    ws.on('message', this.handlers.message);
+    return connection;
+  }
+
+  /**
+   * Socket event handlers, made once and shared by every socket (`this` is the socket, which
+   * carries its connection): per-socket closures cost about 200 bytes a connection.
+   */
+  private makeHandlers() {
+    const { engine, log, observer } = this.options;
+    const transport = this;
+    return {
+      close(this: WebSocket, code: number): void {
+        const connection = (this as TrackedSocket)[CONNECTION]!;
+        clearTimeout(connection.expiryTimer);
+        if (transport.connections.delete(connection)) transport.sweepSlices[connection.sweepSlice].delete(connection);
+        observer?.connectionClosed(code);
+        if (connection.attachment) engine.disconnect(connection.attachment);
+      },
+      error(error: Error & { code?: string }): void {
+        // ws reports oversized frames here and closes with 1009 itself; nothing else to do.
+        log.debug('socket error', { code: error.code, message: error.message });
+      },
+      pong(this: WebSocket): void {
+        (this as TrackedSocket)[CONNECTION]!.lastInboundAt = transport.now();
+      },
+      message(this: WebSocket, data: RawData, isBinary: boolean): void {
+        (this as TrackedSocket)[CONNECTION]!.receive(engine, data as Buffer, isBinary);
+      },
+    };
+  }
+
+  /** Closes the connection with TOKEN_EXPIRED when its token expires. */
+  private expireAt(connection: Connection, expiresAt: number): void {
+    const remaining = expiresAt - this.now();
+    if (remaining <= 0) {
+      connection.reject(new PresenceError('TOKEN_EXPIRED'));
+      return;
+    }
+    // setTimeout cannot wait longer than ~24.8 days, so a long-lived token is checked in steps.
+    connection.expiryTimer = setTimeout(() => this.expireAt(connection, expiresAt), Math.min(remaining, MAX_TIMER_MS));
+    connection.expiryTimer.unref();
   }
 
   /**
@@ -223,6 +297,7 @@ export class WebSocketTransport {
   async shutdown(graceMs = 2000): Promise<void> {
     this.accepting = false;
     clearInterval(this.heartbeat);
+    this.overload.close();
     const open = [...this.connections];
     const closed = Promise.all(
       open.map(
@@ -240,6 +315,20 @@ export class WebSocketTransport {
     for (const ws of this.connections.values()) ws.terminate();
     this.wss.close();
   }
+}
+
+/** A listener shared by every upgrading socket: a per-socket closure would keep its request alive. */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
+function connectRequest(identity: Identity, params: URLSearchParams): ConnectRequest {
+  return {
+    identity,
+    sessionId: params.get('sessionId') ?? undefined,
+    device: params.get('device') ?? undefined,
+    restore: restoreHint(params),
+  };
 }
 
 /** The status a reconnecting client asks to have back if this server forgot it (see ConnectRequest). */

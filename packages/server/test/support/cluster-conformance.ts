@@ -101,6 +101,19 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await a.send(tab1, { type: 'join', channel: 'doc' });
       await b.send(tab2, { type: 'join', channel: 'doc' });
       await eventually(() => c.engine.userPresence('ann', TRUSTED).devices.length === 2, 5000, 'both devices merged');
+      // Once both sessions are known everywhere, nothing changes, so nothing is published: applying
+      // the other node's session must not send ours again (the two nodes answered each other forever).
+      await pause(100);
+      let published = 0;
+      for (const node of [a, b]) {
+        const publish = node.link.publish.bind(node.link);
+        node.link.publish = (op) => {
+          published += 1;
+          publish(op);
+        };
+      }
+      await pause(300);
+      assert.equal(published, 0, 'ops published while nothing changed');
       await a.send(tab1, { type: 'leave', channel: 'doc' });
       await pause(200);
       assert.deepEqual(joinsAndLeaves(watcher, 'doc', 'ann'), ['join']);
@@ -215,6 +228,26 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await eventually(() => tabB.closedWith?.code === 1000, 5000, 'the other tab closed');
       await eventually(() => joinsAndLeaves(obs, 'room', 'ann').length === 2, 10_000, 'leave without the offline delay');
       for (const node of [a, b]) assert.deepEqual(memberIds(node, 'room'), ['obs']);
+    });
+
+    it("a node's session ops count as unwritten until the shared service holds them; a node started after that reads them (model-cluster.test.ts)", async () => {
+      const [a] = await cluster(1);
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      const sessionId = ann.sessionId;
+      await a.send(ann, { type: 'logout' });
+      // Published at the end of the event-loop turn: the service does not hold the logout yet.
+      assert.ok(a.link.inspect().unwrittenOps > 0, 'the ops of this turn are not written yet');
+      await eventually(() => a.link.inspect().unwrittenOps === 0, 5000, 'the ops to be written');
+      const [b] = await cluster(1);
+      await eventually(() => b.link.isReady() && b.link.inspect().knownNodes === 1, 5000, "b to read a's state");
+      // The logged-out session is gone from a's stored state: the same id starts a new session on b.
+      const again = await b.connect('ann', { sessionId });
+      assert.equal(again.of('welcome')[0].resumed, false);
+      await eventually(() => memberIds(a, 'room').length === 0 && a.engine.userPresence('ann', TRUSTED).status === 'online', 5000, 'a to see ann on b');
+      await pause(200);
+      assert.equal(again.closedWith, undefined, 'the logout before it does not end the new session');
+      assert.equal(b.engine.userPresence('ann', TRUSTED).status, 'online');
     });
 
     it('invisible is offline on every node: leave, no typing, not listed', async () => {

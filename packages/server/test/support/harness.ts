@@ -8,7 +8,17 @@ type ConfigOverrides = Parameters<typeof resolveConfig>[0];
 
 /** A real server on a free loopback port, with short timeouts unless the test says otherwise. */
 export async function startTestServer(overrides: ConfigOverrides = {}): Promise<RunningServer & { config: ServerConfig; wsUrl: string }> {
-  const config = resolveConfig({ port: 0, host: '127.0.0.1', offlineDelayMs: 200, typingTimeoutMs: 300, heartbeatIntervalMs: 1000, ...overrides });
+  const config = resolveConfig({
+    port: 0,
+    host: '127.0.0.1',
+    offlineDelayMs: 200,
+    typingTimeoutMs: 300,
+    heartbeatIntervalMs: 1000,
+    ...overrides,
+    // Load shedding off unless a test turns it on: a busy CI machine can stall a test process
+    // past the default lag limit, and a refused connection would fail an unrelated test.
+    limits: { maxEventLoopLagMs: 0, ...overrides.limits },
+  });
   const server = await startServer(config, { log: silentLogger });
   return { ...server, config, wsUrl: `ws://127.0.0.1:${server.port}/realtime` };
 }

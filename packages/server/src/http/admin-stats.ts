@@ -1,0 +1,134 @@
+/**
+ * What the operations dashboard shows, as served by `GET /realtime/admin/stats`. The file imports
+ * nothing, so the dashboard page type-checks against the same `AdminStats` the server sends.
+ */
+
+/** One node of a cluster, as this node's replica of the shared state sees it. */
+export interface AdminNodeRow {
+  nodeId: string;
+  /** True for the node that answered. */
+  self: boolean;
+  /** `live`: the node holds a lease; `expired`: its lease is gone and its sessions are about to be reaped. */
+  lease: 'live' | 'expired';
+  /** Sessions the node holds, including those inside their offline delay. */
+  sessions: number;
+  /** Sessions with an open socket. */
+  connections: number;
+  /** Distinct users others see as present through a session on this node (invisible users are not counted). */
+  users: number;
+}
+
+export interface AdminStats {
+  /** When the figures were taken (ISO 8601 UTC). */
+  time: string;
+  /** The answering node's id in a cluster; `null` on a single node. */
+  nodeId: string | null;
+  /** WebSocket connections with a live session on this node. */
+  connections: number;
+  /** Sessions on this node, including those inside their offline delay. */
+  sessions: number;
+  /** Users others see as present (cluster-wide in a cluster); invisible users are not counted. */
+  onlineUsers: number;
+  /** Channels with at least one visible member (cluster-wide in a cluster). */
+  channels: number;
+  /** The busiest channels by visible members, most first (ties by name). */
+  topChannels: { channel: string; members: number }[];
+  /**
+   * Inbound commands and outbound messages per second on this node, averaged over `windowSeconds`
+   * (the time since the oldest earlier request to this endpoint within the last 10 s); `null` on
+   * the first request, when there is nothing to compare with.
+   */
+  rates: { windowSeconds: number; eventsInPerSecond: number; eventsOutPerSecond: number } | null;
+  /** Counter totals since the start of this node, the base of `rates`. */
+  totals: { eventsIn: number; eventsOut: number };
+  /** Set in a cluster: one row per node (this one first, then by id). */
+  cluster: { ready: boolean; nodes: AdminNodeRow[] } | null;
+}
+
+/** What the stats are read from; the engine, the metrics and the cluster link provide these. */
+export interface AdminStatsSources {
+  engine: {
+    stats(): { connections: number; sessions: number; onlineUsers: number; channels: number };
+    adminView(limit: number): {
+      topChannels: { channel: string; members: number }[];
+      nodes: Map<string | null, { sessions: number; connections: number; users: number }>;
+    };
+  };
+  metrics: { eventsIn: { total(): number }; eventsOut: { total(): number } };
+  cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean };
+  now?: () => number;
+  /** Channels listed in `topChannels`. @default 10 */
+  topChannels?: number;
+  /** How far back rates reach. @default 10000 */
+  rateWindowMs?: number;
+}
+
+interface Sample {
+  at: number;
+  eventsIn: number;
+  eventsOut: number;
+}
+
+/**
+ * Returns a function computing the stats. Rates come from the event counters sampled at each call
+ * rather than on a timer: a node nobody watches does no work for the dashboard.
+ */
+export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
+  const now = sources.now ?? Date.now;
+  const limit = sources.topChannels ?? 10;
+  const windowMs = sources.rateWindowMs ?? 10_000;
+  const samples: Sample[] = [];
+
+  return () => {
+    const at = now();
+    const current: Sample = { at, eventsIn: sources.metrics.eventsIn.total(), eventsOut: sources.metrics.eventsOut.total() };
+    // Keep the newest sample that is at least a window old, and everything after it.
+    while (samples.length > 1 && samples[1].at <= at - windowMs) samples.shift();
+    const base = samples[0];
+    const elapsedMs = base ? at - base.at : 0;
+    const rates =
+      base && elapsedMs > 0
+        ? {
+            windowSeconds: round(elapsedMs / 1000),
+            eventsInPerSecond: round(((current.eventsIn - base.eventsIn) * 1000) / elapsedMs),
+            eventsOutPerSecond: round(((current.eventsOut - base.eventsOut) * 1000) / elapsedMs),
+          }
+        : null;
+    // A quarter second between kept samples bounds the list however many dashboards poll.
+    if (!base || at - samples[samples.length - 1].at >= 250) samples.push(current);
+
+    const stats = sources.engine.stats();
+    const view = sources.engine.adminView(limit);
+    let cluster: AdminStats['cluster'] = null;
+    const link = sources.cluster;
+    if (link) {
+      const live = new Set(link.nodes());
+      const ids = new Set<string>([link.nodeId, ...live]);
+      for (const node of view.nodes.keys()) if (node !== null) ids.add(node);
+      const rows = [...ids].map((nodeId): AdminNodeRow => {
+        const self = nodeId === link.nodeId;
+        const counts = view.nodes.get(self ? null : nodeId) ?? { sessions: 0, connections: 0, users: 0 };
+        return { nodeId, self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', ...counts };
+      });
+      rows.sort((a, b) => Number(b.self) - Number(a.self) || (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+      cluster = { ready: link.isReady(), nodes: rows };
+    }
+
+    return {
+      time: new Date(at).toISOString(),
+      nodeId: link ? link.nodeId : null,
+      connections: stats.connections,
+      sessions: stats.sessions,
+      onlineUsers: stats.onlineUsers,
+      channels: stats.channels,
+      topChannels: view.topChannels,
+      rates,
+      totals: { eventsIn: current.eventsIn, eventsOut: current.eventsOut },
+      cluster,
+    };
+  };
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}

@@ -1,0 +1,108 @@
+/**
+ * `GET /realtime/admin/stats`, the dashboard's data: who may read it, what it counts (invisible
+ * users nowhere), the busiest channels, event rates from the counters, and the rate sampler.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { createAdminStats } from '../src/http/admin-stats.js';
+import { TestClient, httpJson, startTestServer } from './support/harness.js';
+
+describe('GET /realtime/admin/stats', () => {
+  it('needs the API key when one is configured: 401 without or with a wrong one', async () => {
+    const server = await startTestServer({ auth: { apiKey: 'the-admin-key-0123456789' } });
+    after(() => server.shutdown());
+    assert.equal((await httpJson(server, '/realtime/admin/stats')).status, 401);
+    const wrong = await httpJson(server, '/realtime/admin/stats', { bearer: 'not-the-key' });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.body.error.code, 'UNAUTHORIZED');
+    const ok = await httpJson(server, '/realtime/admin/stats', { bearer: 'the-admin-key-0123456789' });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('cache-control'), 'no-store');
+    assert.equal(ok.body.nodeId, null);
+    assert.equal(ok.body.cluster, null);
+  });
+
+  it('counts what others can see: invisible users are in no figure but sessions and connections', async () => {
+    const server = await startTestServer();
+    after(() => server.shutdown());
+    const clients: TestClient[] = [];
+    const people: [string, string[], boolean][] = [
+      ['ada', ['room:a', 'room:b'], false],
+      ['bob', ['room:a'], false],
+      ['cy', ['room:a', 'room:c'], true],
+      ['dee', ['room:b'], false],
+    ];
+    for (const [userId, channels, invisible] of people) {
+      const client = await TestClient.connect(server, { userId });
+      clients.push(client);
+      if (invisible) assert.equal((await client.request({ type: 'status', status: 'invisible' })).type, 'ack');
+      for (const channel of channels) assert.equal((await client.request({ type: 'join', channel })).type, 'ack');
+    }
+    after(() => Promise.all(clients.map((c) => c.close())));
+
+    const first = await httpJson(server, '/realtime/admin/stats');
+    assert.equal(first.status, 200);
+    const stats = first.body;
+    assert.equal(stats.connections, 4);
+    assert.equal(stats.sessions, 4);
+    assert.equal(stats.onlineUsers, 3);
+    assert.equal(stats.channels, 2, 'room:c has only an invisible member');
+    assert.deepEqual(stats.topChannels, [
+      { channel: 'room:a', members: 2 },
+      { channel: 'room:b', members: 2 },
+    ]);
+    assert.ok(!JSON.stringify(stats).includes('room:c'));
+    assert.equal(stats.rates, null, 'nothing to compare the first request with');
+    assert.ok(stats.totals.eventsIn >= 7, `eventsIn ${stats.totals.eventsIn}`);
+    assert.deepEqual(stats, { ...stats, ...server.engine.stats() }, 'the same figures as the metrics gauges');
+
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (const client of clients) await client.request({ type: 'join', channel: 'room:a' });
+    const second = (await httpJson(server, '/realtime/admin/stats')).body;
+    assert.ok(second.rates, 'rates on the second request');
+    assert.ok(second.rates.windowSeconds > 0);
+    assert.ok(second.rates.eventsInPerSecond > 0);
+    assert.ok(second.totals.eventsIn >= stats.totals.eventsIn + 4);
+  });
+
+  it('refuses user tokens: the figures are for operators', async () => {
+    const secret = 'admin-stats-test-secret-0123456789abcdef';
+    const server = await startTestServer({ auth: { jwtSecret: secret, apiKey: 'the-admin-key-0123456789' } });
+    after(() => server.shutdown());
+    const { SignJWT } = await import('jose');
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('ada').setExpirationTime('5m').sign(new TextEncoder().encode(secret));
+    const answer = await httpJson(server, '/realtime/admin/stats', { bearer: token });
+    assert.equal(answer.status, 403);
+    assert.equal(answer.body.error.code, 'FORBIDDEN');
+  });
+});
+
+describe('admin stats rates', () => {
+  it('averages the counters over the window since the oldest sample, and keeps the sample list bounded', () => {
+    let now = 0;
+    let eventsIn = 0;
+    let eventsOut = 0;
+    const stats = createAdminStats({
+      engine: {
+        stats: () => ({ connections: 0, sessions: 0, onlineUsers: 0, channels: 0 }),
+        adminView: () => ({ topChannels: [], nodes: new Map() }),
+      },
+      metrics: { eventsIn: { total: () => eventsIn }, eventsOut: { total: () => eventsOut } },
+      now: () => now,
+      rateWindowMs: 10_000,
+    });
+    assert.equal(stats().rates, null);
+    for (let second = 1; second <= 30; second++) {
+      now = second * 1000;
+      eventsIn += 5;
+      eventsOut += 50;
+      const { rates } = stats();
+      assert.ok(rates);
+      assert.equal(rates.eventsInPerSecond, 5);
+      assert.equal(rates.eventsOutPerSecond, 50);
+      assert.equal(rates.windowSeconds, Math.min(second, 10));
+    }
+    // Many calls within one instant neither divide by zero nor grow the list.
+    for (let i = 0; i < 1000; i++) assert.equal(stats().rates?.eventsInPerSecond, 5);
+  });
+});
