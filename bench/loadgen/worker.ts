@@ -300,7 +300,27 @@ function hello(c: Client): void {
   else c.ws?.send(wire.join(c));
 }
 
-function connectClient(c: Client, errors: Record<string, number>): Promise<boolean> {
+/**
+ * Close codes after which the SDK waits before coming back (rate limited, full, overloaded): its
+ * `slowDownDelayMs` (5 s) plus up to as much again at random. The load generator does the same, so
+ * a server that sheds load during a storm is measured the way its real clients would meet it.
+ */
+const SLOW_DOWN_CODES = new Set(['closed 1013', 'closed 4008', 'closed 4029']);
+const SLOW_DOWN_MS = 5000;
+const SLOW_DOWN_ATTEMPTS = 5;
+
+async function connectClient(c: Client, errors: Record<string, number>): Promise<boolean> {
+  for (let attempt = 1; ; attempt += 1) {
+    const outcome = await connectOnce(c, errors);
+    if (outcome === 'ok') return true;
+    if (!SLOW_DOWN_CODES.has(outcome) || attempt >= SLOW_DOWN_ATTEMPTS) return false;
+    errors['retried after slow-down'] = (errors['retried after slow-down'] ?? 0) + 1;
+    await new Promise((resolve) => setTimeout(resolve, SLOW_DOWN_MS * (1 + Math.random())));
+  }
+}
+
+/** One attempt: 'ok', or why it failed (`closed CODE`, `timeout`, `connect_error`). */
+function connectOnce(c: Client, errors: Record<string, number>): Promise<string> {
   return new Promise((resolve) => {
     c.state = 'connecting';
     c.helloSeen = false;
@@ -328,7 +348,7 @@ function connectClient(c: Client, errors: Record<string, number>): Promise<boole
         c.state = 'closed';
         ws.terminate();
       }
-      resolve(ok);
+      resolve(ok ? 'ok' : reason);
     };
   });
 }

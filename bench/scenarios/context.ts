@@ -14,6 +14,8 @@ export interface Options {
   out?: string;
   /** Another Presence CLI entry to measure (a .ts or .js file), e.g. a copy of an older version. */
   presenceEntry?: string;
+  /** Extra node flags for every server process, e.g. `--cpu-prof` to profile what a step costs. */
+  serverFlags: string[];
   /** The load generator's WebSocket client: `lean` (default, see lean-socket.ts) or `ws`. */
   client: 'lean' | 'ws';
   /** The latency objective a step must meet (p99, ms). */
@@ -53,6 +55,7 @@ export function defaultOptions(quick: boolean): Options {
     scenarios: [...SCENARIOS],
     systems: ['presence', 'ws', 'socketio'],
     pin: true,
+    serverFlags: [],
     client: 'lean',
     sloMs: 50,
   } satisfies Partial<Options>;
@@ -100,6 +103,7 @@ the Redis adapter), prints a table, writes JSON and an SVG chart.
                                 complete default run, bench/scratch/<name>.json otherwise
   --no-pin                      do not pin the server and load generator to separate cores
   --presence-entry=FILE         measure another Presence CLI entry (.ts or .js), e.g. an older copy
+  --server-flags=F1,F2          node flags for the server processes, e.g. --server-flags=--cpu-prof,--cpu-prof-dir=bench/scratch/prof
   --client=lean|ws              the load generator's WebSocket client (default lean; ws = the ws library)
   --slo-ms=50                   p99 objective a rate step must meet
   --step-ms=5000 --warmup-ms=1000   length of a rate step and its unmeasured start
@@ -164,6 +168,9 @@ function setTop(opts: Options, name: string, value: string): void {
       return;
     case 'presence-entry':
       opts.presenceEntry = value;
+      return;
+    case 'server-flags':
+      opts.serverFlags = value.split(',').map((f) => f.trim()).filter(Boolean);
       return;
     case 'client':
       if (value !== 'lean' && value !== 'ws') throw new Error(`--client must be lean or ws (got "${value}")`);

@@ -58,7 +58,7 @@ export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, befo
   });
   let system: RunningSystem;
   try {
-    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, env: spec.env, presenceEntry: ctx.opts.presenceEntry });
+    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, env: spec.env, presenceEntry: ctx.opts.presenceEntry, nodeFlags: ctx.opts.serverFlags });
   } catch (error) {
     await (await loadgenStarting).close();
     if (error instanceof ChildExitedError) throw new Skip(`server refused to start: ${error.reason}`);

@@ -28,6 +28,8 @@ export interface ReconnectResult {
   /** join + leave events received by the reconnecting users. */
   eventsAtReconnected: number;
   serverCpuSeconds: number;
+  /** Failed connection attempts by reason (`closed 1013`, `timeout`, …), retried ones included. */
+  attemptErrors: Record<string, number>;
 }
 
 export async function reconnectScenario(ctx: Context, system: SystemName): Promise<ReconnectResult> {
@@ -58,13 +60,22 @@ export async function reconnectScenario(ctx: Context, system: SystemName): Promi
         leavesAtObservers: sum((s) => s.events.leavesAtObservers),
         eventsAtReconnected: sum((s) => s.events.joinsAtOthers + s.events.leavesAtOthers),
         serverCpuSeconds: Math.round(cpu * 100) / 100,
+        attemptErrors: mergeCounts(storms.map((s) => s.errors)),
       };
       ctx.log(
         `  ${system}: ${result.back}/${result.dropped} back in ${result.backSeconds}s` +
           (result.resumed !== undefined ? ` (${result.resumed} resumed)` : '') +
-          `; join/leave events seen by observers ${result.eventsAtObservers}, by reconnected users ${result.eventsAtReconnected}`,
+          `; join/leave events seen by observers ${result.eventsAtObservers}, by reconnected users ${result.eventsAtReconnected}` +
+          (Object.keys(result.attemptErrors).length > 0 ? `; failed attempts ${JSON.stringify(result.attemptErrors)}` : ''),
       );
       return result;
     },
   );
+}
+
+/** Sums per-worker counts of failed connection attempts by reason. */
+function mergeCounts(all: Array<Record<string, number>>): Record<string, number> {
+  const merged: Record<string, number> = {};
+  for (const counts of all) for (const [key, n] of Object.entries(counts)) merged[key] = (merged[key] ?? 0) + n;
+  return merged;
 }
