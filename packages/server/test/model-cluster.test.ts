@@ -343,6 +343,7 @@ class ClusterModelRun {
     assert.equal(error, undefined, `connect refused with ${error}`);
     assert.equal(socket.attachment.resumed, expected.resumed, `connect ${sessionId ?? ''}: resumed or new`);
     assert.equal(socket.sessionId, expected.sessionId);
+    if (!expected.resumed && sessionId !== undefined) assert.notEqual(socket.sessionId, sessionId, 'a new session never takes the id the client asked for');
     if (!this.issued.includes(socket.sessionId)) this.issued.push(socket.sessionId);
     if (expected.replaced) {
       // The session's previous socket (on this node or another) is closed: its client moved.

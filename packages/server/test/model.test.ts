@@ -245,6 +245,7 @@ class ModelRun {
       socket.attachment = attached!;
       assert.equal(attached!.session.id, expected.sessionId, 'connect: session id');
       assert.equal(attached!.resumed, expected.resumed, 'connect: resumed or new');
+      if (!expected.resumed && sessionId !== undefined) assert.notEqual(attached!.session.id, sessionId, 'a new session never takes the id the client asked for');
       if (!this.issued.includes(expected.sessionId)) this.issued.push(expected.sessionId);
       if (expected.replaced) {
         const old = this.live.find((s) => s.sessionId === expected.sessionId);

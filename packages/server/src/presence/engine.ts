@@ -171,7 +171,10 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       this.armIdleTimer(session);
     } else {
       this.makeRoomForSession(user);
-      const id = wanted && !existing ? wanted : this.newSessionId();
+      // Never the id the client asked for: an id it proposes may still name a session of this or
+      // another user in a dead node's stored state or in another node's view, and two sessions
+      // under one id would overwrite each other in replication. Ids are only ever minted here.
+      const id = this.newSessionId();
       // Every field in the literal, unset ones too: fields added later would go to a separate
       // property store, one more allocation per session.
       session = {

@@ -241,9 +241,10 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await eventually(() => a.link.inspect().unwrittenOps === 0, 5000, 'the ops to be written');
       const [b] = await cluster(1);
       await eventually(() => b.link.isReady() && b.link.inspect().knownNodes === 1, 5000, "b to read a's state");
-      // The logged-out session is gone from a's stored state: the same id starts a new session on b.
+      // The logged-out session is gone from a's stored state: asking for it on b starts a new session, under a new id.
       const again = await b.connect('ann', { sessionId });
       assert.equal(again.of('welcome')[0].resumed, false);
+      assert.notEqual(again.of('welcome')[0].sessionId, sessionId);
       await eventually(() => memberIds(a, 'room').length === 0 && a.engine.userPresence('ann', TRUSTED).status === 'online', 5000, 'a to see ann on b');
       await pause(200);
       assert.equal(again.closedWith, undefined, 'the logout before it does not end the new session');

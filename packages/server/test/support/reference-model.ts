@@ -188,7 +188,7 @@ export class ReferenceModel {
 
   /**
    * A socket opens. With the id of a session of the same user that still exists, it resumes it;
-   * otherwise a new session starts (with the wanted id if nobody holds it). Returns the id, or the
+   * otherwise a new session starts under a fresh id the server mints. Returns the id, or the
    * error when the user has too many sessions and none of them is only lingering.
    */
   connect(
@@ -219,7 +219,7 @@ export class ReferenceModel {
       if (mine.length - lingering.length >= this.config.maxSessionsPerUser) return { error: 'TOO_MANY_SESSIONS' };
       for (const s of lingering.slice(0, mine.length - this.config.maxSessionsPerUser + 1)) this.sessions.delete(s.id);
     }
-    const id = options.sessionId && !wanted ? options.sessionId : options.newId();
+    const id = options.newId();
     this.sessions.set(id, {
       id,
       userId,
