@@ -33,7 +33,7 @@ import { TestClient, sleep } from './support/harness.js';
 const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) >>> 0 : randomBytes(4).readUInt32LE(0);
 const SCALE = process.env.FUZZ_SCALE !== undefined ? Number(process.env.FUZZ_SCALE) : 1;
 const JSON_FRAMES = Math.round(100_000 * SCALE);
-const RAW_WS_FRAMES = Math.round(9_400 * SCALE);
+const RAW_WS_FRAMES = Math.round(10_000 * SCALE);
 const RAW_TCP_ROUNDS = Math.max(1, Math.round(25 * SCALE));
 const HANDSHAKES = Math.round(300 * SCALE);
 const CLUSTER_FRAMES = Math.round(10_000 * SCALE);
