@@ -44,13 +44,14 @@ interface ClientSocket {
 }
 
 interface SocketEvents {
+  open(): void;
   message(data: Buffer): void;
   close(code: number): void;
   error(error: Error & { code?: string }): void;
 }
 
 function openSocket(kind: ClientKind, url: string, localAddress: string | undefined, events: SocketEvents): ClientSocket {
-  if (kind === 'lean') return new LeanSocket({ url, localAddress, handshakeTimeoutMs: 30_000 }, { open() {}, ...events });
+  if (kind === 'lean') return new LeanSocket({ url, localAddress, handshakeTimeoutMs: 30_000 }, events);
   const ws = new WebSocket(url, {
     perMessageDeflate: false,
     skipUTF8Validation: true,
@@ -58,6 +59,7 @@ function openSocket(kind: ClientKind, url: string, localAddress: string | undefi
     maxPayload: 512 * 1024 * 1024,
     ...(localAddress ? { localAddress } : {}),
   });
+  ws.on('open', () => events.open());
   ws.on('message', (data: Buffer) => events.message(data));
   ws.on('error', (error: Error & { code?: string }) => events.error(error));
   ws.on('close', (code) => events.close(code));
@@ -326,7 +328,11 @@ function connectOnce(c: Client, errors: Record<string, number>): Promise<string>
     c.helloSeen = false;
     c.resumed = false;
     if (system !== 'presence') c.inChannel = false;
+    let opened = false;
     const ws = openSocket(clientKind, wire.url(c.url, c), c.localAddress, {
+      open: () => {
+        opened = true;
+      },
       message: (data) => onFrame(c, data),
       error: (error) => {
         errors[error.code ?? error.message] = (errors[error.code ?? error.message] ?? 0) + 1;
@@ -335,7 +341,8 @@ function connectOnce(c: Client, errors: Record<string, number>): Promise<string>
         if (c.ws !== ws) return;
         if (c.state === 'ready') closes[String(code)] = (closes[String(code)] ?? 0) + 1;
         c.state = 'closed';
-        c.onReady?.(false, `closed ${code}`);
+        // A drop without a close frame: whether the server took the upgrade says where to look.
+        c.onReady?.(false, code === 1006 ? `closed 1006 ${opened ? 'after' : 'during'} the handshake` : `closed ${code}`);
       },
     });
     c.ws = ws;

@@ -7,7 +7,7 @@
 import type { SystemName } from '../loadgen/wire.js';
 import { rssBytes, sleep, type ProbeResult } from '../lib/proc.js';
 import type { Context } from './context.js';
-import { withPopulation } from './population.js';
+import { Skip, withPopulation } from './population.js';
 
 export interface ConnectionsResult {
   users: number;
@@ -27,23 +27,26 @@ export interface ConnectionsResult {
   /** Server CPU seconds per 1,000 connections established. */
   serverCpuPerThousand: number;
   sourceAddresses: number;
+  /** Server processes the users were spread over; memory figures are their sum. */
+  nodes: number;
 }
 
 export async function connectionsScenario(ctx: Context, system: SystemName): Promise<ConnectionsResult> {
-  const { users, channelSize, sourceAddresses, settleMs } = ctx.opts.connections;
+  const { users, channelSize, sourceAddresses, settleMs, nodes } = ctx.opts.connections;
+  if (nodes > 1 && system === 'ws') throw new Skip('the bare relay has no multi-node mode');
   let before: ProbeResult | undefined;
   let redisBefore = 0;
   return withPopulation(
     ctx,
-    { system, layout: { kind: 'groups', size: channelSize }, total: users, sourceAddresses },
+    { system, layout: { kind: 'groups', size: channelSize }, total: users, sourceAddresses, nodes },
     async (running) => {
       await sleep(ctx.opts.quick ? 100 : 1000);
-      [before] = await running.probe(true);
+      before = summed(await running.probe(true));
       redisBefore = running.redis ? rssBytes(running.redis.pid) : 0;
     },
     async ({ system: running, connect, connectCpuSeconds, peakRss }) => {
       await sleep(settleMs);
-      const [after] = await running.probe(true);
+      const after = summed(await running.probe(true));
       const n = Math.max(1, connect.ready);
       const redisAfter = running.redis ? rssBytes(running.redis.pid) : 0;
       const seconds = connect.elapsedMs / 1000;
@@ -61,9 +64,10 @@ export async function connectionsScenario(ctx: Context, system: SystemName): Pro
         peakRss,
         serverCpuPerThousand: round2((connectCpuSeconds / n) * 1000),
         sourceAddresses: Math.max(1, sourceAddresses || Math.ceil(users / 25_000)),
+        nodes,
       };
       ctx.log(
-        `  ${system}: ${result.connected}/${users} connected in ${result.connectSeconds}s (${result.connectsPerSec}/s), ` +
+        `  ${system}${nodes > 1 ? ` (${nodes} nodes)` : ''}: ${result.connected}/${users} connected in ${result.connectSeconds}s (${result.connectsPerSec}/s), ` +
           `${(result.rssPerConnection / 1024).toFixed(1)} KB RSS and ${(result.heapPerConnection / 1024).toFixed(1)} KB heap per connection` +
           (result.redisRssPerConnection !== undefined ? `, Redis +${(result.redisRssPerConnection / 1024).toFixed(1)} KB` : ''),
       );
@@ -73,3 +77,8 @@ export async function connectionsScenario(ctx: Context, system: SystemName): Pro
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
+
+/** The memory of all the nodes together (each node's figures are the whole process). */
+function summed(probes: ProbeResult[]): ProbeResult {
+  return probes.reduce((total, p) => ({ ...total, rss: total.rss + p.rss, heapUsed: total.heapUsed + p.heapUsed, heapTotal: total.heapTotal + p.heapTotal }));
+}

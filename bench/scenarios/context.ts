@@ -24,7 +24,11 @@ export interface Options {
   warmupMs: number;
   /** Connection handshakes in flight while building a population. */
   connectConcurrency: number;
-  connections: { users: number; channelSize: number; sourceAddresses: number; settleMs: number };
+  /**
+   * `nodes` > 1 spreads the users over that many server processes (Presence and Socket.IO through
+   * Redis): how a population larger than one process's open-files limit is held on one machine.
+   */
+  connections: { users: number; channelSize: number; sourceAddresses: number; settleMs: number; nodes: number };
   fanout: { channels: number; members: number } & LadderPlan;
   /**
    * The one large channel of the typing storm and the churn scenario: its size, how many joins
@@ -65,7 +69,7 @@ export function defaultOptions(quick: boolean): Options {
       stepMs: 800,
       warmupMs: 150,
       connectConcurrency: 50,
-      connections: { users: 200, channelSize: 10, sourceAddresses: 1, settleMs: 200 },
+      connections: { users: 200, channelSize: 10, sourceAddresses: 1, settleMs: 200, nodes: 1 },
       fanout: { channels: 20, members: 5, rates: [50, 100], start: 50, factor: 2, maxSteps: 2, refine: 0 },
       big: { members: 100, fillConcurrency: 50, actors: 20, sloMs: 250 },
       typing: { rates: [10], start: 10, factor: 2, maxSteps: 1, refine: 0 },
@@ -80,7 +84,7 @@ export function defaultOptions(quick: boolean): Options {
     stepMs: 5000,
     warmupMs: 1000,
     connectConcurrency: 200,
-    connections: { users: 10_000, channelSize: 10, sourceAddresses: 0, settleMs: 2000 },
+    connections: { users: 10_000, channelSize: 10, sourceAddresses: 0, settleMs: 2000, nodes: 1 },
     fanout: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 14, refine: 2 },
     big: { members: 10_000, fillConcurrency: 200, actors: 100, sloMs: 250 },
     typing: { start: 2, factor: 2, maxSteps: 10, refine: 1 },
@@ -111,6 +115,8 @@ the Redis adapter), prints a table, writes JSON and an SVG chart.
 
 Scenario parameters, as --<scenario>.<name>=value:
   connections.users=10000 connections.channel-size=10 connections.source-addresses=N
+  connections.nodes=1           server processes the users are spread over (Presence and
+                                Socket.IO through Redis; the bare relay has no multi-node mode)
   fanout.channels=1000 fanout.members=10
   fanout.rates=1000,2000,…  (fixed steps) or fanout.start=1000 fanout.factor=1.5
   fanout.max-steps=14 fanout.refine=2
