@@ -114,6 +114,8 @@ export function openFileLimit(): number {
 }
 
 export interface ProbeResult {
+  /** Why the probe could not read the figures (then they are zeros). */
+  error?: string;
   rss: number;
   heapUsed: number;
   heapTotal: number;
@@ -165,7 +167,8 @@ export class Child {
     });
     this.process.on('message', (message: { benchProbeReply?: number } & ProbeResult) => {
       if (typeof message?.benchProbeReply !== 'number') return;
-      this.probes.get(message.benchProbeReply)?.(message);
+      // A probe that could not read the figures says why; its figures read as zeros.
+      this.probes.get(message.benchProbeReply)?.(message.error !== undefined ? { ...emptyProbe(), error: message.error } : message);
       this.probes.delete(message.benchProbeReply);
     });
   }

@@ -17,7 +17,15 @@ if (typeof process.send === 'function') {
     }
     // Profiling aid (not used by the scenarios): a heap snapshot at the given path.
     if (typeof message.heapSnapshot === 'string') writeHeapSnapshot(message.heapSnapshot);
-    const memory = process.memoryUsage();
+    let memory;
+    try {
+      memory = process.memoryUsage();
+    } catch (error) {
+      // Reading memory opens a file; out of descriptors (EMFILE) it throws. The probe must never
+      // be what ends the server it measures: answer with zeros, which the orchestrator reports.
+      process.send({ benchProbeReply: message.id, error: String(error?.message ?? error) });
+      return;
+    }
     const current = performance.eventLoopUtilization();
     const since = performance.eventLoopUtilization(current, elu);
     elu = current;

@@ -16,6 +16,7 @@ import type { ClusterTransport } from './broker/transport.js';
 import { PresenceEngine } from './presence/engine.js';
 import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
+import { connectionCeiling, readOpenFileLimit, reservedFiles } from './transport/open-files.js';
 import { WebSocketTransport } from './transport/websocket.js';
 
 export interface ServerOptions {
@@ -37,6 +38,11 @@ export interface ServerOptions {
    * API paths always go to the API. @default none: only the API and the WebSocket endpoint
    */
   publicDir?: string;
+  /**
+   * The process's open-files limit; `maxConnections` is capped below it (transport/open-files.ts).
+   * @default read from the operating system (Linux), else no cap
+   */
+  openFileLimit?: number;
 }
 
 export interface RunningServer {
@@ -55,6 +61,17 @@ export interface RunningServer {
 /** Builds the node (model, WebSocket transport, HTTP API, metrics) and starts listening. */
 export async function startServer(config: ServerConfig, options: ServerOptions): Promise<RunningServer> {
   const { log } = options;
+  const fileLimit = 'openFileLimit' in options ? options.openFileLimit : readOpenFileLimit();
+  const ceiling = connectionCeiling(config.limits.maxConnections, fileLimit);
+  if (ceiling < config.limits.maxConnections) {
+    log.warn('the open-files limit caps connections below PRESENCE_MAX_CONNECTIONS; raise it (ulimit -n, systemd LimitNOFILE) to hold more', {
+      openFileLimit: fileLimit,
+      reserved: reservedFiles(fileLimit!),
+      maxConnections: ceiling,
+      configured: config.limits.maxConnections,
+    });
+    config = { ...config, limits: { ...config.limits, maxConnections: ceiling } };
+  }
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
   if (config.dataDir !== undefined && (config.redisUrl || options.clusterTransport)) {
     throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');

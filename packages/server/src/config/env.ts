@@ -58,7 +58,7 @@ const LIMIT_VARS = {
   rateLimitBurst: { env: 'PRESENCE_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'Commands a session may send at once (token bucket size).' },
   maxOutboundBufferBytes: { env: 'PRESENCE_MAX_OUTBOUND_BUFFER_BYTES', min: 1024, max: MAX_INT, help: 'Unsent bytes per connection before the slow consumer is closed.' },
   maxUserIdLength: { env: 'PRESENCE_MAX_USER_ID_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest user id.' },
-  maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029).' },
+  maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029); capped below the open-files limit.' },
   maxQueryUsers: { env: 'PRESENCE_MAX_QUERY_USERS', min: 1, max: MAX_TIMER_MS, help: 'User ids in one POST /realtime/presence/query.' },
   maxPageSize: { env: 'PRESENCE_MAX_PAGE_SIZE', min: 1, max: MAX_TIMER_MS, help: 'Members per page of GET /realtime/channels/:id/presence.' },
   maxEventLoopLagMs: { env: 'PRESENCE_MAX_EVENT_LOOP_LAG_MS', min: 0, max: MAX_TIMER_MS, help: 'Event-loop lag past which new connections are refused with OVERLOADED (1013) for a second (0: off).' },
