@@ -1828,6 +1828,31 @@ describe('corners found by the model-based tests', () => {
     assert.deepEqual(engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId), ['ann'], "ann is a's now: c's death does not end her session");
   });
 
+  it("a node that reads a crashed owner's stale state and the new owner's keeps the one with more moves, in either order (model-cluster.test.ts)", () => {
+    for (const order of ['stale first', 'stale last'] as const) {
+      const clock = new ManualClock();
+      // A new node c's view: b crashed but its lease has not run out, so c reads b's stored state
+      // (ann's session, as it was before her client moved) and a's (the same session, moved once).
+      const broker: Broker = {
+        nodeId: 'c',
+        start: async () => {},
+        publish: () => {},
+        flush: () => {},
+        clockOffsetMs: 0,
+        isReady: () => true,
+        nodes: () => ['a', 'b', 'c'],
+        close: async () => {},
+      };
+      const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+      const ann = (moves?: number): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
+      const reads: Array<[string, SessionSnapshot]> = [['b', ann()], ['a', ann(1)]];
+      for (const [node, snapshot] of order === 'stale first' ? reads : reads.reverse()) engine.applySnapshot(node, [snapshot]);
+      engine.nodeDown('b');
+      clock.advance(5000);
+      assert.deepEqual(engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId), ['ann'], `${order}: ann is a's, b's death does not end her session`);
+    }
+  });
+
   it("another node's session of the same user in the same channel re-publishes ours only when the channel meta changed (model-cluster.test.ts)", async () => {
     const clock = new ManualClock();
     const published: NodeOp[] = [];

@@ -22,6 +22,8 @@ export interface SessionSnapshot {
   attached: boolean;
   /** Joined channels with the member's channel meta and join time (ms since the epoch). */
   channels: Record<string, { meta: Meta; joinedAt: number }>;
+  /** How many times the session moved to another node (absent: never); the higher count owns it. */
+  moves?: number;
 }
 
 export type NodeOp =

@@ -155,6 +155,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
         // The session lived on another node (which died, or which the client left): it moves here,
         // channels and all, and the other nodes only see its owner change.
         session.remote = undefined;
+        session.moves += 1;
         if (!session.idle) session.lastActivityAt = now;
         this.claimedSessions.add(session);
       }
@@ -190,6 +191,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
         channels: new Set(),
         watching: NO_WATCHES,
         allowlist: undefined,
+        moves: 0,
         remote: undefined,
       };
       this.sessions.set(id, session);
@@ -1132,7 +1134,9 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       // and the channel would silently drop out of every replica.
       if (member) Object.defineProperty(channels, name, { value: { meta: member.channelMeta, joinedAt: member.joinedAt }, enumerable: true, writable: true, configurable: true });
     }
-    return { id: session.id, userId, device: session.device, idle: session.idle, attached: session.sink !== null, channels };
+    const snapshot: SessionSnapshot = { id: session.id, userId, device: session.device, idle: session.idle, attached: session.sink !== null, channels };
+    if (session.moves > 0) snapshot.moves = session.moves;
+    return snapshot;
   }
 
   /** This node's sessions, for the broker to write whole (at start, and after Redis lost them). */
@@ -1206,16 +1210,22 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
     let session = this.sessions.get(snapshot.id);
     if (session) {
       if (session.user.record.userId !== snapshot.userId) return;
+      const moves = snapshot.moves ?? 0;
+      // Written before a move this node knows of: a late op, or a crashed owner's stored state.
+      if (moves < session.moves) return;
+      // Written after a move this node has not seen yet (it read the new owner's whole state).
+      const movedSince = moves > session.moves;
       if (!session.remote) {
         // Ours, unless another node took it over (the client resumed there).
-        if (!claim) return;
+        if (!claim && !movedSince) return;
         this.handOver(session, nodeId);
-      } else if (session.remote.node !== nodeId && !claim && this.broker?.nodes().includes(session.remote.node)) {
+      } else if (session.remote.node !== nodeId && !claim && !movedSince && this.broker?.nodes().includes(session.remote.node)) {
         // A late op from a node the session has since moved away from. Unless the owner on record
         // is gone: then this is news of a move whose claim this node missed (it read the new
         // owner's whole state instead, after a gap or a Redis restart), and it wins.
         return;
       }
+      session.moves = moves;
       session.remote!.node = nodeId;
       // An orphan (its node died) that was resumed or re-registered is no longer on its way out.
       this.clock.clearTimer(session.offlineTimer);
@@ -1235,6 +1245,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
         channels: new Set(),
         watching: NO_WATCHES,
         allowlist: undefined,
+        moves: snapshot.moves ?? 0,
         remote: { node: nodeId, attached: snapshot.attached },
       };
       this.sessions.set(session.id, session);

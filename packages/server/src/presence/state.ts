@@ -37,6 +37,12 @@ export interface Session {
   watching: Set<string>;
   allowlist?: string[];
   /**
+   * How many times the session moved to another node. It orders ownership: a node that reads a
+   * session from two owners (a crashed node's stale stored state and the node its client moved to)
+   * keeps the one that knows of more moves.
+   */
+  moves: number;
+  /**
    * Set for a session whose socket is on another node: this node keeps a replica of it (for
    * member lists and merged presence) but never runs its timers or writes to it.
    */
