@@ -421,6 +421,10 @@ export class ClusterLink implements Broker, UserStore {
     let changed: StoredUserFields | undefined;
     for (const [field, value] of Object.entries(encoded)) {
       if (entry.fields[field] === value) continue;
+      // A field this node has never seen stored (a user new to it) differs from nothing, not from
+      // the stored value. Written quietly it would overwrite a status another node set meanwhile,
+      // with nothing announced: a quiet write carries only the activity timestamps of such a record.
+      if (kind === 'activity' && !ACTIVITY_FIELDS.has(field) && !(field in entry.fields)) continue;
       (changed ??= {})[field] = value;
       entry.fields[field] = value;
     }
@@ -550,6 +554,9 @@ export class ClusterLink implements Broker, UserStore {
     };
   }
 }
+
+/** The fields an `activity` save moves; written quietly, in batches, and never announced. */
+const ACTIVITY_FIELDS: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveAt']);
 
 /** A record as stored fields: JSON for structured values, decimal strings for times. */
 export function encodeRecord(record: UserRecord): StoredUserFields {

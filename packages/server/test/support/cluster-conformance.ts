@@ -230,6 +230,23 @@ export function describeClusterConformance(factory: BackendFactory): void {
       for (const node of [a, b]) assert.deepEqual(memberIds(node, 'room'), ['obs']);
     });
 
+    it("a node's quiet activity write never overwrites a status another node set meanwhile (model-cluster.test.ts)", async () => {
+      const [a, b] = await cluster(2);
+      // Bob is new to a: his first activity there is queued as a quiet write of his timestamps.
+      const onA = await a.connect('bob');
+      const onB = await b.connect('bob', { device: 'ios' });
+      await b.send(onB, { type: 'status', status: 'busy', state: 'in-call' });
+      await eventually(() => a.engine.userPresence('bob', TRUSTED).status === 'busy', 5000, 'a to hear of the status');
+      // Past a's activity flush (100 ms here), then a node that reads bob from the shared service.
+      await pause(400);
+      const [c] = await cluster(1);
+      await c.engine.loadUsers(['bob']);
+      const stored = c.link.get('bob');
+      assert.equal(stored?.manual.status, 'busy', `the stored record keeps b's status: ${JSON.stringify(stored)}`);
+      assert.equal(stored?.manual.state, 'in-call');
+      assert.ok(onA.sessionId !== undefined);
+    });
+
     it("a node's session ops count as unwritten until the shared service holds them; a node started after that reads them (model-cluster.test.ts)", async () => {
       const [a] = await cluster(1);
       const ann = await a.connect('ann');
