@@ -1740,6 +1740,11 @@ describe('no leaks', () => {
 // Corners found by the model-based tests (model.test.ts), each kept as a plain example
 // ---------------------------------------------------------------------------------------------
 
+/** A broker that only answers who this node is and which nodes hold a lease; what it is given to publish goes to `publish`. */
+function stubBroker(nodeId: string, nodes: string[], publish: (op: NodeOp) => void = () => {}): Broker {
+  return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {} };
+}
+
 describe('corners found by the model-based tests', () => {
   const statuses = (frames: Frame[]) => frames.map((f) => `${f.type}:${f.member?.userId ?? f.userId}:${f.member?.status ?? ''}`);
 
@@ -1808,16 +1813,7 @@ describe('corners found by the model-based tests', () => {
   it("a move learnt from the new owner's whole state (its claim missed) wins once the old owner is gone (model-cluster.test.ts)", () => {
     const clock = new ManualClock();
     // Node b's view: a and b hold leases; c has crashed and is no longer registered.
-    const broker: Broker = {
-      nodeId: 'b',
-      start: async () => {},
-      publish: () => {},
-      flush: () => {},
-      clockOffsetMs: 0,
-      isReady: () => true,
-      nodes: () => ['a', 'b'],
-      close: async () => {},
-    };
+    const broker = stubBroker('b', ['a', 'b']);
     const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
     const ann = (attached: boolean): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached, channels: { room: { meta: {}, joinedAt: clock.now() } } });
     engine.applyOps('c', [{ op: 'session', session: ann(true) }]);
@@ -1833,16 +1829,7 @@ describe('corners found by the model-based tests', () => {
       const clock = new ManualClock();
       // A new node c's view: b crashed but its lease has not run out, so c reads b's stored state
       // (ann's session, as it was before her client moved) and a's (the same session, moved once).
-      const broker: Broker = {
-        nodeId: 'c',
-        start: async () => {},
-        publish: () => {},
-        flush: () => {},
-        clockOffsetMs: 0,
-        isReady: () => true,
-        nodes: () => ['a', 'b', 'c'],
-        close: async () => {},
-      };
+      const broker = stubBroker('c', ['a', 'b', 'c']);
       const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
       const ann = (moves?: number): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
       const reads: Array<[string, SessionSnapshot]> = [['b', ann()], ['a', ann(1)]];
@@ -1856,16 +1843,7 @@ describe('corners found by the model-based tests', () => {
   it("another node's session of the same user in the same channel re-publishes ours only when the channel meta changed (model-cluster.test.ts)", async () => {
     const clock = new ManualClock();
     const published: NodeOp[] = [];
-    const broker: Broker = {
-      nodeId: 'b',
-      start: async () => {},
-      publish: (op) => published.push(op),
-      flush: () => {},
-      clockOffsetMs: 0,
-      isReady: () => true,
-      nodes: () => ['a', 'b'],
-      close: async () => {},
-    };
+    const broker = stubBroker('b', ['a', 'b'], (op) => published.push(op));
     const engine = new PresenceEngine({ config: resolveConfig({}), clock, broker });
     const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
     await engine.handle(ours, { type: 'join', channel: 'room' });
