@@ -13,6 +13,7 @@ import { ManualClock } from '../src/presence/clock.js';
 import { decodeCommand } from '../src/presence/commands.js';
 import { PresenceEngine, type Attachment, type SessionSink } from '../src/presence/engine.js';
 import type { UserRecord, UserStore } from '../src/store/user-store.js';
+import { serverMessages } from './support/harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -37,8 +38,7 @@ class Client {
   attachment!: Attachment;
   readonly sink: SessionSink = {
     send: (json) => {
-      const parsed = JSON.parse(json);
-      for (const frame of Array.isArray(parsed) ? parsed : [parsed]) {
+      for (const frame of serverMessages(json)) {
         this.frames.push(frame);
         this.timeline.push({ at: this.world.now(), frame });
       }

@@ -35,6 +35,7 @@ import { ObserverLog, sorted, type StepReport } from './support/model-observer.j
 import { memoryHubService, redisServerService } from './support/shared-services.js';
 import { ReferenceModel, type ExpectedMember, type StatusPatch } from './support/reference-model.js';
 import { CHANNELS, DEVICES, STATES, TRUSTED, USERS, channel, index, iso, metaPatch, toPatch, type StatusGen } from './support/model-vocabulary.js';
+import { serverMessages } from './support/harness.js';
 
 const RUNS = process.env.PRESENCE_MODEL_CLUSTER_RUNS === undefined ? undefined : Number(process.env.PRESENCE_MODEL_CLUSTER_RUNS);
 const SEED = process.env.PRESENCE_MODEL_SEED === undefined ? undefined : Number(process.env.PRESENCE_MODEL_SEED);
@@ -127,8 +128,7 @@ class Socket {
   readonly log: ObserverLog;
   readonly sink: SessionSink = {
     send: (json) => {
-      const parsed = JSON.parse(json) as ServerMessage | ServerMessage[];
-      this.frames.push(...(Array.isArray(parsed) ? parsed : [parsed]));
+      this.frames.push(...serverMessages(json));
     },
     close: () => {
       this.closed = true;

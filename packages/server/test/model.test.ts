@@ -27,6 +27,7 @@ import type { SessionSink } from '../src/presence/state.js';
 import { ObserverLog, sorted, type StepReport } from './support/model-observer.js';
 import { ReferenceModel, type ExpectedMember, type StatusPatch } from './support/reference-model.js';
 import { CHANNELS, DEVICES, STATES, TRUSTED, USERS, channel, index, iso, metaPatch, toPatch, type StatusGen } from './support/model-vocabulary.js';
+import { serverMessages } from './support/harness.js';
 
 const RUNS = Number(process.env.PRESENCE_MODEL_RUNS ?? 1000);
 const SEED = process.env.PRESENCE_MODEL_SEED === undefined ? undefined : Number(process.env.PRESENCE_MODEL_SEED);
@@ -104,8 +105,7 @@ class Socket {
   readonly log: ObserverLog;
   readonly sink: SessionSink = {
     send: (json) => {
-      const parsed = JSON.parse(json) as ServerMessage | ServerMessage[];
-      this.frames.push(...(Array.isArray(parsed) ? parsed : [parsed]));
+      this.frames.push(...serverMessages(json));
     },
     close: (code, reason) => {
       this.closed ??= { code, reason };

@@ -6,6 +6,12 @@ import { startServer, type RunningServer } from '../../src/server.js';
 
 type ConfigOverrides = Parameters<typeof resolveConfig>[0];
 
+/** The messages of one frame: the server batches several into a JSON array. */
+export function serverMessages(text: string): ServerMessage[] {
+  const parsed = JSON.parse(text) as ServerMessage | ServerMessage[];
+  return Array.isArray(parsed) ? parsed : [parsed];
+}
+
 /** A real server on a free loopback port, with short timeouts unless the test says otherwise. */
 export async function startTestServer(overrides: ConfigOverrides = {}): Promise<RunningServer & { config: ServerConfig; wsUrl: string }> {
   const config = resolveConfig({
@@ -44,8 +50,7 @@ export class TestClient {
   constructor(url: string, options?: WebSocket.ClientOptions) {
     this.ws = new WebSocket(url, options);
     this.ws.on('message', (data) => {
-      const parsed = JSON.parse(data.toString()) as ServerMessage | ServerMessage[];
-      for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
+      for (const message of serverMessages(data.toString())) {
         this.messages.push(message);
         this.waiters = this.waiters.filter((w) => {
           if (!w.match(message)) return true;
