@@ -13,7 +13,7 @@ import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './broker/cluster-link.js';
 import { RedisTransport } from './broker/redis-transport.js';
 import type { ClusterTransport } from './broker/transport.js';
-import { PresenceEngine } from './presence/engine.js';
+import { PresenceNode } from './presence-node.js';
 import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { connectionCeiling, readOpenFileLimit, reservedFiles } from './transport/open-files.js';
@@ -49,7 +49,7 @@ export interface RunningServer {
   /** `http://host:port`; the WebSocket endpoint is `ws://host:port/realtime`. */
   url: string;
   port: number;
-  engine: PresenceEngine;
+  engine: PresenceNode;
   /** Set when the node is part of a cluster. */
   cluster?: ClusterLink;
   metrics: PresenceMetrics;
@@ -95,12 +95,12 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
         await FileUserStore.open({ dir: config.dataDir, log, now: () => baseClock.now(), connectedUsers: () => engine?.connectedUserIds() ?? [] })
       : new MemoryUserStore());
   const registry = new MetricsRegistry();
-  let engine: PresenceEngine | undefined;
+  let engine: PresenceNode | undefined;
   const metrics = createPresenceMetrics(registry, () => engine!.stats(), {
     cluster: cluster ? () => ({ nodes: cluster.nodes().length, ready: cluster.isReady() }) : undefined,
     load: () => ({ outbound: transport.outboundBuffer(), overloaded: transport.overloaded() !== undefined }),
   });
-  engine = new PresenceEngine({
+  engine = new PresenceNode({
     config,
     // In a cluster, times are stamped on the shared service's clock (see ClusterLink).
     clock: cluster ? offsetClock(baseClock, () => cluster.clockOffsetMs) : baseClock,

@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ClientMessage, Meta, StatusCommand } from '@presence/protocol';
 import type { Identity } from '../src/auth/identity.js';
-import type { Broker, NodeOp, SessionSnapshot } from '../src/broker/broker.js';
+import type { Broker, NodeOp, SessionSnapshot } from '../src/presence/replication.js';
 import { DEFAULT_STATES, resolveConfig, type ServerConfig } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
 import { decodeCommand } from '../src/presence/commands.js';
-import { PresenceEngine, type Attachment, type SessionSink } from '../src/presence/engine.js';
+import type { Attachment, SessionSink } from '../src/presence/engine.js';
+import { PresenceNode } from '../src/presence-node.js';
 import type { UserRecord, UserStore } from '../src/store/user-store.js';
 import { serverMessages } from './support/harness.js';
 
@@ -95,12 +96,12 @@ interface ConnectOptions {
 class World {
   readonly clock = new ManualClock();
   readonly config: ServerConfig;
-  readonly engine: PresenceEngine;
+  readonly engine: PresenceNode;
   private nextSession = 0;
 
   constructor(overrides: ConfigOverrides = {}, store?: UserStore) {
     this.config = resolveConfig(overrides);
-    this.engine = new PresenceEngine({
+    this.engine = new PresenceNode({
       config: this.config,
       clock: this.clock,
       store,
@@ -793,7 +794,7 @@ describe('lastSeen', () => {
     assert.equal(store.get('carol')!.lastSeenAt, w.now(), 'invisible');
 
     // A new engine on the same store (a restart) still knows when bob was last seen.
-    const restarted = new PresenceEngine({ config: w.config, clock: w.clock, store });
+    const restarted = new PresenceNode({ config: w.config, clock: w.clock, store });
     assert.equal(restarted.userPresence('bob', TRUSTED).lastSeen, iso(w.now() - 5000));
   });
 });
@@ -1814,7 +1815,7 @@ describe('corners found by the model-based tests', () => {
     const clock = new ManualClock();
     // Node b's view: a and b hold leases; c has crashed and is no longer registered.
     const broker = stubBroker('b', ['a', 'b']);
-    const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+    const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
     const ann = (attached: boolean): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached, channels: { room: { meta: {}, joinedAt: clock.now() } } });
     engine.applyOps('c', [{ op: 'session', session: ann(true) }]);
     // Ann's client moved from c to a; b missed a's claim and reads a's whole state instead.
@@ -1830,7 +1831,7 @@ describe('corners found by the model-based tests', () => {
       // A new node c's view: b crashed but its lease has not run out, so c reads b's stored state
       // (ann's session, as it was before her client moved) and a's (the same session, moved once).
       const broker = stubBroker('c', ['a', 'b', 'c']);
-      const engine = new PresenceEngine({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+      const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
       const ann = (moves?: number): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
       const reads: Array<[string, SessionSnapshot]> = [['b', ann()], ['a', ann(1)]];
       for (const [node, snapshot] of order === 'stale first' ? reads : reads.reverse()) engine.applySnapshot(node, [snapshot]);
@@ -1844,7 +1845,7 @@ describe('corners found by the model-based tests', () => {
     const clock = new ManualClock();
     const published: NodeOp[] = [];
     const broker = stubBroker('b', ['a', 'b'], (op) => published.push(op));
-    const engine = new PresenceEngine({ config: resolveConfig({}), clock, broker });
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, broker });
     const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
     await engine.handle(ours, { type: 'join', channel: 'room' });
     const theirs = (meta: Meta, idle: boolean): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle, attached: true, channels: { room: { meta, joinedAt: clock.now() } } });

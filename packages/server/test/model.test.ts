@@ -22,7 +22,8 @@ import fc from 'fast-check';
 import type { ClientMessage, Member, Meta, ServerMessage, UserPresence } from '@presence/protocol';
 import { resolveConfig } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
-import { PresenceEngine, type Attachment } from '../src/presence/engine.js';
+import type { Attachment } from '../src/presence/engine.js';
+import { PresenceNode } from '../src/presence-node.js';
 import type { SessionSink } from '../src/presence/state.js';
 import { ObserverLog, sorted, type StepReport } from './support/model-observer.js';
 import { ReferenceModel, type ExpectedMember, type StatusPatch } from './support/reference-model.js';
@@ -159,7 +160,7 @@ function asExpected(member: Member): ExpectedMember {
 
 class ModelRun {
   readonly clock = new ManualClock();
-  readonly engine: PresenceEngine;
+  readonly engine: PresenceNode;
   readonly ref: ReferenceModel;
   /** Sockets still open. */
   live: Socket[] = [];
@@ -180,7 +181,7 @@ class ModelRun {
       states: { ...STATES },
       limits: { maxSessionsPerUser: MAX_SESSIONS },
     });
-    this.engine = new PresenceEngine({
+    this.engine = new PresenceNode({
       config,
       clock: this.clock,
       newSessionId: () => `session-${String(++this.sessionCounter).padStart(4, '0')}`,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import { ClusterLink } from '../src/broker/cluster-link.js';
-import type { BrokerListener } from '../src/broker/broker.js';
+import type { BrokerListener } from '../src/presence/replication.js';
 import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
 import { silentLogger, type Logger } from '../src/log.js';
 import { systemClock } from '../src/presence/clock.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
-import type { Broker, BrokerListener, NodeOp } from './broker.js';
+import type { Broker, BrokerListener, NodeOp } from '../presence/replication.js';
 import type { BusMessage, ClusterTransport, LeaseState, StoredUserFields } from './transport.js';
 
 export interface ClusterLinkOptions {
@@ -412,7 +412,7 @@ export class ClusterLink implements Broker, UserStore {
     return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
   }
 
-  save(record: UserRecord, kind: SaveKind = 'presence'): void {
+  save(record: UserRecord, kind: SaveKind = 'presence', cause?: string): void {
     const id = record.userId;
     let entry = this.cache.get(id);
     if (!entry) entry = this.remember(id, { record, version: 0, fields: {} });
@@ -442,6 +442,8 @@ export class ClusterLink implements Broker, UserStore {
       this.unsynced.add(id);
       return;
     }
+    // The change's name travels with the write, so every node derives the same event ids from it.
+    if (cause !== undefined) changed[CAUSE_FIELD] = cause;
     this.pendingWrites.set(id, (this.pendingWrites.get(id) ?? 0) + 1);
     this.transport.writeUser(this.nodeId, id, changed, true).catch(() => {
       this.unsynced.add(id);
@@ -490,7 +492,7 @@ export class ClusterLink implements Broker, UserStore {
       this.remember(message.userId, { record, version: message.version, fields });
       if (inFlight > 0) return;
     }
-    await this.listener!.applyRecord(record);
+    await this.listener!.applyRecord(record, message.fields[CAUSE_FIELD]);
   }
 
   /**
@@ -569,6 +571,12 @@ export function encodeRecord(record: UserRecord): StoredUserFields {
     lastActiveAt: record.lastActiveAt === null ? '' : String(record.lastActiveAt),
   };
 }
+
+/**
+ * The stored field naming the change that wrote the record last (see `ChangeCauses`); not part
+ * of the record itself.
+ */
+const CAUSE_FIELD = '~cause';
 
 export function decodeRecord(userId: string, fields: StoredUserFields): UserRecord {
   const record = emptyUserRecord(userId);

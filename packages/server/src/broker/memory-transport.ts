@@ -1,4 +1,4 @@
-import type { NodeOp, SessionSnapshot } from './broker.js';
+import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 import type { BusMessage, ClusterTransport, LeaseState, NodeState, StoredUser, StoredUserFields } from './transport.js';
 
 type Handlers = Parameters<ClusterTransport['connect']>[0];

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import type { NodeOp, SessionSnapshot } from './broker.js';
+import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 import type { BusMessage, ClusterTransport, LeaseState, NodeState, StoredUser, StoredUserFields } from './transport.js';
 
 type Handlers = Parameters<ClusterTransport['connect']>[0];

@@ -1,4 +1,4 @@
-import type { NodeOp, SessionSnapshot } from './broker.js';
+import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 
 /*
  * What a shared service (Redis, or an in-process hub for tests and single-process clusters) must

@@ -1,4 +1,4 @@
-import type { Member, Meta, ServerMessage, UserPresence } from '@presence/protocol';
+import type { Meta, ServerMessage, UserPresence } from '@presence/protocol';
 import type { UserRecord } from '../store/user-store.js';
 import type { TimerHandle } from './clock.js';
 
@@ -14,10 +14,24 @@ export interface SessionSink {
   close(code: number, reason: string): void;
 }
 
-/** Counters the model reports to; metrics implement it. */
-export interface EngineObserver {
-  /** `receivers` connections were sent one message of `type`. */
-  sent(type: ServerMessage['type'], receivers: number): void;
+/**
+ * How the model answers one session directly (not a change others see): `welcome`, `pong`,
+ * `user.sync`, and a channel's full state after a join or a resume. A wire protocol implements it
+ * beside its listener of the presence events.
+ */
+export interface SessionOutput {
+  /** Sends one message to the session (dropped when it has no socket). */
+  send(session: Session, message: ServerMessage): void;
+  /** Sends the channel's visible members, as of now, with its current `seq`. */
+  sync(session: Session, channel: Channel): void;
+}
+
+/** The model's live state. The engine alone changes it; the read side and listeners read it. */
+export interface PresenceState {
+  readonly users: Map<string, UserState>;
+  /** Every session this node knows: its own, and replicas of other nodes' (`remote`). */
+  readonly sessions: Map<string, Session>;
+  readonly channels: Map<string, Channel>;
 }
 
 export interface Session {

@@ -1,6 +1,7 @@
 import type { Member, Meta, SelfPresence, Status, UserPresence } from '@presence/protocol';
 import type { StateBase } from '../config/config.js';
 import type { UserRecord } from '../store/user-store.js';
+import type { UserState } from './state.js';
 import { toIso } from './validation.js';
 
 /** The facts a user's visible presence is computed from; the engine keeps them per user. */
@@ -12,6 +13,17 @@ export interface PresenceFacts {
   anyActive: boolean;
   /** Distinct device kinds of the sessions, sorted. */
   devices: string[];
+}
+
+/** The facts of a user as the model holds them now. */
+export function factsOf(user: UserState): PresenceFacts {
+  let anyActive = false;
+  const devices = new Set<string>();
+  for (const session of user.sessions.values()) {
+    if (!session.idle) anyActive = true;
+    devices.add(session.device);
+  }
+  return { record: user.record, sessionCount: user.sessions.size, anyActive, devices: [...devices].sort() };
 }
 
 /** A user others can see: present and not invisible. Invisible must look exactly like offline. */

@@ -1,7 +1,4 @@
-import type { UserPresence } from '@presence/protocol';
-import type { Fanout } from './fanout.js';
 import type { Session, UserState } from './state.js';
-import { hiddenView, mayView } from './user-presence.js';
 
 /**
  * The watch list of every session that watches nobody (most of them): one shared empty set instead
@@ -15,8 +12,6 @@ export const NO_WATCHES: Set<string> = new Set();
  */
 export class WatcherIndex {
   private readonly byWatchedUser = new Map<string, Set<Session>>();
-
-  constructor(private readonly fanout: Fanout) {}
 
   add(session: Session, userId: string): void {
     if (session.watching.has(userId)) return;
@@ -39,25 +34,9 @@ export class WatcherIndex {
     for (const userId of [...session.watching]) this.remove(session, userId);
   }
 
-  /**
-   * Tells the user's watchers about a change, each as privacy allows: those who may see the user
-   * get the new view; those who may not get the hidden view, and only when they just lost sight
-   * of the user (the hidden view itself never changes).
-   */
-  notify(user: UserState, view: UserPresence, changed: boolean, privacyChanged: boolean): void {
-    const sessions = this.byWatchedUser.get(user.record.userId);
-    if (!sessions || (!changed && !privacyChanged)) return;
-    const allowed: Session[] = [];
-    const refused: Session[] = [];
-    for (const session of sessions) {
-      (mayView(user.record, session.user.record.userId) ? allowed : refused).push(session);
-    }
-    if (allowed.length > 0) {
-      this.fanout.toSessions(allowed, JSON.stringify({ type: 'user.update', user: view }), 'user.update');
-    }
-    if (privacyChanged && refused.length > 0) {
-      this.fanout.toSessions(refused, JSON.stringify({ type: 'user.update', user: hiddenView(user.record.userId) }), 'user.update');
-    }
+  /** The sessions watching this user, if any. */
+  watchersOf(userId: string): ReadonlySet<Session> | undefined {
+    return this.byWatchedUser.get(userId);
   }
 
   isWatched(userId: string): boolean {

@@ -41,8 +41,11 @@ export interface UserStore {
   get(userId: string): UserRecord | undefined;
   /** Brings the records of these users into memory; undefined when they are there already. */
   load(userIds: string[]): Promise<void> | undefined;
-  /** Called after every change of a record; the store may persist it asynchronously. */
-  save(record: UserRecord, kind?: SaveKind): void;
+  /**
+   * Called after every change of a record; the store may persist it asynchronously. `cause` names
+   * the change (see `ChangeCauses`); a shared store passes it on with the write.
+   */
+  save(record: UserRecord, kind?: SaveKind, cause?: string): void;
   /** False while the backing service is unreachable (drives `/readyz`). */
   isReady(): boolean;
   close(): Promise<void>;

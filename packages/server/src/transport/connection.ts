@@ -1,5 +1,6 @@
 import type { ClientMessage, ErrorCode, Ref, ServerMessage } from '@presence/protocol';
-import type { Attachment, PresenceEngine, SessionSink } from '../presence/engine.js';
+import type { Attachment, SessionSink } from '../presence/engine.js';
+import type { PresenceNode } from '../presence-node.js';
 import { decodeCommand, refOf } from '../presence/commands.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -102,7 +103,7 @@ export class Connection implements SessionSink, Flushable {
   // Inbound ----------------------------------------------------------------------------------
 
   /** Runs one inbound frame. Never throws: every failure becomes an `error` frame or a close. */
-  receive(engine: PresenceEngine, data: string | Buffer, isBinary: boolean): void {
+  receive(engine: PresenceNode, data: string | Buffer, isBinary: boolean): void {
     this.lastInboundAt = this.options.now();
     if (this.closed || !this.attachment) return;
     const verdict = this.limiter.take();

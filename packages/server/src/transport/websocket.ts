@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
 import type { ServerConfig } from '../config/config.js';
 import { isDevMode } from '../config/config.js';
-import type { ConnectRequest, PresenceEngine } from '../presence/engine.js';
+import type { ConnectRequest } from '../presence/engine.js';
+import type { PresenceNode } from '../presence-node.js';
 import type { Identity } from '../auth/identity.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import { bearerToken, originAllowed } from '../auth/access.js';
@@ -41,7 +42,7 @@ export interface TransportObserver extends ConnectionObserver {
 
 export interface WebSocketTransportOptions {
   config: ServerConfig;
-  engine: PresenceEngine;
+  engine: PresenceNode;
   verifier?: TokenVerifier;
   log: Logger;
   observer?: TransportObserver;

@@ -4,7 +4,8 @@ import type { ClusterTransport } from '../../src/broker/transport.js';
 import { resolveConfig, type ServerConfig } from '../../src/config/config.js';
 import { silentLogger } from '../../src/log.js';
 import { offsetClock, systemClock } from '../../src/presence/clock.js';
-import { PresenceEngine, type Attachment } from '../../src/presence/engine.js';
+import type { Attachment } from '../../src/presence/engine.js';
+import { PresenceNode } from '../../src/presence-node.js';
 import type { SessionSink } from '../../src/presence/state.js';
 
 /** A socket stand-in that records every frame the engine writes to it. */
@@ -40,7 +41,7 @@ export interface ClusterNodeOptions {
 
 /** One node of an in-process cluster: a real engine and a real cluster link, no sockets. */
 export class ClusterNode {
-  readonly engine: PresenceEngine;
+  readonly engine: PresenceNode;
   readonly link: ClusterLink;
   readonly config: ServerConfig;
 
@@ -56,7 +57,7 @@ export class ClusterNode {
       log: silentLogger,
       activityFlushMs: 100,
     });
-    this.engine = new PresenceEngine({
+    this.engine = new PresenceNode({
       config: this.config,
       clock: offsetClock(base, () => this.link.clockOffsetMs),
       store: this.link,

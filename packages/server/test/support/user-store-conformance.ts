@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/config/config.js';
 import { ManualClock } from '../../src/presence/clock.js';
-import { PresenceEngine } from '../../src/presence/engine.js';
+import { PresenceNode } from '../../src/presence-node.js';
 import { emptyUserRecord, type UserRecord, type UserStore } from '../../src/store/user-store.js';
 
 /** A user store backend, as the conformance suite needs it. */
@@ -99,7 +99,7 @@ export function describeUserStoreConformance(backend: UserStoreBackend): void {
     it('holds what the engine stores through it: manual status, state, message, meta', async () => {
       const store = await create();
       const clock = new ManualClock();
-      const engine = new PresenceEngine({ config: resolveConfig(), clock, store });
+      const engine = new PresenceNode({ config: resolveConfig(), clock, store });
       try {
         engine.updateUser('ann', { status: 'busy', state: 'in-call', message: 'Planning 🗓', meta: { name: 'Ann' } });
         engine.updateUser('ann', { meta: { avatar: 'a.png' } });
@@ -140,12 +140,12 @@ export function describeUserStoreConformance(backend: UserStoreBackend): void {
       it('lets a restarted engine answer from the stored records', async () => {
         const first = await create();
         const clock = new ManualClock();
-        const engine = new PresenceEngine({ config: resolveConfig(), clock, store: first });
+        const engine = new PresenceNode({ config: resolveConfig(), clock, store: first });
         engine.updateUser('ann', { status: 'away', message: 'Lunch', meta: { name: 'Ann' } });
         engine.dispose();
         const second = await reopen(first);
         await second.load(['ann']);
-        const restarted = new PresenceEngine({ config: resolveConfig(), clock, store: second });
+        const restarted = new PresenceNode({ config: resolveConfig(), clock, store: second });
         try {
           const view = restarted.userPresence('ann', TRUSTED);
           assert.deepEqual(view.meta, { name: 'Ann' });

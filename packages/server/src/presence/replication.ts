@@ -26,7 +26,11 @@ export interface SessionSnapshot {
   moves?: number;
 }
 
-export type NodeOp =
+/**
+ * Every op may carry `cause`: the id of the change at its origin, from which every node derives the
+ * same event ids (see `ChangeCauses`). Absent from ops written before this field existed.
+ */
+export type NodeOp = (
   /**
    * A session was opened or changed. `claim` marks a session this node took over from another
    * node (a client resumed its `sessionId` here); only a claim may change a session's owner.
@@ -37,7 +41,8 @@ export type NodeOp =
   /** Typing started, was refreshed, or stopped; each node runs its own expiry for it. */
   | { op: 'typing'; channel: string; userId: string; typing: boolean }
   /** The user logged out: every node ends that user's sessions at once. */
-  | { op: 'logout'; userId: string };
+  | { op: 'logout'; userId: string }
+) & { cause?: string };
 
 /**
  * What a broker delivers, strictly in the cluster's order. A returned promise holds back later
@@ -50,8 +55,11 @@ export interface BrokerListener {
   applySnapshot(nodeId: string, sessions: SessionSnapshot[]): void | Promise<void>;
   /** Another node lost its lease: its sessions are orphaned and get the offline delay. */
   nodeDown(nodeId: string): void;
-  /** A user record changed (on any node, this one included), in the order writes happened. */
-  applyRecord(record: UserRecord): void | Promise<void>;
+  /**
+   * A user record changed (on any node, this one included), in the order writes happened. `cause`
+   * names the change at its origin when the write carried it.
+   */
+  applyRecord(record: UserRecord, cause?: string): void | Promise<void>;
   /** This node's sessions as they are now, for re-registering after the shared state was lost. */
   localSnapshot(): SessionSnapshot[];
 }

@@ -1,0 +1,135 @@
+import type { SelfPresence, UserPresence } from '@presence/protocol';
+import type { ServerConfig } from './config/config.js';
+import type { Clock } from './presence/clock.js';
+import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } from './presence/engine.js';
+import type { PresenceEventListener } from './presence/events.js';
+import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
+import { Replica } from './presence/replica.js';
+import type { Broker, BrokerListener, NodeOp, SessionSnapshot } from './presence/replication.js';
+import type { SessionSink } from './presence/state.js';
+import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
+import type { UserStore, UserRecord } from './store/user-store.js';
+import type { ClientMessage } from '@presence/protocol';
+
+export interface PresenceNodeOptions {
+  config: ServerConfig;
+  clock: Clock;
+  store?: UserStore;
+  /** Counts the v1 frames sent (metrics). */
+  observer?: FanoutObserver;
+  newSessionId?: () => string;
+  /** Set in a cluster: local changes are published, and other nodes' are applied. */
+  broker?: Broker;
+}
+
+/**
+ * One node's presence, assembled: the engine (local state machine), the replica of other nodes'
+ * sessions (in a cluster), the read side, and protocol v1 as the first listener of the presence
+ * events. The transport, the HTTP API and the cluster link talk to this; nothing below imports it.
+ */
+export class PresenceNode implements PresenceQueries, BrokerListener {
+  readonly engine: PresenceEngine;
+  readonly replica: Replica;
+  readonly fanout: ProtocolV1Fanout;
+
+  constructor(options: PresenceNodeOptions) {
+    this.engine = new PresenceEngine({ config: options.config, clock: options.clock, store: options.store, newSessionId: options.newSessionId });
+    this.fanout = new ProtocolV1Fanout(this.engine.state, this.engine.watchers, options.observer);
+    this.engine.output = this.fanout;
+    this.engine.announcer.subscribe(this.fanout.onEvent);
+    this.replica = new Replica(this.engine, options.broker);
+  }
+
+  /** Adds a listener of the presence events (after protocol v1, in the order added). */
+  subscribe(listener: PresenceEventListener): () => void {
+    return this.engine.announcer.subscribe(listener);
+  }
+
+  // Sessions and commands (the transport)
+
+  connect(request: ConnectRequest, sink: SessionSink): Attachment {
+    return this.engine.connect(request, sink);
+  }
+
+  disconnect(attachment: Attachment): void {
+    this.engine.disconnect(attachment);
+  }
+
+  handle(attachment: Attachment, command: ClientMessage): AckData | Promise<AckData> {
+    return this.engine.handle(attachment, command);
+  }
+
+  logout(userId: string): void {
+    this.engine.logout(userId);
+  }
+
+  // Queries and updates (the HTTP API)
+
+  loadUsers(userIds: string[]): Promise<void> | undefined {
+    return this.engine.loadUsers(userIds);
+  }
+
+  updateUser(userId: string, patch: UserPatch): SelfPresence {
+    return this.engine.updateUser(userId, patch);
+  }
+
+  channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage {
+    return this.engine.reader.channelPresence(channel, page);
+  }
+
+  userPresence(userId: string, viewer: ViewerId): UserPresence {
+    return this.engine.reader.userPresence(userId, viewer);
+  }
+
+  queryUsers(userIds: string[], viewer: ViewerId): UserPresence[] {
+    return this.engine.reader.queryUsers(userIds, viewer);
+  }
+
+  stats(): PresenceStats {
+    return this.engine.reader.stats();
+  }
+
+  inspect(): ReturnType<PresenceEngine['reader']['inspect']> {
+    return this.engine.reader.inspect(this.engine.watchers.size);
+  }
+
+  adminView(limit: number): ReturnType<PresenceEngine['reader']['adminView']> {
+    return this.engine.reader.adminView(limit);
+  }
+
+  hasSession(sessionId: string): boolean {
+    return this.engine.reader.hasSession(sessionId);
+  }
+
+  connectedUserIds(): string[] {
+    return this.engine.reader.connectedUserIds();
+  }
+
+  // Other nodes (the cluster link)
+
+  applyOps(nodeId: string, ops: NodeOp[]): void | Promise<void> {
+    return this.replica.applyOps(nodeId, ops);
+  }
+
+  applySnapshot(nodeId: string, sessions: SessionSnapshot[]): void | Promise<void> {
+    return this.replica.applySnapshot(nodeId, sessions);
+  }
+
+  nodeDown(nodeId: string): void {
+    this.replica.nodeDown(nodeId);
+  }
+
+  applyRecord(record: UserRecord, cause?: string): void | Promise<void> {
+    return this.replica.applyRecord(record, cause);
+  }
+
+  localSnapshot(): SessionSnapshot[] {
+    return this.replica.localSnapshot();
+  }
+
+  /** Ends every session at once (shutdown): no events, timers cleared. */
+  dispose(): void {
+    this.replica.clear();
+    this.engine.dispose();
+  }
+}

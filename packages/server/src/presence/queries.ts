@@ -1,0 +1,157 @@
+import type { Member, UserPresence } from '@presence/protocol';
+import type { ServerConfig } from '../config/config.js';
+import { PresenceError } from '../errors.js';
+import type { UserStore } from '../store/user-store.js';
+import type { ChannelPage, PresenceStats, ViewerId } from './service.js';
+import type { PresenceState } from './state.js';
+import { hiddenView, mayView, memberView, publicView } from './user-presence.js';
+import { assertChannelName, assertUserId } from './validation.js';
+
+/** Live counters the engine keeps as it goes, so reading them costs nothing. */
+export interface PresenceCounters {
+  /** Sessions with a socket on this node. */
+  readonly attached: number;
+  /** Users others can see, cluster-wide as this node knows them. */
+  readonly visibleUsers: number;
+}
+
+/**
+ * The read side of the model: what the HTTP API, the admin dashboard and leak checks ask. It
+ * only reads the state; every answer is what was last announced, so it agrees with the events.
+ */
+export class PresenceReader {
+  constructor(
+    private readonly state: PresenceState,
+    private readonly store: UserStore,
+    private readonly config: ServerConfig,
+    private readonly counters: PresenceCounters,
+  ) {}
+
+  /** Presence of any user id (known or not) as `viewer` may see it. */
+  viewOf(userId: string, viewer: string | undefined): UserPresence {
+    const user = this.state.users.get(userId);
+    const record = user?.record ?? this.store.get(userId);
+    if (!record) return hiddenView(userId);
+    if (!mayView(record, viewer)) return hiddenView(userId);
+    // What was last announced, so snapshots and the events that led to them always agree.
+    if (user) return user.published;
+    return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, this.config.states);
+  }
+
+  channelPresence(name: string, page: { limit: number; cursor?: string }): ChannelPage {
+    assertChannelName(name, this.config.limits);
+    const channel = this.state.channels.get(name);
+    if (!channel) return { channel: name, count: 0, members: [] };
+    const all: Member[] = [];
+    for (const member of channel.members.values()) {
+      if (member.user.announcedVisible) all.push(memberView(member.user.published, member.channelMeta, member.joinedAt));
+    }
+    all.sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
+    const start = page.cursor === undefined ? 0 : all.findIndex((m) => m.userId > page.cursor!);
+    const from = start < 0 ? all.length : start;
+    const members = all.slice(from, from + page.limit);
+    const result: ChannelPage = { channel: name, count: all.length, members };
+    if (from + page.limit < all.length) result.nextCursor = members[members.length - 1].userId;
+    return result;
+  }
+
+  userPresence(userId: string, viewer: ViewerId): UserPresence {
+    assertUserId(userId, this.config.limits);
+    return this.viewOf(userId, viewer.trusted ? undefined : viewer.userId);
+  }
+
+  queryUsers(userIds: string[], viewer: ViewerId): UserPresence[] {
+    const max = this.config.limits.maxQueryUsers;
+    if (userIds.length > max) throw new PresenceError('TOO_MANY_USERS', `at most ${max} user ids per query`);
+    for (const id of userIds) assertUserId(id, this.config.limits);
+    return userIds.map((id) => this.viewOf(id, viewer.trusted ? undefined : viewer.userId));
+  }
+
+  stats(): PresenceStats {
+    let channels = 0;
+    for (const channel of this.state.channels.values()) {
+      for (const member of channel.members.values()) {
+        if (member.user.announcedVisible) {
+          channels += 1;
+          break;
+        }
+      }
+    }
+    let sessions = 0;
+    for (const session of this.state.sessions.values()) if (!session.remote) sessions += 1;
+    return { connections: this.counters.attached, sessions, onlineUsers: this.counters.visibleUsers, channels };
+  }
+
+  /** Sizes of the live state, for leak checks in tests and soak runs. */
+  inspect(watchedUsers: number): { users: number; sessions: number; remoteSessions: number; channels: number; watchedUsers: number; typing: number } {
+    let typing = 0;
+    for (const channel of this.state.channels.values()) typing += channel.typing.size;
+    let remoteSessions = 0;
+    for (const session of this.state.sessions.values()) if (session.remote) remoteSessions += 1;
+    return {
+      users: this.state.users.size,
+      sessions: this.state.sessions.size - remoteSessions,
+      remoteSessions,
+      channels: this.state.channels.size,
+      watchedUsers,
+      typing,
+    };
+  }
+
+  /**
+   * Read-only figures for the admin dashboard: the `limit` channels with the most visible members
+   * (invisible users count nowhere), and sessions, attached sessions and visible users per node as
+   * this node's replica sees them (this node's own sessions under `null`).
+   */
+  adminView(limit: number): {
+    topChannels: { channel: string; members: number }[];
+    nodes: Map<string | null, { sessions: number; connections: number; users: number }>;
+  } {
+    const counted: { channel: string; members: number }[] = [];
+    for (const channel of this.state.channels.values()) {
+      let members = 0;
+      for (const member of channel.members.values()) if (member.user.announcedVisible) members += 1;
+      if (members > 0) counted.push({ channel: channel.name, members });
+    }
+    counted.sort((a, b) => b.members - a.members || (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0));
+    const nodes = new Map<string | null, { sessions: number; connections: number; users: number }>();
+    const usersSeen = new Map<string | null, Set<string>>();
+    for (const session of this.state.sessions.values()) {
+      const node = session.remote ? session.remote.node : null;
+      let row = nodes.get(node);
+      if (!row) {
+        row = { sessions: 0, connections: 0, users: 0 };
+        nodes.set(node, row);
+        usersSeen.set(node, new Set());
+      }
+      row.sessions += 1;
+      if (session.remote ? session.remote.attached : session.sink !== null) row.connections += 1;
+      const seen = usersSeen.get(node)!;
+      const userId = session.user.record.userId;
+      if (session.user.announcedVisible && !seen.has(userId)) {
+        seen.add(userId);
+        row.users += 1;
+      }
+    }
+    return { topChannels: counted.slice(0, Math.max(0, limit)), nodes };
+  }
+
+  /** Whether a session with this id is live or inside its offline delay (here or on another node). */
+  hasSession(sessionId: string): boolean {
+    return this.state.sessions.has(sessionId);
+  }
+
+  /** Users with a socket open on this node now: a durable store keeps their `lastSeen` close to a crash. */
+  connectedUserIds(): string[] {
+    const ids: string[] = [];
+    for (const [id, user] of this.state.users) {
+      for (const session of user.sessions.values()) {
+        if (session.sink) {
+          ids.push(id);
+          break;
+        }
+      }
+    }
+    return ids;
+  }
+}

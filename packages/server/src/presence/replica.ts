@@ -1,0 +1,321 @@
+import type { UserRecord } from '../store/user-store.js';
+import type { PresenceEngine, SessionReplication } from './engine.js';
+import type { Broker, BrokerListener, NodeOp, SessionSnapshot } from './replication.js';
+import type { ChannelMember, Session } from './state.js';
+import { NO_WATCHES } from './watchers.js';
+
+/**
+ * The other nodes' sessions, and this node's as they are published. It keeps a replica of every
+ * session another node owns (for member lists and merged presence) by applying that node's ops to
+ * the engine with the engine's own rules, and publishes this node's session changes once per
+ * turn. It imports the engine; the engine only knows it as `SessionReplication`.
+ */
+export class Replica implements SessionReplication, BrokerListener {
+  /** Local sessions whose new state is published at the end of this turn (one op per session). */
+  private readonly changedSessions = new Set<Session>();
+  /** Local sessions just taken over from another node: their next op says so. */
+  private readonly claimedSessions = new Set<Session>();
+  /** The cause of each changed session's latest change in this turn, published with its op. */
+  private readonly causeOf = new Map<Session, string>();
+  private publishQueued = false;
+
+  constructor(
+    private readonly engine: PresenceEngine,
+    /** Absent on a single node, where only records (a durable store) are applied. */
+    private readonly broker?: Broker,
+  ) {
+    if (broker) engine.replication = this;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Publishing this node's sessions
+  // -------------------------------------------------------------------------------------------
+
+  sessionChanged(session: Session): void {
+    if (session.remote) return;
+    this.changedSessions.add(session);
+    this.causeOf.set(session, this.engine.causes.now().id);
+    if (this.publishQueued) return;
+    this.publishQueued = true;
+    queueMicrotask(() => this.publishChangedSessions());
+  }
+
+  memberChanged(member: ChannelMember): void {
+    for (const session of member.sessions) this.sessionChanged(session);
+  }
+
+  sessionClaimed(session: Session): void {
+    this.claimedSessions.add(session);
+  }
+
+  sessionEnded(session: Session): void {
+    this.changedSessions.delete(session);
+    this.claimedSessions.delete(session);
+    this.causeOf.delete(session);
+    if (!session.remote) this.publish({ op: 'end', sessionId: session.id });
+  }
+
+  /** Publishes an op after the session changes it may depend on (a typing op needs the join first). */
+  publish(op: NodeOp): void {
+    this.publishChangedSessions();
+    this.broker?.publish({ ...op, cause: this.engine.causes.now().id });
+  }
+
+  private publishChangedSessions(): void {
+    this.publishQueued = false;
+    for (const session of this.changedSessions) {
+      if (this.engine.state.sessions.get(session.id) !== session || session.remote) continue;
+      const claim = this.claimedSessions.delete(session);
+      const cause = this.causeOf.get(session);
+      this.broker?.publish({ op: 'session', session: this.snapshotOf(session), ...(claim ? { claim } : {}), ...(cause ? { cause } : {}) });
+    }
+    this.changedSessions.clear();
+    this.causeOf.clear();
+  }
+
+  private snapshotOf(session: Session): SessionSnapshot {
+    const userId = session.user.record.userId;
+    const channels: SessionSnapshot['channels'] = {};
+    for (const name of session.channels) {
+      const member = this.engine.state.channels.get(name)?.members.get(userId);
+      // Defined, not assigned: assigning to a channel named `__proto__` would set the prototype,
+      // and the channel would silently drop out of every replica.
+      if (member) Object.defineProperty(channels, name, { value: { meta: member.channelMeta, joinedAt: member.joinedAt }, enumerable: true, writable: true, configurable: true });
+    }
+    const snapshot: SessionSnapshot = { id: session.id, userId, device: session.device, idle: session.idle, attached: session.sink !== null, channels };
+    if (session.moves > 0) snapshot.moves = session.moves;
+    return snapshot;
+  }
+
+  /** This node's sessions, for the broker to write whole (at start, and after Redis lost them). */
+  localSnapshot(): SessionSnapshot[] {
+    const snapshots: SessionSnapshot[] = [];
+    for (const session of this.engine.state.sessions.values()) if (!session.remote) snapshots.push(this.snapshotOf(session));
+    return snapshots;
+  }
+
+  /** Forgets what was waiting to be published (the engine was disposed). */
+  clear(): void {
+    this.changedSessions.clear();
+    this.claimedSessions.clear();
+    this.causeOf.clear();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Applying the other nodes'
+  // -------------------------------------------------------------------------------------------
+
+  applyOps(nodeId: string, ops: NodeOp[]): void | Promise<void> {
+    const unseen = ops.flatMap((op) => (op.op === 'session' && !this.engine.state.users.has(op.session.userId) ? [op.session.userId] : []));
+    const loading = unseen.length > 0 ? this.engine.store.load(unseen) : undefined;
+    if (loading) return loading.then(() => this.applyOpsNow(nodeId, ops));
+    this.applyOpsNow(nodeId, ops);
+  }
+
+  private applyOpsNow(nodeId: string, ops: NodeOp[]): void {
+    for (const op of ops) this.engine.causes.remote(op.cause ?? `${nodeId}.op`, () => this.applyOp(nodeId, op));
+  }
+
+  private applyOp(nodeId: string, op: NodeOp): void {
+    const { engine } = this;
+    switch (op.op) {
+      case 'session':
+        this.applySession(nodeId, op.session, op.claim === true);
+        break;
+      case 'end': {
+        const session = engine.state.sessions.get(op.sessionId);
+        // Only the owner ends a session; a late op from a node it moved away from is stale.
+        if (!session || session.remote?.node !== nodeId) break;
+        const user = session.user;
+        engine.expireSession(session);
+        engine.releaseIfUnused(user);
+        break;
+      }
+      case 'typing': {
+        const channel = engine.state.channels.get(op.channel);
+        const user = engine.state.users.get(op.userId);
+        if (!channel || !user || !channel.members.has(op.userId)) break;
+        if (!op.typing) engine.typingTracker.stop(channel, user);
+        else if (user.announcedVisible) engine.typingTracker.start(channel, user);
+        break;
+      }
+      case 'logout': {
+        const user = engine.state.users.get(op.userId);
+        if (!user) break;
+        engine.endAllSessions(user);
+        engine.releaseIfUnused(user);
+        break;
+      }
+    }
+  }
+
+  applySnapshot(nodeId: string, snapshots: SessionSnapshot[]): void | Promise<void> {
+    const unseen = snapshots.flatMap((snapshot) => (this.engine.state.users.has(snapshot.userId) ? [] : [snapshot.userId]));
+    const loading = unseen.length > 0 ? this.engine.store.load([...new Set(unseen)]) : undefined;
+    if (loading) return loading.then(() => this.applySnapshotNow(nodeId, snapshots));
+    this.applySnapshotNow(nodeId, snapshots);
+  }
+
+  private applySnapshotNow(nodeId: string, snapshots: SessionSnapshot[]): void {
+    // A whole state read names no change: its events get ids of this reading.
+    this.engine.causes.local(() => {
+      const listed = new Set(snapshots.map((snapshot) => snapshot.id));
+      for (const session of [...this.engine.state.sessions.values()]) {
+        if (session.remote?.node !== nodeId || listed.has(session.id)) continue;
+        const user = session.user;
+        this.engine.expireSession(session);
+        this.engine.releaseIfUnused(user);
+      }
+      for (const snapshot of snapshots) this.applySession(nodeId, snapshot, false);
+    });
+  }
+
+  /** Brings the replica of one session in line with what its owner says about it. */
+  private applySession(nodeId: string, snapshot: SessionSnapshot, claim: boolean): void {
+    const { engine } = this;
+    let session = engine.state.sessions.get(snapshot.id);
+    if (session) {
+      if (session.user.record.userId !== snapshot.userId) return;
+      const moves = snapshot.moves ?? 0;
+      // Written before a move this node knows of: a late op, or a crashed owner's stored state.
+      if (moves < session.moves) return;
+      // Written after a move this node has not seen yet (it read the new owner's whole state).
+      const movedSince = moves > session.moves;
+      if (!session.remote) {
+        // Ours, unless another node took it over (the client resumed there).
+        if (!claim && !movedSince) return;
+        this.handOver(session, nodeId);
+      } else if (session.remote.node !== nodeId && !claim && !movedSince && this.broker?.nodes().includes(session.remote.node)) {
+        // A late op from a node the session has since moved away from. Unless the owner on record
+        // is gone: then this is news of a move whose claim this node missed (it read the new
+        // owner's whole state instead, after a gap or a Redis restart), and it wins.
+        return;
+      }
+      session.moves = moves;
+      session.remote!.node = nodeId;
+      // An orphan (its node died) that was resumed or re-registered is no longer on its way out.
+      engine.clock.clearTimer(session.offlineTimer);
+      session.offlineTimer = undefined;
+    } else {
+      const user = engine.userState(snapshot.userId);
+      session = {
+        id: snapshot.id,
+        user,
+        device: snapshot.device,
+        sink: null,
+        lastActivityAt: engine.clock.now(),
+        reportedIdle: false,
+        idle: snapshot.idle,
+        idleTimer: undefined,
+        offlineTimer: undefined,
+        channels: new Set(),
+        watching: NO_WATCHES,
+        allowlist: undefined,
+        moves: snapshot.moves ?? 0,
+        remote: { node: nodeId, attached: snapshot.attached },
+      };
+      engine.state.sessions.set(session.id, session);
+      user.sessions.set(session.id, session);
+    }
+    const user = session.user;
+    session.device = snapshot.device;
+    session.idle = snapshot.idle;
+    session.remote!.attached = snapshot.attached;
+    for (const name of [...session.channels]) {
+      if (Object.hasOwn(snapshot.channels, name)) continue;
+      const channel = engine.state.channels.get(name);
+      if (channel) engine.removeFromChannel(channel, session);
+      else session.channels.delete(name);
+    }
+    for (const [name, entry] of Object.entries(snapshot.channels)) engine.addToChannel(session, name, entry.meta, entry.joinedAt);
+    if (!snapshot.attached) {
+      for (const name of session.channels) {
+        const channel = engine.state.channels.get(name);
+        if (channel && !engine.hasAttachedSessionIn(channel, user)) engine.typingTracker.stop(channel, user);
+      }
+    }
+    engine.announcer.announce(user);
+  }
+
+  /** Another node resumed one of our sessions: our socket for it (if any) is the stale one. */
+  private handOver(session: Session, nodeId: string): void {
+    this.changedSessions.delete(session);
+    this.claimedSessions.delete(session);
+    this.engine.clock.clearTimer(session.idleTimer);
+    this.engine.clock.clearTimer(session.offlineTimer);
+    session.idleTimer = session.offlineTimer = undefined;
+    this.engine.unwatchAll(session);
+    // Drops it from this node's stored state; others ignore an `end` from a non-owner.
+    this.publish({ op: 'end', sessionId: session.id });
+    session.remote = { node: nodeId, attached: true };
+    this.engine.closeSocket(session, 4000, 'SESSION_REPLACED');
+  }
+
+  /**
+   * A node lost its lease (crash, partition, shutdown): its sessions stay for the offline delay,
+   * as if their sockets had just closed, so clients that resume elsewhere cause no leave.
+   */
+  nodeDown(nodeId: string): void {
+    const { engine } = this;
+    for (const session of [...engine.state.sessions.values()]) {
+      if (session.remote?.node !== nodeId || session.offlineTimer) continue;
+      const user = session.user;
+      session.remote.attached = false;
+      // Every node runs this expiry on its own: the cause names the session and its dead owner.
+      const cause = `${nodeId}.down.${session.id}`;
+      engine.causes.remote(cause, () => {
+        for (const name of session.channels) {
+          const channel = engine.state.channels.get(name);
+          if (channel && !engine.hasAttachedSessionIn(channel, user)) engine.typingTracker.stop(channel, user);
+        }
+      });
+      const expire = () =>
+        engine.causes.remote(cause, () => {
+          engine.expireSession(session);
+          engine.releaseIfUnused(user);
+        });
+      if (engine.config.offlineDelayMs <= 0) expire();
+      else session.offlineTimer = engine.clock.setTimer(engine.config.offlineDelayMs, expire);
+    }
+  }
+
+  /**
+   * A user record as the shared store now holds it. Writes arrive in the order they happened,
+   * so the newest wins, except `lastSeen`/`lastActive`, which only move forward (this node may
+   * hold newer activity than it has written yet).
+   */
+  applyRecord(record: UserRecord, cause?: string): void {
+    const user = this.engine.state.users.get(record.userId);
+    if (!user) return;
+    const before = user.record;
+    const merged: UserRecord = {
+      ...record,
+      lastSeenAt: latest(before.lastSeenAt, record.lastSeenAt),
+      lastActiveAt: latest(before.lastActiveAt, record.lastActiveAt),
+      // The same meta keeps its object: a change is detected by identity, and a record written
+      // elsewhere for another field (a lastSeen) must not look like a meta change to others.
+      meta: sameJson(before.meta, record.meta) ? before.meta : record.meta,
+    };
+    if (sameJson(merged, before)) return;
+    const privacyChanged = before.visibility !== merged.visibility || !sameJson(before.contacts, merged.contacts);
+    user.record = merged;
+    const apply = () => {
+      if (before.manual.expiresAt !== merged.manual.expiresAt) this.engine.scheduleExpiry(user);
+      this.engine.announcer.announce(user, privacyChanged);
+      this.engine.releaseIfUnused(user);
+    };
+    // Our own writes come back too: their cause is already ours.
+    if (cause) this.engine.causes.remote(cause, apply);
+    else this.engine.causes.local(apply);
+  }
+}
+
+function latest(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return Math.max(a, b);
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
