@@ -9,6 +9,7 @@ import { describe, test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import type { Member, ServerMessage } from '@presence/protocol';
 import { DEFAULT_STATES } from '../src/config/config.js';
+import { IMPOSSIBLE_EXPIRIES, MALFORMED_EXPIRIES, VALID_EXPIRIES } from './support/expiry-cases.js';
 import { TestClient, sleep, startTestServer, type Closed } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
@@ -1080,6 +1081,23 @@ describe('bad input', () => {
     assert.equal((ack.self as { state: string }).state, 'in-call');
   });
 
+  test('expiresAt naming no real time (30 February, 24:00, second 60, offset past ±14:00) → INVALID_EXPIRY; edge dates that exist work', async (t) => {
+    // See also http-integration.test.ts (the same values over HTTP).
+    const env = await setup(t);
+    const { alice, bob } = await pair(env);
+    for (const [what, expiresAt] of [...IMPOSSIBLE_EXPIRIES, ...MALFORMED_EXPIRIES]) {
+      const error = await refused(alice, { type: 'status', status: 'busy', expiresAt }, 'INVALID_EXPIRY');
+      assert.doesNotMatch(error.message, /future/, `${what}: refused for the value, not for its time`);
+    }
+    await assertAlive(bob);
+    assert.deepEqual(bob.drain().filter((m) => m.type === 'presence.update'), [], 'a refused status changes nothing');
+    assert.equal(env.server.engine.userPresence('alice', { trusted: true }).status, 'online');
+    for (const [what, expiresAt, utc] of VALID_EXPIRIES) {
+      const ack = await ok(alice, { type: 'status', status: 'busy', expiresAt });
+      assert.equal((ack.self as { expiresAt?: string }).expiresAt, utc, what);
+    }
+  });
+
   test('bad channel name → INVALID_CHANNEL on every command that names a channel', async (t) => {
     const env = await setup(t);
     const alice = await env.connect('alice');
@@ -1394,5 +1412,18 @@ describe('status restored at connect', () => {
     const fresh = await env.connect('cat', { status: 'busy', state: 'no-such-state', expiresAt: 'yesterday' });
     assert.equal(fresh.welcome.type, 'welcome');
     assert.equal(fresh.welcome.self.manualStatus, null);
+  });
+
+  test('the expiresAt of a hint is read like the status command\'s: an impossible date drops the hint', async (t) => {
+    const env = await setup(t);
+    const [, impossible] = IMPOSSIBLE_EXPIRIES.find(([what]) => what === '30 February')!;
+    const dropped = await env.connect('dee', { status: 'busy', expiresAt: impossible });
+    assert.equal(dropped.welcome.type, 'welcome');
+    assert.equal(dropped.welcome.self.manualStatus, null, `${impossible} is not rolled over to March`);
+    assert.equal(dropped.welcome.self.expiresAt, undefined);
+    const [, leapDay, utc] = VALID_EXPIRIES.find(([what]) => what === '29 February of a leap year')!;
+    const kept = await env.connect('eve', { status: 'busy', expiresAt: leapDay });
+    assert.equal(kept.welcome.self.manualStatus, 'busy');
+    assert.equal(kept.welcome.self.expiresAt, utc);
   });
 });
