@@ -1245,6 +1245,33 @@ describe('bad input', () => {
     await until(() => env.server.engine.stats().connections === 1, 1000, 'the server to drop alice');
     await assertAlive(bob);
   });
+  test('rate limit: a frame over the limit is RATE_LIMITED whatever it holds; a flood of junk ends in 4008 like a flood of commands', async (t) => {
+    // 1 token a second: no token comes back while the flood is read, so the counts are exact.
+    const burst = 20;
+    const env = await setup(t, { limits: { rateLimitPerSecond: 1, rateLimitBurst: burst } });
+    const junk = await env.connect('junk');
+    const bystander = await env.connect('bystander');
+    const frames = 300;
+    for (let i = 0; i < frames; i += 1) {
+      if (i % 2 === 0) junk.sendRaw('{"type":');
+      else junk.sendRaw(Buffer.from([0xde, 0xad, 0xbe, 0xef]), true);
+    }
+    const closed = await closedWithin(junk, 2000);
+    assert.equal(closed.code, 4008);
+    assert.equal(closed.reason, 'RATE_LIMITED');
+    const errors = junk.ofType('error');
+    assert.equal(errors.length, junk.messages.length - 1, 'nothing but welcome and errors');
+    // The burst is answered by content; every frame after it, junk or not, is RATE_LIMITED: the
+    // burst's worth of refusals, then the one that closes.
+    const expected = [
+      ...Array.from({ length: burst }, (_, i) => (i % 2 === 0 ? 'INVALID_JSON' : 'BINARY_NOT_SUPPORTED')),
+      ...Array.from({ length: burst + 1 }, () => 'RATE_LIMITED'),
+    ];
+    assert.deepEqual(errors.map((e) => e.code), expected);
+    for (const error of errors) assert.equal(error.ref, undefined, 'junk has no ref to echo');
+    assert.notEqual(errors.at(-1)!.message, errors.at(-2)!.message, 'the closing refusal says the connection is closed');
+    await assertAlive(bystander);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

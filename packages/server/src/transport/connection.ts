@@ -105,27 +105,30 @@ export class Connection implements SessionSink, Flushable {
   receive(engine: PresenceEngine, data: string | Buffer, isBinary: boolean): void {
     this.lastInboundAt = this.options.now();
     if (this.closed || !this.attachment) return;
+    // Every frame takes a token before anything looks at its content, and one over the limit is
+    // refused whatever it holds: junk must cost a flooder as much as commands do, and must get the
+    // same answer, RATE_LIMITED, on the way to the same 4008.
     const verdict = this.limiter.take();
     if (verdict === 'close') {
       this.fail(new PresenceError('RATE_LIMITED', 'command flood; closing'), undefined, true);
+      return;
+    }
+    if (verdict === 'refuse') {
+      // Parsed only to echo the ref, so a client can fail the right request; binary and invalid
+      // JSON have none.
+      this.fail(new PresenceError('RATE_LIMITED'), isBinary ? undefined : refOf(parseJson(data)));
       return;
     }
     if (isBinary) {
       this.fail(new PresenceError('BINARY_NOT_SUPPORTED'), undefined);
       return;
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
-    } catch {
+    const parsed = parseJson(data);
+    if (parsed === undefined) {
       this.fail(new PresenceError('INVALID_JSON', 'the frame is not valid JSON'), undefined);
       return;
     }
     const ref = refOf(parsed);
-    if (verdict === 'refuse') {
-      this.fail(new PresenceError('RATE_LIMITED'), ref);
-      return;
-    }
     let command: ClientMessage;
     try {
       command = decodeCommand(parsed);
@@ -217,5 +220,14 @@ export class Connection implements SessionSink, Flushable {
     const framed = raw !== undefined && frames !== undefined ? frames.framed(frame) : undefined;
     if (framed === undefined) this.socket.send(frame);
     else if (this.socket.readyState === OPEN) raw!.write(framed);
+  }
+}
+
+/** The JSON value of a text frame, or undefined when it is not JSON (JSON itself has no undefined). */
+function parseJson(data: string | Buffer): unknown {
+  try {
+    return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch {
+    return undefined;
   }
 }
