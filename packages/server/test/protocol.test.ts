@@ -1349,6 +1349,58 @@ describe('connection health', () => {
     slow.ws.terminate();
   });
 
+  test('the outbound limit bounds a backlog, not a frame: a 12 KB presence.sync reaches a reader at 4,096; a client that stops reading is cut (1006)', async (t) => {
+    const maxOutboundBufferBytes = 4096;
+    const env = await setup(t, {
+      offlineDelayMs: 100,
+      limits: { maxOutboundBufferBytes, maxMetaBytes: 16 * 1024, rateLimitPerSecond: 100_000, rateLimitBurst: 100_000 },
+    });
+    // Seven members with about 1.7 KB of meta each: the sync of the channel is about 12 KB.
+    for (let i = 0; i < 7; i += 1) {
+      const member = await env.connect(`member-${i}`);
+      await ok(member, { type: 'meta', meta: { bio: `${i}`.repeat(1700) } });
+      await ok(member, { type: 'join', channel: 'big' });
+    }
+    const reader = await env.connect('reader');
+    const frames: string[] = [];
+    reader.ws.on('message', (data) => frames.push(data.toString()));
+    for (let round = 0; round < 3; round += 1) {
+      frames.length = 0;
+      await ok(reader, { type: 'join', channel: 'big' });
+      const sync = reader.ofType('presence.sync').at(-1)!;
+      assert.equal(sync.members.length, 8);
+      const syncFrame = frames.find((f) => f.includes('"presence.sync"'));
+      assert.ok(syncFrame !== undefined);
+      const bytes = Buffer.byteLength(syncFrame);
+      assert.ok(bytes > 3 * maxOutboundBufferBytes, `the sync frame is ${bytes} bytes, over the limit`);
+      await assertAlive(reader);
+      await ok(reader, { type: 'leave', channel: 'big' });
+    }
+    assert.doesNotMatch(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\}/);
+
+    // A client that stops reading: the kernel buffers fill, then the server's backlog passes the limit.
+    const spammer = await env.connect('spammer');
+    const slow = await env.connect('slow');
+    await ok(spammer, { type: 'join', channel: 'firehose' });
+    await ok(slow, { type: 'join', channel: 'firehose' });
+    const connections = env.server.engine.stats().connections;
+    (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const blob = 'x'.repeat(15 * 1024);
+    const deadline = Date.now() + 15_000;
+    for (let n = 0; env.server.engine.stats().connections === connections; ) {
+      if (Date.now() > deadline) throw new Error(`slow consumer not dropped after ${n} updates`);
+      for (let i = 0; i < 20; i += 1) spammer.sendRaw(JSON.stringify({ type: 'channel.meta', channel: 'firehose', meta: { n: ++n, blob } }));
+      await spammer.waitFor((m) => m.type === 'presence.update' && m.member.channelMeta.n === n, 5000);
+    }
+    assert.match(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\} 1\b/);
+    // Cut, not closed: no close frame follows the unread data, so the client sees 1006.
+    (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    const closed = await closedWithin(slow, 5000);
+    assert.equal(closed.code, 1006);
+    await assertAlive(reader);
+    await assertAlive(spammer);
+  });
+
   test('heartbeat: a client that never answers pings is cut within ~2–3 intervals; a normal one stays', async (t) => {
     const interval = 100;
     const env = await setup(t, { heartbeatIntervalMs: interval, offlineDelayMs: 150 });

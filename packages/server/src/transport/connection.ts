@@ -200,11 +200,14 @@ export class Connection implements SessionSink, Flushable {
     const frame = outbox.length === 1 ? outbox[0] : frames !== undefined ? frames.batch(outbox) : `[${outbox.join(',')}]`;
     outbox.length = 0;
     // A client that does not read must not make the server buffer without bound, nor slow the
-    // others: past the limit it is dropped, and its frames are never queued. Slowness is judged by
-    // what is still unsent from earlier writes: a client that has read everything is never slow,
-    // even when one tick's batch (many events coalesced into one frame) is larger than the limit.
+    // others: once its backlog (what earlier writes left unsent) is over the limit it is dropped,
+    // and nothing more is queued. The frame at hand does not count: a client that keeps up gets
+    // every frame, even one larger than the limit (the presence.sync of a big channel, or one
+    // tick's batch of many events), where judging backlog plus frame would cut a client that asked
+    // for a member list whenever a few bytes happened to be in flight. So a connection holds at
+    // most the limit plus one frame.
     const backlog = this.socket.bufferedAmount;
-    if (backlog > 0 && backlog + frame.length > this.options.maxOutboundBufferBytes) {
+    if (backlog > this.options.maxOutboundBufferBytes) {
       this.closed = true;
       this.options.observer?.errorSent('SLOW_CONSUMER');
       this.options.log.warn('closing slow consumer', {
