@@ -965,7 +965,7 @@ describe('channels', () => {
 });
 
 describe('joinedAt is when the member last became visible in the channel', () => {
-  /** alice's joinedAt as the HTTP list, a fresh sync and the events since `from` show it (events may be absent). */
+  /** alice's joinedAt as the HTTP list, a fresh sync of `observer` and the given events show it. */
   function joinedAtEverywhere(w: World, observer: Client, events: Frame[]): { list: string; sync: string; events: string[] } {
     observer.join('room');
     const [sync] = observer.take('presence.sync');
