@@ -560,7 +560,7 @@ const ACTIVITY_FIELDS: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveA
 
 /** A record as stored fields: JSON for structured values, decimal strings for times. */
 export function encodeRecord(record: UserRecord): StoredUserFields {
-  return {
+  const fields: StoredUserFields = {
     manual: JSON.stringify(record.manual),
     meta: JSON.stringify(record.meta),
     visibility: record.visibility,
@@ -568,6 +568,9 @@ export function encodeRecord(record: UserRecord): StoredUserFields {
     lastSeenAt: record.lastSeenAt === null ? '' : String(record.lastSeenAt),
     lastActiveAt: record.lastActiveAt === null ? '' : String(record.lastActiveAt),
   };
+  // Only for users who were ever invisible: nobody else's hash grows.
+  if (record.shownAt !== undefined) fields.shownAt = String(record.shownAt);
+  return fields;
 }
 
 export function decodeRecord(userId: string, fields: StoredUserFields): UserRecord {
@@ -587,5 +590,7 @@ export function decodeRecord(userId: string, fields: StoredUserFields): UserReco
   record.contacts = json(fields.contacts, record.contacts);
   record.lastSeenAt = time(fields.lastSeenAt);
   record.lastActiveAt = time(fields.lastActiveAt);
+  const shownAt = time(fields.shownAt);
+  if (shownAt !== null) record.shownAt = shownAt;
   return record;
 }

@@ -700,6 +700,9 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       // lastSeen freezes at the moment of going invisible, exactly as it would at a disconnect.
       user.record.lastSeenAt = now;
     }
+    // Back in sight: others see the user's channels as joined now (stamped in the record, so every
+    // node shows the same join time however late it hears of the change).
+    if (wasInvisible && !becomesInvisible) user.record.shownAt = now;
     user.record.manual = manual;
     const visibilityChanged = command.visibility !== undefined && command.visibility !== user.record.visibility;
     if (command.visibility !== undefined) user.record.visibility = command.visibility;
@@ -750,6 +753,8 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       }
       const wasInvisible = user.record.manual.status === 'invisible';
       user.record.manual = { status: null, state: null, message: null, expiresAt: null };
+      // The expiry time itself, not this timer's: every node that clears it stamps the same moment.
+      if (wasInvisible) user.record.shownAt = at;
       this.save(user);
       // After the save, as in applyStatus: a quiet activity save must not carry the cleared status.
       if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
@@ -792,7 +797,11 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
     const visible = isVisible(facts);
     const view = publicView(facts, this.config.states);
     const wasVisible = user.announcedVisible;
-    const changed = !sameVisiblePresence(view, user.published) || visible !== wasVisible;
+    const shownAt = user.record.shownAt;
+    // A node that missed the user's time out of sight (it read only the newest record) still owes
+    // its members the join times that moved with it.
+    const reshown = visible && wasVisible && shownAt !== user.shownAt;
+    const changed = !sameVisiblePresence(view, user.published) || visible !== wasVisible || reshown;
     if (!changed) {
       // Keep the announced view as it was (timestamps included): snapshots must match the events.
       if (privacyChanged) this.watchers.notify(user, user.published, false, true);
@@ -800,6 +809,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
     }
     user.published = view;
     user.announcedVisible = visible;
+    user.shownAt = shownAt;
     if (visible !== wasVisible) this.visibleUserCount += visible ? 1 : -1;
 
     const userId = user.record.userId;
@@ -846,7 +856,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
   private memberJson(member: ChannelMember): string {
     const { rendered } = member;
     if (rendered && rendered.published === member.user.published && rendered.channelMeta === member.channelMeta) return rendered.json;
-    const json = flat(JSON.stringify(memberView(member.user.published, member.channelMeta, member.joinedAt)));
+    const json = flat(JSON.stringify(memberView(member.user.published, member.channelMeta, shownJoinedAt(member))));
     member.rendered = { published: member.user.published, channelMeta: member.channelMeta, json };
     return json;
   }
@@ -854,7 +864,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
   private visibleMembers(channel: Channel): Member[] {
     const members: Member[] = [];
     for (const member of channel.members.values()) {
-      if (member.user.announcedVisible) members.push(memberView(member.user.published, member.channelMeta, member.joinedAt));
+      if (member.user.announcedVisible) members.push(memberView(member.user.published, member.channelMeta, shownJoinedAt(member)));
     }
     return members;
   }
@@ -874,6 +884,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       expiryTimer: undefined,
       published: hiddenView(userId),
       announcedVisible: false,
+      shownAt: undefined,
     };
     user.published = publicView(this.facts(user), this.config.states);
     this.users.set(userId, user);
@@ -1346,6 +1357,16 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
 function flat(text: string): string {
   Number(text);
   return text;
+}
+
+/**
+ * The join time others see: the later of the first session's join and the user's last return
+ * from invisible, so a stay while invisible never shows. Read from what was last announced (the
+ * cached member JSON is valid as long as the announced view is the same object).
+ */
+function shownJoinedAt(member: ChannelMember): number {
+  const { shownAt } = member.user;
+  return shownAt !== undefined && shownAt > member.joinedAt ? shownAt : member.joinedAt;
 }
 
 function isAttached(session: Session): boolean {
