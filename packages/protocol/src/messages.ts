@@ -43,6 +43,7 @@ export interface SelfPresence extends UserPresence {
 /** A channel member: a user (not a session) with their per-channel meta. */
 export interface Member extends UserPresence {
   channelMeta: Meta;
+  /** When the user last became visible in the channel: their first join, or their last return from invisible if later. */
   joinedAt: string;
 }
 

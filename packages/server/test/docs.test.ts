@@ -206,7 +206,7 @@ describe('links between the reference docs', () => {
     return out;
   }
 
-  it('point at files that exist and headings that exist in these docs', () => {
+  it('point at files that exist, and at headings that exist in docs/', () => {
     for (const name of own) {
       const doc = readDoc(name);
       for (const m of doc.matchAll(/\]\(([^)\s]+)\)/g)) {
@@ -216,7 +216,9 @@ describe('links between the reference docs', () => {
         const path = file === '' ? join(DOCS, name) : resolve(DOCS, file);
         assert.ok(existsSync(path), `${name}: link target ${target} does not exist`);
         const targetName = file === '' ? name : file;
-        if (anchor !== undefined && own.includes(targetName)) {
+        // Anchors are checked in every doc of docs/, not only these three: the rules for a field
+        // may live in protocol.md and be linked from here.
+        if (anchor !== undefined && (file === '' || dirname(path) === DOCS) && targetName.endsWith('.md')) {
           assert.ok(anchors(readDoc(targetName)).has(anchor), `${name}: no heading for #${anchor} in ${targetName}`);
         }
       }

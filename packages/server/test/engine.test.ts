@@ -965,6 +965,123 @@ describe('channels', () => {
   });
 });
 
+describe('joinedAt is when the member last became visible in the channel', () => {
+  /** alice's joinedAt as the HTTP list, a fresh sync of `observer` and the given events show it. */
+  function joinedAtEverywhere(w: World, observer: Client, events: Frame[]): { list: string; sync: string; events: string[] } {
+    observer.join('room');
+    const [sync] = observer.take('presence.sync');
+    return {
+      list: w.member('room', 'alice').joinedAt,
+      sync: sync.members.find((m: Frame) => m.userId === 'alice').joinedAt,
+      events: events.filter((f) => f.member?.userId === 'alice').map((f) => `${f.type} ${f.member.joinedAt}`),
+    };
+  }
+
+  it('a join while invisible counts from the return to visible, and every return resets it', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.status({ status: 'invisible' });
+    alice.join('room');
+    w.advance(3000);
+    const shown = w.now();
+    alice.status({ status: 'online' });
+    assert.deepEqual(joinedAtEverywhere(w, bob, bob.take()), { list: iso(shown), sync: iso(shown), events: [`presence.join ${iso(shown)}`] });
+
+    w.advance(1000);
+    alice.send({ type: 'meta', meta: { name: 'Alice' } });
+    assert.deepEqual(bob.take().map((f) => `${f.type} ${f.member.joinedAt}`), [`presence.update ${iso(shown)}`], 'an update keeps it');
+
+    alice.status({ status: 'invisible' });
+    w.advance(2000);
+    const again = w.now();
+    alice.status({ status: 'busy' });
+    assert.deepEqual(joinedAtEverywhere(w, bob, bob.take().filter((f) => f.type !== 'presence.leave')), {
+      list: iso(again),
+      sync: iso(again),
+      events: [`presence.join ${iso(again)}`],
+    });
+
+    // A later join while visible counts from itself; a second session's join changes nothing.
+    w.advance(500);
+    alice.join('other');
+    assert.equal(w.member('other', 'alice').joinedAt, iso(w.now()));
+    w.advance(500);
+    w.connect('alice').join('room');
+    assert.equal(w.member('room', 'alice').joinedAt, iso(again));
+  });
+
+  it('a user who was visible at the join keeps the join time until they hide', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    const joined = w.now();
+    alice.join('room');
+    w.advance(1000);
+    alice.status({ status: 'away' });
+    assert.equal(w.member('room', 'alice').joinedAt, iso(joined));
+  });
+
+  it('an expiring invisible status resets it to the expiry time', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.status({ status: 'invisible', expiresAt: iso(w.now() + 1000) });
+    alice.join('room');
+    w.advance(1000);
+    const [join] = bob.take('presence.join');
+    assert.equal(join.member.joinedAt, iso(w.now()));
+    assert.equal(w.member('room', 'alice').joinedAt, iso(w.now()));
+  });
+
+  it('on another node it comes from the replicated record, not from when that node heard of it', () => {
+    const clock = new ManualClock();
+    const store = new SnapshotStore();
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, store, broker: stubBroker('b', ['a', 'b']) });
+    const frames: Frame[] = [];
+    const bob = engine.connect({ identity: { userId: 'bob', meta: {} }, device: 'web' }, { send: (json) => frames.push(...serverMessages(json)), close: () => {} });
+    engine.handle(bob, { type: 'join', channel: 'room' });
+    const invisibleJoin = clock.now();
+    const record = (manual: UserRecord['manual'], shownAt?: number): UserRecord => ({
+      userId: 'alice',
+      manual,
+      meta: {},
+      visibility: 'everyone',
+      contacts: [],
+      lastSeenAt: invisibleJoin,
+      lastActiveAt: invisibleJoin,
+      ...(shownAt === undefined ? {} : { shownAt }),
+    });
+    const hidden = { status: 'invisible' as const, state: null, message: null, expiresAt: null };
+    const automatic = { status: null, state: null, message: null, expiresAt: null };
+    const session: SessionSnapshot = { id: 'alice-on-a', userId: 'alice', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: invisibleJoin } } };
+    // Alice joined on node a while invisible: this node holds her record as the shared store does.
+    store.save(record(hidden));
+    engine.applyOps('a', [{ op: 'session', session }]);
+    assert.deepEqual(frames.filter((f) => f.type === 'presence.join'), [], 'invisible: no join');
+    clock.advance(3000);
+    const shown = clock.now();
+    // This node hears of it 400 ms late: the join time is node a's stamp all the same.
+    clock.advance(400);
+    frames.length = 0;
+    engine.applyRecord(record(automatic, shown));
+    const joins = frames.filter((f) => f.type === 'presence.join');
+    assert.deepEqual(joins.map((f) => f.member.joinedAt), [iso(shown)]);
+    assert.equal(engine.channelPresence('room', { limit: 10 }).members.find((m) => m.userId === 'alice')!.joinedAt, iso(shown));
+
+    // A node that missed the time out of sight (it read only the newest record) updates it.
+    clock.advance(1000);
+    const later = clock.now() - 200;
+    frames.length = 0;
+    engine.applyRecord(record(automatic, later));
+    assert.deepEqual(frames.map((f) => `${f.type} ${f.member?.joinedAt}`), [`presence.update ${iso(later)}`]);
+    assert.equal(engine.channelPresence('room', { limit: 10 }).members.find((m) => m.userId === 'alice')!.joinedAt, iso(later));
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Typing
 // ---------------------------------------------------------------------------------------------

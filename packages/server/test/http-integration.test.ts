@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, type JWTPayload } from 'jose';
 import type { Member, ServerMessage, UserPresence } from '@presence/protocol';
+import { IMPOSSIBLE_EXPIRIES, MALFORMED_EXPIRIES, VALID_EXPIRIES } from './support/expiry-cases.js';
 import { TestClient, httpJson, sleep, startTestServer, type HttpAnswer } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
@@ -184,6 +185,42 @@ describe('HTTP updates reach WebSocket clients', () => {
     assert.deepEqual(members.body.members.map((m: Member) => m.userId), ['bye-observer']);
     assert.equal((await api(server, '/realtime/users/bye-user/presence')).body.user.status, 'offline');
     assert.equal(observer.messages.filter((m) => m.type === 'presence.leave' && m.userId === 'bye-user').length, 1, 'one leave per user');
+  });
+});
+
+describe('expiresAt over HTTP', () => {
+  let server: TestServer;
+  const res = new Resources();
+
+  before(async () => {
+    server = await startTestServer({ auth: { jwtSecret: SECRET, apiKey: API_KEY } });
+  });
+  after(async () => {
+    await res.closeAll();
+    await server.shutdown();
+  });
+
+  test('a time that does not exist (30 February, 24:00, second 60, offset past ±14:00) is 400 INVALID_EXPIRY; edge dates that exist work', async () => {
+    // See also protocol.test.ts (the same values over the socket).
+    const watcher = await res.connect(server, { token: await token('exp-watcher') });
+    assert.equal((await watcher.request({ type: 'watch', users: ['exp-user'] })).type, 'ack');
+    await res.connect(server, { token: await token('exp-user') });
+    await watcher.waitFor((m) => m.type === 'user.update' && m.user.userId === 'exp-user' && m.user.status === 'online');
+    watcher.drain();
+    for (const [what, expiresAt] of [...IMPOSSIBLE_EXPIRIES, ...MALFORMED_EXPIRIES]) {
+      const { status, body } = await api(server, '/realtime/presence/update', { body: { userId: 'exp-user', status: 'busy', expiresAt } });
+      assert.equal(status, 400, `${what} (${expiresAt}): ${JSON.stringify(body)}`);
+      assert.equal(body.error.code, 'INVALID_EXPIRY', what);
+      assert.doesNotMatch(body.error.message, /future/, `${what}: refused for the value, not for its time`);
+    }
+    const unchanged = await api(server, '/realtime/users/exp-user/presence');
+    assert.equal(unchanged.body.user.status, 'online', 'a refused update changes nothing');
+    assert.deepEqual(watcher.drain(), [], 'and announces nothing');
+    for (const [what, expiresAt, utc] of VALID_EXPIRIES) {
+      const { status, body } = await api(server, '/realtime/presence/update', { body: { userId: 'exp-user', status: 'busy', expiresAt } });
+      assert.equal(status, 200, `${what}: ${JSON.stringify(body)}`);
+      assert.equal(body.user.expiresAt, utc, what);
+    }
   });
 });
 

@@ -268,6 +268,72 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.ok(keys.includes('presence:user:{ann}'), 'records re-written from memory');
   });
 
+  it('joinedAt is when the user last became visible: a join while invisible counts from the return, on every node, and each return resets it', async () => {
+    const HIDDEN_MS = 1500;
+    // The observers' node runs its clock 30 s ahead: join times come from the cluster's data, not its clock.
+    const [n1, n2] = await cluster(2, (i): Record<string, string> => (i === 1 ? { PRESENCE_CLOCK_SKEW_MS: '30000' } : {}));
+    const bob = await connect(n1, { userId: 'bob' });
+    const cat = await connect(n2, { userId: 'cat' });
+    for (const client of [bob, cat]) assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+    await until(async () => (await members(n1, 'room')).length === 2 && (await members(n2, 'room')).length === 2, 5000, 'both nodes to list bob and cat');
+
+    const ann = await connect(n1, { userId: 'ann' });
+    assert.equal((await ann.request({ type: 'status', status: 'invisible' })).type, 'ack');
+    assert.equal((await ann.request({ type: 'join', channel: 'room' })).type, 'ack');
+    // The server's time just after the join (commands run in order), on the cluster's clock.
+    ann.sendRaw(JSON.stringify({ type: 'ping', ref: 'after-join' }));
+    const pong = await ann.waitFor((m) => m.type === 'pong');
+    assert.ok(pong.type === 'pong');
+    const invisibleJoin = Date.parse(pong.serverTime);
+    await sleep(HIDDEN_MS);
+
+    const joinedAtOn = async (node: NodeProcess) => {
+      const answer = await httpJson(node, '/realtime/channels/room/presence');
+      return (answer.body.members as { userId: string; joinedAt: string }[]).find((m) => m.userId === 'ann')?.joinedAt;
+    };
+    const joinsOfAnn = (client: TestClient) =>
+      presenceEvents(client, 'room').flatMap((e) => (e.type === 'presence.join' && e.member.userId === 'ann' ? [e.member.joinedAt] : []));
+    /** Every witness on both nodes: the joins bob (n1) and cat (n2) got, the HTTP list of each node, a fresh sync on n2. */
+    const witnesses = async (joins: number) => {
+      for (const client of [bob, cat]) await until(() => joinsOfAnn(client).length === joins, 5000, `join ${joins} of ann at ${client === bob ? 'bob' : 'cat'}`);
+      const viewer = await connect(n2, { userId: `viewer${joins}` });
+      await viewer.request({ type: 'join', channel: 'room' });
+      const sync = viewer.ofType('presence.sync').find((m) => m.channel === 'room')!;
+      return {
+        'bob (n1) join': joinsOfAnn(bob).at(-1),
+        'cat (n2) join': joinsOfAnn(cat).at(-1),
+        'n1 list': await joinedAtOn(n1),
+        'n2 list': await joinedAtOn(n2),
+        'n2 sync': sync.members.find((m) => m.userId === 'ann')?.joinedAt,
+      };
+    };
+    const everywhere = (at: string) => ({ 'bob (n1) join': at, 'cat (n2) join': at, 'n1 list': at, 'n2 list': at, 'n2 sync': at });
+
+    // Back in sight over the socket: the ack's lastActive is the server's stamp of that moment.
+    const shown = await ann.request({ type: 'status', status: 'online' });
+    assert.ok(shown.type === 'ack');
+    const shownAt = (shown.self as { lastActive: string }).lastActive;
+    // Less a little: each lease renewal measures the offset to the cluster's clock anew.
+    assert.ok(Date.parse(shownAt) - invisibleJoin >= HIDDEN_MS - 200, `the return (${shownAt}) is ${HIDDEN_MS} ms after the join (${new Date(invisibleJoin).toISOString()})`);
+    assert.deepEqual(await witnesses(1), everywhere(shownAt));
+
+    // An update carries the same join time.
+    await ann.request({ type: 'meta', meta: { name: 'Ann' } });
+    const update = await cat.waitFor((m) => m.type === 'presence.update' && m.member.userId === 'ann' && m.member.meta.name === 'Ann', 5000);
+    assert.ok(update.type === 'presence.update');
+    assert.equal(update.member.joinedAt, shownAt);
+
+    // Hidden again, and back through the HTTP API of the other node: a join again, from that moment.
+    assert.equal((await ann.request({ type: 'status', status: 'invisible' })).type, 'ack');
+    await cat.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', 5000);
+    await sleep(1000);
+    const back = await httpJson(n2, '/realtime/presence/update', { body: { userId: 'ann', status: 'busy' } });
+    assert.equal(back.status, 200);
+    const shownAgainAt = back.body.user.lastActive as string;
+    assert.ok(Date.parse(shownAgainAt) - Date.parse(shownAt) >= 800, `reset: ${shownAt} then ${shownAgainAt}`);
+    assert.deepEqual(await witnesses(2), everywhere(shownAgainAt));
+  });
+
   it('lastSeen, manual status, state, message and meta survive a restart of every node', async () => {
     const [n1, n2] = await cluster(2);
     const ann = await connect(n1, { userId: 'ann' });

@@ -9,6 +9,7 @@ import { describe, test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import type { Member, ServerMessage } from '@presence/protocol';
 import { DEFAULT_STATES } from '../src/config/config.js';
+import { IMPOSSIBLE_EXPIRIES, MALFORMED_EXPIRIES, VALID_EXPIRIES } from './support/expiry-cases.js';
 import { TestClient, sleep, startTestServer, type Closed } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
@@ -1080,6 +1081,23 @@ describe('bad input', () => {
     assert.equal((ack.self as { state: string }).state, 'in-call');
   });
 
+  test('expiresAt naming no real time (30 February, 24:00, second 60, offset past ±14:00) → INVALID_EXPIRY; edge dates that exist work', async (t) => {
+    // See also http-integration.test.ts (the same values over HTTP).
+    const env = await setup(t);
+    const { alice, bob } = await pair(env);
+    for (const [what, expiresAt] of [...IMPOSSIBLE_EXPIRIES, ...MALFORMED_EXPIRIES]) {
+      const error = await refused(alice, { type: 'status', status: 'busy', expiresAt }, 'INVALID_EXPIRY');
+      assert.doesNotMatch(error.message, /future/, `${what}: refused for the value, not for its time`);
+    }
+    await assertAlive(bob);
+    assert.deepEqual(bob.drain().filter((m) => m.type === 'presence.update'), [], 'a refused status changes nothing');
+    assert.equal(env.server.engine.userPresence('alice', { trusted: true }).status, 'online');
+    for (const [what, expiresAt, utc] of VALID_EXPIRIES) {
+      const ack = await ok(alice, { type: 'status', status: 'busy', expiresAt });
+      assert.equal((ack.self as { expiresAt?: string }).expiresAt, utc, what);
+    }
+  });
+
   test('bad channel name → INVALID_CHANNEL on every command that names a channel', async (t) => {
     const env = await setup(t);
     const alice = await env.connect('alice');
@@ -1227,6 +1245,33 @@ describe('bad input', () => {
     await until(() => env.server.engine.stats().connections === 1, 1000, 'the server to drop alice');
     await assertAlive(bob);
   });
+  test('rate limit: a frame over the limit is RATE_LIMITED whatever it holds; a flood of junk ends in 4008 like a flood of commands', async (t) => {
+    // 1 token a second: no token comes back while the flood is read, so the counts are exact.
+    const burst = 20;
+    const env = await setup(t, { limits: { rateLimitPerSecond: 1, rateLimitBurst: burst } });
+    const junk = await env.connect('junk');
+    const bystander = await env.connect('bystander');
+    const frames = 300;
+    for (let i = 0; i < frames; i += 1) {
+      if (i % 2 === 0) junk.sendRaw('{"type":');
+      else junk.sendRaw(Buffer.from([0xde, 0xad, 0xbe, 0xef]), true);
+    }
+    const closed = await closedWithin(junk, 2000);
+    assert.equal(closed.code, 4008);
+    assert.equal(closed.reason, 'RATE_LIMITED');
+    const errors = junk.ofType('error');
+    assert.equal(errors.length, junk.messages.length - 1, 'nothing but welcome and errors');
+    // The burst is answered by content; every frame after it, junk or not, is RATE_LIMITED: the
+    // burst's worth of refusals, then the one that closes.
+    const expected = [
+      ...Array.from({ length: burst }, (_, i) => (i % 2 === 0 ? 'INVALID_JSON' : 'BINARY_NOT_SUPPORTED')),
+      ...Array.from({ length: burst + 1 }, () => 'RATE_LIMITED'),
+    ];
+    assert.deepEqual(errors.map((e) => e.code), expected);
+    for (const error of errors) assert.equal(error.ref, undefined, 'junk has no ref to echo');
+    assert.notEqual(errors.at(-1)!.message, errors.at(-2)!.message, 'the closing refusal says the connection is closed');
+    await assertAlive(bystander);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -1302,6 +1347,58 @@ describe('connection health', () => {
     // The slow user then goes through its offline delay like any dropped socket.
     await reader.waitFor((m) => m.type === 'presence.leave' && m.userId === 'slow', 2000);
     slow.ws.terminate();
+  });
+
+  test('the outbound limit bounds a backlog, not a frame: a 12 KB presence.sync reaches a reader at 4,096; a client that stops reading is cut (1006)', async (t) => {
+    const maxOutboundBufferBytes = 4096;
+    const env = await setup(t, {
+      offlineDelayMs: 100,
+      limits: { maxOutboundBufferBytes, maxMetaBytes: 16 * 1024, rateLimitPerSecond: 100_000, rateLimitBurst: 100_000 },
+    });
+    // Seven members with about 1.7 KB of meta each: the sync of the channel is about 12 KB.
+    for (let i = 0; i < 7; i += 1) {
+      const member = await env.connect(`member-${i}`);
+      await ok(member, { type: 'meta', meta: { bio: `${i}`.repeat(1700) } });
+      await ok(member, { type: 'join', channel: 'big' });
+    }
+    const reader = await env.connect('reader');
+    const frames: string[] = [];
+    reader.ws.on('message', (data) => frames.push(data.toString()));
+    for (let round = 0; round < 3; round += 1) {
+      frames.length = 0;
+      await ok(reader, { type: 'join', channel: 'big' });
+      const sync = reader.ofType('presence.sync').at(-1)!;
+      assert.equal(sync.members.length, 8);
+      const syncFrame = frames.find((f) => f.includes('"presence.sync"'));
+      assert.ok(syncFrame !== undefined);
+      const bytes = Buffer.byteLength(syncFrame);
+      assert.ok(bytes > 3 * maxOutboundBufferBytes, `the sync frame is ${bytes} bytes, over the limit`);
+      await assertAlive(reader);
+      await ok(reader, { type: 'leave', channel: 'big' });
+    }
+    assert.doesNotMatch(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\}/);
+
+    // A client that stops reading: the kernel buffers fill, then the server's backlog passes the limit.
+    const spammer = await env.connect('spammer');
+    const slow = await env.connect('slow');
+    await ok(spammer, { type: 'join', channel: 'firehose' });
+    await ok(slow, { type: 'join', channel: 'firehose' });
+    const connections = env.server.engine.stats().connections;
+    (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const blob = 'x'.repeat(15 * 1024);
+    const deadline = Date.now() + 15_000;
+    for (let n = 0; env.server.engine.stats().connections === connections; ) {
+      if (Date.now() > deadline) throw new Error(`slow consumer not dropped after ${n} updates`);
+      for (let i = 0; i < 20; i += 1) spammer.sendRaw(JSON.stringify({ type: 'channel.meta', channel: 'firehose', meta: { n: ++n, blob } }));
+      await spammer.waitFor((m) => m.type === 'presence.update' && m.member.channelMeta.n === n, 5000);
+    }
+    assert.match(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\} 1\b/);
+    // Cut, not closed: no close frame follows the unread data, so the client sees 1006.
+    (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    const closed = await closedWithin(slow, 5000);
+    assert.equal(closed.code, 1006);
+    await assertAlive(reader);
+    await assertAlive(spammer);
   });
 
   test('heartbeat: a client that never answers pings is cut within ~2–3 intervals; a normal one stays', async (t) => {
@@ -1394,5 +1491,18 @@ describe('status restored at connect', () => {
     const fresh = await env.connect('cat', { status: 'busy', state: 'no-such-state', expiresAt: 'yesterday' });
     assert.equal(fresh.welcome.type, 'welcome');
     assert.equal(fresh.welcome.self.manualStatus, null);
+  });
+
+  test('the expiresAt of a hint is read like the status command\'s: an impossible date drops the hint', async (t) => {
+    const env = await setup(t);
+    const [, impossible] = IMPOSSIBLE_EXPIRIES.find(([what]) => what === '30 February')!;
+    const dropped = await env.connect('dee', { status: 'busy', expiresAt: impossible });
+    assert.equal(dropped.welcome.type, 'welcome');
+    assert.equal(dropped.welcome.self.manualStatus, null, `${impossible} is not rolled over to March`);
+    assert.equal(dropped.welcome.self.expiresAt, undefined);
+    const [, leapDay, utc] = VALID_EXPIRIES.find(([what]) => what === '29 February of a leap year')!;
+    const kept = await env.connect('eve', { status: 'busy', expiresAt: leapDay });
+    assert.equal(kept.welcome.self.manualStatus, 'busy');
+    assert.equal(kept.welcome.self.expiresAt, utc);
   });
 });

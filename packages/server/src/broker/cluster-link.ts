@@ -562,7 +562,7 @@ const ACTIVITY_FIELDS: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveA
 
 /** A record as stored fields: JSON for structured values, decimal strings for times. */
 export function encodeRecord(record: UserRecord): StoredUserFields {
-  return {
+  const fields: StoredUserFields = {
     manual: JSON.stringify(record.manual),
     meta: JSON.stringify(record.meta),
     visibility: record.visibility,
@@ -570,6 +570,9 @@ export function encodeRecord(record: UserRecord): StoredUserFields {
     lastSeenAt: record.lastSeenAt === null ? '' : String(record.lastSeenAt),
     lastActiveAt: record.lastActiveAt === null ? '' : String(record.lastActiveAt),
   };
+  // Only for users who were ever invisible: nobody else's hash grows.
+  if (record.shownAt !== undefined) fields.shownAt = String(record.shownAt);
+  return fields;
 }
 
 /**
@@ -595,5 +598,7 @@ export function decodeRecord(userId: string, fields: StoredUserFields): UserReco
   record.contacts = json(fields.contacts, record.contacts);
   record.lastSeenAt = time(fields.lastSeenAt);
   record.lastActiveAt = time(fields.lastActiveAt);
+  const shownAt = time(fields.shownAt);
+  if (shownAt !== null) record.shownAt = shownAt;
   return record;
 }

@@ -56,7 +56,7 @@ const LIMIT_VARS = {
   maxWatchedUsers: { env: 'PRESENCE_MAX_WATCHED_USERS', min: 0, max: MAX_TIMER_MS, help: 'Users one session may watch (0 disables watching).' },
   rateLimitPerSecond: { env: 'PRESENCE_RATE_LIMIT', min: 1, max: MAX_TIMER_MS, help: 'Sustained inbound commands per second per session.' },
   rateLimitBurst: { env: 'PRESENCE_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'Commands a session may send at once (token bucket size).' },
-  maxOutboundBufferBytes: { env: 'PRESENCE_MAX_OUTBOUND_BUFFER_BYTES', min: 1024, max: MAX_INT, help: 'Unsent bytes per connection before the slow consumer is closed.' },
+  maxOutboundBufferBytes: { env: 'PRESENCE_MAX_OUTBOUND_BUFFER_BYTES', min: 1024, max: MAX_INT, help: 'Unsent bytes a connection may have queued before the slow consumer is cut.' },
   maxUserIdLength: { env: 'PRESENCE_MAX_USER_ID_LENGTH', min: 1, max: MAX_TIMER_MS, help: 'Longest user id.' },
   maxConnections: { env: 'PRESENCE_MAX_CONNECTIONS', min: 1, max: MAX_TIMER_MS, help: 'Connections this node accepts in total (more are refused with 4029); capped below the open-files limit.' },
   maxQueryUsers: { env: 'PRESENCE_MAX_QUERY_USERS', min: 1, max: MAX_TIMER_MS, help: 'User ids in one POST /realtime/presence/query.' },

@@ -1,7 +1,7 @@
 import type { StateBase } from '../config/config.js';
 import type { ChangeCauses, PresenceEvent, PresenceEventListener, UserEvent } from './events.js';
 import type { Channel, ChannelMember, PresenceState, Session, UserState } from './state.js';
-import { factsOf, isVisible, publicView, sameVisiblePresence } from './user-presence.js';
+import { factsOf, isVisible, publicView, sameVisiblePresence, shownJoinedAt } from './user-presence.js';
 
 /**
  * Turns changes of the model's state into domain events. It alone decides what others were told:
@@ -40,7 +40,11 @@ export class Announcer {
     const view = publicView(facts, this.states);
     const before = user.published;
     const wasVisible = user.announcedVisible;
-    const changed = !sameVisiblePresence(view, before) || visible !== wasVisible;
+    const shownAt = user.record.shownAt;
+    // A node that missed the user's time out of sight (it read only the newest record) still owes
+    // its members the join times that moved with it.
+    const reshown = visible && wasVisible && shownAt !== user.shownAt;
+    const changed = !sameVisiblePresence(view, before) || visible !== wasVisible || reshown;
     const userId = user.record.userId;
     if (!changed) {
       // Keep the announced view as it was (timestamps included): snapshots must match the events.
@@ -49,6 +53,7 @@ export class Announcer {
     }
     user.published = view;
     user.announcedVisible = visible;
+    user.shownAt = shownAt;
     if (visible !== wasVisible) this.visibleUserCount += visible ? 1 : -1;
 
     for (const name of user.channels) {
@@ -95,7 +100,7 @@ export class Announcer {
       view: user.published,
       member,
       channelMeta: member.channelMeta,
-      joinedAt: member.joinedAt,
+      joinedAt: shownJoinedAt(member),
       answered,
     });
   }

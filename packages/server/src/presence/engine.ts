@@ -721,6 +721,9 @@ export class PresenceEngine {
       // lastSeen freezes at the moment of going invisible, exactly as it would at a disconnect.
       user.record.lastSeenAt = now;
     }
+    // Back in sight: others see the user's channels as joined now (stamped in the record, so every
+    // node shows the same join time however late it hears of the change).
+    if (wasInvisible && !becomesInvisible) user.record.shownAt = now;
     user.record.manual = manual;
     const visibilityChanged = command.visibility !== undefined && command.visibility !== user.record.visibility;
     if (command.visibility !== undefined) user.record.visibility = command.visibility;
@@ -771,6 +774,8 @@ export class PresenceEngine {
       }
       const wasInvisible = user.record.manual.status === 'invisible';
       user.record.manual = { status: null, state: null, message: null, expiresAt: null };
+      // The expiry time itself, not this timer's: every node that clears it stamps the same moment.
+      if (wasInvisible) user.record.shownAt = at;
       this.save(user);
       // After the save, as in applyStatus: a quiet activity save must not carry the cleared status.
       if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
@@ -816,6 +821,7 @@ export class PresenceEngine {
       expiryTimer: undefined,
       published: hiddenView(userId),
       announcedVisible: false,
+      shownAt: undefined,
     };
     user.published = publicView(factsOf(user), this.config.states);
     this.users.set(userId, user);

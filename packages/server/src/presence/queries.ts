@@ -4,7 +4,7 @@ import { PresenceError } from '../errors.js';
 import type { UserStore } from '../store/user-store.js';
 import type { ChannelPage, PresenceStats, ViewerId } from './service.js';
 import type { PresenceState } from './state.js';
-import { hiddenView, mayView, memberView, publicView } from './user-presence.js';
+import { hiddenView, mayView, memberView, publicView, shownJoinedAt } from './user-presence.js';
 import { assertChannelName, assertUserId } from './validation.js';
 
 /** Live counters the engine keeps as it goes, so reading them costs nothing. */
@@ -44,7 +44,7 @@ export class PresenceReader {
     if (!channel) return { channel: name, count: 0, members: [] };
     const all: Member[] = [];
     for (const member of channel.members.values()) {
-      if (member.user.announcedVisible) all.push(memberView(member.user.published, member.channelMeta, member.joinedAt));
+      if (member.user.announcedVisible) all.push(memberView(member.user.published, member.channelMeta, shownJoinedAt(member)));
     }
     all.sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
     const start = page.cursor === undefined ? 0 : all.findIndex((m) => m.userId > page.cursor!);

@@ -73,6 +73,8 @@ export interface UserState {
   published: UserPresence;
   /** Whether others could see the user at the last announcement. */
   announcedVisible: boolean;
+  /** The record's `shownAt` at the last announcement: the announced join times count from it. */
+  shownAt: number | undefined;
 }
 
 export interface ChannelMember {

@@ -1,7 +1,7 @@
 import type { Member, Meta, SelfPresence, Status, UserPresence } from '@presence/protocol';
 import type { StateBase } from '../config/config.js';
 import type { UserRecord } from '../store/user-store.js';
-import type { UserState } from './state.js';
+import type { ChannelMember, UserState } from './state.js';
 import { toIso } from './validation.js';
 
 /** The facts a user's visible presence is computed from; the engine keeps them per user. */
@@ -114,4 +114,14 @@ export function sameVisiblePresence(a: UserPresence, b: UserPresence): boolean {
     a.devices.length === b.devices.length &&
     a.devices.every((device, i) => device === b.devices[i])
   );
+}
+
+/**
+ * The join time others see: the later of the first session's join and the user's last return
+ * from invisible, so a stay while invisible never shows. Read from what was last announced (the
+ * cached member JSON is valid as long as the announced view is the same object).
+ */
+export function shownJoinedAt(member: ChannelMember): number {
+  const { shownAt } = member.user;
+  return shownAt !== undefined && shownAt > member.joinedAt ? shownAt : member.joinedAt;
 }

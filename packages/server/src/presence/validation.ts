@@ -111,18 +111,77 @@ export function assertMessage(message: unknown, limits: Pick<ServerLimits, 'maxM
   return message;
 }
 
-const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+/**
+ * An ISO 8601 date and time with a zone, the one shape the protocol accepts for a time:
+ * `YYYY-MM-DDTHH:MM`, optional `:SS` and then an optional fraction of 1–9 digits, then `Z` or
+ * `±HH:MM`. Upper-case `T` and `Z` only; no week or ordinal dates, no basic (unpunctuated) form.
+ */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:Z|([+-])(\d{2}):(\d{2}))$/;
 
-/** Parses `expiresAt`: null/undefined clears; a time not in the future is refused. */
+/** UTC offsets in use run from -12:00 to +14:00; ±14:00 bounds both sides. */
+const MAX_OFFSET_MINUTES = 14 * 60;
+
+function isLeapYear(year: number): boolean {
+  return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return isLeapYear(year) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/**
+ * Reads a time in the shape of ISO_TIME. Unlike `Date.parse`, which rolls `02-30` over to March and
+ * reads `T24:00` as the next midnight, it accepts only times that exist: a real calendar day
+ * (29 February only in leap years), hours 00–23, minutes and seconds 00–59 (no leap second), and an
+ * offset of at most ±14:00. Fractions past milliseconds are cut off.
+ *
+ * @returns the time in epoch milliseconds, or why the text is not one: `format` when the shape is
+ *   wrong, `range` when a field is out of range.
+ */
+export function parseIsoTime(text: string): { at: number } | { problem: 'format' | 'range' } {
+  const match = ISO_TIME.exec(text);
+  if (match === null) return { problem: 'format' };
+  const [, yearText, monthText, dayText, hourText, minuteText, secondText, fraction, sign, offsetHourText, offsetMinuteText] = match;
+  const year = Number(yearText);
+  const month = Number(monthText);
+  const day = Number(dayText);
+  const hour = Number(hourText);
+  const minute = Number(minuteText);
+  const second = secondText === undefined ? 0 : Number(secondText);
+  const offsetMinutes = sign === undefined ? 0 : Number(offsetHourText) * 60 + Number(offsetMinuteText);
+  if (
+    month < 1 ||
+    month > 12 ||
+    day < 1 ||
+    day > daysInMonth(year, month) ||
+    hour > 23 ||
+    minute > 59 ||
+    second > 59 ||
+    Number(offsetMinuteText ?? 0) > 59 ||
+    offsetMinutes > MAX_OFFSET_MINUTES
+  ) {
+    return { problem: 'range' };
+  }
+  const millis = fraction === undefined ? 0 : Number(fraction.slice(0, 3).padEnd(3, '0'));
+  // setUTCFullYear, not Date.UTC: Date.UTC reads the years 0–99 as 1900–1999.
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, millis);
+  return { at: date.getTime() - (sign === '-' ? -offsetMinutes : offsetMinutes) * 60_000 };
+}
+
+/** Parses `expiresAt`: null/undefined clears; a time that does not exist or is not in the future is refused. */
 export function parseExpiry(expiresAt: unknown, now: number): number | null {
   if (expiresAt === null || expiresAt === undefined) return null;
-  if (typeof expiresAt !== 'string' || !ISO_8601.test(expiresAt)) {
-    throw new PresenceError('INVALID_EXPIRY', 'expiresAt must be an ISO 8601 time with a zone, e.g. 2026-01-01T12:00:00Z');
+  const parsed = typeof expiresAt === 'string' ? parseIsoTime(expiresAt) : ({ problem: 'format' } as const);
+  if ('problem' in parsed) {
+    throw parsed.problem === 'format'
+      ? new PresenceError('INVALID_EXPIRY', 'expiresAt must be an ISO 8601 time with a zone, e.g. 2026-01-01T12:00:00Z')
+      : new PresenceError('INVALID_EXPIRY', 'expiresAt is not a valid time');
   }
-  const at = Date.parse(expiresAt);
-  if (!Number.isFinite(at)) throw new PresenceError('INVALID_EXPIRY', 'expiresAt is not a valid time');
-  if (at <= now) throw new PresenceError('INVALID_EXPIRY', 'expiresAt must be in the future');
-  return at;
+  if (parsed.at <= now) throw new PresenceError('INVALID_EXPIRY', 'expiresAt must be in the future');
+  return parsed.at;
 }
 
 export function toIso(ms: number): string;

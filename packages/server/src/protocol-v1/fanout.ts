@@ -1,7 +1,7 @@
 import type { ServerMessage } from '@presence/protocol';
 import type { PresenceEvent, UserEvent } from '../presence/events.js';
 import type { Channel, ChannelMember, PresenceState, Session, SessionOutput } from '../presence/state.js';
-import { hiddenView, mayView, memberView } from '../presence/user-presence.js';
+import { hiddenView, mayView, memberView, shownJoinedAt } from '../presence/user-presence.js';
 import type { WatcherIndex } from '../presence/watchers.js';
 
 /** Counters the v1 writer reports to; metrics implement it. */
@@ -137,7 +137,7 @@ export class ProtocolV1Fanout implements SessionOutput {
 function memberJson(member: ChannelMember): string {
   const { rendered } = member;
   if (rendered && rendered.published === member.user.published && rendered.channelMeta === member.channelMeta) return rendered.json;
-  const json = flat(JSON.stringify(memberView(member.user.published, member.channelMeta, member.joinedAt)));
+  const json = flat(JSON.stringify(memberView(member.user.published, member.channelMeta, shownJoinedAt(member))));
   member.rendered = { published: member.user.published, channelMeta: member.channelMeta, json };
   return json;
 }

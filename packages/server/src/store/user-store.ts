@@ -23,6 +23,11 @@ export interface UserRecord {
   lastSeenAt: number | null;
   /** Last activity of any session, ms since the epoch. */
   lastActiveAt: number | null;
+  /**
+   * When the user last stopped being invisible, ms since the epoch (absent: never was). A channel
+   * membership counts from here for others (`joinedAt`), so it never reveals a stay while invisible.
+   */
+  shownAt?: number;
 }
 
 /**

@@ -106,27 +106,30 @@ export class Connection implements SessionSink, Flushable {
   receive(engine: PresenceNode, data: string | Buffer, isBinary: boolean): void {
     this.lastInboundAt = this.options.now();
     if (this.closed || !this.attachment) return;
+    // Every frame takes a token before anything looks at its content, and one over the limit is
+    // refused whatever it holds: junk must cost a flooder as much as commands do, and must get the
+    // same answer, RATE_LIMITED, on the way to the same 4008.
     const verdict = this.limiter.take();
     if (verdict === 'close') {
       this.fail(new PresenceError('RATE_LIMITED', 'command flood; closing'), undefined, true);
+      return;
+    }
+    if (verdict === 'refuse') {
+      // Parsed only to echo the ref, so a client can fail the right request; binary and invalid
+      // JSON have none.
+      this.fail(new PresenceError('RATE_LIMITED'), isBinary ? undefined : refOf(parseJson(data)));
       return;
     }
     if (isBinary) {
       this.fail(new PresenceError('BINARY_NOT_SUPPORTED'), undefined);
       return;
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
-    } catch {
+    const parsed = parseJson(data);
+    if (parsed === undefined) {
       this.fail(new PresenceError('INVALID_JSON', 'the frame is not valid JSON'), undefined);
       return;
     }
     const ref = refOf(parsed);
-    if (verdict === 'refuse') {
-      this.fail(new PresenceError('RATE_LIMITED'), ref);
-      return;
-    }
     let command: ClientMessage;
     try {
       command = decodeCommand(parsed);
@@ -198,11 +201,14 @@ export class Connection implements SessionSink, Flushable {
     const frame = outbox.length === 1 ? outbox[0] : frames !== undefined ? frames.batch(outbox) : `[${outbox.join(',')}]`;
     outbox.length = 0;
     // A client that does not read must not make the server buffer without bound, nor slow the
-    // others: past the limit it is dropped, and its frames are never queued. Slowness is judged by
-    // what is still unsent from earlier writes: a client that has read everything is never slow,
-    // even when one tick's batch (many events coalesced into one frame) is larger than the limit.
+    // others: once its backlog (what earlier writes left unsent) is over the limit it is dropped,
+    // and nothing more is queued. The frame at hand does not count: a client that keeps up gets
+    // every frame, even one larger than the limit (the presence.sync of a big channel, or one
+    // tick's batch of many events), where judging backlog plus frame would cut a client that asked
+    // for a member list whenever a few bytes happened to be in flight. So a connection holds at
+    // most the limit plus one frame.
     const backlog = this.socket.bufferedAmount;
-    if (backlog > 0 && backlog + frame.length > this.options.maxOutboundBufferBytes) {
+    if (backlog > this.options.maxOutboundBufferBytes) {
       this.closed = true;
       this.options.observer?.errorSent('SLOW_CONSUMER');
       this.options.log.warn('closing slow consumer', {
@@ -218,5 +224,14 @@ export class Connection implements SessionSink, Flushable {
     const framed = raw !== undefined && frames !== undefined ? frames.framed(frame) : undefined;
     if (framed === undefined) this.socket.send(frame);
     else if (this.socket.readyState === OPEN) raw!.write(framed);
+  }
+}
+
+/** The JSON value of a text frame, or undefined when it is not JSON (JSON itself has no undefined). */
+function parseJson(data: string | Buffer): unknown {
+  try {
+    return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch {
+    return undefined;
   }
 }

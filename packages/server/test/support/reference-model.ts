@@ -50,6 +50,8 @@ interface RefSession {
 interface RefUser {
   manual: { status: ManualStatus | null; state: string | null; message: string | null; expiresAt: number | null };
   meta: Meta;
+  /** When the user last stopped being invisible: their memberships count from here for others. */
+  shownAt?: number;
 }
 
 /** What an observer should see of one member of a channel. */
@@ -143,12 +145,15 @@ export class ReferenceModel {
     return [...ids];
   }
 
-  /** The member list every observer of the channel should hold. */
+  /**
+   * The member list every observer of the channel should hold. `joinedAt` is when the user last
+   * became visible there: their first join, or their last return from invisible if later.
+   */
   expectedMembers(channel: string): Map<string, ExpectedMember> {
     const result = new Map<string, ExpectedMember>();
     for (const userId of this.membersOf(channel)) {
       if (!this.isVisible(userId)) continue;
-      const { manual, meta } = this.user(userId);
+      const { manual, meta, shownAt } = this.user(userId);
       const membership = this.memberships.get(key(channel, userId))!;
       const member: ExpectedMember = {
         userId,
@@ -156,7 +161,7 @@ export class ReferenceModel {
         meta,
         devices: [...new Set(this.sessionsOf(userId).map((s) => s.device))].sort(),
         channelMeta: membership.meta,
-        joinedAt: membership.joinedAt,
+        joinedAt: Math.max(membership.joinedAt, shownAt ?? -Infinity),
       };
       if (manual.state) member.state = manual.state;
       if (manual.message) member.message = manual.message;
@@ -329,7 +334,9 @@ export class ReferenceModel {
     // expiry of nothing is nothing.
     const setsSomething = patch.status !== undefined || patch.state !== undefined || patch.message !== undefined || patch.expiresAt !== undefined;
     if (setsSomething) manual.expiresAt = manual.status || manual.state || manual.message ? patch.expiresAt ?? null : null;
-    this.user(userId).manual = manual;
+    const user = this.user(userId);
+    if (user.manual.status === 'invisible' && manual.status !== 'invisible') user.shownAt = this.now;
+    user.manual = manual;
     this.normalize();
   }
 
@@ -392,7 +399,10 @@ export class ReferenceModel {
     }
     // Sessions first: an offline delay that ends at the instant a status expires has ended by then.
     for (const u of this.users.values()) {
-      if (u.manual.expiresAt !== null && u.manual.expiresAt <= this.now) u.manual = { status: null, state: null, message: null, expiresAt: null };
+      if (u.manual.expiresAt !== null && u.manual.expiresAt <= this.now) {
+        if (u.manual.status === 'invisible') u.shownAt = u.manual.expiresAt;
+        u.manual = { status: null, state: null, message: null, expiresAt: null };
+      }
     }
     for (const [k, t] of [...this.typingState]) if (t.until <= this.now) this.typingState.delete(k);
     this.normalize();
