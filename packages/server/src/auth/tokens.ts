@@ -2,8 +2,9 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { JsonValue, Meta, Visibility } from '@presence/protocol';
 import type { AuthConfig } from '../config/config.js';
+import { describeKey, jwtAlgorithmFor } from '../config/keys.js';
 import { PresenceError } from '../errors.js';
-import { isPlainObject } from '../presence/validation.js';
+import { isPlainObject } from '../json.js';
 import type { Identity } from './identity.js';
 
 export interface TokenVerifier {
@@ -112,18 +113,6 @@ function loadPublicKey(pem: string): { alg: 'RS256' | 'ES256'; key: KeyObject } 
  * only widen what a stolen or misissued token could use, so other RSA digests and other curves get
  * none (configuration refuses such keys at start).
  */
-export function jwtAlgorithmFor(key: KeyObject): 'RS256' | 'ES256' | undefined {
-  if (key.asymmetricKeyType === 'rsa') return 'RS256';
-  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256';
-  return undefined;
-}
-
-export function describeKey(key: KeyObject): string {
-  return key.asymmetricKeyType === 'ec'
-    ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? 'unknown curve'}`
-    : (key.asymmetricKeyType ?? 'unknown');
-}
-
 function toPresenceError(error: unknown): PresenceError {
   if (error instanceof PresenceError) return error;
   if (error instanceof joseErrors.JWTExpired) return new PresenceError('TOKEN_EXPIRED');

@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { describeKey, jwtAlgorithmFor } from '../auth/tokens.js';
+import { describeKey, jwtAlgorithmFor } from './keys.js';
 import {
   DEFAULT_CONFIG,
   DEFAULT_STATES,

@@ -12,6 +12,7 @@ import { PresenceReader } from './queries.js';
 import type { UserPatch } from './service.js';
 import type { Channel, ChannelMember, PresenceState, Session, SessionOutput, SessionSink, UserState } from './state.js';
 import { TypingTracker } from './typing.js';
+import { welcomeLimits, welcomeMessage } from './welcome.js';
 import { factsOf, hiddenView, publicView, selfView } from './user-presence.js';
 import {
   assertChannelName,
@@ -367,37 +368,8 @@ export class PresenceEngine {
   }
 
   private welcome(session: Session, resumed: boolean): WelcomeMessage {
-    const { config } = this;
-    const { limits } = config;
-    return {
-      type: 'welcome',
-      userId: session.user.record.userId,
-      sessionId: session.id,
-      resumed,
-      serverTime: toIso(this.clock.now()),
-      timeouts: {
-        heartbeatMs: config.heartbeatIntervalMs,
-        idleMs: config.idleTimeoutMs,
-        offlineDelayMs: config.offlineDelayMs,
-        typingMs: config.typingTimeoutMs,
-      },
-      limits: this.welcomeLimits ??= {
-        maxFrameBytes: limits.maxFrameBytes,
-        maxMetaBytes: limits.maxMetaBytes,
-        maxMetaDepth: limits.maxMetaDepth,
-        maxMetaKeys: limits.maxMetaKeys,
-        maxMessageLength: limits.maxMessageLength,
-        maxChannelNameLength: limits.maxChannelNameLength,
-        maxChannelsPerSession: limits.maxChannelsPerSession,
-        maxSessionsPerUser: limits.maxSessionsPerUser,
-        maxWatchedUsers: limits.maxWatchedUsers,
-        rateLimitPerSecond: limits.rateLimitPerSecond,
-        rateLimitBurst: limits.rateLimitBurst,
-        maxOutboundBufferBytes: limits.maxOutboundBufferBytes,
-      },
-      states: { ...config.states },
-      self: selfView(factsOf(session.user), config.states),
-    };
+    this.welcomeLimits ??= welcomeLimits(this.config);
+    return welcomeMessage(session, resumed, this.config, this.welcomeLimits, this.clock.now());
   }
 
   /** A resumed session missed events while away: give it full state again. */

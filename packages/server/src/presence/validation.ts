@@ -1,5 +1,8 @@
 import type { JsonValue, Meta } from '@presence/protocol';
 import { PresenceError } from '../errors.js';
+import { isPlainObject } from '../json.js';
+
+export { isPlainObject };
 import type { ServerLimits } from '../config/config.js';
 
 const CHANNEL_NAME = /^[A-Za-z0-9_:.@-]+$/;
@@ -24,11 +27,6 @@ export function assertUserId(userId: unknown, limits: Pick<ServerLimits, 'maxUse
   return userId;
 }
 
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 interface MetaShape {
   depth: number;
