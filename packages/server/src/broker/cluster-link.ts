@@ -171,6 +171,12 @@ export class ClusterLink implements Broker, UserStore {
     return [...this.registry];
   }
 
+  /** A node's name for people (the admin stats): its configured id, without the incarnation. */
+  nameOf(node: string): string {
+    const at = node.lastIndexOf('@');
+    return at > 0 ? node.slice(0, at) : node;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
