@@ -211,8 +211,8 @@ export class ClusterLink implements Broker, UserStore {
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
     for (const node of lease.nodes) if (node !== this.nodeId) this.enqueue({ kind: 'resync', node });
-    // At start only: a process sharing our configured id now would retire us in turn on its next
-    // re-registration, and the two would take turns forever.
+    // At start only: if re-registrations retired too, two live processes given one id (a
+    // misconfiguration) would end each other in turn forever.
     if (!this.started) for (const node of lease.nodes) if (this.isPreviousIncarnation(node)) this.enqueue({ kind: 'retire', node });
   }
 
