@@ -214,6 +214,54 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.deepEqual((await redisKeys(redis!.url)).filter((k) => k.includes(n1.id)), [], 'no key of the dead node left');
   });
 
+  it('kill -9 of a node and an immediate restart under the same PRESENCE_NODE_ID: its users who come back (there or elsewhere) never flap, the others leave after the offline delay', async (t) => {
+    // A lease far longer than the restart takes: the old run's lease is still live when the new one
+    // registers (as with an orchestrator restarting a node in well under a second), and a leave
+    // that waited for that lease to run out would come seconds after the bound asserted below.
+    const offlineDelayMs = 4000;
+    const leaseMs = 10_000;
+    const env = { PRESENCE_OFFLINE_DELAY_MS: String(offlineDelayMs), PRESENCE_NODE_LEASE_MS: String(leaseMs) };
+    const [n1, n2, n3] = await cluster(3, () => env);
+    const obs2 = await connect(n2, { userId: 'obs2' });
+    const obs3 = await connect(n3, { userId: 'obs3' });
+    const ann = await connect(n1, { userId: 'ann' });
+    const ben = await connect(n1, { userId: 'ben' });
+    const cal = await connect(n1, { userId: 'cal' });
+    for (const client of [obs2, obs3, ann, ben, cal]) assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+    const everyone = ['ann:online', 'ben:online', 'cal:online', 'obs2:online', 'obs3:online'];
+    for (const node of [n1, n2, n3]) await until(async () => (await members(node, 'room')).join() === everyone.join(), 5000, `five members on ${node.id}`);
+
+    const killedAt = Date.now();
+    await stopNode(n1, 'SIGKILL');
+    await sleep(250);
+    const restarted = await startNode(redis!.url, n1.id, env);
+    nodes.push(restarted);
+    const restartTook = Date.now() - killedAt;
+    t.diagnostic(`kill -9 → the same node id ready again: ${restartTook} ms`);
+    // ann's client comes back to the restarted node, ben's to another one; cal's never does.
+    const annAgain = await connect(restarted, { userId: 'ann', sessionId: ann.welcome.sessionId });
+    const benAgain = await connect(n2, { userId: 'ben', sessionId: ben.welcome.sessionId });
+
+    for (const obs of [obs2, obs3]) await obs.waitFor((m) => m.type === 'presence.leave' && m.userId === 'cal', offlineDelayMs + restartTook + SLACK_MS + 2000);
+    const took = Date.now() - killedAt;
+    t.diagnostic(`kill -9 and restart → leave of the user who did not come back: ${took} ms (offline delay ${offlineDelayMs}, lease ${leaseMs})`);
+    assert.ok(took >= offlineDelayMs, `the leave waited for the offline delay (${took} ms)`);
+    assert.ok(took <= restartTook + offlineDelayMs + SLACK_MS, `the offline delay ran from the restart, not from the end of the old lease (${took} ms)`);
+    await sleep(500);
+    for (const obs of [obs2, obs3]) {
+      for (const userId of ['ann', 'ben']) assert.deepEqual(joinsAndLeaves(obs, 'room', userId), ['join'], `${userId} never left or joined again for ${obs.welcome.userId}`);
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'cal'), ['join', 'leave']);
+    }
+    assert.equal(annAgain.welcome.resumed, true, 'the session resumed on the restarted node');
+    assert.equal(benAgain.welcome.resumed, true, 'the session resumed on another node');
+    assert.deepEqual(annAgain.welcome.sessionId, ann.welcome.sessionId);
+    assert.deepEqual(joinsAndLeaves(annAgain, 'room', 'ben'), [], 'the resumed session got a sync, not a join');
+    const remaining = ['ann:online', 'ben:online', 'obs2:online', 'obs3:online'];
+    for (const node of [restarted, n2, n3]) assert.deepEqual(await members(node, 'room'), remaining, `no ghost on ${node.id}`);
+    const stateKeys = (await redisKeys(redis!.url)).filter((k) => k.startsWith(`{presence}:node:${n1.id}`));
+    assert.equal(stateKeys.length, 1, `only the running node's state is stored: ${stateKeys.join(', ')}`);
+  });
+
   it('graceful shutdown of a node: its clients get 1001, resume on another node, and nobody sees a leave or join', async () => {
     const [n1, n2] = await cluster(2);
     const obs = await connect(n2, { userId: 'obs' });

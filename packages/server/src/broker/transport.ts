@@ -48,7 +48,10 @@ export interface ClusterTransport {
   renewLease(nodeId: string, ttlMs: number): Promise<LeaseState>;
   /** Removes an expired node's lease and state and announces `down`; false if it renewed meanwhile. */
   reapNode(nodeId: string): Promise<boolean>;
-  /** Removes this node's lease and state and announces `down` (graceful leave). */
+  /**
+   * Removes a node's lease and state and announces `down`: this node leaving gracefully, or a
+   * previous incarnation of it (crashed, restarted under the same id before its lease ran out).
+   */
   leave(nodeId: string): Promise<void>;
   /** Writes the node's whole state, registers its lease, announces `hello`. */
   registerNode(nodeId: string, ttlMs: number, state: NodeState): Promise<void>;

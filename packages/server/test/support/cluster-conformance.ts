@@ -47,14 +47,15 @@ export function describeClusterConformance(factory: BackendFactory): void {
     let service: SharedService | undefined;
     let nodes: ClusterNode[] = [];
 
-    async function cluster(count: number, options: { clockSkewMs?: number[]; offlineDelayMs?: number } = {}): Promise<ClusterNode[]> {
+    async function cluster(count: number, options: { clockSkewMs?: number[]; offlineDelayMs?: number; leaseTtlMs?: number; nodeIds?: string[] } = {}): Promise<ClusterNode[]> {
       service ??= await factory.create();
       const started: ClusterNode[] = [];
       for (let i = 0; i < count; i++) {
         started.push(
           await ClusterNode.start({
             transport: service.transport(),
-            leaseTtlMs: LEASE_TTL,
+            nodeId: options.nodeIds?.[i],
+            leaseTtlMs: options.leaseTtlMs ?? LEASE_TTL,
             clockSkewMs: options.clockSkewMs?.[i],
             config: { offlineDelayMs: options.offlineDelayMs ?? OFFLINE_DELAY },
           }),
@@ -212,6 +213,40 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await eventually(() => b.link.nodes().length === 2, 5000, 'the dead node out of the registry');
       const keys = await service!.keys();
       assert.deepEqual(keys.filter((k) => k.includes(a.link.nodeId)), [], 'no keys of the dead node left');
+    });
+
+    it('a crashed node restarted at once under the same node id: users who resume (there or elsewhere) never flap, the others leave after the offline delay', async () => {
+      // A lease far longer than the restart: the old run is still registered when the new one starts.
+      const leaseTtlMs = 5000;
+      const [a, b, c] = await cluster(3, { leaseTtlMs, nodeIds: ['same-id'] });
+      const obs = await c.connect('obs');
+      await c.send(obs, { type: 'join', channel: 'room' });
+      const [ann, ben, cal] = [await a.connect('ann'), await a.connect('ben'), await a.connect('cal')];
+      for (const sink of [ann, ben, cal]) await a.send(sink, { type: 'join', channel: 'room' });
+      await eventually(() => [b, c].every((n) => memberIds(n, 'room').length === 4), 5000, 'four members everywhere');
+      const crashedAt = Date.now();
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      const [again] = await cluster(1, { leaseTtlMs, nodeIds: ['same-id'] });
+      // ann resumes on the restarted node, ben on another one; cal never comes back.
+      const annAgain = await again.connect('ann', { sessionId: ann.sessionId });
+      const benAgain = await b.connect('ben', { sessionId: ben.sessionId });
+      await eventually(() => joinsAndLeaves(obs, 'room', 'cal').includes('leave'), 10_000, 'cal to leave');
+      const took = Date.now() - crashedAt;
+      assert.ok(took >= OFFLINE_DELAY, `the leave waited for the offline delay (${took} ms)`);
+      // Its lease, last renewed at most a third of it before the crash, ran out 2/3 of it after at the earliest.
+      assert.ok(took < (leaseTtlMs * 2) / 3, `the old run was ended at the restart, not when its lease ran out (${took} ms)`);
+      await pause(OFFLINE_DELAY);
+      for (const userId of ['ann', 'ben']) assert.deepEqual(joinsAndLeaves(obs, 'room', userId), ['join'], `${userId} never left`);
+      assert.equal(annAgain.of('welcome')[0].resumed, true, 'resumed on the restarted node');
+      assert.equal(benAgain.of('welcome')[0].resumed, true, 'resumed on another node');
+      for (const node of [again, b, c]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'ben', 'obs']);
+      assert.notEqual(again.link.nodeId, a.link.nodeId, 'a new incarnation');
+      assert.deepEqual(
+        (await service!.keys()).filter((k) => k.includes(a.link.nodeId)),
+        [],
+        'no key of the old incarnation left',
+      );
     });
 
     it('logout on one node ends the user everywhere at once', async () => {
