@@ -134,8 +134,8 @@ export class MemoryHub {
     const user = this.users.get(userId) ?? { version: 0, fields: {} };
     if (user.fields.manual !== undefined && manualStatus(user.fields.manual) === 'invisible') return;
     const stored = user.fields.lastSeenAt ? Number(user.fields.lastSeenAt) : undefined;
-    if (stored !== undefined && stored >= at) return;
-    user.fields.lastSeenAt = String(at);
+    if (stored === undefined || stored < at) user.fields.lastSeenAt = String(at);
+    // Published even when the stored value was later: it came from quiet writes nobody was told of.
     user.version += 1;
     this.users.set(userId, user);
     this.publish({ kind: 'user', node: '', userId, version: user.version, fields: { ...user.fields } });

@@ -72,8 +72,9 @@ export interface ClusterTransport {
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
   /**
    * Moves a user's stored `lastSeenAt` up to `at` (ms, the service's clock): never back, and not
-   * while the stored record is invisible. When it moved, the version is bumped and the record
-   * published, as for an announced write.
+   * while the stored record is invisible. Unless invisible, the version is bumped and the record
+   * published as for an announced write, also when the stored value was later (quiet activity
+   * writes are never published), so every node ends with the stored record.
    */
   raiseLastSeen(userId: string, at: number): Promise<void>;
   /** Writes a whole record only if the service has none (after it lost its data). */

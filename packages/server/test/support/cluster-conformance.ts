@@ -265,6 +265,32 @@ export function describeClusterConformance(factory: BackendFactory): void {
       assert.equal(d.engine.userPresence('ivy', TRUSTED).lastSeen, ivyFrozen);
     });
 
+    it("a crashed node's last activity write, later than its last lease renewal, is the lastSeen every node reports", async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(b, 'room').length === 2, 5000, 'ann listed on b');
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      // What the dead node's quiet activity write would hold had it landed just before the kill:
+      // later than any renewal of its lease, and never told to the other nodes.
+      const lastActivity = Date.now();
+      const writer = service!.transport();
+      await writer.connect({ message() {}, reconnected() {}, disconnected() {} });
+      await writer.writeUser(a.link.nodeId, 'ann', { lastSeenAt: String(lastActivity), lastActiveAt: String(lastActivity) }, false);
+      await writer.close();
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').includes('leave'), 10_000, 'ann to leave');
+      const leave = events(obs, 'room').at(-1);
+      assert.ok(leave?.type === 'presence.leave');
+      assert.equal(leave.lastSeen, new Date(lastActivity).toISOString(), 'the stored lastSeen, not the older renewal');
+      assert.equal(b.engine.userPresence('ann', TRUSTED).lastSeen, leave.lastSeen);
+      const [c] = await cluster(1);
+      await c.engine.loadUsers(['ann']);
+      assert.equal(c.engine.userPresence('ann', TRUSTED).lastSeen, leave.lastSeen);
+    });
+
     it('logout on one node ends the user everywhere at once', async () => {
       // A long offline delay: any leave seen within the wait below cannot be the delay running out.
       const [a, b] = await cluster(2, { offlineDelayMs: 60_000 });
