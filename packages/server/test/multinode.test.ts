@@ -262,6 +262,57 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.equal(stateKeys.length, 1, `only the running node's state is stored: ${stateKeys.join(', ')}`);
   });
 
+  it("kill -9 of a node: its users get one lastSeen on every node (leave, watch update, HTTP, a node started later), no earlier than its last lease renewal", async (t) => {
+    const [n1, n2, n3] = await cluster(3);
+    const obs = await connect(n2, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    await obs.request({ type: 'watch', users: ['ann'] });
+    const oli = await connect(n3, { userId: 'oli' });
+    await oli.request({ type: 'join', channel: 'room' });
+    const ann = await connect(n1, { userId: 'ann' });
+    await ann.request({ type: 'join', channel: 'room' });
+    for (const node of [n2, n3]) await until(async () => (await members(node, 'room')).length === 3, 5000, `ann listed on ${node.id}`);
+    // ann is busy for a few seconds, the last time just before the kill. Activity is written
+    // quietly, once a second, and never told to the other nodes.
+    const busyUntil = Date.now() + 3000;
+    while (Date.now() < busyUntil) {
+      await ann.request({ type: 'activity' });
+      await sleep(50);
+    }
+    const killedAt = Date.now();
+    await stopNode(n1, 'SIGKILL');
+
+    const leaveOf = (client: TestClient) => presenceEvents(client, 'room').find((e) => e.type === 'presence.leave' && e.userId === 'ann');
+    const wait = OFFLINE_DELAY_MS + DETECTION_BOUND_MS + SLACK_MS + 2000;
+    await Promise.all([obs, oli].map((client) => client.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', wait)));
+    const [seenOnN2, seenOnN3] = [obs, oli].map((client) => {
+      const leave = leaveOf(client);
+      assert.ok(leave?.type === 'presence.leave');
+      return leave.lastSeen;
+    });
+    assert.equal(seenOnN2, seenOnN3, 'the leave carries one lastSeen on every node');
+    const seenAt = Date.parse(seenOnN2 ?? '');
+    t.diagnostic(`kill -9 → lastSeen ${killedAt - seenAt} ms before the kill (lease ${LEASE_MS}, renewed every ${LEASE_MS / 3})`);
+    // Renewed every third of the lease; a little room for timers on a busy machine.
+    assert.ok(seenAt >= killedAt - LEASE_MS / 3 - 100, `lastSeen ${killedAt - seenAt} ms before the kill: no earlier than the last lease renewal`);
+    assert.ok(seenAt <= killedAt + 50, `lastSeen ${seenAt - killedAt} ms after the kill`);
+    const update = await obs.waitFor((m) => m.type === 'user.update' && m.user.userId === 'ann' && m.user.status === 'offline', 2000);
+    assert.ok(update.type === 'user.update');
+    assert.equal(update.user.lastSeen, seenOnN2, 'the watcher is told the same lastSeen');
+    for (const node of [n2, n3]) {
+      assert.equal((await httpJson(node, '/realtime/users/ann/presence')).body.user.lastSeen, seenOnN2, `HTTP lastSeen on ${node.id}`);
+    }
+    const client = new Redis(redis!.url, { lazyConnect: true });
+    await client.connect();
+    try {
+      assert.equal(Number(await client.hget('presence:user:{ann}', 'lastSeenAt')), seenAt, 'Redis holds the same lastSeen');
+    } finally {
+      client.disconnect();
+    }
+    const [n4] = await cluster(1);
+    assert.equal((await httpJson(n4, '/realtime/users/ann/presence')).body.user.lastSeen, seenOnN2, 'a node started later reads the same lastSeen');
+  });
+
   it('graceful shutdown of a node: its clients get 1001, resume on another node, and nobody sees a leave or join', async () => {
     const [n1, n2] = await cluster(2);
     const obs = await connect(n2, { userId: 'obs' });

@@ -256,9 +256,31 @@ export class ClusterLink implements Broker, UserStore {
       return;
     }
     for (const node of lease.expired) {
-      if (node !== this.nodeId) await this.transport.reapNode(node);
+      if (node !== this.nodeId) await this.reap(node);
     }
     this.checkMembership(lease.nodes, this.options.clock.now());
+  }
+
+  /**
+   * Declares an expired node down. Its users with a socket open on it were online at least until
+   * its last lease renewal, so their stored lastSeen moves up to that first (never back, never for
+   * an invisible user): every node receives the new record before `down`, their leaves carry it,
+   * and a node started later reads the same. Both steps are safe to repeat when several nodes reap
+   * at once; a node that renewed meanwhile is not dropped, and its users were online then anyway.
+   */
+  private async reap(node: string): Promise<void> {
+    await this.raiseLastSeenOf(node);
+    await this.transport.reapNode(node);
+  }
+
+  /** Moves the stored lastSeen of a dead node's connected users up to its last lease renewal. */
+  private async raiseLastSeenOf(node: string): Promise<void> {
+    const [deadline, state] = await Promise.all([this.transport.leaseDeadline(node), this.transport.readNode(node)]);
+    if (deadline === null || !state) return;
+    // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
+    const renewedAt = deadline - this.options.leaseTtlMs;
+    const connected = new Set(state.sessions.filter((session) => session.attached).map((session) => session.userId));
+    await Promise.all([...connected].map((userId) => this.transport.raiseLastSeen(userId, renewedAt)));
   }
 
   /** Renews the lease and measures this node's clock against the service's on the way. */
@@ -379,6 +401,8 @@ export class ClusterLink implements Broker, UserStore {
         // still be resumed here. Dropping it now announces `down`: every node gives its sessions the
         // offline delay from now, as for a crash, instead of after its lease runs out.
         this.options.log.warn('a previous run of this node id is still registered; ending it as crashed', { node: this.nodeId, previous: item.node });
+        // Like a reap: its users were online at least until its last renewal (see `reap`).
+        await this.raiseLastSeenOf(item.node);
         await this.transport.leave(item.node);
         return;
       case 'barrier':
