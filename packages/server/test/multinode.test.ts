@@ -214,6 +214,105 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.deepEqual((await redisKeys(redis!.url)).filter((k) => k.includes(n1.id)), [], 'no key of the dead node left');
   });
 
+  it('kill -9 of a node and an immediate restart under the same PRESENCE_NODE_ID: its users who come back (there or elsewhere) never flap, the others leave after the offline delay', async (t) => {
+    // A lease far longer than the restart takes: the old run's lease is still live when the new one
+    // registers (as with an orchestrator restarting a node in well under a second), and a leave
+    // that waited for that lease to run out would come seconds after the bound asserted below.
+    const offlineDelayMs = 4000;
+    const leaseMs = 10_000;
+    const env = { PRESENCE_OFFLINE_DELAY_MS: String(offlineDelayMs), PRESENCE_NODE_LEASE_MS: String(leaseMs) };
+    const [n1, n2, n3] = await cluster(3, () => env);
+    const obs2 = await connect(n2, { userId: 'obs2' });
+    const obs3 = await connect(n3, { userId: 'obs3' });
+    const ann = await connect(n1, { userId: 'ann' });
+    const ben = await connect(n1, { userId: 'ben' });
+    const cal = await connect(n1, { userId: 'cal' });
+    for (const client of [obs2, obs3, ann, ben, cal]) assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+    const everyone = ['ann:online', 'ben:online', 'cal:online', 'obs2:online', 'obs3:online'];
+    for (const node of [n1, n2, n3]) await until(async () => (await members(node, 'room')).join() === everyone.join(), 5000, `five members on ${node.id}`);
+
+    const killedAt = Date.now();
+    await stopNode(n1, 'SIGKILL');
+    await sleep(250);
+    const restarted = await startNode(redis!.url, n1.id, env);
+    nodes.push(restarted);
+    const restartTook = Date.now() - killedAt;
+    t.diagnostic(`kill -9 → the same node id ready again: ${restartTook} ms`);
+    // ann's client comes back to the restarted node, ben's to another one; cal's never does.
+    const annAgain = await connect(restarted, { userId: 'ann', sessionId: ann.welcome.sessionId });
+    const benAgain = await connect(n2, { userId: 'ben', sessionId: ben.welcome.sessionId });
+
+    for (const obs of [obs2, obs3]) await obs.waitFor((m) => m.type === 'presence.leave' && m.userId === 'cal', offlineDelayMs + restartTook + SLACK_MS + 2000);
+    const took = Date.now() - killedAt;
+    t.diagnostic(`kill -9 and restart → leave of the user who did not come back: ${took} ms (offline delay ${offlineDelayMs}, lease ${leaseMs})`);
+    assert.ok(took >= offlineDelayMs, `the leave waited for the offline delay (${took} ms)`);
+    assert.ok(took <= restartTook + offlineDelayMs + SLACK_MS, `the offline delay ran from the restart, not from the end of the old lease (${took} ms)`);
+    await sleep(500);
+    for (const obs of [obs2, obs3]) {
+      for (const userId of ['ann', 'ben']) assert.deepEqual(joinsAndLeaves(obs, 'room', userId), ['join'], `${userId} never left or joined again for ${obs.welcome.userId}`);
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'cal'), ['join', 'leave']);
+    }
+    assert.equal(annAgain.welcome.resumed, true, 'the session resumed on the restarted node');
+    assert.equal(benAgain.welcome.resumed, true, 'the session resumed on another node');
+    assert.deepEqual(annAgain.welcome.sessionId, ann.welcome.sessionId);
+    assert.deepEqual(joinsAndLeaves(annAgain, 'room', 'ben'), [], 'the resumed session got a sync, not a join');
+    const remaining = ['ann:online', 'ben:online', 'obs2:online', 'obs3:online'];
+    for (const node of [restarted, n2, n3]) assert.deepEqual(await members(node, 'room'), remaining, `no ghost on ${node.id}`);
+    const stateKeys = (await redisKeys(redis!.url)).filter((k) => k.startsWith(`{presence}:node:${n1.id}`));
+    assert.equal(stateKeys.length, 1, `only the running node's state is stored: ${stateKeys.join(', ')}`);
+  });
+
+  it("kill -9 of a node: its users get one lastSeen on every node (leave, watch update, HTTP, a node started later), no earlier than its last lease renewal", async (t) => {
+    const [n1, n2, n3] = await cluster(3);
+    const obs = await connect(n2, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    await obs.request({ type: 'watch', users: ['ann'] });
+    const oli = await connect(n3, { userId: 'oli' });
+    await oli.request({ type: 'join', channel: 'room' });
+    const ann = await connect(n1, { userId: 'ann' });
+    await ann.request({ type: 'join', channel: 'room' });
+    for (const node of [n2, n3]) await until(async () => (await members(node, 'room')).length === 3, 5000, `ann listed on ${node.id}`);
+    // ann is busy for a few seconds, the last time just before the kill. Activity is written
+    // quietly, once a second, and never told to the other nodes.
+    const busyUntil = Date.now() + 3000;
+    while (Date.now() < busyUntil) {
+      await ann.request({ type: 'activity' });
+      await sleep(50);
+    }
+    const killedAt = Date.now();
+    await stopNode(n1, 'SIGKILL');
+
+    const leaveOf = (client: TestClient) => presenceEvents(client, 'room').find((e) => e.type === 'presence.leave' && e.userId === 'ann');
+    const wait = OFFLINE_DELAY_MS + DETECTION_BOUND_MS + SLACK_MS + 2000;
+    await Promise.all([obs, oli].map((client) => client.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', wait)));
+    const [seenOnN2, seenOnN3] = [obs, oli].map((client) => {
+      const leave = leaveOf(client);
+      assert.ok(leave?.type === 'presence.leave');
+      return leave.lastSeen;
+    });
+    assert.equal(seenOnN2, seenOnN3, 'the leave carries one lastSeen on every node');
+    const seenAt = Date.parse(seenOnN2 ?? '');
+    t.diagnostic(`kill -9 → lastSeen ${killedAt - seenAt} ms before the kill (lease ${LEASE_MS}, renewed every ${LEASE_MS / 3})`);
+    // Renewed every third of the lease; a little room for timers on a busy machine.
+    assert.ok(seenAt >= killedAt - LEASE_MS / 3 - 100, `lastSeen ${killedAt - seenAt} ms before the kill: no earlier than the last lease renewal`);
+    assert.ok(seenAt <= killedAt + 50, `lastSeen ${seenAt - killedAt} ms after the kill`);
+    const update = await obs.waitFor((m) => m.type === 'user.update' && m.user.userId === 'ann' && m.user.status === 'offline', 2000);
+    assert.ok(update.type === 'user.update');
+    assert.equal(update.user.lastSeen, seenOnN2, 'the watcher is told the same lastSeen');
+    for (const node of [n2, n3]) {
+      assert.equal((await httpJson(node, '/realtime/users/ann/presence')).body.user.lastSeen, seenOnN2, `HTTP lastSeen on ${node.id}`);
+    }
+    const client = new Redis(redis!.url, { lazyConnect: true });
+    await client.connect();
+    try {
+      assert.equal(Number(await client.hget('presence:user:{ann}', 'lastSeenAt')), seenAt, 'Redis holds the same lastSeen');
+    } finally {
+      client.disconnect();
+    }
+    const [n4] = await cluster(1);
+    assert.equal((await httpJson(n4, '/realtime/users/ann/presence')).body.user.lastSeen, seenOnN2, 'a node started later reads the same lastSeen');
+  });
+
   it('graceful shutdown of a node: its clients get 1001, resume on another node, and nobody sees a leave or join', async () => {
     const [n1, n2] = await cluster(2);
     const obs = await connect(n2, { userId: 'obs' });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
@@ -7,7 +7,11 @@ import type { BusMessage, ClusterTransport, LeaseState, StoredUserFields } from 
 
 export interface ClusterLinkOptions {
   transport: ClusterTransport;
-  /** @default a random id */
+  /**
+   * The configured id (`PRESENCE_NODE_ID`). The cluster knows this process as `<id>@<incarnation>`,
+   * with a random incarnation per start: a node restarted under the same id is a new node, and it
+   * ends its previous incarnation as a crashed node (see `register`). @default a random id
+   */
   nodeId?: string;
   /**
    * Lease lifetime. It is renewed every third of it, and every renewal also reaps expired
@@ -34,7 +38,13 @@ interface CachedUser {
   fields: StoredUserFields;
 }
 
-type QueueItem = BusMessage | { kind: 'resync'; node: string };
+type QueueItem =
+  | BusMessage
+  | { kind: 'resync'; node: string }
+  /** A previous incarnation of this node (same configured id): end it as crashed. */
+  | { kind: 'retire'; node: string }
+  /** Resolves once everything queued before it was processed. */
+  | { kind: 'barrier'; done: () => void };
 
 /**
  * One node's link to the cluster, over any shared service. As a Broker it publishes this node's
@@ -45,6 +55,7 @@ type QueueItem = BusMessage | { kind: 'resync'; node: string };
  * re-registers, re-writes its sessions and records, and re-reads everyone else's.
  */
 export class ClusterLink implements Broker, UserStore {
+  /** This process in the cluster: `<configured id>@<incarnation>`, or a random id. */
   readonly nodeId: string;
   clockOffsetMs = 0;
   private readonly transport: ClusterTransport;
@@ -84,7 +95,7 @@ export class ClusterLink implements Broker, UserStore {
   constructor(options: ClusterLinkOptions) {
     this.options = options;
     this.transport = options.transport;
-    this.nodeId = options.nodeId ?? randomUUID();
+    this.nodeId = options.nodeId === undefined ? randomUUID() : `${options.nodeId}@${randomBytes(4).toString('hex')}`;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -105,6 +116,9 @@ export class ClusterLink implements Broker, UserStore {
       },
     });
     await this.register();
+    // Ready only once the other nodes' state is read: a client that resumes here at once (its node
+    // just restarted) finds its session.
+    await new Promise<void>((done) => this.enqueue({ kind: 'barrier', done }));
     this.started = true;
     const { leaseTtlMs, syncIntervalMs } = this.options;
     this.every(Math.max(10, Math.floor(leaseTtlMs / 3)), () => this.renewLease());
@@ -157,6 +171,12 @@ export class ClusterLink implements Broker, UserStore {
     return [...this.registry];
   }
 
+  /** A node's name for people (the admin stats): its configured id, without the incarnation. */
+  nameOf(node: string): string {
+    const at = node.lastIndexOf('@');
+    return at > 0 ? node.slice(0, at) : node;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
@@ -191,6 +211,18 @@ export class ClusterLink implements Broker, UserStore {
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
     for (const node of lease.nodes) if (node !== this.nodeId) this.enqueue({ kind: 'resync', node });
+    // At start only: if re-registrations retired too, two live processes given one id (a
+    // misconfiguration) would end each other in turn forever.
+    if (!this.started) for (const node of lease.nodes) if (this.isPreviousIncarnation(node)) this.enqueue({ kind: 'retire', node });
+  }
+
+  /**
+   * A registered node with this node's configured id but another incarnation: this node crashed
+   * and was restarted before that lease ran out (ids are one per running process).
+   */
+  private isPreviousIncarnation(node: string): boolean {
+    const configured = this.options.nodeId;
+    return configured !== undefined && node !== this.nodeId && node.startsWith(`${configured}@`);
   }
 
   /** After the service was lost or this node was reaped: write everything again. */
@@ -224,9 +256,31 @@ export class ClusterLink implements Broker, UserStore {
       return;
     }
     for (const node of lease.expired) {
-      if (node !== this.nodeId) await this.transport.reapNode(node);
+      if (node !== this.nodeId) await this.reap(node);
     }
     this.checkMembership(lease.nodes, this.options.clock.now());
+  }
+
+  /**
+   * Declares an expired node down. Its users with a socket open on it were online at least until
+   * its last lease renewal, so their stored lastSeen moves up to that first (never back, never for
+   * an invisible user): every node receives the new record before `down`, their leaves carry it,
+   * and a node started later reads the same. Both steps are safe to repeat when several nodes reap
+   * at once; a node that renewed meanwhile is not dropped, and its users were online then anyway.
+   */
+  private async reap(node: string): Promise<void> {
+    await this.raiseLastSeenOf(node);
+    await this.transport.reapNode(node);
+  }
+
+  /** Moves the stored lastSeen of a dead node's connected users up to its last lease renewal. */
+  private async raiseLastSeenOf(node: string): Promise<void> {
+    const [deadline, state] = await Promise.all([this.transport.leaseDeadline(node), this.transport.readNode(node)]);
+    if (deadline === null || !state) return;
+    // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
+    const renewedAt = deadline - this.options.leaseTtlMs;
+    const connected = new Set(state.sessions.filter((session) => session.attached).map((session) => session.userId));
+    await Promise.all([...connected].map((userId) => this.transport.raiseLastSeen(userId, renewedAt)));
   }
 
   /** Renews the lease and measures this node's clock against the service's on the way. */
@@ -341,6 +395,18 @@ export class ClusterLink implements Broker, UserStore {
         return;
       case 'user':
         await this.receiveUser(item);
+        return;
+      case 'retire':
+        // Its state was read just before (the resync queued ahead of this), so its sessions can
+        // still be resumed here. Dropping it now announces `down`: every node gives its sessions the
+        // offline delay from now, as for a crash, instead of after its lease runs out.
+        this.options.log.warn('a previous run of this node id is still registered; ending it as crashed', { node: this.nodeId, previous: item.node });
+        // Like a reap: its users were online at least until its last renewal (see `reap`).
+        await this.raiseLastSeenOf(item.node);
+        await this.transport.leave(item.node);
+        return;
+      case 'barrier':
+        item.done();
         return;
     }
   }

@@ -124,6 +124,23 @@ export class MemoryHub {
     this.publish({ kind: 'user', node: nodeId, userId, version: user.version, fields: { ...user.fields } });
   }
 
+  leaseDeadline(nodeId: string): number | null {
+    this.check();
+    return this.leases.get(nodeId) ?? null;
+  }
+
+  raiseLastSeen(userId: string, at: number): void {
+    this.check();
+    const user = this.users.get(userId) ?? { version: 0, fields: {} };
+    if (user.fields.manual !== undefined && manualStatus(user.fields.manual) === 'invisible') return;
+    const stored = user.fields.lastSeenAt ? Number(user.fields.lastSeenAt) : undefined;
+    if (stored === undefined || stored < at) user.fields.lastSeenAt = String(at);
+    // Published even when the stored value was later: it came from quiet writes nobody was told of.
+    user.version += 1;
+    this.users.set(userId, user);
+    this.publish({ kind: 'user', node: '', userId, version: user.version, fields: { ...user.fields } });
+  }
+
   restoreUser(userId: string, fields: StoredUserFields): void {
     this.check();
     if (!this.users.has(userId)) this.users.set(userId, { version: 1, fields: { ...fields } });
@@ -164,6 +181,10 @@ export class MemoryTransport implements ClusterTransport {
     return this.hub.dropNode(nodeId, true);
   }
 
+  async leaseDeadline(nodeId: string): Promise<number | null> {
+    return this.hub.leaseDeadline(nodeId);
+  }
+
   async leave(nodeId: string): Promise<void> {
     this.hub.dropNode(nodeId, false);
   }
@@ -193,6 +214,10 @@ export class MemoryTransport implements ClusterTransport {
     this.hub.writeUser(nodeId, userId, fields, announce);
   }
 
+  async raiseLastSeen(userId: string, at: number): Promise<void> {
+    this.hub.raiseLastSeen(userId, at);
+  }
+
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {
     this.hub.restoreUser(userId, fields);
   }
@@ -204,5 +229,14 @@ export class MemoryTransport implements ClusterTransport {
   async close(): Promise<void> {
     this.closed = true;
     this.hub.detach(this);
+  }
+}
+
+/** The manual status in a stored `manual` field, as the Lua scripts read it (unreadable: none). */
+function manualStatus(json: string): unknown {
+  try {
+    return (JSON.parse(json) as { status?: unknown } | null)?.status;
+  } catch {
+    return undefined;
   }
 }

@@ -28,6 +28,7 @@ const SCRIPTS = {
   register_node: 2,
   write_ops: 2,
   write_user: 1,
+  raise_last_seen: 1,
   restore_user: 1,
 } as const;
 
@@ -47,6 +48,7 @@ interface ScriptCommands {
   register_node(registry: string, nodeState: string, ...args: string[]): Promise<number>;
   write_ops(registry: string, nodeState: string, ...args: string[]): Promise<number>;
   write_user(user: string, ...args: string[]): Promise<number>;
+  raise_last_seen(user: string, bus: string, userId: string, at: string): Promise<number>;
   restore_user(user: string, ...args: string[]): Promise<number>;
 }
 
@@ -148,6 +150,11 @@ export class RedisTransport implements ClusterTransport {
     return (await this.dropNode(nodeId, true)) === 1;
   }
 
+  async leaseDeadline(nodeId: string): Promise<number | null> {
+    const deadline = await this.commands.zscore(this.keys.registry, nodeId);
+    return deadline === null ? null : Number(deadline);
+  }
+
   async leave(nodeId: string): Promise<void> {
     await this.dropNode(nodeId, false);
   }
@@ -213,6 +220,10 @@ export class RedisTransport implements ClusterTransport {
   async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void> {
     const pairs = Object.entries(fields).flat();
     await this.scripts.write_user(this.keys.user(userId), this.keys.bus, nodeId, userId, announce ? '1' : '0', ...pairs);
+  }
+
+  async raiseLastSeen(userId: string, at: number): Promise<void> {
+    await this.scripts.raise_last_seen(this.keys.user(userId), this.keys.bus, userId, String(at));
   }
 
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {

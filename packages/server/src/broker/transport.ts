@@ -17,7 +17,10 @@ export type BusMessage =
   | { kind: 'hello'; node: string; seq: number }
   /** A node's lease was removed (expired and reaped, or the node left). */
   | { kind: 'down'; node: string }
-  /** A user record after a write, whole, with its version. */
+  /**
+   * A user record after a write, whole, with its version. `node` is the writer; empty for a write
+   * made for a dead node (its users' lastSeen at the reap), which is no live node's own write.
+   */
   | { kind: 'user'; node: string; userId: string; version: number; fields: StoredUserFields };
 
 export interface LeaseState {
@@ -48,7 +51,12 @@ export interface ClusterTransport {
   renewLease(nodeId: string, ttlMs: number): Promise<LeaseState>;
   /** Removes an expired node's lease and state and announces `down`; false if it renewed meanwhile. */
   reapNode(nodeId: string): Promise<boolean>;
-  /** Removes this node's lease and state and announces `down` (graceful leave). */
+  /** A node's lease deadline (its last renewal plus the lease lifetime, on the service's clock); null without a lease. */
+  leaseDeadline(nodeId: string): Promise<number | null>;
+  /**
+   * Removes a node's lease and state and announces `down`: this node leaving gracefully, or a
+   * previous incarnation of it (crashed, restarted under the same id before its lease ran out).
+   */
   leave(nodeId: string): Promise<void>;
   /** Writes the node's whole state, registers its lease, announces `hello`. */
   registerNode(nodeId: string, ttlMs: number, state: NodeState): Promise<void>;
@@ -65,6 +73,13 @@ export interface ClusterTransport {
    * record; otherwise (activity timestamps) write quietly.
    */
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
+  /**
+   * Moves a user's stored `lastSeenAt` up to `at` (ms, the service's clock): never back, and not
+   * while the stored record is invisible. Unless invisible, the version is bumped and the record
+   * published as for an announced write, also when the stored value was later (quiet activity
+   * writes are never published), so every node ends with the stored record.
+   */
+  raiseLastSeen(userId: string, at: number): Promise<void>;
   /** Writes a whole record only if the service has none (after it lost its data). */
   restoreUser(userId: string, fields: StoredUserFields): Promise<void>;
   readUsers(userIds: string[]): Promise<Map<string, StoredUser | null>>;

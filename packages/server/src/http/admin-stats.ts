@@ -55,7 +55,8 @@ export interface AdminStatsSources {
     };
   };
   metrics: { eventsIn: { total(): number }; eventsOut: { total(): number } };
-  cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean };
+  /** `nodeId` and `nodes()` are incarnations (`<id>@<incarnation>`); `nameOf` gives the id shown. */
+  cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean; nameOf(node: string): string };
   now?: () => number;
   /** Channels listed in `topChannels`. @default 10 */
   topChannels?: number;
@@ -108,7 +109,7 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
       const rows = [...ids].map((nodeId): AdminNodeRow => {
         const self = nodeId === link.nodeId;
         const counts = view.nodes.get(self ? null : nodeId) ?? { sessions: 0, connections: 0, users: 0 };
-        return { nodeId, self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', ...counts };
+        return { nodeId: link.nameOf(nodeId), self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', ...counts };
       });
       rows.sort((a, b) => Number(b.self) - Number(a.self) || (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
       cluster = { ready: link.isReady(), nodes: rows };
@@ -116,7 +117,7 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
 
     return {
       time: new Date(at).toISOString(),
-      nodeId: link ? link.nodeId : null,
+      nodeId: link ? link.nameOf(link.nodeId) : null,
       connections: stats.connections,
       sessions: stats.sessions,
       onlineUsers: stats.onlineUsers,

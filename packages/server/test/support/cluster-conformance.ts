@@ -47,14 +47,15 @@ export function describeClusterConformance(factory: BackendFactory): void {
     let service: SharedService | undefined;
     let nodes: ClusterNode[] = [];
 
-    async function cluster(count: number, options: { clockSkewMs?: number[]; offlineDelayMs?: number } = {}): Promise<ClusterNode[]> {
+    async function cluster(count: number, options: { clockSkewMs?: number[]; offlineDelayMs?: number; leaseTtlMs?: number; nodeIds?: string[] } = {}): Promise<ClusterNode[]> {
       service ??= await factory.create();
       const started: ClusterNode[] = [];
       for (let i = 0; i < count; i++) {
         started.push(
           await ClusterNode.start({
             transport: service.transport(),
-            leaseTtlMs: LEASE_TTL,
+            nodeId: options.nodeIds?.[i],
+            leaseTtlMs: options.leaseTtlMs ?? LEASE_TTL,
             clockSkewMs: options.clockSkewMs?.[i],
             config: { offlineDelayMs: options.offlineDelayMs ?? OFFLINE_DELAY },
           }),
@@ -212,6 +213,117 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await eventually(() => b.link.nodes().length === 2, 5000, 'the dead node out of the registry');
       const keys = await service!.keys();
       assert.deepEqual(keys.filter((k) => k.includes(a.link.nodeId)), [], 'no keys of the dead node left');
+    });
+
+    it('a crashed node restarted at once under the same node id: users who resume (there or elsewhere) never flap, the others leave after the offline delay', async () => {
+      // A lease far longer than the restart: the old run is still registered when the new one starts.
+      const leaseTtlMs = 5000;
+      const [a, b, c] = await cluster(3, { leaseTtlMs, nodeIds: ['same-id'] });
+      const obs = await c.connect('obs');
+      await c.send(obs, { type: 'join', channel: 'room' });
+      const [ann, ben, cal] = [await a.connect('ann'), await a.connect('ben'), await a.connect('cal')];
+      for (const sink of [ann, ben, cal]) await a.send(sink, { type: 'join', channel: 'room' });
+      await eventually(() => [b, c].every((n) => memberIds(n, 'room').length === 4), 5000, 'four members everywhere');
+      const crashedAt = Date.now();
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      const [again] = await cluster(1, { leaseTtlMs, nodeIds: ['same-id'] });
+      // ann resumes on the restarted node, ben on another one; cal never comes back.
+      const annAgain = await again.connect('ann', { sessionId: ann.sessionId });
+      const benAgain = await b.connect('ben', { sessionId: ben.sessionId });
+      await eventually(() => joinsAndLeaves(obs, 'room', 'cal').includes('leave'), 10_000, 'cal to leave');
+      const took = Date.now() - crashedAt;
+      assert.ok(took >= OFFLINE_DELAY, `the leave waited for the offline delay (${took} ms)`);
+      // Its lease, last renewed at most a third of it before the crash, ran out 2/3 of it after at the earliest.
+      assert.ok(took < (leaseTtlMs * 2) / 3, `the old run was ended at the restart, not when its lease ran out (${took} ms)`);
+      await pause(OFFLINE_DELAY);
+      for (const userId of ['ann', 'ben']) assert.deepEqual(joinsAndLeaves(obs, 'room', userId), ['join'], `${userId} never left`);
+      assert.equal(annAgain.of('welcome')[0].resumed, true, 'resumed on the restarted node');
+      assert.equal(benAgain.of('welcome')[0].resumed, true, 'resumed on another node');
+      for (const node of [again, b, c]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'ben', 'obs']);
+      assert.notEqual(again.link.nodeId, a.link.nodeId, 'a new incarnation');
+      assert.deepEqual(
+        (await service!.keys()).filter((k) => k.includes(a.link.nodeId)),
+        [],
+        'no key of the old incarnation left',
+      );
+    });
+
+    it("a crashed node's users get one lastSeen on every node, and a node started later reads it: the later of the stored one and the node's last lease renewal; an invisible user's stays frozen", async () => {
+      // The node that dies runs 30 s ahead and another 30 s behind: lastSeen is on the service's clock.
+      const [a, b, c] = await cluster(3, { clockSkewMs: [30_000, -30_000, 0] });
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      await b.send(obs, { type: 'watch', users: ['ann'] });
+      const oli = await c.connect('oli');
+      await c.send(oli, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      const ivy = await a.connect('ivy');
+      await a.send(ivy, { type: 'join', channel: 'room' });
+      await a.send(ivy, { type: 'status', status: 'invisible' });
+      await eventually(() => [b, c].every((n) => memberIds(n, 'room').join() === 'ann,obs,oli'), 5000, 'ann listed, ivy hidden');
+      await eventually(() => [b, c].every((n) => n.engine.userPresence('ivy', TRUSTED).lastSeen !== null), 5000, "ivy's frozen lastSeen known");
+      const ivyFrozen = b.engine.userPresence('ivy', TRUSTED).lastSeen;
+      // ann keeps busy for several lease lifetimes; activity is never announced to the other nodes.
+      const busyUntil = Date.now() + LEASE_TTL * 4;
+      while (Date.now() < busyUntil) {
+        await a.send(ann, { type: 'activity' });
+        await a.send(ivy, { type: 'activity' });
+        await pause(20);
+      }
+      const crashedAt = Date.now();
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      const leaveOf = (sink: RecordingSink) => events(sink, 'room').find((e) => e.type === 'presence.leave' && e.userId === 'ann');
+      await eventually(() => leaveOf(obs) !== undefined && leaveOf(oli) !== undefined, 10_000, 'ann to leave on b and c');
+      const lastSeen = [obs, oli].map((sink) => {
+        const leave = leaveOf(sink);
+        assert.ok(leave?.type === 'presence.leave');
+        return leave.lastSeen;
+      });
+      assert.equal(lastSeen[0], lastSeen[1], 'one lastSeen in the leave on every node');
+      const seenAt = Date.parse(lastSeen[0] ?? '');
+      // A lease is renewed every third of it; a little room for timers on a busy machine.
+      assert.ok(seenAt >= crashedAt - LEASE_TTL / 3 - 100, `lastSeen ${crashedAt - seenAt} ms before the crash: no earlier than its last lease renewal`);
+      assert.ok(seenAt <= crashedAt + 50, `lastSeen ${seenAt - crashedAt} ms after the crash`);
+      const update = obs.of('user.update').at(-1);
+      assert.equal(update?.user.status, 'offline');
+      assert.equal(update?.user.lastSeen, lastSeen[0], 'the watcher is told the same lastSeen');
+      for (const node of [b, c]) {
+        assert.equal(node.engine.userPresence('ann', TRUSTED).lastSeen, lastSeen[0], `lastSeen of ann on ${node.link.nodeId}`);
+        assert.equal(node.engine.userPresence('ivy', TRUSTED).lastSeen, ivyFrozen, 'an invisible user keeps the lastSeen frozen when she went invisible');
+      }
+      const [d] = await cluster(1);
+      await d.engine.loadUsers(['ann', 'ivy']);
+      assert.equal(d.engine.userPresence('ann', TRUSTED).lastSeen, lastSeen[0], 'a node started later reads the same lastSeen');
+      assert.equal(d.engine.userPresence('ivy', TRUSTED).lastSeen, ivyFrozen);
+    });
+
+    it("a crashed node's last activity write, later than its last lease renewal, is the lastSeen every node reports", async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(b, 'room').length === 2, 5000, 'ann listed on b');
+      await a.crash();
+      nodes = nodes.filter((n) => n !== a);
+      // What the dead node's quiet activity write would hold had it landed just before the kill:
+      // later than any renewal of its lease, and never told to the other nodes.
+      const lastActivity = Date.now();
+      const writer = service!.transport();
+      await writer.connect({ message() {}, reconnected() {}, disconnected() {} });
+      await writer.writeUser(a.link.nodeId, 'ann', { lastSeenAt: String(lastActivity), lastActiveAt: String(lastActivity) }, false);
+      await writer.close();
+      await eventually(() => joinsAndLeaves(obs, 'room', 'ann').includes('leave'), 10_000, 'ann to leave');
+      const leave = events(obs, 'room').at(-1);
+      assert.ok(leave?.type === 'presence.leave');
+      assert.equal(leave.lastSeen, new Date(lastActivity).toISOString(), 'the stored lastSeen, not the older renewal');
+      assert.equal(b.engine.userPresence('ann', TRUSTED).lastSeen, leave.lastSeen);
+      const [c] = await cluster(1);
+      await c.engine.loadUsers(['ann']);
+      assert.equal(c.engine.userPresence('ann', TRUSTED).lastSeen, leave.lastSeen);
     });
 
     it('logout on one node ends the user everywhere at once', async () => {

@@ -37,6 +37,8 @@ export interface ClusterNodeOptions {
   /** Added to this node's wall clock, to test that nothing trusts it. */
   clockSkewMs?: number;
   leaseTtlMs?: number;
+  /** The configured node id (`PRESENCE_NODE_ID`); random when not set. */
+  nodeId?: string;
 }
 
 /** One node of an in-process cluster: a real engine and a real cluster link, no sockets. */
@@ -51,6 +53,7 @@ export class ClusterNode {
     const base = { ...systemClock, now: () => Date.now() + skew };
     this.link = new ClusterLink({
       transport: options.transport,
+      nodeId: options.nodeId,
       leaseTtlMs: options.leaseTtlMs ?? 300,
       syncIntervalMs: this.config.syncIntervalMs,
       clock: base,
