@@ -29,8 +29,13 @@ export const EXPECTED = Symbol.for('presence.schema.expected');
 
 type Annotated = { [SCHEMA_NAME]?: string; [EXPECTED]?: string };
 
+/** Every named schema as defined (not a refined copy of it), by name: the source of its definition. */
+const DEFINITIONS = new Map<string, TSchema>();
+
 function named<T extends TSchema>(name: string, schema: T): T {
+  if (DEFINITIONS.has(name)) throw new Error(`two schemas are named ${name}`);
   (schema as T & Annotated)[SCHEMA_NAME] = name;
+  DEFINITIONS.set(name, schema);
   return schema;
 }
 
@@ -503,7 +508,7 @@ export const QueryPresenceResponse = named(
   Type.Object({ users: Type.Array(UserPresence, { description: 'In the order asked, privacy applied.' }) }),
 );
 
-const adminNodeRow = named(
+export const AdminNodeRow = named(
   'AdminNodeRow',
   Type.Object(
     {
@@ -519,7 +524,6 @@ const adminNodeRow = named(
     { description: "One node of a cluster, as this node's replica of the shared state sees it." },
   ),
 );
-export const AdminNodeRow = adminNodeRow;
 
 export const AdminStats = named(
   'AdminStats',
@@ -552,7 +556,7 @@ export const AdminStats = named(
         { eventsIn: count('Inbound commands since start.'), eventsOut: count('Outbound messages since start.') },
         { description: 'Counter totals since the start of this node, the base of `rates`.' },
       ),
-      cluster: Type.Union([Type.Object({ ready: Type.Boolean(), nodes: Type.Array(adminNodeRow) }), Type.Null()], {
+      cluster: Type.Union([Type.Object({ ready: Type.Boolean(), nodes: Type.Array(AdminNodeRow) }), Type.Null()], {
         description: 'Set in a cluster: one row per node (this one first, then by id).',
       }),
     },
@@ -588,11 +592,11 @@ export function toJsonSchema(schema: TSchema, refPrefix: string, defs: Map<strin
   if (name !== undefined && !root) {
     if (!defs.has(name)) {
       defs.set(name, null); // placeholder: a schema may refer to itself through others
-      defs.set(name, toJsonSchema(stripped(findNamed(name, schema)), refPrefix, defs, true));
+      defs.set(name, toJsonSchema(stripped(DEFINITIONS.get(name) ?? schema), refPrefix, defs, true));
     }
     const ref: { [key: string]: Json } = { $ref: refPrefix + name };
     // A use may describe itself differently from the definition (2020-12 allows siblings of $ref).
-    const base = findNamed(name, schema);
+    const base = DEFINITIONS.get(name) ?? schema;
     if (schema.description !== undefined && schema.description !== base.description) ref.description = schema.description;
     return ref;
   }
@@ -628,11 +632,6 @@ function simplifyRecord(out: { [key: string]: Json }): { [key: string]: Json } {
   return { ...rest, additionalProperties: patterns[keys[0]] };
 }
 
-const originals = new Map<string, TSchema>();
-function findNamed(name: string, fallback: TSchema): TSchema {
-  return originals.get(name) ?? fallback;
-}
-
 /** The schema without its name, so it is emitted in full as the definition. */
 function stripped(schema: TSchema): TSchema {
   const copy = { ...schema } as TSchema & Annotated;
@@ -654,17 +653,6 @@ function simplifyEnum(out: { [key: string]: Json }): { [key: string]: Json } {
   const { anyOf: _, ...rest } = out;
   return { type: 'string', enum: values, ...rest };
 }
-
-/** Every named schema of this module, keyed by name, for lookups of a definition by name. */
-const ALL: TSchema[] = [
-  Status, ManualStatus, Visibility, Meta, Timestamp, Ref, ChannelName, UserId, UserPresence, SelfPresence, Member,
-  ...Object.values(COMMANDS), ClientMessage, Timeouts, Limits, WelcomeMessage, PresenceSyncMessage, PresenceJoinMessage,
-  PresenceLeaveMessage, PresenceUpdateMessage, TypingMessage, UserSyncMessage, UserUpdateMessage, AckMessage, ErrorCode,
-  ErrorMessage, PongMessage, ServerMessage, ServerFrame, ErrorResponse, ChannelPresenceResponse, UpdatePresenceRequest,
-  UpdatePresenceResponse, UserPresenceResponse, QueryPresenceRequest, QueryPresenceResponse, AdminNodeRow, AdminStats,
-  HealthResponse, ReadyResponse,
-];
-for (const schema of ALL) originals.set(schemaName(schema)!, schema);
 
 /** `$id` of the protocol's JSON Schema document (a name, not a location). */
 export const PROTOCOL_SCHEMA_ID = 'urn:presence:schema:protocol-v1';
