@@ -36,6 +36,17 @@ export async function measureClientBundle(): Promise<BundleSize> {
   };
 }
 
+/**
+ * Modules that validate messages: the protocol's schemas and the schema library they are built
+ * with. The server decodes with them; the client trusts its server and must not pay for them.
+ */
+export const VALIDATOR_MODULE = /(^|\/)(protocol\/(dist|src)\/schema\.[jt]s$|node_modules\/@sinclair\/typebox\/|node_modules\/(ajv|typebox)\/)/;
+
+/** Inputs of the bundle that are validator code (see VALIDATOR_MODULE); empty is the contract. */
+export function validatorModules(size: Pick<BundleSize, 'inputs'>): string[] {
+  return size.inputs.filter((input) => VALIDATOR_MODULE.test(input));
+}
+
 export const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -1,10 +1,11 @@
 /**
  * The README's client section: its bundle size is the measured one, the bundle holds nothing but
- * the client and the protocol package (no server, no Node built-ins), and its example type-checks.
+ * the client and the protocol package (no server, no Node built-ins, no schema or validator
+ * code), and its example type-checks.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { kib, measureClientBundle } from '../scripts/size.js';
+import { kib, measureClientBundle, validatorModules } from '../scripts/size.js';
 import { codeBlocks, readDoc, typeErrors } from './support/doc-blocks.js';
 
 const readme = readDoc('README.md');
@@ -24,6 +25,16 @@ describe('README: Client SDK', () => {
     const { inputs } = await measureClientBundle();
     const outside = inputs.filter((input) => !/^(src|\.\.\/protocol\/dist)\//.test(input));
     assert.deepEqual(outside, [], 'no server code, no Node built-ins, no ws');
+  });
+
+  test('the browser bundle holds no schema or validator module', async () => {
+    const size = await measureClientBundle();
+    assert.deepEqual(validatorModules(size), [], 'the client imports types and constants of @presence/protocol only, never @presence/protocol/schema');
+    // The pattern does catch them: the protocol's schema module and the schema library.
+    assert.deepEqual(
+      validatorModules({ inputs: ['../protocol/dist/schema.js', '../../node_modules/@sinclair/typebox/build/esm/type/object/object.mjs', '../protocol/dist/messages.js'] }),
+      ['../protocol/dist/schema.js', '../../node_modules/@sinclair/typebox/build/esm/type/object/object.mjs'],
+    );
   });
 
   test('its example type-checks', () => {

@@ -1,120 +1,58 @@
 /**
  * Wire protocol v1: every message that crosses the WebSocket, as one tagged union per direction.
  * The server and the clients both import these types, so a field renamed here breaks both builds.
+ *
+ * The types are derived from the schemas in `schema.ts` (type-only imports: nothing of the schema
+ * library reaches code that imports this module), so a field added to a schema is a field of the
+ * type. Field documentation lives in the schemas' descriptions, which the JSON Schema and the
+ * OpenAPI document carry too.
  */
+import type { Static } from '@sinclair/typebox';
+import type * as S from './schema.js';
 
 /** Status as other users see it. `invisible` never appears here: it is shown as `offline`. */
-export type Status = 'online' | 'away' | 'busy' | 'offline';
+export type Status = Static<typeof S.Status>;
 
 /** What a user can set by hand. `online` in a `status` command clears the manual status. */
-export type ManualStatus = 'away' | 'busy' | 'invisible';
+export type ManualStatus = Static<typeof S.ManualStatus>;
 
 /** Who may see a user's presence outside shared channels. */
-export type Visibility = 'everyone' | 'contacts' | 'nobody';
+export type Visibility = Static<typeof S.Visibility>;
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type Meta = { [key: string]: JsonValue };
 
 /** One user's presence merged over all their sessions, as seen by another user. */
-export interface UserPresence {
-  userId: string;
-  status: Status;
-  /** Custom state name from configuration (e.g. `in-call`); absent when none or offline. */
-  state?: string;
-  /** Custom status text; absent when none or offline. */
-  message?: string;
-  /** When the manual status, state and message clear by themselves (ISO 8601). */
-  expiresAt?: string;
-  meta: Meta;
-  /** When the user was last online: last activity or disconnect (ISO 8601), `null` if never seen. */
-  lastSeen: string | null;
-  /** Last activity of any session (ISO 8601), when known. */
-  lastActive?: string;
-  /** Distinct device kinds of the user's sessions, sorted (`web`, `ios`, …); empty when offline. */
-  devices: string[];
-}
+export interface UserPresence extends Static<typeof S.UserPresence> {}
 
 /** The user's own presence, as returned to themselves: also tells which manual status is set. */
-export interface SelfPresence extends UserPresence {
-  manualStatus: ManualStatus | null;
-  visibility: Visibility;
-}
+export interface SelfPresence extends Static<typeof S.SelfPresence> {}
 
 /** A channel member: a user (not a session) with their per-channel meta. */
-export interface Member extends UserPresence {
-  channelMeta: Meta;
-  /** When the user last became visible in the channel: their first join, or their last return from invisible if later. */
-  joinedAt: string;
-}
+/** A channel member. `joinedAt`: when the user last became visible in the channel (their first join, or their last return from invisible if later). */
+export interface Member extends Static<typeof S.Member> {}
 
-export type Ref = number | string;
+export type Ref = Static<typeof S.Ref>;
 
 // ---------------------------------------------------------------------------------------------
 // Client → server
 // ---------------------------------------------------------------------------------------------
 
-interface Command {
-  /** Echoed by the `ack` or `error` that answers this command. */
-  ref?: Ref;
-}
+export interface JoinCommand extends Static<typeof S.JoinCommand> {}
+export interface LeaveCommand extends Static<typeof S.LeaveCommand> {}
+/** `status` sets the manual status, state, message, expiry and visibility (see `schema.ts`). */
+export interface StatusCommand extends Static<typeof S.StatusCommand> {}
+export interface MetaCommand extends Static<typeof S.MetaCommand> {}
+export interface ChannelMetaCommand extends Static<typeof S.ChannelMetaCommand> {}
+export interface ActivityCommand extends Static<typeof S.ActivityCommand> {}
+export interface IdleCommand extends Static<typeof S.IdleCommand> {}
+export interface TypingCommand extends Static<typeof S.TypingCommand> {}
+export interface WatchCommand extends Static<typeof S.WatchCommand> {}
+export interface UnwatchCommand extends Static<typeof S.UnwatchCommand> {}
+export interface PingCommand extends Static<typeof S.PingCommand> {}
+export interface LogoutCommand extends Static<typeof S.LogoutCommand> {}
 
-export interface JoinCommand extends Command {
-  type: 'join';
-  channel: string;
-  meta?: Meta;
-}
-export interface LeaveCommand extends Command {
-  type: 'leave';
-  channel: string;
-}
-export interface StatusCommand extends Command {
-  type: 'status';
-  /** `online` clears the manual status (and state); `away`, `busy`, `invisible` set it. */
-  status?: 'online' | ManualStatus;
-  /** A configured custom state, or `null` to clear it. */
-  state?: string | null;
-  /** Custom text (≤ 256 chars), or `null` to clear it. */
-  message?: string | null;
-  /** ISO 8601 time after which status, state and message clear; absent or `null`: never. */
-  expiresAt?: string | null;
-  /** Who may see this user's presence outside shared channels. */
-  visibility?: Visibility;
-}
-export interface MetaCommand extends Command {
-  type: 'meta';
-  meta: Meta;
-}
-export interface ChannelMetaCommand extends Command {
-  type: 'channel.meta';
-  channel: string;
-  meta: Meta;
-}
-export interface ActivityCommand extends Command {
-  type: 'activity';
-}
-export interface IdleCommand extends Command {
-  type: 'idle';
-}
-export interface TypingCommand extends Command {
-  type: 'typing';
-  channel: string;
-  typing: boolean;
-}
-export interface WatchCommand extends Command {
-  type: 'watch';
-  users: string[];
-}
-export interface UnwatchCommand extends Command {
-  type: 'unwatch';
-  users: string[];
-}
-export interface PingCommand extends Command {
-  type: 'ping';
-}
-export interface LogoutCommand extends Command {
-  type: 'logout';
-}
-
+/** Every command (a type test checks it is the schema's `ClientMessage`). */
 export type ClientMessage =
   | JoinCommand
   | LeaveCommand
@@ -131,6 +69,7 @@ export type ClientMessage =
 
 export type ClientMessageType = ClientMessage['type'];
 
+/** Every command type (a test checks it against the schemas). */
 export const CLIENT_MESSAGE_TYPES: readonly ClientMessageType[] = [
   'join',
   'leave',
@@ -150,107 +89,33 @@ export const CLIENT_MESSAGE_TYPES: readonly ClientMessageType[] = [
 // Server → client
 // ---------------------------------------------------------------------------------------------
 
-export interface Timeouts {
-  heartbeatMs: number;
-  idleMs: number;
-  offlineDelayMs: number;
-  typingMs: number;
-}
-
-export interface Limits {
-  maxFrameBytes: number;
-  maxMetaBytes: number;
-  maxMetaDepth: number;
-  maxMetaKeys: number;
-  maxMessageLength: number;
-  maxChannelNameLength: number;
-  maxChannelsPerSession: number;
-  maxSessionsPerUser: number;
-  maxWatchedUsers: number;
-  rateLimitPerSecond: number;
-  rateLimitBurst: number;
-  maxOutboundBufferBytes: number;
-}
+export interface Timeouts extends Static<typeof S.Timeouts> {}
+export interface Limits extends Static<typeof S.Limits> {}
 
 /** Sent once, first, on every connection. */
-export interface WelcomeMessage {
-  type: 'welcome';
-  userId: string;
-  sessionId: string;
-  /** True when `sessionId` named a session still inside its offline delay and it was resumed. */
-  resumed: boolean;
-  serverTime: string;
-  timeouts: Timeouts;
-  limits: Limits;
-  /** Custom states the server accepts, with the status each maps to. */
-  states: Record<string, Exclude<Status, 'offline'>>;
-  /** The user's own presence as stored (manual status survives reconnects). */
-  self: SelfPresence;
-}
-
+export interface WelcomeMessage extends Static<typeof S.WelcomeMessage> {}
 /** Full state of a channel: on join, on resume, and whenever the server resyncs. To the joiner. */
-export interface PresenceSyncMessage {
-  type: 'presence.sync';
-  channel: string;
-  members: Member[];
-  seq: number;
-}
+export interface PresenceSyncMessage extends Static<typeof S.PresenceSyncMessage> {}
 /** A user became a member (first session joined, or came back from invisible). To members. */
-export interface PresenceJoinMessage {
-  type: 'presence.join';
-  channel: string;
-  member: Member;
-  seq: number;
-}
+export interface PresenceJoinMessage extends Static<typeof S.PresenceJoinMessage> {}
 /** A user stopped being a member (last session left, offline delay ran out, or went invisible). */
-export interface PresenceLeaveMessage {
-  type: 'presence.leave';
-  channel: string;
-  userId: string;
-  lastSeen: string | null;
-  seq: number;
-}
+export interface PresenceLeaveMessage extends Static<typeof S.PresenceLeaveMessage> {}
 /** Status, meta or channel meta of a member changed. To all members, the user's own sessions too. */
-export interface PresenceUpdateMessage {
-  type: 'presence.update';
-  channel: string;
-  member: Member;
-  seq: number;
-}
+export interface PresenceUpdateMessage extends Static<typeof S.PresenceUpdateMessage> {}
 /** Typing started or stopped. To the channel's other members (never to the typer). */
-export interface TypingMessage {
-  type: 'typing';
-  channel: string;
-  userId: string;
-  typing: boolean;
-}
+export interface TypingMessage extends Static<typeof S.TypingMessage> {}
 /** Answer to `watch`: the current presence of the watched users (privacy applied). */
-export interface UserSyncMessage {
-  type: 'user.sync';
-  users: UserPresence[];
-}
+export interface UserSyncMessage extends Static<typeof S.UserSyncMessage> {}
 /** A watched user's presence changed (privacy applied). */
-export interface UserUpdateMessage {
-  type: 'user.update';
-  user: UserPresence;
-}
-export interface AckMessage {
-  type: 'ack';
-  ref: Ref;
+export interface UserUpdateMessage extends Static<typeof S.UserUpdateMessage> {}
+/** A command with a `ref` succeeded. Data a command adds is typed where known, open otherwise. */
+export interface AckMessage extends Static<typeof S.AckMessage> {
   [data: string]: unknown;
 }
-export interface ErrorMessage {
-  type: 'error';
-  ref?: Ref;
-  code: string;
-  message: string;
-}
-export interface PongMessage {
-  type: 'pong';
-  ref?: Ref;
-  serverTime: string;
-}
+export interface ErrorMessage extends Static<typeof S.ErrorMessage> {}
+export interface PongMessage extends Static<typeof S.PongMessage> {}
 
+/** Every server message (a type test checks it is the schema's `ServerMessage`). */
 export type ServerMessage =
   | WelcomeMessage
   | PresenceSyncMessage
@@ -268,3 +133,24 @@ export type ServerMessageType = ServerMessage['type'];
 
 /** A frame from the server is one message or a batch of them (clients must accept both). */
 export type ServerFrame = ServerMessage | ServerMessage[];
+
+// ---------------------------------------------------------------------------------------------
+// HTTP API bodies
+// ---------------------------------------------------------------------------------------------
+
+/** `{"error":{"code","message"}}`: every HTTP error. */
+export interface ErrorResponse extends Static<typeof S.ErrorResponse> {}
+/** `GET /realtime/channels/:id/presence`. */
+export interface ChannelPresenceResponse extends Static<typeof S.ChannelPresenceResponse> {}
+/** `POST /realtime/presence/update` body. */
+export interface UpdatePresenceRequest extends Static<typeof S.UpdatePresenceRequest> {}
+export interface UpdatePresenceResponse extends Static<typeof S.UpdatePresenceResponse> {}
+/** `GET /realtime/users/:id/presence`. */
+export interface UserPresenceResponse extends Static<typeof S.UserPresenceResponse> {}
+/** `POST /realtime/presence/query` body. */
+export interface QueryPresenceRequest extends Static<typeof S.QueryPresenceRequest> {}
+export interface QueryPresenceResponse extends Static<typeof S.QueryPresenceResponse> {}
+/** One node of a cluster in `AdminStats`. */
+export interface AdminNodeRow extends Static<typeof S.AdminNodeRow> {}
+/** `GET /realtime/admin/stats`: figures for the operations dashboard. */
+export interface AdminStats extends Static<typeof S.AdminStats> {}

@@ -1,49 +1,11 @@
 /**
- * What the operations dashboard shows, as served by `GET /realtime/admin/stats`. The file imports
- * nothing, so the dashboard page type-checks against the same `AdminStats` the server sends.
+ * What the operations dashboard shows, as served by `GET /realtime/admin/stats`. The shape is the
+ * `AdminStats` schema of `@presence/protocol/schema` (documented in the OpenAPI document); the
+ * dashboard page type-checks against the same type.
  */
+import type { AdminNodeRow, AdminStats } from '@presence/protocol';
 
-/** One node of a cluster, as this node's replica of the shared state sees it. */
-export interface AdminNodeRow {
-  nodeId: string;
-  /** True for the node that answered. */
-  self: boolean;
-  /** `live`: the node holds a lease; `expired`: its lease is gone and its sessions are about to be reaped. */
-  lease: 'live' | 'expired';
-  /** Sessions the node holds, including those inside their offline delay. */
-  sessions: number;
-  /** Sessions with an open socket. */
-  connections: number;
-  /** Distinct users others see as present through a session on this node (invisible users are not counted). */
-  users: number;
-}
-
-export interface AdminStats {
-  /** When the figures were taken (ISO 8601 UTC). */
-  time: string;
-  /** The answering node's id in a cluster; `null` on a single node. */
-  nodeId: string | null;
-  /** WebSocket connections with a live session on this node. */
-  connections: number;
-  /** Sessions on this node, including those inside their offline delay. */
-  sessions: number;
-  /** Users others see as present (cluster-wide in a cluster); invisible users are not counted. */
-  onlineUsers: number;
-  /** Channels with at least one visible member (cluster-wide in a cluster). */
-  channels: number;
-  /** The busiest channels by visible members, most first (ties by name). */
-  topChannels: { channel: string; members: number }[];
-  /**
-   * Inbound commands and outbound messages per second on this node, averaged over `windowSeconds`
-   * (the time since the oldest earlier request to this endpoint within the last 10 s); `null` on
-   * the first request, when there is nothing to compare with.
-   */
-  rates: { windowSeconds: number; eventsInPerSecond: number; eventsOutPerSecond: number } | null;
-  /** Counter totals since the start of this node, the base of `rates`. */
-  totals: { eventsIn: number; eventsOut: number };
-  /** Set in a cluster: one row per node (this one first, then by id). */
-  cluster: { ready: boolean; nodes: AdminNodeRow[] } | null;
-}
+export type { AdminNodeRow, AdminStats };
 
 /** What the stats are read from; the engine, the metrics and the cluster link provide these. */
 export interface AdminStatsSources {

@@ -4,6 +4,8 @@
  * failure — so the request listener can never throw into the HTTP server.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { QueryPresenceRequest as QueryBody, UpdatePresenceRequest as UpdateBody } from '@presence/protocol';
+import { QueryPresenceRequest, StatusFields, UpdatePresenceRequest } from '@presence/protocol/schema';
 import { apiKeyMatches, bearerToken, channelAllowed, originAllowed } from '../auth/access.js';
 import type { Viewer } from '../auth/identity.js';
 import type { TokenVerifier } from '../auth/tokens.js';
@@ -12,11 +14,13 @@ import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics/index.js';
 import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
-import { assertStatusFields } from '../presence/commands.js';
 import { assertChannelName, assertUserId, isPlainObject } from '../presence/validation.js';
+import { compile, expected, invalidField, unknownFields } from '../schema-checks.js';
 import type { AdminStats } from './admin-stats.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
+import { openApiDocument } from './openapi.js';
 import { Router, decodeParam } from './router.js';
+import { REALTIME_PATH } from '../transport/websocket.js';
 
 export interface HttpApiDeps {
   queries: PresenceQueries;
@@ -40,23 +44,22 @@ export const ROUTES = {
   health: '/healthz',
   ready: '/readyz',
   metrics: '/metrics',
+  openapi: '/realtime/openapi.json',
 } as const;
+
+/** Routes under `/realtime/` that need no credentials (and refuse no Origin): documentation. */
+const PUBLIC_REALTIME_ROUTES: ReadonlySet<string> = new Set([ROUTES.openapi]);
 
 /** Route label for requests that matched no route: raw paths never become label values. */
 const UNMATCHED_ROUTE = 'unmatched';
 const DEFAULT_PAGE_SIZE = 100;
 const PREFLIGHT_MAX_AGE_SECONDS = 600;
 
-const UPDATE_FIELDS: ReadonlySet<string> = new Set([
-  'userId',
-  'status',
-  'state',
-  'message',
-  'expiresAt',
-  'meta',
-  'visibility',
-  'contacts',
-]);
+const isUpdate = compile(UpdatePresenceRequest);
+const isQuery = compile(QueryPresenceRequest);
+const isUserIdValue = compile(QueryPresenceRequest.properties.userIds.items);
+/** Reported by `parseUpdate` itself: who may write decides before the shape of the rest. */
+const UPDATE_USER_ID = new Set(['userId']);
 
 interface Reply {
   status: number;
@@ -113,21 +116,9 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     })
     .add('POST', ROUTES.queryPresence, async ({ req, viewer }) => {
       const body = await readJsonObject(req, limits.maxFrameBytes);
-      const { userIds } = body;
-      if (!Array.isArray(userIds)) {
-        throw new PresenceError('INVALID_MESSAGE', '"userIds" must be an array of user ids.');
-      }
-      if (userIds.length > limits.maxQueryUsers) {
-        throw new PresenceError('TOO_MANY_USERS', `At most ${limits.maxQueryUsers} user ids per query.`);
-      }
-      for (const [i, id] of userIds.entries()) {
-        if (typeof id !== 'string') {
-          throw new PresenceError('INVALID_MESSAGE', `"userIds[${i}]" must be a string.`);
-        }
-        assertUserId(id, limits);
-      }
-      await queries.loadUsers(userIds as string[]);
-      return { status: 200, json: { users: queries.queryUsers(userIds as string[], viewerId(viewer)) } };
+      const { userIds } = parseQuery(body, limits);
+      await queries.loadUsers(userIds);
+      return { status: 200, json: { users: queries.queryUsers(userIds, viewerId(viewer)) } };
     })
     .add('GET', ROUTES.adminStats, ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
@@ -151,7 +142,9 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       status: 200,
       text: metrics.registry.render(),
       contentType: EXPOSITION_CONTENT_TYPE,
-    }));
+    }))
+    .add('GET', ROUTES.openapi, () => ({ status: 200, json: (openApi ??= openApiDocument({ routes: ROUTES, realtimePath: REALTIME_PATH })) }));
+  let openApi: ReturnType<typeof openApiDocument> | undefined;
 
   async function authenticate(req: IncomingMessage): Promise<Viewer> {
     if (devMode) return { kind: 'trusted' };
@@ -209,7 +202,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     }
 
     let viewer: Viewer = { kind: 'trusted' };
-    if (match.template.startsWith('/realtime/')) {
+    if (match.template.startsWith('/realtime/') && !PUBLIC_REALTIME_ROUTES.has(match.template)) {
       // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
       // requests a foreign page could send without a preflight (dev mode has no credentials).
       if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
@@ -348,12 +341,8 @@ function viewerId(viewer: Viewer): ViewerId {
   return viewer.kind === 'trusted' ? { trusted: true } : { trusted: false, userId: viewer.identity.userId };
 }
 
-function invalid(field: string, expected: string): PresenceError {
-  return new PresenceError('INVALID_MESSAGE', `"${field}" must be ${expected}.`);
-}
-
 /**
- * Checks shape and types of an update body and who may apply it. Value checks that need the
+ * Checks an update body against its schema and who may apply it. Value checks that need the
  * presence model (meta limits, configured states, message length, expiry) are left to
  * `updateUser`, which throws its own PresenceErrors.
  */
@@ -362,10 +351,10 @@ function parseUpdate(
   viewer: Viewer,
   limits: Pick<ServerConfig['limits'], 'maxUserIdLength'>,
 ): { userId: string; patch: UserPatch } {
-  for (const key of Object.keys(body)) {
-    // A misspelt field silently doing nothing is worse than a clear refusal.
-    if (!UPDATE_FIELDS.has(key)) throw new PresenceError('INVALID_MESSAGE', `Unknown field "${key}".`);
-  }
+  const valid = isUpdate(body);
+  // A misspelt field silently doing nothing is worse than a clear refusal.
+  const unknown = valid ? undefined : unknownFields(UpdatePresenceRequest, body)[0];
+  if (unknown !== undefined) throw new PresenceError('INVALID_MESSAGE', `Unknown field "${unknown}".`);
 
   let userId: string;
   if (viewer.kind === 'trusted') {
@@ -386,20 +375,40 @@ function parseUpdate(
     userId = self;
   }
 
-  // The same shape rules as the `status` command, so both entry points accept the same values.
-  assertStatusFields(body, 'presence update', true);
-  const { status, state, message, expiresAt, meta, visibility, contacts } = body;
-  const patch = { status, state, message, expiresAt, visibility } as UserPatch;
+  // The status fields are the `status` command's schema, so both entry points accept the same values.
+  if (!valid) throw updateFieldError(body);
+  const { userId: _, contacts, ...fields } = body as UpdateBody;
+  const patch: UserPatch = fields;
   for (const key of Object.keys(patch) as (keyof UserPatch)[]) if (patch[key] === undefined) delete patch[key];
-  if (meta !== undefined) {
-    if (!isPlainObject(meta)) throw invalid('meta', 'a JSON object');
-    patch.meta = meta as UserPatch['meta'];
-  }
-  if (contacts !== undefined) {
-    if (!Array.isArray(contacts) || !contacts.every((c) => typeof c === 'string')) {
-      throw invalid('contacts', 'an array of user ids');
-    }
-    patch.contacts = [...(contacts as string[])];
-  }
+  if (contacts !== undefined) patch.contacts = [...contacts];
   return { userId, patch };
+}
+
+function updateFieldError(body: Record<string, unknown>): PresenceError {
+  const failure = invalidField(UpdatePresenceRequest, body, UPDATE_USER_ID);
+  if (!failure) return new PresenceError('INVALID_MESSAGE', 'The request body is not a valid presence update.');
+  // Worded as they always were: the status fields like the `status` command's errors.
+  const message = Object.hasOwn(StatusFields, failure.field)
+    ? `presence update: "${failure.field}" must be ${failure.expected}`
+    : `"${failure.field}" must be ${failure.expected}.`;
+  return new PresenceError('INVALID_MESSAGE', message);
+}
+
+/** Checks a query body: its shape, the cap, then each id (INVALID_USER_ID) in order. */
+function parseQuery(body: Record<string, unknown>, limits: Pick<ServerConfig['limits'], 'maxQueryUsers' | 'maxUserIdLength'>): QueryBody {
+  const valid = isQuery(body);
+  const { userIds } = body;
+  if (!Array.isArray(userIds)) {
+    throw new PresenceError('INVALID_MESSAGE', `"userIds" must be ${expected(QueryPresenceRequest.properties.userIds)}.`);
+  }
+  if (userIds.length > limits.maxQueryUsers) {
+    throw new PresenceError('TOO_MANY_USERS', `At most ${limits.maxQueryUsers} user ids per query.`);
+  }
+  for (const [i, id] of userIds.entries()) {
+    if (!valid && !isUserIdValue(id)) {
+      throw new PresenceError('INVALID_MESSAGE', `"userIds[${i}]" must be ${expected(QueryPresenceRequest.properties.userIds.items)}.`);
+    }
+    assertUserId(id, limits);
+  }
+  return { userIds };
 }

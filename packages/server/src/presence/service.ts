@@ -1,19 +1,14 @@
-import type { ManualStatus, Member, Meta, SelfPresence, UserPresence, Visibility } from '@presence/protocol';
+import type { Member, SelfPresence, UpdatePresenceRequest, UserPresence } from '@presence/protocol';
 
 /** Who a presence view is computed for: privacy (`visibility`, contacts) depends on it. */
 export type ViewerId = { trusted: true } | { trusted: false; userId: string };
 
-/** A change to one user's presence, from the HTTP API (and shaped like the `status`+`meta` commands). */
-export interface UserPatch {
-  /** `online` clears the manual status; `offline` ends every session of the user at once. */
-  status?: 'online' | 'offline' | ManualStatus;
-  state?: string | null;
-  message?: string | null;
-  expiresAt?: string | null;
-  meta?: Meta;
-  visibility?: Visibility;
-  contacts?: string[];
-}
+/**
+ * A change to one user's presence: the body of `POST /realtime/presence/update` without `userId`
+ * (its schema shares the status fields with the `status` command). `status: "offline"` ends every
+ * session of the user at once.
+ */
+export type UserPatch = Omit<UpdatePresenceRequest, 'userId'>;
 
 export interface ChannelPage {
   channel: string;

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { ManualStatusFields } from '@presence/protocol/schema';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
 import type { ServerConfig } from '../config/config.js';
@@ -10,6 +11,7 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import { bearerToken, originAllowed } from '../auth/access.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { compile } from '../schema-checks.js';
 import { Connection, type ConnectionObserver, type ConnectionOptions } from './connection.js';
 import { OverloadGuard, type OutboundBuffer, type OverloadReason } from './overload-guard.js';
 
@@ -332,16 +334,21 @@ function connectRequest(identity: Identity, params: URLSearchParams): ConnectReq
   };
 }
 
-/** The status a reconnecting client asks to have back if this server forgot it (see ConnectRequest). */
+/** The manual status fields of the `status` command, each with its compiled check. */
+const RESTORE_FIELDS = Object.entries(ManualStatusFields).map(([field, schema]) => [field, compile(schema)] as const);
+
+/**
+ * The status a reconnecting client asks to have back if this server forgot it (see ConnectRequest):
+ * the `status` command's manual status fields, as query parameters. A value the command's schema
+ * refuses is dropped, not an error: the client re-sends its status after `welcome` anyway.
+ */
 function restoreHint(params: URLSearchParams): ConnectRequest['restore'] {
-  const status = params.get('status');
-  const hint: NonNullable<ConnectRequest['restore']> = {};
-  if (status === 'online' || status === 'away' || status === 'busy' || status === 'invisible') hint.status = status;
-  for (const field of ['state', 'message', 'expiresAt'] as const) {
+  const hint: Record<string, string> = {};
+  for (const [field, check] of RESTORE_FIELDS) {
     const value = params.get(field);
-    if (value !== null) hint[field] = value;
+    if (value !== null && check(value)) hint[field] = value;
   }
-  return Object.keys(hint).length > 0 ? hint : undefined;
+  return Object.keys(hint).length > 0 ? (hint as ConnectRequest['restore']) : undefined;
 }
 
 function toPresenceError(error: unknown, log: Logger): PresenceError {
