@@ -5,7 +5,7 @@ import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } fr
 import type { PresenceEventListener } from './presence/events.js';
 import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
 import { Replica } from './presence/replica.js';
-import type { Broker, BrokerListener, NodeOp, SessionSnapshot } from './presence/replication.js';
+import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
 import type { UserStore, UserRecord } from './store/user-store.js';
@@ -19,7 +19,7 @@ export interface PresenceNodeOptions {
   observer?: FanoutObserver;
   newSessionId?: () => string;
   /** Set in a cluster: local changes are published, and other nodes' are applied. */
-  broker?: Broker;
+  cluster?: Cluster;
 }
 
 /**
@@ -27,7 +27,7 @@ export interface PresenceNodeOptions {
  * sessions (in a cluster), the read side, and protocol v1 as the first listener of the presence
  * events. The transport, the HTTP API and the cluster link talk to this; nothing below imports it.
  */
-export class PresenceNode implements PresenceQueries, BrokerListener {
+export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly engine: PresenceEngine;
   readonly replica: Replica;
   readonly fanout: ProtocolV1Fanout;
@@ -37,7 +37,7 @@ export class PresenceNode implements PresenceQueries, BrokerListener {
     this.fanout = new ProtocolV1Fanout(this.engine.state, this.engine.watchers, options.observer);
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
-    this.replica = new Replica(this.engine, options.broker);
+    this.replica = new Replica(this.engine, options.cluster);
   }
 
   /** Adds a listener of the presence events (after protocol v1, in the order added). */

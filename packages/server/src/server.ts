@@ -10,9 +10,9 @@ import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
 import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
-import { ClusterLink } from './broker/cluster-link.js';
-import { RedisTransport } from './broker/redis-transport.js';
-import type { ClusterTransport } from './broker/transport.js';
+import { ClusterLink } from './cluster/cluster-link.js';
+import { RedisService } from './cluster/redis-service.js';
+import type { SharedService } from './cluster/shared-service.js';
 import { PresenceNode } from './presence-node.js';
 import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
@@ -29,10 +29,10 @@ export interface ServerOptions {
    */
   store?: UserStore;
   /**
-   * The shared service of a cluster. @default a RedisTransport when `config.redisUrl` is set,
+   * The shared service of a cluster. @default a RedisService when `config.redisUrl` is set,
    * else none (a single node with the memory store)
    */
-  clusterTransport?: ClusterTransport;
+  sharedService?: SharedService;
   /**
    * A directory of built web pages (the demo and the dashboard) served at `/` on the same port;
    * API paths always go to the API. @default none: only the API and the WebSocket endpoint
@@ -73,13 +73,13 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     config = { ...config, limits: { ...config.limits, maxConnections: ceiling } };
   }
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
-  if (config.dataDir !== undefined && (config.redisUrl || options.clusterTransport)) {
+  if (config.dataDir !== undefined && (config.redisUrl || options.sharedService)) {
     throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');
   }
-  const clusterTransport = options.clusterTransport ?? (config.redisUrl ? new RedisTransport({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
-  const cluster = clusterTransport
+  const sharedService = options.sharedService ?? (config.redisUrl ? new RedisService({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
+  const cluster = sharedService
     ? new ClusterLink({
-        transport: clusterTransport,
+        service: sharedService,
         nodeId: config.nodeId,
         leaseTtlMs: config.nodeLeaseMs,
         syncIntervalMs: config.syncIntervalMs,
@@ -105,7 +105,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     // In a cluster, times are stamped on the shared service's clock (see ClusterLink).
     clock: cluster ? offsetClock(baseClock, () => cluster.clockOffsetMs) : baseClock,
     store,
-    broker: cluster,
+    cluster,
     observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
   });
   if (cluster) {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ClientMessage, Meta, StatusCommand } from '@presence/protocol';
 import type { Identity } from '../src/auth/identity.js';
-import type { Broker, NodeOp, SessionSnapshot } from '../src/presence/replication.js';
+import type { Cluster, NodeOp, SessionSnapshot } from '../src/presence/replication.js';
 import { DEFAULT_STATES, resolveConfig, type ServerConfig } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
 import { decodeCommand } from '../src/presence/commands.js';
@@ -1040,7 +1040,7 @@ describe('joinedAt is when the member last became visible in the channel', () =>
   it('on another node it comes from the replicated record, not from when that node heard of it', () => {
     const clock = new ManualClock();
     const store = new SnapshotStore();
-    const engine = new PresenceNode({ config: resolveConfig({}), clock, store, broker: stubBroker('b', ['a', 'b']) });
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, store, cluster: stubCluster('b', ['a', 'b']) });
     const frames: Frame[] = [];
     const bob = engine.connect({ identity: { userId: 'bob', meta: {} }, device: 'web' }, { send: (json) => frames.push(...serverMessages(json)), close: () => {} });
     engine.handle(bob, { type: 'join', channel: 'room' });
@@ -1858,8 +1858,8 @@ describe('no leaks', () => {
 // Corners found by the model-based tests (model.test.ts), each kept as a plain example
 // ---------------------------------------------------------------------------------------------
 
-/** A broker that only answers who this node is and which nodes hold a lease; what it is given to publish goes to `publish`. */
-function stubBroker(nodeId: string, nodes: string[], publish: (op: NodeOp) => void = () => {}): Broker {
+/** A cluster that only answers who this node is and which nodes hold a lease; what it is given to publish goes to `publish`. */
+function stubCluster(nodeId: string, nodes: string[], publish: (op: NodeOp) => void = () => {}): Cluster {
   return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {} };
 }
 
@@ -1931,8 +1931,8 @@ describe('corners found by the model-based tests', () => {
   it("a move learnt from the new owner's whole state (its claim missed) wins once the old owner is gone (model-cluster.test.ts)", () => {
     const clock = new ManualClock();
     // Node b's view: a and b hold leases; c has crashed and is no longer registered.
-    const broker = stubBroker('b', ['a', 'b']);
-    const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+    const cluster = stubCluster('b', ['a', 'b']);
+    const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, cluster });
     const ann = (attached: boolean): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached, channels: { room: { meta: {}, joinedAt: clock.now() } } });
     engine.applyOps('c', [{ op: 'session', session: ann(true) }]);
     // Ann's client moved from c to a; b missed a's claim and reads a's whole state instead.
@@ -1947,8 +1947,8 @@ describe('corners found by the model-based tests', () => {
       const clock = new ManualClock();
       // A new node c's view: b crashed but its lease has not run out, so c reads b's stored state
       // (ann's session, as it was before her client moved) and a's (the same session, moved once).
-      const broker = stubBroker('c', ['a', 'b', 'c']);
-      const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, broker });
+      const cluster = stubCluster('c', ['a', 'b', 'c']);
+      const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, cluster });
       const ann = (moves?: number): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
       const reads: Array<[string, SessionSnapshot]> = [['b', ann()], ['a', ann(1)]];
       for (const [node, snapshot] of order === 'stale first' ? reads : reads.reverse()) engine.applySnapshot(node, [snapshot]);
@@ -1961,8 +1961,8 @@ describe('corners found by the model-based tests', () => {
   it("another node's session of the same user in the same channel re-publishes ours only when the channel meta changed (model-cluster.test.ts)", async () => {
     const clock = new ManualClock();
     const published: NodeOp[] = [];
-    const broker = stubBroker('b', ['a', 'b'], (op) => published.push(op));
-    const engine = new PresenceNode({ config: resolveConfig({}), clock, broker });
+    const cluster = stubCluster('b', ['a', 'b'], (op) => published.push(op));
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, cluster });
     const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
     await engine.handle(ours, { type: 'join', channel: 'room' });
     const theirs = (meta: Meta, idle: boolean): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle, attached: true, channels: { room: { meta, joinedAt: clock.now() } } });

@@ -14,7 +14,7 @@ import type { PresenceEvent } from '../src/presence/events.js';
 import type { Session, SessionSink } from '../src/presence/state.js';
 import { mayView } from '../src/presence/user-presence.js';
 import { PresenceNode } from '../src/presence-node.js';
-import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
 import { ClusterNode, eventually } from './support/cluster-nodes.js';
 
 /** The frames that carry a change others made (not answers: welcome, sync, ack, pong, user.sync). */
@@ -198,8 +198,8 @@ describe('presence events', () => {
 
   it('every node that emits the same change gives it the same id', async () => {
     const hub = new MemoryHub();
-    const a = await ClusterNode.start({ transport: new MemoryTransport(hub) });
-    const b = await ClusterNode.start({ transport: new MemoryTransport(hub) });
+    const a = await ClusterNode.start({ service: new MemoryService(hub) });
+    const b = await ClusterNode.start({ service: new MemoryService(hub) });
     try {
       const onA: PresenceEvent[] = [];
       const onB: PresenceEvent[] = [];

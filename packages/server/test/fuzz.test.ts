@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CLIENT_MESSAGE_TYPES, ERROR_CODES, type ServerMessage } from '@presence/protocol';
-import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
 import { resolveConfig } from '../src/config/config.js';
 import type { Logger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
@@ -772,7 +772,7 @@ async function start(overrides: Parameters<typeof resolveConfig>[0], errorLog: s
   // Load shedding (overload.test.ts) is off: on a busy machine a lagging event loop would refuse
   // fuzz connections with OVERLOADED, which is right for the server and noise for this test.
   config.limits = { ...config.limits, maxEventLoopLagMs: 0 };
-  const server = await startServer(config, { log: recordingLogger(errorLog), clusterTransport: hub && new MemoryTransport(hub) });
+  const server = await startServer(config, { log: recordingLogger(errorLog), sharedService: hub && new MemoryService(hub) });
   return { ...server, wsUrl: `ws://127.0.0.1:${server.port}/realtime`, maxFrameBytes: config.limits.maxFrameBytes };
 }
 
@@ -1118,7 +1118,7 @@ describe('regressions found by fuzzing', () => {
     // The status change used to be saved as part of the quiet "activity" write that coming back
     // makes, which other nodes are never told about: the user stayed offline everywhere else.
     const hub = new MemoryHub();
-    const nodes = [await ClusterNode.start({ transport: new MemoryTransport(hub) }), await ClusterNode.start({ transport: new MemoryTransport(hub) })];
+    const nodes = [await ClusterNode.start({ service: new MemoryService(hub) }), await ClusterNode.start({ service: new MemoryService(hub) })];
     try {
       const watcher = await nodes[0].connect('watcher');
       await nodes[0].send(watcher, { type: 'join', channel: 'room' });

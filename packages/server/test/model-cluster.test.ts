@@ -29,7 +29,7 @@ import fc from 'fast-check';
 import type { ClientMessage, Member, Meta, ServerMessage } from '@presence/protocol';
 import type { Attachment } from '../src/presence/engine.js';
 import type { SessionSink } from '../src/presence/state.js';
-import type { SharedService } from './support/cluster-conformance.js';
+import type { ServiceUnderTest } from './support/cluster-conformance.js';
 import { ClusterNode, pause } from './support/cluster-nodes.js';
 import { ObserverLog, sorted, type StepReport } from './support/model-observer.js';
 import { memoryHubService, redisServerService } from './support/shared-services.js';
@@ -179,7 +179,7 @@ class ClusterModelRun {
   private observedBefore = new Map<Socket, Set<string>>();
   private invisibleBefore = new Set<string>();
 
-  constructor(readonly service: SharedService) {
+  constructor(readonly service: ServiceUnderTest) {
     this.ref = new ReferenceModel(
       { offlineDelayMs: OFFLINE_DELAY, idleTimeoutMs: 3_600_000, typingTimeoutMs: 600, states: { ...STATES }, maxSessionsPerUser: 3 },
       Date.now(),
@@ -188,7 +188,7 @@ class ClusterModelRun {
 
   private startNode(): Promise<ClusterNode> {
     return ClusterNode.start({
-      transport: this.service.transport(),
+      service: this.service.connect(),
       leaseTtlMs: LEASE_TTL,
       config: {
         offlineDelayMs: OFFLINE_DELAY,
@@ -601,7 +601,7 @@ class ClusterModelRun {
 interface Backend {
   name: string;
   runs: number;
-  create(): Promise<SharedService>;
+  create(): Promise<ServiceUnderTest>;
 }
 
 const backends: Backend[] = [

@@ -17,7 +17,7 @@ import type { ServerMessage } from '@presence/protocol';
 import { resolveConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
 import { ClusterNode, eventually } from './support/cluster-nodes.js';
 import { TestClient, httpJson, sleep, startTestServer } from './support/harness.js';
 
@@ -569,7 +569,7 @@ describe('security: names like __proto__ across nodes', () => {
     // Regression: a session snapshot assigned `channels['__proto__'] = …`, which set the snapshot's
     // prototype instead of adding the channel, so the channel never reached the other nodes.
     const hub = new MemoryHub();
-    const nodes = [await ClusterNode.start({ transport: new MemoryTransport(hub) }), await ClusterNode.start({ transport: new MemoryTransport(hub) })];
+    const nodes = [await ClusterNode.start({ service: new MemoryService(hub) }), await ClusterNode.start({ service: new MemoryService(hub) })];
     try {
       for (const channel of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
         const here = await nodes[0].connect(`here-${channel}`);

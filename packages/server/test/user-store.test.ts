@@ -4,9 +4,9 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, utimesSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
-import { ClusterLink } from '../src/broker/cluster-link.js';
-import type { BrokerListener } from '../src/presence/replication.js';
-import { MemoryHub, MemoryTransport } from '../src/broker/memory-transport.js';
+import { ClusterLink } from '../src/cluster/cluster-link.js';
+import type { ClusterListener } from '../src/presence/replication.js';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
 import { silentLogger, type Logger } from '../src/log.js';
 import { systemClock } from '../src/presence/clock.js';
 import { DataDirLockedError, LOCK_FILE, STALE_AFTER_MS } from '../src/store/data-dir-lock.js';
@@ -50,7 +50,7 @@ describeUserStoreConformance({
   },
 });
 
-const idleListener: BrokerListener = {
+const idleListener: ClusterListener = {
   applyOps: () => {},
   applySnapshot: () => {},
   nodeDown: () => {},
@@ -59,7 +59,7 @@ const idleListener: BrokerListener = {
 };
 const clusterHubs = new WeakMap<UserStore, MemoryHub>();
 async function clusterLink(hub: MemoryHub): Promise<ClusterLink> {
-  const link = new ClusterLink({ transport: new MemoryTransport(hub), leaseTtlMs: 300, syncIntervalMs: 1000, clock: systemClock, log: silentLogger, activityFlushMs: 50 });
+  const link = new ClusterLink({ service: new MemoryService(hub), leaseTtlMs: 300, syncIntervalMs: 1000, clock: systemClock, log: silentLogger, activityFlushMs: 50 });
   await link.start(idleListener);
   clusterHubs.set(link, hub);
   return link;

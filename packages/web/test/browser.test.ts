@@ -15,7 +15,7 @@ import { SignJWT } from 'jose';
 import type { Browser, Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { PresenceClient } from '../../client/src/index.js';
-import { MemoryHub, MemoryTransport } from '../../server/src/broker/memory-transport.js';
+import { MemoryHub, MemoryService } from '../../server/src/cluster/memory-service.js';
 import { resolveConfig } from '../../server/src/config/config.js';
 import type { AdminStats } from '../../server/src/http/admin-stats.js';
 import { silentLogger } from '../../server/src/log.js';
@@ -222,7 +222,7 @@ describe('dashboard page', () => {
         offlineDelayMs: OFFLINE_DELAY_MS,
         auth: { apiKey: API_KEY, jwtSecret: JWT_SECRET },
       });
-      const node = await startServer(config, { log: silentLogger, publicDir, clusterTransport: new MemoryTransport(hub) });
+      const node = await startServer(config, { log: silentLogger, publicDir, sharedService: new MemoryService(hub) });
       nodes.push(node);
       cleanups.push(() => node.shutdown());
     }

@@ -1,6 +1,6 @@
 import type { UserRecord } from '../store/user-store.js';
 import type { PresenceEngine, SessionReplication } from './engine.js';
-import type { Broker, BrokerListener, NodeOp, SessionSnapshot } from './replication.js';
+import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './replication.js';
 import type { ChannelMember, Session } from './state.js';
 import { NO_WATCHES } from './watchers.js';
 
@@ -10,7 +10,7 @@ import { NO_WATCHES } from './watchers.js';
  * the engine with the engine's own rules, and publishes this node's session changes once per
  * turn. It imports the engine; the engine only knows it as `SessionReplication`.
  */
-export class Replica implements SessionReplication, BrokerListener {
+export class Replica implements SessionReplication, ClusterListener {
   /** Local sessions whose new state is published at the end of this turn (one op per session). */
   private readonly changedSessions = new Set<Session>();
   /** Local sessions just taken over from another node: their next op says so. */
@@ -22,9 +22,9 @@ export class Replica implements SessionReplication, BrokerListener {
   constructor(
     private readonly engine: PresenceEngine,
     /** Absent on a single node, where only records (a durable store) are applied. */
-    private readonly broker?: Broker,
+    private readonly cluster?: Cluster,
   ) {
-    if (broker) engine.replication = this;
+    if (cluster) engine.replication = this;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ export class Replica implements SessionReplication, BrokerListener {
   /** Publishes an op after the session changes it may depend on (a typing op needs the join first). */
   publish(op: NodeOp): void {
     this.publishChangedSessions();
-    this.broker?.publish({ ...op, cause: this.engine.causes.now().id });
+    this.cluster?.publish({ ...op, cause: this.engine.causes.now().id });
   }
 
   private publishChangedSessions(): void {
@@ -67,7 +67,7 @@ export class Replica implements SessionReplication, BrokerListener {
       if (this.engine.state.sessions.get(session.id) !== session || session.remote) continue;
       const claim = this.claimedSessions.delete(session);
       const cause = this.causeOf.get(session);
-      this.broker?.publish({ op: 'session', session: this.snapshotOf(session), ...(claim ? { claim } : {}), ...(cause ? { cause } : {}) });
+      this.cluster?.publish({ op: 'session', session: this.snapshotOf(session), ...(claim ? { claim } : {}), ...(cause ? { cause } : {}) });
     }
     this.changedSessions.clear();
     this.causeOf.clear();
@@ -87,7 +87,7 @@ export class Replica implements SessionReplication, BrokerListener {
     return snapshot;
   }
 
-  /** This node's sessions, for the broker to write whole (at start, and after Redis lost them). */
+  /** This node's sessions, for the cluster link to write whole (at start, and after Redis lost them). */
   localSnapshot(): SessionSnapshot[] {
     const snapshots: SessionSnapshot[] = [];
     for (const session of this.engine.state.sessions.values()) if (!session.remote) snapshots.push(this.snapshotOf(session));
@@ -185,7 +185,7 @@ export class Replica implements SessionReplication, BrokerListener {
         // Ours, unless another node took it over (the client resumed there).
         if (!claim && !movedSince) return;
         this.handOver(session, nodeId);
-      } else if (session.remote.node !== nodeId && !claim && !movedSince && this.broker?.nodes().includes(session.remote.node)) {
+      } else if (session.remote.node !== nodeId && !claim && !movedSince && this.cluster?.nodes().includes(session.remote.node)) {
         // A late op from a node the session has since moved away from. Unless the owner on record
         // is gone: then this is news of a move whose claim this node missed (it read the new
         // owner's whole state instead, after a gap or a Redis restart), and it wins.

@@ -45,10 +45,10 @@ export type NodeOp = (
 ) & { cause?: string };
 
 /**
- * What a broker delivers, strictly in the cluster's order. A returned promise holds back later
+ * What the cluster delivers, strictly in the cluster's order. A returned promise holds back later
  * deliveries until it settles (the model uses this to load user records it has not seen).
  */
-export interface BrokerListener {
+export interface ClusterListener {
   /** Operations of another node, in that node's order. */
   applyOps(nodeId: string, ops: NodeOp[]): void | Promise<void>;
   /** The whole state of another node: it replaces every session that node owned. */
@@ -64,10 +64,10 @@ export interface BrokerListener {
   localSnapshot(): SessionSnapshot[];
 }
 
-export interface Broker {
+export interface Cluster {
   readonly nodeId: string;
   /** Registers the node, loads the other nodes' state, and starts delivering. */
-  start(listener: BrokerListener): Promise<void>;
+  start(listener: ClusterListener): Promise<void>;
   /** Queues an operation; the operations of one tick are published together, in order. */
   publish(op: NodeOp): void;
   /** Sends everything queued now (before a typing op that must follow the session it concerns). */

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
-import type { ClusterTransport } from '../../src/broker/transport.js';
+import type { SharedService } from '../../src/cluster/shared-service.js';
 import { ClusterNode, eventually, pause, type RecordingSink } from './cluster-nodes.js';
 import * as log from './presence-log.js';
 
 /** A shared service the cluster runs on: a fresh, empty one per test. */
-export interface SharedService {
+export interface ServiceUnderTest {
   /** A new connection for one node. */
-  transport(): ClusterTransport;
+  connect(): SharedService;
   /** Stops answering (Redis killed). */
   goDown(): Promise<void>;
   /** Answers again, with no data (Redis restarted empty). */
@@ -19,7 +19,7 @@ export interface SharedService {
 
 export interface BackendFactory {
   name: string;
-  create(): Promise<SharedService>;
+  create(): Promise<ServiceUnderTest>;
 }
 
 const TRUSTED = { trusted: true } as const;
@@ -44,7 +44,7 @@ function memberIds(node: ClusterNode, channel: string): string[] {
  */
 export function describeClusterConformance(factory: BackendFactory): void {
   describe(`cluster conformance: ${factory.name}`, { timeout: 60_000 }, () => {
-    let service: SharedService | undefined;
+    let service: ServiceUnderTest | undefined;
     let nodes: ClusterNode[] = [];
 
     async function cluster(count: number, options: { clockSkewMs?: number[]; offlineDelayMs?: number; leaseTtlMs?: number; nodeIds?: string[] } = {}): Promise<ClusterNode[]> {
@@ -53,7 +53,7 @@ export function describeClusterConformance(factory: BackendFactory): void {
       for (let i = 0; i < count; i++) {
         started.push(
           await ClusterNode.start({
-            transport: service.transport(),
+            service: service.connect(),
             nodeId: options.nodeIds?.[i],
             leaseTtlMs: options.leaseTtlMs ?? LEASE_TTL,
             clockSkewMs: options.clockSkewMs?.[i],
@@ -312,7 +312,7 @@ export function describeClusterConformance(factory: BackendFactory): void {
       // What the dead node's quiet activity write would hold had it landed just before the kill:
       // later than any renewal of its lease, and never told to the other nodes.
       const lastActivity = Date.now();
-      const writer = service!.transport();
+      const writer = service!.connect();
       await writer.connect({ message() {}, reconnected() {}, disconnected() {} });
       await writer.writeUser(a.link.nodeId, 'ann', { lastSeenAt: String(lastActivity), lastActiveAt: String(lastActivity) }, false);
       await writer.close();

@@ -1,6 +1,6 @@
 import type { ServerMessage } from '@presence/protocol';
-import { ClusterLink } from '../../src/broker/cluster-link.js';
-import type { ClusterTransport } from '../../src/broker/transport.js';
+import { ClusterLink } from '../../src/cluster/cluster-link.js';
+import type { SharedService } from '../../src/cluster/shared-service.js';
 import { resolveConfig, type ServerConfig } from '../../src/config/config.js';
 import { silentLogger } from '../../src/log.js';
 import { offsetClock, systemClock } from '../../src/presence/clock.js';
@@ -32,7 +32,7 @@ export class RecordingSink implements SessionSink {
 }
 
 export interface ClusterNodeOptions {
-  transport: ClusterTransport;
+  service: SharedService;
   config?: Parameters<typeof resolveConfig>[0];
   /** Added to this node's wall clock, to test that nothing trusts it. */
   clockSkewMs?: number;
@@ -52,7 +52,7 @@ export class ClusterNode {
     const skew = options.clockSkewMs ?? 0;
     const base = { ...systemClock, now: () => Date.now() + skew };
     this.link = new ClusterLink({
-      transport: options.transport,
+      service: options.service,
       nodeId: options.nodeId,
       leaseTtlMs: options.leaseTtlMs ?? 300,
       syncIntervalMs: this.config.syncIntervalMs,
@@ -64,7 +64,7 @@ export class ClusterNode {
       config: this.config,
       clock: offsetClock(base, () => this.link.clockOffsetMs),
       store: this.link,
-      broker: this.link,
+      cluster: this.link,
     });
   }
 

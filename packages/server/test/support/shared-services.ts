@@ -3,15 +3,15 @@
  * `redis-server` on a free port. The conformance suite and the cluster model test use both.
  */
 import { Redis } from 'ioredis';
-import { MemoryHub, MemoryTransport } from '../../src/broker/memory-transport.js';
-import { RedisTransport } from '../../src/broker/redis-transport.js';
-import type { SharedService } from './cluster-conformance.js';
+import { MemoryHub, MemoryService } from '../../src/cluster/memory-service.js';
+import { RedisService } from '../../src/cluster/redis-service.js';
+import type { ServiceUnderTest } from './cluster-conformance.js';
 import { RedisServer } from './redis-server.js';
 
-export async function memoryHubService(): Promise<SharedService> {
+export async function memoryHubService(): Promise<ServiceUnderTest> {
   const hub = new MemoryHub();
   return {
-    transport: () => new MemoryTransport(hub),
+    connect: () => new MemoryService(hub),
     goDown: async () => hub.goDown(),
     comeBackEmpty: async () => hub.comeBack({ empty: true }),
     keys: async () => hub.keys(),
@@ -19,10 +19,10 @@ export async function memoryHubService(): Promise<SharedService> {
   };
 }
 
-export async function redisServerService(): Promise<SharedService> {
+export async function redisServerService(): Promise<ServiceUnderTest> {
   const redis = await RedisServer.start();
   return {
-    transport: () => new RedisTransport({ url: redis.url }),
+    connect: () => new RedisService({ url: redis.url }),
     goDown: () => redis.kill(),
     comeBackEmpty: () => redis.restart(),
     async keys() {

@@ -3,9 +3,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { BusMessage, ClusterTransport, LeaseState, NodeState, StoredUser, StoredUserFields } from './transport.js';
+import type { BusMessage, SharedService, LeaseState, NodeState, StoredUser, StoredUserFields } from './shared-service.js';
 
-type Handlers = Parameters<ClusterTransport['connect']>[0];
+type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
 
 /**
@@ -52,7 +52,7 @@ interface ScriptCommands {
   restore_user(user: string, ...args: string[]): Promise<number>;
 }
 
-export interface RedisTransportOptions {
+export interface RedisServiceOptions {
   /** A `redis://` URL; or pass `client` (a Redis or Cluster instance) to configure it yourself. */
   url?: string;
   client?: Client;
@@ -65,7 +65,7 @@ export interface RedisTransportOptions {
  * writes of one tick go out as one round trip), one subscribed to the bus. Commands fail fast
  * while Redis is away instead of queueing: the cluster link rewrites its whole state on return.
  */
-export class RedisTransport implements ClusterTransport {
+export class RedisService implements SharedService {
   private readonly commands: Client;
   private readonly subscriber: Client;
   private readonly keys: ReturnType<typeof redisKeys>;
@@ -74,7 +74,7 @@ export class RedisTransport implements ClusterTransport {
   private lost = false;
   private closing = false;
 
-  constructor(options: RedisTransportOptions) {
+  constructor(options: RedisServiceOptions) {
     const shared: RedisOptions = {
       lazyConnect: true,
       enableAutoPipelining: true,
@@ -87,7 +87,7 @@ export class RedisTransport implements ClusterTransport {
     } else if (options.url) {
       this.commands = new Redis(options.url, { ...shared, enableOfflineQueue: false });
     } else {
-      throw new Error('RedisTransport needs a url or a client');
+      throw new Error('RedisService needs a url or a client');
     }
     this.subscriber = this.commands.duplicate();
     this.keys = redisKeys(options.prefix);

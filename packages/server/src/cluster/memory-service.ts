@@ -1,7 +1,7 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { BusMessage, ClusterTransport, LeaseState, NodeState, StoredUser, StoredUserFields } from './transport.js';
+import type { BusMessage, SharedService, LeaseState, NodeState, StoredUser, StoredUserFields } from './shared-service.js';
 
-type Handlers = Parameters<ClusterTransport['connect']>[0];
+type Handlers = Parameters<SharedService['connect']>[0];
 
 /**
  * An in-process stand-in for the shared service: several nodes in one process share it, as they
@@ -13,7 +13,7 @@ export class MemoryHub {
   private readonly leases = new Map<string, number>();
   private readonly nodeStates = new Map<string, { seq: number; sessions: Map<string, SessionSnapshot> }>();
   private readonly users = new Map<string, StoredUser>();
-  private readonly connected = new Set<MemoryTransport>();
+  private readonly connected = new Set<MemoryService>();
   private up = true;
 
   constructor(readonly now: () => number = Date.now) {}
@@ -50,11 +50,11 @@ export class MemoryHub {
 
   // The service's steps ------------------------------------------------------------------------
 
-  attach(transport: MemoryTransport): void {
+  attach(transport: MemoryService): void {
     this.connected.add(transport);
   }
 
-  detach(transport: MemoryTransport): void {
+  detach(transport: MemoryService): void {
     this.connected.delete(transport);
   }
 
@@ -154,7 +154,7 @@ export class MemoryHub {
 }
 
 /** One node's connection to a MemoryHub. */
-export class MemoryTransport implements ClusterTransport {
+export class MemoryService implements SharedService {
   handlers?: Handlers;
   private closed = false;
 

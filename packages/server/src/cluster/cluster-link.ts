@@ -2,11 +2,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
-import type { Broker, BrokerListener, NodeOp } from '../presence/replication.js';
-import type { BusMessage, ClusterTransport, LeaseState, StoredUserFields } from './transport.js';
+import type { Cluster, ClusterListener, NodeOp } from '../presence/replication.js';
+import type { BusMessage, SharedService, LeaseState, StoredUserFields } from './shared-service.js';
 
 export interface ClusterLinkOptions {
-  transport: ClusterTransport;
+  service: SharedService;
   /**
    * The configured id (`PRESENCE_NODE_ID`). The cluster knows this process as `<id>@<incarnation>`,
    * with a random incarnation per start: a node restarted under the same id is a new node, and it
@@ -47,20 +47,20 @@ type QueueItem =
   | { kind: 'barrier'; done: () => void };
 
 /**
- * One node's link to the cluster, over any shared service. As a Broker it publishes this node's
+ * One node's link to the cluster, over any shared service. As a Cluster it publishes this node's
  * session operations in numbered batches, applies the other nodes' in order, re-reads a node's
  * whole state on a gap, renews the lease and reaps dead nodes. As a UserStore it keeps user
  * records in memory, writes changes field by field, and applies other nodes' writes in the order
  * the service ran them. After the service comes back (restarted, possibly empty) the node
  * re-registers, re-writes its sessions and records, and re-reads everyone else's.
  */
-export class ClusterLink implements Broker, UserStore {
+export class ClusterLink implements Cluster, UserStore {
   /** This process in the cluster: `<configured id>@<incarnation>`, or a random id. */
   readonly nodeId: string;
   clockOffsetMs = 0;
-  private readonly transport: ClusterTransport;
+  private readonly service: SharedService;
   private readonly options: ClusterLinkOptions;
-  private listener?: BrokerListener;
+  private listener?: ClusterListener;
   private started = false;
   private closed = false;
   private seq = 0;
@@ -94,17 +94,17 @@ export class ClusterLink implements Broker, UserStore {
 
   constructor(options: ClusterLinkOptions) {
     this.options = options;
-    this.transport = options.transport;
+    this.service = options.service;
     this.nodeId = options.nodeId === undefined ? randomUUID() : `${options.nodeId}@${randomBytes(4).toString('hex')}`;
   }
 
   // -------------------------------------------------------------------------------------------
-  // Broker
+  // Cluster
   // -------------------------------------------------------------------------------------------
 
-  async start(listener: BrokerListener): Promise<void> {
+  async start(listener: ClusterListener): Promise<void> {
     this.listener = listener;
-    await this.transport.connect({
+    await this.service.connect({
       message: (message) => this.enqueue(message),
       reconnected: () => {
         this.options.log.info('shared state reachable again; re-registering', { node: this.nodeId });
@@ -141,7 +141,7 @@ export class ClusterLink implements Broker, UserStore {
       void this.registering.then(() => this.flush());
       return;
     }
-    if (!this.transport.isConnected()) {
+    if (!this.service.isConnected()) {
       // The whole state is written again on reconnect, so these ops are not needed.
       this.outbox = [];
       this.needsRegistration = true;
@@ -151,7 +151,7 @@ export class ClusterLink implements Broker, UserStore {
     this.outbox = [];
     const seq = ++this.seq;
     this.opsInFlight += ops.length;
-    this.transport.writeOps(this.nodeId, seq, ops).then(
+    this.service.writeOps(this.nodeId, seq, ops).then(
       (written) => {
         this.opsInFlight -= ops.length;
         if (!written) void this.reregister();
@@ -164,7 +164,7 @@ export class ClusterLink implements Broker, UserStore {
   }
 
   isReady(): boolean {
-    return this.started && !this.closed && this.transport.isConnected() && !this.needsRegistration && !this.registering;
+    return this.started && !this.closed && this.service.isConnected() && !this.needsRegistration && !this.registering;
   }
 
   nodes(): string[] {
@@ -184,18 +184,18 @@ export class ClusterLink implements Broker, UserStore {
     this.closed = true;
     for (const timer of this.timers) clearInterval(timer);
     try {
-      if (this.transport.isConnected()) await this.transport.leave(this.nodeId);
+      if (this.service.isConnected()) await this.service.leave(this.nodeId);
     } catch (error) {
       this.options.log.warn('could not leave the cluster cleanly; the lease will expire', { error });
     }
-    await this.transport.close();
+    await this.service.close();
   }
 
   /** Stops at once without leaving, as `kill -9` would: for tests of crash detection. */
   async crash(): Promise<void> {
     this.closed = true;
     for (const timer of this.timers) clearInterval(timer);
-    await this.transport.close();
+    await this.service.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ export class ClusterLink implements Broker, UserStore {
     // Ops not yet written are part of the snapshot taken now.
     this.outbox = [];
     const sessions = this.listener!.localSnapshot();
-    await this.transport.registerNode(this.nodeId, this.options.leaseTtlMs, { seq: ++this.seq, sessions });
+    await this.service.registerNode(this.nodeId, this.options.leaseTtlMs, { seq: ++this.seq, sessions });
     this.needsRegistration = false;
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
@@ -244,7 +244,7 @@ export class ClusterLink implements Broker, UserStore {
   }
 
   private async renewLease(): Promise<void> {
-    if (!this.transport.isConnected()) return;
+    if (!this.service.isConnected()) return;
     if (this.needsRegistration) {
       await this.reregister();
       return;
@@ -270,23 +270,23 @@ export class ClusterLink implements Broker, UserStore {
    */
   private async reap(node: string): Promise<void> {
     await this.raiseLastSeenOf(node);
-    await this.transport.reapNode(node);
+    await this.service.reapNode(node);
   }
 
   /** Moves the stored lastSeen of a dead node's connected users up to its last lease renewal. */
   private async raiseLastSeenOf(node: string): Promise<void> {
-    const [deadline, state] = await Promise.all([this.transport.leaseDeadline(node), this.transport.readNode(node)]);
+    const [deadline, state] = await Promise.all([this.service.leaseDeadline(node), this.service.readNode(node)]);
     if (deadline === null || !state) return;
     // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
     const renewedAt = deadline - this.options.leaseTtlMs;
     const connected = new Set(state.sessions.filter((session) => session.attached).map((session) => session.userId));
-    await Promise.all([...connected].map((userId) => this.transport.raiseLastSeen(userId, renewedAt)));
+    await Promise.all([...connected].map((userId) => this.service.raiseLastSeen(userId, renewedAt)));
   }
 
   /** Renews the lease and measures this node's clock against the service's on the way. */
   private async timedRenewal(): Promise<LeaseState> {
     const sentAt = this.options.clock.now();
-    const lease = await this.transport.renewLease(this.nodeId, this.options.leaseTtlMs);
+    const lease = await this.service.renewLease(this.nodeId, this.options.leaseTtlMs);
     const receivedAt = this.options.clock.now();
     // The service's clock is the cluster's: timestamps and expiries never trust one node's wall clock.
     this.clockOffsetMs = Math.round(lease.now - (sentAt + receivedAt) / 2);
@@ -316,10 +316,10 @@ export class ClusterLink implements Broker, UserStore {
 
   /** Catches state that moved without a message reaching us (a lost publish, a missed reconnect). */
   private async antiEntropy(): Promise<void> {
-    if (!this.transport.isConnected() || this.registering) return;
+    if (!this.service.isConnected() || this.registering) return;
     const others = this.registry.filter((node) => node !== this.nodeId);
     if (others.length === 0) return;
-    const stored = await this.transport.readNodeSeqs(others);
+    const stored = await this.service.readNodeSeqs(others);
     for (const [node, seq] of stored) {
       const applied = this.appliedSeq.get(node);
       if (applied === seq) {
@@ -403,7 +403,7 @@ export class ClusterLink implements Broker, UserStore {
         this.options.log.warn('a previous run of this node id is still registered; ending it as crashed', { node: this.nodeId, previous: item.node });
         // Like a reap: its users were online at least until its last renewal (see `reap`).
         await this.raiseLastSeenOf(item.node);
-        await this.transport.leave(item.node);
+        await this.service.leave(item.node);
         return;
       case 'barrier':
         item.done();
@@ -412,7 +412,7 @@ export class ClusterLink implements Broker, UserStore {
   }
 
   private async resync(node: string): Promise<void> {
-    const state = await this.transport.readNode(node);
+    const state = await this.service.readNode(node);
     if (!state) {
       if (this.appliedSeq.delete(node)) this.listener!.nodeDown(node);
       return;
@@ -453,7 +453,7 @@ export class ClusterLink implements Broker, UserStore {
       else toRead.push(id);
     }
     if (toRead.length > 0) {
-      const read = this.transport.readUsers(toRead).then(
+      const read = this.service.readUsers(toRead).then(
         (stored) => {
           for (const [id, user] of stored) {
             const cached = this.cache.get(id);
@@ -504,26 +504,26 @@ export class ClusterLink implements Broker, UserStore {
       this.quietFields.delete(id);
       changed = { ...quiet, ...changed };
     }
-    if (!this.transport.isConnected()) {
+    if (!this.service.isConnected()) {
       this.unsynced.add(id);
       return;
     }
     // The change's name travels with the write, so every node derives the same event ids from it.
     if (cause !== undefined) changed[CAUSE_FIELD] = cause;
     this.pendingWrites.set(id, (this.pendingWrites.get(id) ?? 0) + 1);
-    this.transport.writeUser(this.nodeId, id, changed, true).catch(() => {
+    this.service.writeUser(this.nodeId, id, changed, true).catch(() => {
       this.unsynced.add(id);
       this.writeSeen(id);
     });
   }
 
   private async flushActivity(): Promise<void> {
-    if (!this.transport.isConnected() || this.quietFields.size === 0) return;
+    if (!this.service.isConnected() || this.quietFields.size === 0) return;
     const batch = [...this.quietFields];
     this.quietFields.clear();
     await Promise.all(
       batch.map(([id, fields]) =>
-        this.transport.writeUser(this.nodeId, id, fields, false).catch(() => {
+        this.service.writeUser(this.nodeId, id, fields, false).catch(() => {
           this.quietFields.set(id, { ...fields, ...this.quietFields.get(id) });
         }),
       ),
@@ -578,11 +578,11 @@ export class ClusterLink implements Broker, UserStore {
         const fields = encodeRecord(entry.record!);
         // Changed here while away: this node's copy is newer. Otherwise the stored record, if
         // any, wins (this node may never have read it), and memory only fills what was lost.
-        if (unsynced.has(id) && !unread.has(id)) return this.transport.writeUser(this.nodeId, id, fields, true);
-        return this.transport.restoreUser(id, fields);
+        if (unsynced.has(id) && !unread.has(id)) return this.service.writeUser(this.nodeId, id, fields, true);
+        return this.service.restoreUser(id, fields);
       }),
     );
-    const stored = await this.transport.readUsers(held.map(([id]) => id));
+    const stored = await this.service.readUsers(held.map(([id]) => id));
     for (const [id, user] of stored) {
       const entry = this.cache.get(id);
       if (!entry || !user || user.version < entry.version) continue;

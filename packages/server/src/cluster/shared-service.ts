@@ -44,7 +44,7 @@ export interface StoredUser {
   fields: StoredUserFields;
 }
 
-export interface ClusterTransport {
+export interface SharedService {
   /** Starts delivering bus messages (and connection changes) to the callbacks. */
   connect(handlers: { message(message: BusMessage): void; reconnected(): void; disconnected(): void }): Promise<void>;
   isConnected(): boolean;
