@@ -1,14 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
 import type { ServerConfig } from './config/config.js';
 import { isDevMode } from './config/config.js';
 import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createAdminStats } from './http/admin-stats.js';
 import { ROUTES, createHttpApi } from './http/api.js';
+import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
-import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
+import { createPresenceMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './broker/cluster-link.js';
 import { RedisTransport } from './broker/redis-transport.js';
@@ -52,7 +54,10 @@ export interface RunningServer {
   engine: PresenceEngine;
   /** Set when the node is part of a cluster. */
   cluster?: ClusterLink;
+  /** This node's presence metrics; `/metrics` renders them after the process-wide `process_*`/`nodejs_*` ones. */
   metrics: PresenceMetrics;
+  /** `http://host:port/metrics` when the metrics have a port of their own (`metricsPort`). */
+  metricsUrl?: string;
   httpServer: Server;
   /** Closes clients with 1001, stops listening, clears every timer. Safe to call twice. */
   shutdown(reason?: string): Promise<void>;
@@ -94,7 +99,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       ? // Opened (and read) before listening: the first client's connect already sees stored records.
         await FileUserStore.open({ dir: config.dataDir, log, now: () => baseClock.now(), connectedUsers: () => engine?.connectedUserIds() ?? [] })
       : new MemoryUserStore());
-  const registry = new MetricsRegistry();
+  const registry = new Registry();
   let engine: PresenceEngine | undefined;
   const metrics = createPresenceMetrics(registry, () => engine!.stats(), {
     cluster: cluster ? () => ({ nodes: cluster.nodes().length, ready: cluster.isReady() }) : undefined,
@@ -135,7 +140,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   let shuttingDown = false;
   const adminStats = createAdminStats({ engine, metrics, cluster });
-  const api = createHttpApi({ queries: engine, config, verifier, metrics, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  // What a scrape renders: the standard process metrics, then this node's.
+  const exposition = Registry.merge([processMetrics(), registry]);
+  const api = createHttpApi({ queries: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
     : undefined;
@@ -162,13 +169,21 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   // Upgrade requests with huge headers are refused by Node before they reach us.
   httpServer.maxHeadersCount = 100;
 
-  await new Promise<void>((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(config.port, config.host, () => {
-      httpServer.off('error', reject);
-      resolve();
+  let metricsServer: MetricsServer | undefined;
+  await (async () => {
+    if (config.metricsPort !== undefined) {
+      const count = (route: string, status: number) => metrics.httpRequests.inc({ route, status: String(status) });
+      metricsServer = await listenMetrics({ port: config.metricsPort, host: config.host, registry: exposition, log, count });
+    }
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.port, config.host, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
     });
-  }).catch(async (error: unknown) => {
+  })().catch(async (error: unknown) => {
+    await metricsServer?.close();
     // A data directory stays locked while its store is open; a failed start must not keep it.
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
@@ -185,6 +200,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     url,
     websocket: `${url.replace(/^http/, 'ws')}/realtime`,
     ...(options.publicDir ? { demo: `${url}/`, dashboard: `${url}/dashboard` } : {}),
+    ...(metricsServer ? { metrics: metricsServer.url } : {}),
     offlineDelayMs: config.offlineDelayMs,
     idleTimeoutMs: config.idleTimeoutMs,
   });
@@ -198,6 +214,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       await transport.shutdown();
       httpServer.closeAllConnections();
       await closed;
+      await metricsServer?.close();
       // Disconnects above were published; leaving now lets other nodes start the offline delay at
       // once, so clients reconnecting elsewhere resume their sessions without a leave.
       await cluster?.close();
@@ -209,7 +226,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, cluster, metrics, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
 }
 
 function skewed(clock: Clock, skewMs: number): Clock {
