@@ -54,6 +54,7 @@ const REDACT_PATHS: string[] = [
   'cookie',
   'headers.authorization',
   'headers.cookie',
+  'query.token',
   '*.token',
   '*.accessToken',
   '*.apiKey',
@@ -64,6 +65,7 @@ const REDACT_PATHS: string[] = [
   '*.cookie',
   '*.headers.authorization',
   '*.headers.cookie',
+  '*.query.token',
 ];
 
 /**
