@@ -169,25 +169,31 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   // Upgrade requests with huge headers are refused by Node before they reach us.
   httpServer.maxHeadersCount = 100;
 
-  let metricsServer: MetricsServer | undefined;
-  await (async () => {
-    if (config.metricsPort !== undefined) {
-      const count = (route: string, status: number) => metrics.httpRequests.inc({ route, status: String(status) });
-      metricsServer = await listenMetrics({ port: config.metricsPort, host: config.host, registry: exposition, log, count });
-    }
-    await new Promise<void>((resolve, reject) => {
-      httpServer.once('error', reject);
-      httpServer.listen(config.port, config.host, () => {
-        httpServer.off('error', reject);
-        resolve();
-      });
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(config.port, config.host, () => {
+      httpServer.off('error', reject);
+      resolve();
     });
-  })().catch(async (error: unknown) => {
-    await metricsServer?.close();
+  }).catch(async (error: unknown) => {
     // A data directory stays locked while its store is open; a failed start must not keep it.
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
   });
+  const metricsServer: MetricsServer | undefined =
+    config.metricsPort === undefined
+      ? undefined
+      : await listenMetrics({
+          port: config.metricsPort,
+          host: config.host,
+          registry: exposition,
+          log,
+          count: (route, status) => metrics.httpRequests.inc({ route, status: String(status) }),
+        }).catch(async (error: unknown) => {
+          await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+          if (store !== cluster && store !== options.store) await store.close().catch(() => {});
+          throw error;
+        });
   const address = httpServer.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${address.port}`;

@@ -3,6 +3,8 @@
  * presence_* one, and `PRESENCE_METRICS_PORT` moving the endpoint to a port of its own.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { TestClient, startTestServer } from './support/harness.js';
 
@@ -106,5 +108,13 @@ describe('/metrics', () => {
 
     await server.shutdown();
     await assert.rejects(fetch(metricsUrl), 'the metrics port closes with the server');
+  });
+
+  test('a metrics port already in use fails the start, like the main port', async (t) => {
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const { port } = squatter.address() as AddressInfo;
+    await assert.rejects(startTestServer({ metricsPort: port }), (error: NodeJS.ErrnoException) => error.code === 'EADDRINUSE');
   });
 });
