@@ -85,7 +85,7 @@ describe('against an overloaded server', () => {
     let client: PresenceClient | undefined;
     const statuses: ConnectionStatus[] = [];
     try {
-      await until(() => server.metrics.registry.render().includes('\npresence_overloaded 1\n'), 'the server to be overloaded');
+      await until(async () => (await server.metrics.registry.metrics()).includes('\npresence_overloaded 1\n'), 'the server to be overloaded');
       client = track(devClient(server.wsUrl, 'late', { slowDownDelayMs: 400 }));
       client.on('status', (status) => statuses.push(status));
       await until(() => upgrades.length >= 4, 'four refused attempts', 15_000);
@@ -97,7 +97,7 @@ describe('against an overloaded server', () => {
     const gaps = upgrades.slice(1, 4).map((at, i) => Math.round(at - upgrades[i]));
     t.diagnostic(`gaps between refused attempts: ${gaps.join(', ')} ms (slowDownDelayMs 400; reconnect backoff alone would be 10–250 ms)`);
     for (const gap of gaps) assert.ok(gap >= 400, `waited at least the slow-down delay (${gap} ms)`);
-    const refused = /presence_connections_refused_total\{reason="event_loop_lag"\} (\d+)/.exec(server.metrics.registry.render());
+    const refused = /presence_connections_refused_total\{reason="event_loop_lag"\} (\d+)/.exec(await server.metrics.registry.metrics());
     assert.ok(Number(refused?.[1]) >= 4, 'the server refused them for load');
 
     await until(() => client.status === 'connected', 'connected after the load', 10_000);

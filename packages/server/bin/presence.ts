@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../src/config/config.js';
 import { ConfigError, HELP_TEXT, loadConfig, wantsHelp } from '../src/config/env.js';
-import { createLogger, type Logger } from '../src/log.js';
+import { configSecrets, createLogger, type Logger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 
 // Past this the drain is presumed stuck; orchestrators would SIGKILL soon anyway, and exiting
@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat, secrets: configSecrets(config) });
   installCrashHandlers(log);
   // startServer logs configWarnings(config) itself, so programmatic users get them too.
 

@@ -7,4 +7,4 @@ export type { PresenceEvent, PresenceEventListener, PresenceEventType } from './
 export { ManualClock, systemClock, type Clock } from './presence/clock.js';
 export { MemoryUserStore, type UserStore, type UserRecord } from './store/user-store.js';
 export { PresenceError } from './errors.js';
-export { createLogger, silentLogger, type Logger } from './log.js';
+export { configSecrets, createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';

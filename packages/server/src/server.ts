@@ -1,14 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
 import type { ServerConfig } from './config/config.js';
 import { isDevMode } from './config/config.js';
 import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createAdminStats } from './http/admin-stats.js';
 import { ROUTES, createHttpApi } from './http/api.js';
+import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
-import { MetricsRegistry, createPresenceMetrics, type PresenceMetrics } from './metrics/index.js';
+import { createPresenceMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
 import { RedisService } from './cluster/redis-service.js';
@@ -52,7 +54,10 @@ export interface RunningServer {
   engine: PresenceNode;
   /** Set when the node is part of a cluster. */
   cluster?: ClusterLink;
+  /** This node's presence metrics; `/metrics` renders them after the process-wide `process_*`/`nodejs_*` ones. */
   metrics: PresenceMetrics;
+  /** `http://host:port/metrics` when the metrics have a port of their own (`metricsPort`). */
+  metricsUrl?: string;
   httpServer: Server;
   /** Closes clients with 1001, stops listening, clears every timer. Safe to call twice. */
   shutdown(reason?: string): Promise<void>;
@@ -94,7 +99,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       ? // Opened (and read) before listening: the first client's connect already sees stored records.
         await FileUserStore.open({ dir: config.dataDir, log, now: () => baseClock.now(), connectedUsers: () => engine?.connectedUserIds() ?? [] })
       : new MemoryUserStore());
-  const registry = new MetricsRegistry();
+  const registry = new Registry();
   let engine: PresenceNode | undefined;
   const metrics = createPresenceMetrics(registry, () => engine!.stats(), {
     cluster: cluster ? () => ({ nodes: cluster.nodes().length, ready: cluster.isReady() }) : undefined,
@@ -135,7 +140,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   let shuttingDown = false;
   const adminStats = createAdminStats({ engine, metrics, cluster });
-  const api = createHttpApi({ queries: engine, config, verifier, metrics, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  // What a scrape renders: the standard process metrics, then this node's.
+  const exposition = Registry.merge([processMetrics(), registry]);
+  const api = createHttpApi({ queries: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
     : undefined;
@@ -173,6 +180,20 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
   });
+  const metricsServer: MetricsServer | undefined =
+    config.metricsPort === undefined
+      ? undefined
+      : await listenMetrics({
+          port: config.metricsPort,
+          host: config.host,
+          registry: exposition,
+          log,
+          count: (route, status) => metrics.httpRequests.inc({ route, status: String(status) }),
+        }).catch(async (error: unknown) => {
+          await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+          if (store !== cluster && store !== options.store) await store.close().catch(() => {});
+          throw error;
+        });
   const address = httpServer.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${address.port}`;
@@ -185,6 +206,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     url,
     websocket: `${url.replace(/^http/, 'ws')}/realtime`,
     ...(options.publicDir ? { demo: `${url}/`, dashboard: `${url}/dashboard` } : {}),
+    ...(metricsServer ? { metrics: metricsServer.url } : {}),
     offlineDelayMs: config.offlineDelayMs,
     idleTimeoutMs: config.idleTimeoutMs,
   });
@@ -198,6 +220,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       await transport.shutdown();
       httpServer.closeAllConnections();
       await closed;
+      await metricsServer?.close();
       // Disconnects above were published; leaving now lets other nodes start the offline delay at
       // once, so clients reconnecting elsewhere resume their sessions without a leave.
       await cluster?.close();
@@ -209,7 +232,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, cluster, metrics, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
 }
 
 function skewed(clock: Clock, skewMs: number): Clock {

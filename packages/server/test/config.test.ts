@@ -72,6 +72,8 @@ describe('loadConfig', () => {
         PRESENCE_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:3000',
         REDIS_URL: 'redis://:secret@redis:6379/0',
         LOG_LEVEL: 'DEBUG',
+        LOG_FORMAT: 'Pretty',
+        PRESENCE_METRICS_PORT: '9100',
         NODE_ENV: 'production',
         PRESENCE_PERMESSAGE_DEFLATE: '1',
         PRESENCE_MAX_FRAME_BYTES: '32768',
@@ -118,6 +120,8 @@ describe('loadConfig', () => {
       redisUrl: 'redis://:secret@redis:6379/0',
       nodeId: 'eu-1',
       logLevel: 'debug',
+      logFormat: 'pretty',
+      metricsPort: 9100,
       production: true,
       permessageDeflate: true,
       limits: {
@@ -365,6 +369,33 @@ describe('HELP_TEXT', () => {
     ]) {
       assert.ok(HELP_TEXT.includes(text), `HELP_TEXT should include ${text}`);
     }
+  });
+});
+
+describe('PRESENCE_METRICS_PORT and LOG_FORMAT', () => {
+  it('PRESENCE_METRICS_PORT is unset by default, takes 0-65535 or --metrics-port, and must differ from PORT', () => {
+    assert.equal(loadConfig({}, []).metricsPort, undefined);
+    assert.equal(loadConfig({ PRESENCE_METRICS_PORT: '0' }, []).metricsPort, 0);
+    assert.equal(loadConfig({ PORT: '0', PRESENCE_METRICS_PORT: '0' }, []).metricsPort, 0, 'two free ports');
+    assert.equal(loadConfig({ PRESENCE_METRICS_PORT: '9100' }, ['--metrics-port', '9200']).metricsPort, 9200, 'the flag wins');
+    assert.equal(loadConfig({}, ['--metrics-port=9300']).metricsPort, 9300);
+    assertConfigError({ PRESENCE_METRICS_PORT: 'abc' }, 'PRESENCE_METRICS_PORT', [], /PRESENCE_METRICS_PORT must be a non-negative integer \(got "abc"\)/);
+    assertConfigError({ PRESENCE_METRICS_PORT: '70000' }, 'PRESENCE_METRICS_PORT', [], /from 0 to 65535/);
+    assertConfigError({ PORT: '9000', PRESENCE_METRICS_PORT: '9000' }, 'PRESENCE_METRICS_PORT', [], /must differ from PORT/);
+    assertConfigError({ PRESENCE_METRICS_PORT: '8080' }, 'PRESENCE_METRICS_PORT', [], /must differ from PORT \(both are 8080\)/);
+    assertConfigError({}, '--metrics-port', ['--metrics-port', '-1']);
+  });
+
+  it('LOG_FORMAT takes json (default) or pretty, in any case; anything else is refused naming the variable', () => {
+    assert.equal(loadConfig({}, []).logFormat, 'json');
+    assert.equal(loadConfig({ LOG_FORMAT: ' PRETTY ' }, []).logFormat, 'pretty');
+    assert.equal(loadConfig({ LOG_FORMAT: 'pretty' }, ['--log-format=json']).logFormat, 'json');
+    for (const bad of ['text', 'logfmt', 'json,pretty']) {
+      assertConfigError({ LOG_FORMAT: bad }, 'LOG_FORMAT', [], /LOG_FORMAT must be one of json, pretty/);
+    }
+    assertConfigError({}, '--log-format', ['--log-format', 'yaml'], /--log-format must be one of json, pretty \(got "yaml"\)/);
+    assert.ok(HELP_TEXT.includes('--metrics-port N') && HELP_TEXT.includes('--log-format F'));
+    assert.ok(CONFIG_VARIABLES.includes('LOG_FORMAT') && CONFIG_VARIABLES.includes('PRESENCE_METRICS_PORT'));
   });
 });
 

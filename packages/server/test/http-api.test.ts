@@ -9,13 +9,13 @@ import { resolveConfig, type ServerConfig, type ServerLimits, type AuthConfig } 
 import { PresenceError } from '../src/errors.js';
 import { createHttpApi } from '../src/http/api.js';
 import { createLogger } from '../src/log.js';
+import { Counter, Registry } from 'prom-client';
 import {
-  Counter,
-  Gauge,
-  Histogram,
-  MetricsRegistry,
+  LabelCounts,
   createPresenceMetrics,
-  escapeLabelValue,
+  oncePerScrape,
+  processMetrics,
+  scrapedGauge,
   type PresenceMetrics,
 } from '../src/metrics/index.js';
 import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
@@ -113,7 +113,7 @@ async function startApi(options: {
     allowedOrigins: options.allowedOrigins ?? [],
   });
   const fake = new FakeQueries();
-  const metrics = createPresenceMetrics(new MetricsRegistry(), () => fake.stats());
+  const metrics = createPresenceMetrics(new Registry(), () => fake.stats());
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
   let ready = true;
@@ -689,99 +689,80 @@ describe('HTTP API CORS', () => {
 // metrics.ts
 // ---------------------------------------------------------------------------------------------
 
-describe('metrics registry', () => {
-  test('renders HELP, TYPE and samples with escaped label values', () => {
-    const registry = new MetricsRegistry();
-    const counter = registry.counter({ name: 'x_total', help: 'Help with \\ and\nnewline "quotes"', labelNames: ['kind'] });
-    counter.inc({ kind: 'a"b\\c\nd' });
-    counter.inc({ kind: 'a"b\\c\nd' }, 2);
-    counter.inc({ kind: 'plain' });
-    const text = registry.render();
-    assert.equal(
-      text,
-      [
-        '# HELP x_total Help with \\\\ and\\nnewline "quotes"',
-        '# TYPE x_total counter',
-        'x_total{kind="a\\"b\\\\c\\nd"} 3',
-        'x_total{kind="plain"} 1',
-        '',
-      ].join('\n'),
-    );
-    assert.equal(escapeLabelValue('\\"\n'), '\\\\\\"\\n');
+describe('metrics on prom-client', () => {
+  test('LabelCounts: plain numbers per label value, rendered as a counter; values outside the set count as the fallback', async () => {
+    const registry = new Registry();
+    const counts = new LabelCounts(registry, { name: 'x_total', help: 'Help with \\ and\nnewline', label: 'type', values: ['a', 'b'], fallback: 'other' });
+    let text = await registry.metrics();
+    assert.match(text, /^# HELP x_total Help with \\\\ and\\nnewline$/m);
+    assert.match(text, /^# TYPE x_total counter$/m);
+    assert.doesNotMatch(text, /^x_total/m, 'labelled series have no sample before the first count');
+    counts.add('a');
+    counts.add('a', 2);
+    counts.add('user-alice');
+    counts.add({ type: 'a' });
+    counts.add('b', 0);
+    counts.add('b', -1);
+    counts.add('b', NaN);
+    for (let scrape = 0; scrape < 2; scrape++) {
+      text = await registry.metrics();
+      assert.match(text, /^x_total\{type="a"\} 3$/m);
+      assert.match(text, /^x_total\{type="other"\} 2$/m);
+      assert.doesNotMatch(text, /type="b"|alice/, 'no sample for 0, a negative or NaN amount; no foreign label value');
+    }
+    assert.equal(counts.get('a'), 3);
+    assert.equal(counts.total(), 5);
   });
 
-  test('unlabelled counters start at 0; counters refuse to go down', () => {
-    const registry = new MetricsRegistry();
-    const counter: Counter = registry.counter({ name: 'y_total', help: 'y' });
-    assert.match(registry.render(), /^y_total 0$/m);
-    counter.inc();
-    counter.inc(4);
-    assert.equal(counter.get(), 5);
-    assert.throws(() => counter.inc(-1));
-  });
-
-  test('labels must be exactly the declared ones', () => {
-    const registry = new MetricsRegistry();
-    const counter = registry.counter({ name: 'z_total', help: 'z', labelNames: ['type'] });
-    assert.throws(() => counter.inc({ type: 'a', userId: 'alice' } as never), /labels must be exactly/);
-    assert.throws(() => counter.inc({} as never), /labels must be exactly/);
-    assert.throws(() => registry.counter({ name: 'z_total', help: 'dup' }), /already registered/);
-    assert.throws(() => registry.counter({ name: 'bad-name', help: 'x' }), /invalid metric name/);
-    assert.throws(() => registry.histogram({ name: 'h', help: 'x', buckets: [1], labelNames: ['le'] }), /reserved/);
-  });
-
-  test('histogram buckets are cumulative with +Inf, _sum and _count', () => {
-    const registry = new MetricsRegistry();
-    const histogram: Histogram = registry.histogram({ name: 'lat_seconds', help: 'latency', buckets: [0.1, 0.5, 1] });
-    for (const value of [0.05, 0.1, 0.3, 0.7, 2]) histogram.observe(value);
-    const lines = registry.render().trim().split('\n');
-    assert.deepEqual(lines.slice(2), [
-      'lat_seconds_bucket{le="0.1"} 2',
-      'lat_seconds_bucket{le="0.5"} 3',
-      'lat_seconds_bucket{le="1"} 4',
-      'lat_seconds_bucket{le="+Inf"} 5',
-      `lat_seconds_sum ${0.05 + 0.1 + 0.3 + 0.7 + 2}`,
-      'lat_seconds_count 5',
-    ]);
-    assert.throws(() => registry.histogram({ name: 'bad', help: 'x', buckets: [1, 0.5] }), /increasing/);
-  });
-
-  test('labelled histograms put le after the other labels', () => {
-    const registry = new MetricsRegistry();
-    const histogram = registry.histogram({ name: 'h_seconds', help: 'h', buckets: [1], labelNames: ['op'] });
-    histogram.observe({ op: 'x' }, 0.5);
-    const text = registry.render();
-    assert.match(text, /^h_seconds_bucket\{op="x",le="1"\} 1$/m);
-    assert.match(text, /^h_seconds_bucket\{op="x",le="\+Inf"\} 1$/m);
-    assert.match(text, /^h_seconds_sum\{op="x"\} 0\.5$/m);
-  });
-
-  test('gauges: set, inc/dec, and collected at scrape time (a throwing collector skips its sample)', () => {
-    const registry = new MetricsRegistry();
-    const gauge: Gauge<'pool'> = registry.gauge({ name: 'g', help: 'g', labelNames: ['pool'] });
-    gauge.set({ pool: 'a' }, 5);
-    gauge.dec({ pool: 'a' }, 2);
+  test('scraped gauges are read at scrape time; a throwing or non-finite read skips the sample, not the scrape', async () => {
+    const registry = new Registry();
     let value = 1;
-    registry.gauge({ name: 'collected', help: 'c', collect: () => value });
-    registry.gauge({
-      name: 'broken',
-      help: 'b',
-      collect: () => {
-        throw new Error('nope');
-      },
+    scrapedGauge(registry, 'collected', 'c', () => value);
+    scrapedGauge(registry, 'broken', 'b', () => {
+      throw new Error('nope');
     });
-    let text = registry.render();
-    assert.match(text, /^g\{pool="a"\} 3$/m);
+    scrapedGauge(registry, 'nan', 'n', () => NaN);
+    let text = await registry.metrics();
     assert.match(text, /^collected 1$/m);
     assert.doesNotMatch(text, /^broken /m);
     assert.match(text, /^# TYPE broken gauge$/m);
+    assert.doesNotMatch(text, /^nan /m);
     value = 7;
-    text = registry.render();
+    text = await registry.metrics();
     assert.match(text, /^collected 7$/m);
+    value = Infinity;
+    assert.doesNotMatch(await registry.metrics(), /^collected /m);
+    value = 2;
+    assert.match(await registry.metrics(), /^collected 2$/m, 'a gauge that skipped a scrape comes back');
   });
 
-  test('presence metrics bound client-supplied label values and close cleanly', () => {
-    const registry = new MetricsRegistry();
+  test('oncePerScrape reads once per synchronous pass', async () => {
+    let reads = 0;
+    const read = oncePerScrape(() => ++reads);
+    assert.equal(read() + read(), 2);
+    await Promise.resolve();
+    assert.equal(read(), 2);
+  });
+
+  test('a label the metric does not declare is refused (no user id can become a label)', () => {
+    const registry = new Registry();
+    const counter = new Counter({ name: 'z_total', help: 'z', labelNames: ['type'] as const, registers: [registry] });
+    assert.throws(() => counter.inc({ type: 'a', userId: 'alice' } as never), /userId/);
+    assert.throws(() => new Counter({ name: 'z_total', help: 'dup', registers: [registry] }), /already been registered/);
+  });
+
+  test('the process metrics are the standard process_* and nodejs_* ones, collected once per process', async () => {
+    assert.equal(processMetrics(), processMetrics());
+    const text = await processMetrics().metrics();
+    assert.match(text, /^process_cpu_seconds_total [\d.e+-]+$/m);
+    assert.match(text, /^process_resident_memory_bytes \d+$/m);
+    assert.match(text, /^nodejs_eventloop_lag_seconds [\d.e+-]+$/m);
+    assert.match(text, /^nodejs_heap_size_used_bytes \d+$/m);
+    assert.doesNotMatch(text, /^presence_/m);
+  });
+
+  test('presence metrics bound client-supplied label values and close cleanly', async () => {
+    const registry = new Registry();
     let calls = 0;
     const metrics = createPresenceMetrics(registry, () => {
       calls++;
@@ -799,7 +780,8 @@ describe('metrics registry', () => {
       metrics.connectionClosed(4001);
       metrics.connectionClosed(3999);
       metrics.observeFanout(0.002);
-      const text = registry.render();
+      metrics.observeFanout(NaN);
+      const text = await registry.metrics();
       assert.equal(calls, 1, 'one stats() snapshot per scrape');
       for (const line of [
         'presence_connections 10',
@@ -823,6 +805,8 @@ describe('metrics registry', () => {
       assert.ok(!text.includes('alice'));
       assert.match(text, /^presence_process_resident_memory_bytes \d+$/m);
       assert.match(text, /^presence_event_loop_lag_seconds [\d.e-]+$/m);
+      assert.equal(metrics.eventsIn.total(), 3);
+      assert.equal(metrics.eventsOut.total(), 3);
     } finally {
       metrics.close();
       metrics.close();

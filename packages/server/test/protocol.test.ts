@@ -1329,7 +1329,7 @@ describe('connection health', () => {
     await slowClosedOnServer;
     assert.equal(env.server.engine.stats().connections, 2);
     assert.match(
-      env.server.metrics.registry.render(),
+      await env.server.metrics.registry.metrics(),
       /presence_errors_total\{code="SLOW_CONSUMER"\} 1\b/,
       'exactly one connection was cut as a slow consumer',
     );
@@ -1376,7 +1376,7 @@ describe('connection health', () => {
       await assertAlive(reader);
       await ok(reader, { type: 'leave', channel: 'big' });
     }
-    assert.doesNotMatch(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\}/);
+    assert.doesNotMatch(await env.server.metrics.registry.metrics(), /presence_errors_total\{code="SLOW_CONSUMER"\}/);
 
     // A client that stops reading: the kernel buffers fill, then the server's backlog passes the limit.
     const spammer = await env.connect('spammer');
@@ -1392,7 +1392,7 @@ describe('connection health', () => {
       for (let i = 0; i < 20; i += 1) spammer.sendRaw(JSON.stringify({ type: 'channel.meta', channel: 'firehose', meta: { n: ++n, blob } }));
       await spammer.waitFor((m) => m.type === 'presence.update' && m.member.channelMeta.n === n, 5000);
     }
-    assert.match(env.server.metrics.registry.render(), /presence_errors_total\{code="SLOW_CONSUMER"\} 1\b/);
+    assert.match(await env.server.metrics.registry.metrics(), /presence_errors_total\{code="SLOW_CONSUMER"\} 1\b/);
     // Cut, not closed: no close frame follows the unread data, so the client sees 1006.
     (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
     const closed = await closedWithin(slow, 5000);

@@ -4,9 +4,9 @@ import type { Emitter } from '../../src/emitter.js';
  * Waiting without timing assertions: a test waits for a condition or an event; the timeout only
  * turns a hang into a readable failure.
  */
-export async function until(condition: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
+export async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }

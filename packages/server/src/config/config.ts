@@ -2,6 +2,9 @@ import type { Limits, Status } from '@presence/protocol';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
+/** `json`: one JSON object per line; `pretty`: one readable line per record, for a terminal. */
+export type LogFormat = 'json' | 'pretty';
+
 /** Base status a custom state maps to (`offline` makes no sense for a state). */
 export type StateBase = Exclude<Status, 'offline'>;
 
@@ -80,6 +83,13 @@ export interface ServerConfig {
   dataDir?: string;
   /** @default 'info' */
   logLevel: LogLevel;
+  /** @default 'json' */
+  logFormat: LogFormat;
+  /**
+   * When set, `/metrics` is served on this port (same `host`) and no longer on `port`, so the
+   * scrape endpoint can stay on an internal network. `0` picks a free port. @default unset
+   */
+  metricsPort?: number;
   /** `NODE_ENV=production`: refuse to start without auth. */
   production: boolean;
   /** permessage-deflate on the WebSocket. @default false */
@@ -130,6 +140,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   states: DEFAULT_STATES,
   allowedOrigins: [],
   logLevel: 'info',
+  logFormat: 'json',
   production: false,
   permessageDeflate: false,
   limits: DEFAULT_LIMITS,

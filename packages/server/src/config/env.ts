@@ -5,6 +5,7 @@ import {
   DEFAULT_CONFIG,
   DEFAULT_STATES,
   type AuthConfig,
+  type LogFormat,
   type LogLevel,
   type ServerConfig,
   type ServerLimits,
@@ -27,6 +28,7 @@ type Env = Record<string, string | undefined>;
 const MAX_TIMER_MS = 2_147_483_647;
 const MAX_INT = Number.MAX_SAFE_INTEGER;
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty'];
 const STATE_BASES: readonly StateBase[] = ['online', 'away', 'busy'];
 const STATE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -77,6 +79,7 @@ const unset = 'none';
 export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'PORT', default: String(DEFAULT_CONFIG.port), help: 'TCP port to listen on (0 picks a free port).' },
   { name: 'HOST', default: DEFAULT_CONFIG.host, help: 'Interface to bind (e.g. 127.0.0.1, ::).' },
+  { name: 'PRESENCE_METRICS_PORT', default: unset, help: 'Serve /metrics on this port (same HOST) instead of PORT, which then answers 404 there (0 picks a free port).' },
   { name: 'PRESENCE_IDLE_TIMEOUT_MS', default: String(DEFAULT_CONFIG.idleTimeoutMs), help: 'No activity for this long makes a session idle; all sessions idle means away.' },
   { name: 'PRESENCE_OFFLINE_DELAY_MS', default: String(DEFAULT_CONFIG.offlineDelayMs), help: 'How long a user stays present after their last session drops (0: at once).' },
   { name: 'PRESENCE_SYNC_INTERVAL_MS', default: String(DEFAULT_CONFIG.syncIntervalMs), help: 'Multi-node: how often each node checks the others\' stored state against what it applied (anti-entropy).' },
@@ -101,6 +104,7 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'REDIS_URL', default: unset, help: 'redis:// or rediss:// URL; when set, nodes share presence through Redis.' },
   { name: 'PRESENCE_DATA_DIR', default: unset, help: 'Single node: directory where user records (status, meta, lastSeen) survive restarts; not with REDIS_URL.' },
   { name: 'LOG_LEVEL', default: DEFAULT_CONFIG.logLevel, help: 'debug | info | warn | error | silent.' },
+  { name: 'LOG_FORMAT', default: DEFAULT_CONFIG.logFormat, help: 'json (one JSON object per line) | pretty (readable lines for a terminal).' },
   { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },
   { name: 'PRESENCE_PERMESSAGE_DEFLATE', default: String(DEFAULT_CONFIG.permessageDeflate), help: 'WebSocket compression (true/false/1/0); costs CPU and memory per connection.' },
   ...Object.entries(LIMIT_VARS).map(([field, spec]) => ({
@@ -122,7 +126,9 @@ interface FlagSpec {
 const FLAGS: readonly FlagSpec[] = [
   { flag: '--port', env: 'PORT', arg: 'N' },
   { flag: '--host', env: 'HOST', arg: 'H' },
+  { flag: '--metrics-port', env: 'PRESENCE_METRICS_PORT', arg: 'N' },
   { flag: '--log-level', env: 'LOG_LEVEL', arg: 'L' },
+  { flag: '--log-format', env: 'LOG_FORMAT', arg: 'F' },
   { flag: '--offline-delay-ms', env: 'PRESENCE_OFFLINE_DELAY_MS', arg: 'N' },
   { flag: '--idle-timeout-ms', env: 'PRESENCE_IDLE_TIMEOUT_MS', arg: 'N' },
   { flag: '--data-dir', env: 'PRESENCE_DATA_DIR', arg: 'DIR' },
@@ -202,6 +208,12 @@ function parseLogLevel(name: string, raw: string): LogLevel {
   const text = raw.trim().toLowerCase();
   if ((LOG_LEVELS as readonly string[]).includes(text)) return text as LogLevel;
   throw new ConfigError(name, `${name} must be one of ${LOG_LEVELS.join(', ')} (got ${shown(raw)})`);
+}
+
+function parseLogFormat(name: string, raw: string): LogFormat {
+  const text = raw.trim().toLowerCase();
+  if ((LOG_FORMATS as readonly string[]).includes(text)) return text as LogFormat;
+  throw new ConfigError(name, `${name} must be one of ${LOG_FORMATS.join(', ')} (got ${shown(raw)})`);
 }
 
 function parseHost(name: string, raw: string): string {
@@ -469,6 +481,17 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
 
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
+  const format = get('LOG_FORMAT');
+  const logFormat = format ? parseLogFormat(format.source, format.raw) : d.logFormat;
+
+  const metricsPortVar = get('PRESENCE_METRICS_PORT');
+  const metricsPort = metricsPortVar ? parseInteger(metricsPortVar.source, metricsPortVar.raw, 0, 65535) : undefined;
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
+    throw new ConfigError(
+      metricsPortVar!.source,
+      `${metricsPortVar!.source} must differ from PORT (both are ${port}); unset it to serve /metrics on the main port`,
+    );
+  }
 
   const production = vars.NODE_ENV?.trim() === 'production';
 
@@ -504,6 +527,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     states,
     allowedOrigins,
     logLevel,
+    logFormat,
     production,
     permessageDeflate,
     limits,
@@ -511,6 +535,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   if (redisUrl !== undefined) config.redisUrl = redisUrl;
   if (dataDir !== undefined) config.dataDir = dataDir;
   if (nodeId !== undefined) config.nodeId = nodeId;
+  if (metricsPort !== undefined) config.metricsPort = metricsPort;
   return config;
 }
 

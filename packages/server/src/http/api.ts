@@ -27,7 +27,13 @@ export interface HttpApiDeps {
   config: ServerConfig;
   /** Verifies user JWTs; absent when no JWT key is configured (then only the API key works). */
   verifier?: TokenVerifier;
+  /** `registry` is what `GET /metrics` renders; `httpRequests` counts every response. */
   metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'>;
+  /**
+   * False when the metrics have a port of their own (`PRESENCE_METRICS_PORT`): `/metrics` is then
+   * not a route here, and answers 404 like any unknown path. @default true
+   */
+  serveMetrics?: boolean;
   log: Logger;
   /** Figures for the operations dashboard (`GET /realtime/admin/stats`); the route is 404 without it. */
   adminStats?: () => AdminStats;
@@ -138,13 +144,15 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       if (!ready) throw new PresenceError('NOT_READY');
       return { status: 200, json: { status: 'ready' } };
     })
-    .add('GET', ROUTES.metrics, () => ({
-      status: 200,
-      text: metrics.registry.render(),
-      contentType: EXPOSITION_CONTENT_TYPE,
-    }))
     .add('GET', ROUTES.openapi, () => ({ status: 200, json: (openApi ??= openApiDocument({ routes: ROUTES, realtimePath: REALTIME_PATH })) }));
   let openApi: ReturnType<typeof openApiDocument> | undefined;
+  if (deps.serveMetrics ?? true) {
+    router.add('GET', ROUTES.metrics, async () => ({
+      status: 200,
+      text: await metrics.registry.metrics(),
+      contentType: EXPOSITION_CONTENT_TYPE,
+    }));
+  }
 
   async function authenticate(req: IncomingMessage): Promise<Viewer> {
     if (devMode) return { kind: 'trusted' };

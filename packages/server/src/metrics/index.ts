@@ -1,2 +1,2 @@
-export * from './registry.js';
+export * from './prometheus.js';
 export * from './presence-metrics.js';

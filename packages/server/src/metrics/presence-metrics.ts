@@ -1,21 +1,23 @@
 /**
- * The server's metric set: gauges read from the model's stats at scrape time, counters fed by the
- * transport and the model, and process health (memory, event-loop lag).
+ * The server's metric set, on prom-client: gauges read from the model's stats at scrape time,
+ * counters fed by the transport and the model, and the node's own health figures (memory,
+ * event-loop lag). The standard `process_*` and `nodejs_*` metrics are added beside these by the
+ * server (see `processMetrics`).
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { CLIENT_MESSAGE_TYPES, ERROR_CODES, type ErrorCode } from '@presence/protocol';
+import { Counter, type Gauge, type Histogram, type Registry } from 'prom-client';
 import type { PresenceStats } from '../presence/service.js';
-import { Counter, Gauge, Histogram, MetricsRegistry } from './registry.js';
+import { LabelCounts, PlainHistogram, oncePerScrape, scrapedGauge } from './prometheus.js';
 
 /** 0.1 ms … 1 s: fan-out is in-process queueing, so most samples should sit in the low buckets. */
 export const FANOUT_BUCKETS: readonly number[] = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 ];
 
-const KNOWN_COMMAND_TYPES: ReadonlySet<string> = new Set(CLIENT_MESSAGE_TYPES);
 const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 const REFUSAL_REASONS: ReadonlySet<string> = new Set(['event_loop_lag', 'outbound_buffer']);
-const OUTBOUND_TYPES: ReadonlySet<string> = new Set([
+const OUTBOUND_TYPES: readonly string[] = [
   'welcome',
   'presence.sync',
   'presence.join',
@@ -27,7 +29,7 @@ const OUTBOUND_TYPES: ReadonlySet<string> = new Set([
   'ack',
   'error',
   'pong',
-]);
+];
 
 /**
  * Standard close codes (1000–1015) and the server's own 4xxx codes. A client may close with any
@@ -41,21 +43,24 @@ function closeCodeLabel(code: number): string {
 }
 
 export interface PresenceMetrics {
-  registry: MetricsRegistry;
+  registry: Registry;
   connections: Gauge;
   sessions: Gauge;
   onlineUsers: Gauge;
   channels: Gauge;
   /** Inbound commands by type; unknown types are counted as `unknown`. */
-  eventsIn: Counter<'type'>;
-  /** Outbound messages by type, one per receiving connection. */
-  eventsOut: Counter<'type'>;
+  eventsIn: LabelCounts;
+  /** Outbound messages by type, one per receiving connection; other types as `other`. */
+  eventsOut: LabelCounts;
   errors: Counter<'code'>;
   connectionsOpened: Counter;
   connectionsClosed: Counter<'code'>;
   /** Upgrades refused with OVERLOADED, by reason (`event_loop_lag`, `outbound_buffer`). */
   connectionsRefused: Counter<'reason'>;
-  /** Seconds from receiving a command until all resulting frames were queued to every receiver. */
+  /**
+   * Seconds from receiving a command until all resulting frames were queued to every receiver.
+   * Rendering only: observe through `observeFanout`, whose counts replace this one's at each scrape.
+   */
   fanoutLatency: Histogram;
   /** HTTP responses by route template (never the raw path) and status. */
   httpRequests: Counter<'route' | 'status'>;
@@ -89,148 +94,152 @@ export interface PresenceMetricsOptions {
   load?: () => { outbound: { totalBytes: number; maxBytes: number }; overloaded: boolean };
 }
 
+/** Registers the presence metrics in `registry` (a prom-client registry). */
 export function createPresenceMetrics(
-  registry: MetricsRegistry,
+  registry: Registry,
   stats: () => PresenceStats,
   options: PresenceMetricsOptions = {},
 ): PresenceMetrics {
   // One stats() call per scrape, shared by the four gauges, so they describe the same instant.
-  let snapshot: PresenceStats | undefined;
-  registry.onCollect(() => {
-    snapshot = stats();
-  });
-  const fromSnapshot = (field: keyof PresenceStats) => () => snapshot?.[field] ?? NaN;
+  const snapshot = oncePerScrape(stats);
+  const gauge = (name: string, help: string, read: () => number) => scrapedGauge(registry, name, help, read);
 
-  const connections = registry.gauge({
-    name: 'presence_connections',
-    help: 'Authenticated WebSocket connections on this node (sessions with a live socket).',
-    collect: fromSnapshot('connections'),
-  });
-  const sessions = registry.gauge({
-    name: 'presence_sessions',
-    help: 'Sessions on this node, including those inside their offline delay.',
-    collect: fromSnapshot('sessions'),
-  });
-  const onlineUsers = registry.gauge({
-    name: 'presence_online_users',
-    help: 'Users seen as present by others (invisible users are not counted).',
-    collect: fromSnapshot('onlineUsers'),
-  });
-  const channels = registry.gauge({
-    name: 'presence_channels',
-    help: 'Channels with at least one visible member.',
-    collect: fromSnapshot('channels'),
-  });
+  const connections = gauge(
+    'presence_connections',
+    'Authenticated WebSocket connections on this node (sessions with a live socket).',
+    () => snapshot().connections,
+  );
+  const sessions = gauge(
+    'presence_sessions',
+    'Sessions on this node, including those inside their offline delay.',
+    () => snapshot().sessions,
+  );
+  const onlineUsers = gauge(
+    'presence_online_users',
+    'Users seen as present by others (invisible users are not counted).',
+    () => snapshot().onlineUsers,
+  );
+  const channels = gauge('presence_channels', 'Channels with at least one visible member.', () => snapshot().channels);
 
   const cluster = options.cluster;
-  registry.gauge({
-    name: 'presence_cluster_nodes',
-    help: 'Nodes with a live lease, as this node last saw the registry (1 without Redis).',
-    collect: () => (cluster ? cluster().nodes : 1),
-  });
-  registry.gauge({
-    name: 'presence_cluster_ready',
-    help: '1 while the shared state (Redis) is reachable and this node is registered; always 1 without Redis.',
-    collect: () => (!cluster || cluster().ready ? 1 : 0),
-  });
+  gauge(
+    'presence_cluster_nodes',
+    'Nodes with a live lease, as this node last saw the registry (1 without Redis).',
+    () => (cluster ? cluster().nodes : 1),
+  );
+  gauge(
+    'presence_cluster_ready',
+    '1 while the shared state (Redis) is reachable and this node is registered; always 1 without Redis.',
+    () => (!cluster || cluster().ready ? 1 : 0),
+  );
 
   // Read once per scrape, like the stats: the outbound scan visits every connection.
   const load = options.load;
-  let loadSnapshot: ReturnType<NonNullable<typeof load>> | undefined;
-  registry.onCollect(() => {
-    loadSnapshot = load?.();
-  });
-  registry.gauge({
-    name: 'presence_outbound_buffer_bytes',
-    help: 'Bytes queued for sending but not yet handed to the kernel, over all connections of this node.',
-    collect: () => loadSnapshot?.outbound.totalBytes ?? 0,
-  });
-  registry.gauge({
-    name: 'presence_outbound_buffer_max_bytes',
-    help: 'Bytes queued but unsent on the connection with the most (slow consumers are closed past the per-connection limit).',
-    collect: () => loadSnapshot?.outbound.maxBytes ?? 0,
-  });
-  registry.gauge({
-    name: 'presence_overloaded',
-    help: '1 while new connections are refused with OVERLOADED (event-loop lag or outbound buffers past their limit).',
-    collect: () => (loadSnapshot?.overloaded ? 1 : 0),
-  });
+  const loadNow = oncePerScrape(() => load?.());
+  gauge(
+    'presence_outbound_buffer_bytes',
+    'Bytes queued for sending but not yet handed to the kernel, over all connections of this node.',
+    () => loadNow()?.outbound.totalBytes ?? 0,
+  );
+  gauge(
+    'presence_outbound_buffer_max_bytes',
+    'Bytes queued but unsent on the connection with the most (slow consumers are closed past the per-connection limit).',
+    () => loadNow()?.outbound.maxBytes ?? 0,
+  );
+  gauge(
+    'presence_overloaded',
+    '1 while new connections are refused with OVERLOADED (event-loop lag or outbound buffers past their limit).',
+    () => (loadNow()?.overloaded ? 1 : 0),
+  );
 
-  const eventsIn = registry.counter({
+  // The two per-message counters: plain numbers on the hot path, rendered at scrape time.
+  const eventsIn = new LabelCounts(registry, {
     name: 'presence_events_in_total',
     help: 'Inbound WebSocket commands by type.',
-    labelNames: ['type'],
+    label: 'type',
+    values: CLIENT_MESSAGE_TYPES,
+    fallback: 'unknown',
   });
-  const eventsOut = registry.counter({
+  const eventsOut = new LabelCounts(registry, {
     name: 'presence_events_out_total',
     help: 'Outbound WebSocket messages by type, counted once per receiving connection.',
-    labelNames: ['type'],
+    label: 'type',
+    values: OUTBOUND_TYPES,
+    fallback: 'other',
   });
-  const errors = registry.counter({
+  const errors = new Counter({
     name: 'presence_errors_total',
     help: 'Errors answered to clients, by error code.',
-    labelNames: ['code'],
+    labelNames: ['code'] as const,
+    registers: [registry],
   });
-  const connectionsOpened = registry.counter({
+  const connectionsOpened = new Counter({
     name: 'presence_connections_opened_total',
     help: 'WebSocket connections accepted.',
+    registers: [registry],
   });
-  const connectionsClosed = registry.counter({
+  const connectionsClosed = new Counter({
     name: 'presence_connections_closed_total',
     help: 'WebSocket connections closed, by close code.',
-    labelNames: ['code'],
+    labelNames: ['code'] as const,
+    registers: [registry],
   });
-  const connectionsRefused = registry.counter({
+  const connectionsRefused = new Counter({
     name: 'presence_connections_refused_total',
     help: 'WebSocket upgrades refused with OVERLOADED, by reason.',
-    labelNames: ['reason'],
+    labelNames: ['reason'] as const,
+    registers: [registry],
   });
-  const fanoutLatency = registry.histogram({
+  // Observed once per command: a plain-array histogram, like the two counters above.
+  const fanout = new PlainHistogram(registry, {
     name: 'presence_fanout_latency_seconds',
     help: 'Time from receiving a command until all resulting frames were queued to every receiver.',
     buckets: FANOUT_BUCKETS,
   });
-  const httpRequests = registry.counter({
+  const fanoutLatency = fanout.histogram;
+  const httpRequests = new Counter({
     name: 'presence_http_requests_total',
     help: 'HTTP API responses by route template and status.',
-    labelNames: ['route', 'status'],
+    labelNames: ['route', 'status'] as const,
+    registers: [registry],
   });
 
-  const residentMemory = registry.gauge({
-    name: 'presence_process_resident_memory_bytes',
-    help: 'Resident set size of the server process.',
-    collect: () => process.memoryUsage.rss(),
-  });
+  const residentMemory = gauge(
+    'presence_process_resident_memory_bytes',
+    'Resident set size of the server process.',
+    () => process.memoryUsage.rss(),
+  );
 
   const loop: IntervalHistogram = monitorEventLoopDelay({ resolution: options.eventLoopResolutionMs ?? 20 });
   loop.enable();
   let closed = false;
-  // The histogram is reset after each scrape (as prom-client does), so each value describes the
-  // interval since the previous scrape instead of an average over the whole uptime. With no
-  // sample in the interval (two scrapes within one resolution tick) the previous value stands.
+  // The histogram is reset after each scrape (as prom-client's nodejs_eventloop_lag_* are), so
+  // each value describes the interval since the previous scrape instead of an average over the
+  // whole uptime. With no sample in the interval (two scrapes within one resolution tick) the
+  // previous value stands.
   let lag = { mean: 0, p99: 0, max: 0 };
-  registry.onCollect(() => {
-    if (closed) return;
-    if (loop.count > 0) {
-      lag = { mean: loop.mean / 1e9, p99: loop.percentile(99) / 1e9, max: loop.max / 1e9 };
+  const lagNow = oncePerScrape(() => {
+    if (!closed) {
+      if (loop.count > 0) lag = { mean: loop.mean / 1e9, p99: loop.percentile(99) / 1e9, max: loop.max / 1e9 };
+      loop.reset();
     }
-    loop.reset();
+    return lag;
   });
-  const eventLoopLag = registry.gauge({
-    name: 'presence_event_loop_lag_seconds',
-    help: 'Mean event loop delay since the previous scrape.',
-    collect: () => lag.mean,
-  });
-  const eventLoopLagP99 = registry.gauge({
-    name: 'presence_event_loop_lag_p99_seconds',
-    help: '99th percentile of the event loop delay since the previous scrape.',
-    collect: () => lag.p99,
-  });
-  const eventLoopLagMax = registry.gauge({
-    name: 'presence_event_loop_lag_max_seconds',
-    help: 'Maximum event loop delay since the previous scrape.',
-    collect: () => lag.max,
-  });
+  const eventLoopLag = gauge(
+    'presence_event_loop_lag_seconds',
+    'Mean event loop delay since the previous scrape.',
+    () => lagNow().mean,
+  );
+  const eventLoopLagP99 = gauge(
+    'presence_event_loop_lag_p99_seconds',
+    '99th percentile of the event loop delay since the previous scrape.',
+    () => lagNow().p99,
+  );
+  const eventLoopLagMax = gauge(
+    'presence_event_loop_lag_max_seconds',
+    'Maximum event loop delay since the previous scrape.',
+    () => lagNow().max,
+  );
 
   return {
     registry,
@@ -251,11 +260,10 @@ export function createPresenceMetrics(
     eventLoopLagP99,
     eventLoopLagMax,
     commandReceived(type) {
-      eventsIn.inc({ type: typeof type === 'string' && KNOWN_COMMAND_TYPES.has(type) ? type : 'unknown' });
+      eventsIn.add(type);
     },
     messageSent(type, receivers = 1) {
-      if (receivers <= 0) return;
-      eventsOut.inc({ type: OUTBOUND_TYPES.has(type) ? type : 'other' }, receivers);
+      eventsOut.add(type, receivers);
     },
     errorSent(code) {
       errors.inc({ code: KNOWN_ERROR_CODES.has(code) ? code : 'INTERNAL' });
@@ -270,7 +278,7 @@ export function createPresenceMetrics(
       connectionsRefused.inc({ reason: REFUSAL_REASONS.has(reason) ? reason : 'other' });
     },
     observeFanout(seconds) {
-      fanoutLatency.observe(seconds);
+      fanout.observe(seconds);
     },
     close() {
       if (closed) return;
