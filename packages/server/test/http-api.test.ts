@@ -3,7 +3,7 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
-import type { Member, SelfPresence, UserPresence } from '@presence/protocol';
+import type { Member, SelfPresence, UserChannel, UserPresence } from '@presence/protocol';
 import { createTokenVerifier } from '../src/auth/tokens.js';
 import { resolveConfig, type ServerConfig, type ServerLimits, type AuthConfig } from '../src/config/config.js';
 import { PresenceError } from '../src/errors.js';
@@ -18,7 +18,7 @@ import {
   escapeLabelValue,
   type PresenceMetrics,
 } from '../src/metrics/index.js';
-import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
+import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
 
 // ---------------------------------------------------------------------------------------------
 // A minimal stand-in for the presence engine: records every call and answers with canned data.
@@ -70,6 +70,16 @@ class FakeQueries implements PresenceQueries {
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[] {
     this.check('queryUsers', [userIds, viewer]);
     return userIds.map(presence);
+  }
+
+  userChannels(userId: string): UserChannel[] {
+    this.check('userChannels', [userId]);
+    return userId === 'alice' ? [{ channel: 'room-1', joinedAt: '2024-01-01T00:00:00.000Z', channelMeta: { mode: 'editing' } }] : [];
+  }
+
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
+    this.check('onlineUsers', [page]);
+    return { count: 2, users: [presence('alice')], nextCursor: 'alice' };
   }
 
   updateUser(userId: string, patch: UserPatch): SelfPresence {
