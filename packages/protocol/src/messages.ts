@@ -150,6 +150,12 @@ export interface UserPresenceResponse extends Static<typeof S.UserPresenceRespon
 /** `POST /realtime/presence/query` body. */
 export interface QueryPresenceRequest extends Static<typeof S.QueryPresenceRequest> {}
 export interface QueryPresenceResponse extends Static<typeof S.QueryPresenceResponse> {}
+/** One channel of a user in `UserChannelsResponse`. */
+export interface UserChannel extends Static<typeof S.UserChannel> {}
+/** `GET /realtime/users/:id/channels`. */
+export interface UserChannelsResponse extends Static<typeof S.UserChannelsResponse> {}
+/** `GET /realtime/presence/online`. */
+export interface OnlineUsersResponse extends Static<typeof S.OnlineUsersResponse> {}
 /** One node of a cluster in `AdminStats`. */
 export interface AdminNodeRow extends Static<typeof S.AdminNodeRow> {}
 /** `GET /realtime/admin/stats`: figures for the operations dashboard. */

@@ -508,6 +508,39 @@ export const QueryPresenceResponse = named(
   Type.Object({ users: Type.Array(UserPresence, { description: 'In the order asked, privacy applied.' }) }),
 );
 
+export const UserChannel = named(
+  'UserChannel',
+  Type.Object(
+    {
+      channel: ChannelName,
+      joinedAt: refine(Timestamp, {
+        description: 'When the user last became visible in the channel: their first join, or their last return from invisible if later (as `Member.joinedAt`).',
+      }),
+      channelMeta: refine(Meta, { description: "The user's meta in this channel (cursor, mode, …)." }),
+    },
+    { description: 'One channel a user is a member of.' },
+  ),
+);
+
+export const UserChannelsResponse = named(
+  'UserChannelsResponse',
+  Type.Object({
+    userId: UserId,
+    channels: Type.Array(UserChannel, {
+      description: 'The channels the user is a visible member of, by channel name; empty when the user is offline or invisible.',
+    }),
+  }),
+);
+
+export const OnlineUsersResponse = named(
+  'OnlineUsersResponse',
+  Type.Object({
+    count: count('Users others see as present in the whole list (not only this page); invisible users are not counted.'),
+    users: Type.Array(UserPresence, { description: 'One page of present users, by user id.' }),
+    nextCursor: Type.Optional(Type.String({ description: 'Pass as `cursor` to get the next page; absent on the last page.' })),
+  }),
+);
+
 export const AdminNodeRow = named(
   'AdminNodeRow',
   Type.Object(

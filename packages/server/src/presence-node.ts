@@ -1,9 +1,9 @@
-import type { SelfPresence, UserPresence } from '@presence/protocol';
+import type { SelfPresence, UserChannel, UserPresence } from '@presence/protocol';
 import type { ServerConfig } from './config/config.js';
 import type { Clock } from './presence/clock.js';
 import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } from './presence/engine.js';
 import type { PresenceEventListener } from './presence/events.js';
-import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
+import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
 import { Replica } from './presence/replica.js';
 import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
@@ -83,6 +83,14 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[] {
     return this.engine.reader.queryUsers(userIds, viewer);
+  }
+
+  userChannels(userId: string): UserChannel[] {
+    return this.engine.reader.userChannels(userId);
+  }
+
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
+    return this.engine.reader.onlineUsers(page);
   }
 
   stats(): PresenceStats {

@@ -94,6 +94,13 @@ describe('loadConfig', () => {
         PRESENCE_MAX_PAGE_SIZE: '50',
         PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
         PRESENCE_MAX_TOTAL_OUTBOUND_BYTES: '1048576',
+        PRESENCE_HTTP_KEY_RATE_LIMIT: '0',
+        PRESENCE_HTTP_KEY_RATE_BURST: '500',
+        PRESENCE_HTTP_USER_RATE_LIMIT: '5',
+        PRESENCE_HTTP_USER_RATE_BURST: '10',
+        PRESENCE_HTTP_IP_RATE_LIMIT: '2',
+        PRESENCE_HTTP_IP_RATE_BURST: '4',
+        PRESENCE_TRUST_PROXY_HOPS: '1',
       },
       [],
     );
@@ -124,6 +131,7 @@ describe('loadConfig', () => {
       metricsPort: 9100,
       production: true,
       permessageDeflate: true,
+      trustProxyHops: 1,
       limits: {
         maxFrameBytes: 32768,
         maxMetaBytes: 1024,
@@ -143,6 +151,12 @@ describe('loadConfig', () => {
         maxPageSize: 50,
         maxEventLoopLagMs: 0,
         maxTotalOutboundBytes: 1048576,
+        httpKeyRateLimit: 0,
+        httpKeyRateBurst: 500,
+        httpUserRateLimit: 5,
+        httpUserRateBurst: 10,
+        httpIpRateLimit: 2,
+        httpIpRateBurst: 4,
       },
     });
   });

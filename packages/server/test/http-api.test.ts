@@ -3,11 +3,12 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
-import type { Member, SelfPresence, UserPresence } from '@presence/protocol';
+import type { Member, SelfPresence, UserChannel, UserPresence } from '@presence/protocol';
 import { createTokenVerifier } from '../src/auth/tokens.js';
 import { resolveConfig, type ServerConfig, type ServerLimits, type AuthConfig } from '../src/config/config.js';
 import { PresenceError } from '../src/errors.js';
 import { createHttpApi } from '../src/http/api.js';
+import { TokenBuckets, addressKey } from '../src/http/rate-limits.js';
 import { createLogger } from '../src/log.js';
 import { Counter, Registry } from 'prom-client';
 import {
@@ -18,7 +19,7 @@ import {
   scrapedGauge,
   type PresenceMetrics,
 } from '../src/metrics/index.js';
-import type { ChannelPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
+import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from '../src/presence/service.js';
 
 // ---------------------------------------------------------------------------------------------
 // A minimal stand-in for the presence engine: records every call and answers with canned data.
@@ -72,6 +73,16 @@ class FakeQueries implements PresenceQueries {
     return userIds.map(presence);
   }
 
+  userChannels(userId: string): UserChannel[] {
+    this.check('userChannels', [userId]);
+    return userId === 'alice' ? [{ channel: 'room-1', joinedAt: '2024-01-01T00:00:00.000Z', channelMeta: { mode: 'editing' } }] : [];
+  }
+
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
+    this.check('onlineUsers', [page]);
+    return { count: 2, users: [presence('alice')], nextCursor: 'alice' };
+  }
+
   updateUser(userId: string, patch: UserPatch): SelfPresence {
     this.check('updateUser', [userId, patch]);
     const manual = patch.status === 'away' || patch.status === 'busy' || patch.status === 'invisible' ? patch.status : null;
@@ -106,11 +117,14 @@ async function startApi(options: {
   auth?: AuthConfig;
   limits?: Partial<ServerLimits>;
   allowedOrigins?: string[];
+  now?: () => number;
+  trustProxyHops?: number;
 } = {}): Promise<Harness> {
   const config: ServerConfig = resolveConfig({
     auth: options.auth ?? {},
     limits: options.limits ?? {},
     allowedOrigins: options.allowedOrigins ?? [],
+    trustProxyHops: options.trustProxyHops ?? 0,
   });
   const fake = new FakeQueries();
   const metrics = createPresenceMetrics(new Registry(), () => fake.stats());
@@ -124,6 +138,7 @@ async function startApi(options: {
     metrics,
     log,
     isReady: () => ready,
+    now: options.now,
   });
   const server: Server = createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -682,6 +697,230 @@ describe('HTTP API CORS', () => {
       headers: { origin: 'https://app.example.com', 'access-control-request-method': 'GET' },
     });
     await expectError(response, 404, 'NOT_FOUND');
+  });
+});
+
+describe("the lists: a user's channels and the online list", () => {
+  let h: Harness;
+  before(async () => {
+    h = await startApi({ auth: { jwtSecret: SECRET, apiKey: API_KEY } });
+  });
+  after(() => h.close());
+
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+  test("GET a user's channels: the API key for anyone, a user token for its own id only", async () => {
+    let response = await fetch(`${h.base}/realtime/users/alice/channels`, { headers: bearer(API_KEY) });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await json(response), {
+      userId: 'alice',
+      channels: [{ channel: 'room-1', joinedAt: '2024-01-01T00:00:00.000Z', channelMeta: { mode: 'editing' } }],
+    });
+    assert.deepEqual(h.fake.last('userChannels')?.args, ['alice']);
+
+    response = await fetch(`${h.base}/realtime/users/al%20ice/channels`, { headers: bearer(await userToken('al ice')) });
+    assert.equal(response.status, 200, 'the own id, percent-decoded');
+    assert.deepEqual(h.fake.last('userChannels')?.args, ['al ice']);
+
+    const calls = h.fake.calls.length;
+    response = await fetch(`${h.base}/realtime/users/alice/channels`, { headers: bearer(await userToken('bob')) });
+    await expectError(response, 403, 'FORBIDDEN');
+    assert.equal(h.fake.calls.length, calls, 'refused before the model is asked');
+    await expectError(await fetch(`${h.base}/realtime/users/alice/channels`), 401, 'UNAUTHORIZED');
+    await expectError(await fetch(`${h.base}/realtime/users/${'u'.repeat(129)}/channels`, { headers: bearer(API_KEY) }), 400, 'INVALID_USER_ID');
+    await expectError(await postJson(`${h.base}/realtime/users/alice/channels`, {}, bearer(API_KEY)), 405, 'METHOD_NOT_ALLOWED');
+  });
+
+  test('GET the online list: the API key only, limit and cursor passed on, limit capped', async () => {
+    let response = await fetch(`${h.base}/realtime/presence/online`, { headers: bearer(API_KEY) });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await json(response), { count: 2, users: [presence('alice')], nextCursor: 'alice' });
+    assert.deepEqual(h.fake.last('onlineUsers')?.args, [{ limit: 100 }]);
+
+    response = await fetch(`${h.base}/realtime/presence/online?limit=5000&cursor=alice`, { headers: bearer(API_KEY) });
+    assert.equal(response.status, 200);
+    assert.deepEqual(h.fake.last('onlineUsers')?.args, [{ limit: 1000, cursor: 'alice' }]);
+
+    for (const limit of ['0', '-1', 'abc']) {
+      await expectError(await fetch(`${h.base}/realtime/presence/online?limit=${limit}`, { headers: bearer(API_KEY) }), 400, 'INVALID_MESSAGE');
+    }
+    const calls = h.fake.calls.length;
+    await expectError(await fetch(`${h.base}/realtime/presence/online`, { headers: bearer(await userToken('alice')) }), 403, 'FORBIDDEN');
+    assert.equal(h.fake.calls.length, calls, 'a user token never reaches the model');
+    await expectError(await fetch(`${h.base}/realtime/presence/online`), 401, 'UNAUTHORIZED');
+  });
+});
+
+describe('HTTP rate limits', () => {
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+  const small = { httpKeyRateLimit: 10, httpKeyRateBurst: 5, httpUserRateLimit: 2, httpUserRateBurst: 3, httpIpRateLimit: 1, httpIpRateBurst: 2 };
+
+  async function expectRateLimited(response: Response, retryAfter: number): Promise<void> {
+    const body = await expectError(response, 429, 'RATE_LIMITED');
+    assert.equal(response.headers.get('retry-after'), String(retryAfter));
+    assert.match(body.error.message, /retry after \d+ s/);
+  }
+
+  test('a user token gets its burst, then 429 RATE_LIMITED with Retry-After; time refills the bucket', async () => {
+    let now = 1_000_000;
+    const h = await startApi({ auth: { jwtSecret: SECRET, apiKey: API_KEY }, limits: small, now: () => now });
+    try {
+      const alice = await userToken('alice');
+      for (let i = 0; i < 3; i += 1) assert.equal((await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(alice) })).status, 200);
+      const calls = h.fake.calls.length;
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(alice) }), 1);
+      // Every route that needs credentials, POSTs too (refused before the body is read).
+      await expectRateLimited(await postJson(`${h.base}/realtime/presence/update`, { status: 'away' }, bearer(alice)), 1);
+      await expectRateLimited(await postJson(`${h.base}/realtime/presence/update`, '{not json', bearer(alice)), 1);
+      assert.equal(h.fake.calls.length, calls, 'a refused request changes nothing');
+
+      // Another token of the same user shares the bucket; another user and the API key do not.
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(await userToken('alice', { channels: ['x'] })) }), 1);
+      assert.equal((await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(await userToken('carol')) })).status, 200);
+      assert.equal((await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(API_KEY) })).status, 200);
+
+      // 2 tokens a second: half a second brings one back, and only one.
+      now += 500;
+      assert.equal((await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(alice) })).status, 200);
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(alice) }), 1);
+      now += 10_000;
+      for (let i = 0; i < 3; i += 1) assert.equal((await fetch(`${h.base}/realtime/users/bob/presence`, { headers: bearer(alice) })).status, 200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('Retry-After is the whole seconds until a token is back', async () => {
+    let now = 0;
+    const h = await startApi({ auth: { apiKey: API_KEY }, limits: { ...small, httpKeyRateLimit: 0.25 as number, httpKeyRateBurst: 1 }, now: () => now });
+    try {
+      assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(API_KEY) })).status, 200);
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(API_KEY) }), 4);
+      now += 2500;
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(API_KEY) }), 2);
+      now += 1500;
+      assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(API_KEY) })).status, 200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('failed credentials cost the client address: 401 until its bucket is empty, then 429; valid callers are not held back', async () => {
+    const h = await startApi({ auth: { jwtSecret: SECRET, apiKey: API_KEY }, limits: small, now: () => 0 });
+    try {
+      await expectError(await fetch(`${h.base}/realtime/users/a/presence`), 401, 'UNAUTHORIZED');
+      await expectError(await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer('wrong-key') }), 401, 'UNAUTHORIZED');
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer('another-guess') }), 1);
+      const expired = await userToken('alice', {}, Math.floor(Date.now() / 1000) - 60);
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(expired) }), 1);
+      // The same address with valid credentials: its own buckets.
+      assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(API_KEY) })).status, 200);
+      assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers: bearer(await userToken('alice')) })).status, 200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('health, readiness, metrics, the OpenAPI document, preflights and unknown paths are exempt', async () => {
+    const h = await startApi({ auth: { apiKey: API_KEY }, limits: small, now: () => 0 });
+    try {
+      for (let i = 0; i < 2; i += 1) await fetch(`${h.base}/realtime/users/a/presence`);
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`), 1);
+      for (let i = 0; i < 5; i += 1) {
+        for (const path of ['/healthz', '/readyz', '/metrics', '/realtime/openapi.json']) {
+          assert.equal((await fetch(`${h.base}${path}`)).status, 200, path);
+        }
+        assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { method: 'OPTIONS' })).status, 204);
+        await expectError(await fetch(`${h.base}/realtime/nope`), 404, 'NOT_FOUND');
+      }
+      const metrics = await (await fetch(`${h.base}/metrics`)).text();
+      assert.match(metrics, /presence_http_requests_total\{route="\/realtime\/users\/:id\/presence",status="429"\} 1/);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('development mode counts per client address at the API key rates; X-Forwarded-For only with trusted proxy hops', async () => {
+    const h = await startApi({ limits: { ...small, httpKeyRateBurst: 2 }, now: () => 0 });
+    try {
+      const from = (xff: string) => ({ 'x-forwarded-for': xff });
+      for (let i = 0; i < 2; i += 1) assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers: from(`10.0.0.${i}`) })).status, 200);
+      // Without trusted hops the header is the client's own claim: ignored.
+      await expectRateLimited(await fetch(`${h.base}/realtime/users/a/presence`, { headers: from('10.0.0.9') }), 1);
+    } finally {
+      await h.close();
+    }
+    const proxied = await startApi({ limits: { ...small, httpKeyRateBurst: 2 }, now: () => 0, trustProxyHops: 1 });
+    try {
+      const from = (xff: string) => ({ 'x-forwarded-for': xff });
+      for (let i = 0; i < 2; i += 1) assert.equal((await fetch(`${proxied.base}/realtime/users/a/presence`, { headers: from('198.51.100.7') })).status, 200);
+      await expectRateLimited(await fetch(`${proxied.base}/realtime/users/a/presence`, { headers: from('198.51.100.7') }), 1);
+      // One hop: the proxy's entry (rightmost) counts, whatever the client wrote before it.
+      await expectRateLimited(await fetch(`${proxied.base}/realtime/users/a/presence`, { headers: from('203.0.113.1, 198.51.100.7') }), 1);
+      assert.equal((await fetch(`${proxied.base}/realtime/users/a/presence`, { headers: from('198.51.100.8') })).status, 200);
+    } finally {
+      await proxied.close();
+    }
+  });
+
+  test('a 429 to an allowed origin exposes Retry-After to the page', async () => {
+    const h = await startApi({ auth: { apiKey: API_KEY }, limits: { ...small, httpKeyRateBurst: 1 }, allowedOrigins: ['https://app.example.com'], now: () => 0 });
+    try {
+      const headers = { ...bearer(API_KEY), origin: 'https://app.example.com' };
+      assert.equal((await fetch(`${h.base}/realtime/users/a/presence`, { headers })).status, 200);
+      const response = await fetch(`${h.base}/realtime/users/a/presence`, { headers });
+      await expectRateLimited(response, 1);
+      assert.equal(response.headers.get('access-control-allow-origin'), 'https://app.example.com');
+      assert.equal(response.headers.get('access-control-expose-headers'), 'Retry-After');
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe('token buckets', () => {
+  test('a bucket gives its burst, then refills at its rate, never above the burst', () => {
+    let now = 0;
+    const buckets = new TokenBuckets(10, 3, () => now);
+    assert.deepEqual([buckets.take('a'), buckets.take('a'), buckets.take('a')], [0, 0, 0]);
+    assert.equal(buckets.take('a'), 100, 'one token comes back in 100 ms');
+    now += 50;
+    assert.equal(buckets.take('a'), 50);
+    now += 10_000;
+    assert.deepEqual([buckets.take('a'), buckets.take('a'), buckets.take('a')], [0, 0, 0]);
+    assert.ok(buckets.take('a') > 0, 'never more than the burst');
+    assert.equal(new TokenBuckets(0, 1, () => now).take('x'), 0, 'a rate of 0 is no limit');
+  });
+
+  test('memory stays bounded: refilled buckets are swept, and past maxKeys the least recently used goes', () => {
+    let now = 0;
+    const buckets = new TokenBuckets(10, 5, () => now, 1000);
+    for (let i = 0; i < 500; i += 1) buckets.take(`k${i}`);
+    assert.equal(buckets.size, 500);
+    now += 9_999; // every bucket has refilled (1 token used, 10/s), but no sweep is due yet
+    buckets.take('fresh');
+    assert.equal(buckets.size, 501);
+    now += 1; // the sweep runs at most every 10 s
+    buckets.take('fresh');
+    assert.equal(buckets.size, 1, 'the sweep dropped the refilled buckets');
+
+    // 2,000 keys inside one sweep interval: never more than maxKeys held.
+    for (let i = 0; i < 2000; i += 1) {
+      for (let j = 0; j < 5; j += 1) buckets.take(`flood${i}`);
+      assert.ok(buckets.size <= 1000);
+    }
+    // The most recently used survive; an evicted key starts full again.
+    assert.ok(buckets.take('flood1999') > 0, 'a recent, empty bucket is kept');
+    assert.equal(buckets.take('flood0'), 0, 'the oldest was evicted');
+  });
+
+  test('client addresses: IPv4-mapped as IPv4, IPv6 by /64', () => {
+    assert.equal(addressKey('127.0.0.1'), '127.0.0.1');
+    assert.equal(addressKey('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:DB8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
   });
 });
 

@@ -445,6 +445,18 @@ describe('invisible leaks nothing over HTTP and metrics', () => {
     assert.equal(channel.body.count, 1);
     assert.deepEqual(channel.body.members.map((m: Member) => m.userId), ['inv-observer']);
 
+    // A user's channels: none for either, to the API key and to the user's own token alike.
+    for (const [id, bearer] of [['ghost-user', API_KEY], ['gone-user', API_KEY], ['ghost-user', await token('ghost-user')]]) {
+      const channels = await api(server, `/realtime/users/${id}/channels`, { bearer });
+      assert.equal(channels.status, 200);
+      assert.deepEqual(channels.body, { userId: id, channels: [] }, `${id}'s channels`);
+    }
+
+    // The online list: neither is listed or counted.
+    const online = await api(server, '/realtime/presence/online');
+    assert.deepEqual(online.body.users.map((u: UserPresence) => u.userId), ['inv-observer']);
+    assert.equal(online.body.count, 1);
+
     // Metrics: neither is counted, and no label names either.
     const text = await scrape(server);
     assert.equal(metric(text, 'presence_online_users'), 1);
@@ -462,6 +474,164 @@ describe('invisible leaks nothing over HTTP and metrics', () => {
       !observer.messages.some((m) => m.type === 'presence.update' && m.member.userId === 'ghost-user' && m.member.channelMeta.cursor === 2),
       'no channel meta from the invisible user',
     );
+  });
+});
+
+describe('the lists against live clients', () => {
+  let server: TestServer;
+  const res = new Resources();
+  const as = async (userId: string, device = 'web') => res.connect(server, { token: await token(userId), device });
+
+  before(async () => {
+    server = await startTestServer({ auth: { jwtSecret: SECRET, apiKey: API_KEY }, offlineDelayMs: 150 });
+  });
+  after(async () => {
+    await res.closeAll();
+    await server.shutdown();
+  });
+
+  const channelsOf = async (userId: string, bearer = API_KEY) => {
+    const answer = await api(server, `/realtime/users/${encodeURIComponent(userId)}/channels`, { bearer });
+    assert.equal(answer.status, 200, answer.text);
+    return answer.body as { userId: string; channels: { channel: string; joinedAt: string; channelMeta: Record<string, unknown> }[] };
+  };
+  const onlineIds = async (limit = 100) => {
+    const ids: string[] = [];
+    let cursor: string | undefined;
+    let count: number | undefined;
+    do {
+      const answer = await api(server, `/realtime/presence/online?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      assert.equal(answer.status, 200, answer.text);
+      assert.ok(answer.body.users.length <= limit);
+      count ??= answer.body.count;
+      assert.equal(answer.body.count, count, 'count is the whole list on every page');
+      ids.push(...answer.body.users.map((u: UserPresence) => u.userId));
+      cursor = answer.body.nextCursor;
+    } while (cursor !== undefined);
+    assert.equal(ids.length, count);
+    return ids;
+  };
+
+  test("a user's channels follow joins, leaves, tabs and invisibility; the own token reads them, another user's does not", async () => {
+    const tab1 = await as('lists-alice');
+    const tab2 = await as('lists-alice', 'ios');
+    await tab1.request({ type: 'join', channel: 'lists:doc', meta: { mode: 'editing' } });
+    await tab2.request({ type: 'join', channel: 'lists:room' });
+    await tab1.request({ type: 'join', channel: 'lists:room' });
+
+    const listed = await channelsOf('lists-alice');
+    assert.deepEqual(listed.channels.map((c) => [c.channel, c.channelMeta]), [['lists:doc', { mode: 'editing' }], ['lists:room', {}]]);
+    // The same joinedAt as the channel's member list.
+    const members = await api(server, '/realtime/channels/lists:doc/presence');
+    assert.equal(listed.channels[0].joinedAt, members.body.members.find((m: Member) => m.userId === 'lists-alice').joinedAt);
+    assert.deepEqual(await channelsOf('lists-alice', await token('lists-alice')), listed, 'the own token');
+    const other = await api(server, '/realtime/users/lists-alice/channels', { bearer: await token('lists-bob') });
+    assert.equal(other.status, 403);
+    assert.equal(other.body.error.code, 'FORBIDDEN');
+
+    // A member while any tab is in the channel.
+    await tab2.request({ type: 'leave', channel: 'lists:room' });
+    assert.deepEqual((await channelsOf('lists-alice')).channels.map((c) => c.channel), ['lists:doc', 'lists:room']);
+    await tab1.request({ type: 'leave', channel: 'lists:room' });
+    assert.deepEqual((await channelsOf('lists-alice')).channels.map((c) => c.channel), ['lists:doc']);
+
+    // Invisible: in no channel, as if offline, for the user's own token too; back, with the channel meta.
+    await tab1.request({ type: 'status', status: 'invisible' });
+    assert.deepEqual(await channelsOf('lists-alice'), { userId: 'lists-alice', channels: [] });
+    assert.deepEqual(await channelsOf('lists-alice', await token('lists-alice')), { userId: 'lists-alice', channels: [] });
+    await tab1.request({ type: 'status', status: 'online' });
+    assert.deepEqual((await channelsOf('lists-alice')).channels.map((c) => [c.channel, c.channelMeta]), [['lists:doc', { mode: 'editing' }]]);
+
+    // Gone after the offline delay; an unknown user is in nothing.
+    await tab1.close();
+    await tab2.close();
+    await sleep(400);
+    assert.deepEqual(await channelsOf('lists-alice'), { userId: 'lists-alice', channels: [] });
+    assert.deepEqual(await channelsOf('never seen'), { userId: 'never seen', channels: [] });
+  });
+
+  test('the online list pages through everyone present, without invisible users, with the view others see', async () => {
+    const ids = Array.from({ length: 7 }, (_, i) => `online-${i}`);
+    const clients = await Promise.all(ids.map((id) => as(id)));
+    await clients[2].request({ type: 'status', status: 'busy', message: 'In a call' });
+    await clients[5].request({ type: 'status', status: 'invisible' });
+    const visible = ids.filter((id) => id !== 'online-5');
+
+    assert.deepEqual(await onlineIds(3), visible, 'pages of 3, sorted, nobody twice or missing');
+    assert.deepEqual(await onlineIds(), visible);
+    const page = await api(server, '/realtime/presence/online?limit=3');
+    assert.deepEqual(
+      page.body.users.find((u: UserPresence) => u.userId === 'online-2'),
+      (await api(server, '/realtime/users/online-2/presence')).body.user,
+      'the same view as the user route',
+    );
+    assert.equal(page.body.nextCursor, 'online-2');
+
+    // A cursor past a user who left does not shift the rest.
+    await clients[3].close();
+    await sleep(400);
+    const rest = await api(server, '/realtime/presence/online?limit=10&cursor=online-2');
+    assert.deepEqual(rest.body.users.map((u: UserPresence) => u.userId), ['online-4', 'online-6']);
+    assert.equal(rest.body.count, 5);
+    assert.equal(rest.body.nextCursor, undefined);
+
+    // User tokens are refused.
+    const refused = await api(server, '/realtime/presence/online', { bearer: await token('online-0') });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, 'FORBIDDEN');
+  });
+});
+
+describe('HTTP rate limits at the defaults', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ auth: { jwtSecret: SECRET, apiKey: API_KEY } });
+  });
+  after(() => server.shutdown());
+
+  /** Sends `total` GETs, `parallel` at a time; counts the answers by status. */
+  async function burst(bearer: string, total: number, parallel = 50): Promise<{ ok: number; limited: HttpAnswer[]; seconds: number }> {
+    let sent = 0;
+    let ok = 0;
+    const limited: HttpAnswer[] = [];
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: parallel }, async () => {
+        while (sent < total) {
+          sent += 1;
+          const answer = await api(server, '/realtime/users/someone/presence', { bearer });
+          if (answer.status === 200) ok += 1;
+          else if (answer.status === 429) limited.push(answer);
+          else assert.fail(`unexpected ${answer.status}: ${answer.text}`);
+        }
+      }),
+    );
+    return { ok, limited, seconds: (performance.now() - started) / 1000 };
+  }
+
+  test('a burst of 2,000 requests from one user token is limited (429, Retry-After, RATE_LIMITED); the API key is not', async () => {
+    const { limits } = server.config;
+    const user = await burst(await token('bursty'), 2000);
+    assert.ok(user.limited.length > 0, 'the burst was limited');
+    // At most the burst plus what refilled while it ran (and a second of slack).
+    assert.ok(
+      user.ok <= limits.httpUserRateBurst + limits.httpUserRateLimit * (user.seconds + 1),
+      `${user.ok} requests passed in ${user.seconds.toFixed(1)} s`,
+    );
+    assert.ok(user.ok >= limits.httpUserRateBurst, `the burst itself passed (${user.ok})`);
+    for (const answer of user.limited) {
+      assert.equal(answer.body.error.code, 'RATE_LIMITED');
+      const retryAfter = Number(answer.headers.get('retry-after'));
+      assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1, `Retry-After ${answer.headers.get('retry-after')}`);
+    }
+
+    // Another user is not affected by the first one's burst.
+    assert.equal((await api(server, '/realtime/users/someone/presence', { bearer: await token('calm') })).status, 200);
+
+    // A backend's burst of the same size passes whole.
+    const backend = await burst(API_KEY, 2000);
+    assert.equal(backend.limited.length, 0, `the API key was refused ${backend.limited.length} times`);
+    assert.equal(backend.ok, 2000);
   });
 });
 

@@ -228,6 +228,10 @@ describe('a real server', () => {
     // Twice: the second answer has rates.
     assertMatches(await httpJson(server, ROUTES.adminStats, key), ROUTES.adminStats, 'get');
     assertMatches(await httpJson(server, ROUTES.adminStats, key), ROUTES.adminStats, 'get');
+    assertMatches(await httpJson(server, '/realtime/users/alice/channels', key), '/realtime/users/{id}/channels', 'get');
+    assertMatches(await httpJson(server, '/realtime/users/alice/channels', { bearer: await token('alice') }), '/realtime/users/{id}/channels', 'get');
+    assertMatches(await httpJson(server, '/realtime/users/nobody/channels', key), '/realtime/users/{id}/channels', 'get');
+    assertMatches(await httpJson(server, `${ROUTES.onlineUsers}?limit=1`, key), ROUTES.onlineUsers, 'get');
     assertMatches(await httpJson(server, ROUTES.health), ROUTES.health, 'get');
     assertMatches(await httpJson(server, ROUTES.ready), ROUTES.ready, 'get');
 
@@ -240,9 +244,27 @@ describe('a real server', () => {
       'post',
     );
     assertMatches(await httpJson(server, ROUTES.adminStats, { bearer: await token('alice') }), ROUTES.adminStats, 'get');
+    assertMatches(await httpJson(server, '/realtime/users/alice/channels', { bearer: await token('bob') }), '/realtime/users/{id}/channels', 'get');
+    assertMatches(await httpJson(server, ROUTES.onlineUsers, { bearer: await token('alice') }), ROUTES.onlineUsers, 'get');
     assertMatches(await httpJson(server, '/realtime/channels/bad%20name/presence', key), '/realtime/channels/{id}/presence', 'get');
     const tooMany = Array.from({ length: server.config.limits.maxQueryUsers + 1 }, (_, i) => `u${i}`);
     assertMatches(await httpJson(server, ROUTES.queryPresence, { ...key, body: { userIds: tooMany } }), ROUTES.queryPresence, 'post');
+  });
+
+  test('a 429 matches the document, which declares its Retry-After header', async () => {
+    const limited = await startTestServer({ auth: { jwtSecret: SECRET, apiKey: API_KEY }, limits: { httpUserRateBurst: 1 } });
+    try {
+      const bearer = await token('alice');
+      assert.equal((await httpJson(limited, '/realtime/users/bob/presence', { bearer })).status, 200);
+      const answer = await httpJson(limited, '/realtime/users/bob/presence', { bearer });
+      assert.equal(answer.status, 429);
+      assertMatches(answer, '/realtime/users/{id}/presence', 'get');
+      const declared = (openapi.paths['/realtime/users/{id}/presence'].get as Any).responses['429'].headers['Retry-After'];
+      assert.equal(declared.schema.type, 'integer');
+      assert.ok(Number(answer.headers.get('retry-after')) >= 1);
+    } finally {
+      await limited.shutdown();
+    }
   });
 
   test('sends only frames the protocol JSON Schema admits', async () => {

@@ -34,6 +34,18 @@ export interface ServerLimits extends Limits {
   maxEventLoopLagMs: number;
   /** Unsent bytes over all connections past which new connections are refused with OVERLOADED; 0: off. */
   maxTotalOutboundBytes: number;
+  /** HTTP requests per second with the API key, per node (token bucket rate); 0: no limit. */
+  httpKeyRateLimit: number;
+  /** HTTP requests the API key may send at once (bucket size). */
+  httpKeyRateBurst: number;
+  /** HTTP requests per second with one user's tokens, per node; 0: no limit. */
+  httpUserRateLimit: number;
+  /** HTTP requests one user's tokens may send at once. */
+  httpUserRateBurst: number;
+  /** HTTP requests per second from one client address whose credentials fail, per node; 0: no limit. */
+  httpIpRateLimit: number;
+  /** Such requests one client address may send at once. */
+  httpIpRateBurst: number;
 }
 
 export interface ServerConfig {
@@ -94,6 +106,12 @@ export interface ServerConfig {
   production: boolean;
   /** permessage-deflate on the WebSocket. @default false */
   permessageDeflate: boolean;
+  /**
+   * Reverse proxies in front of the server that append to `X-Forwarded-For`: the client address
+   * of per-address HTTP rate limits is read that many entries from the right. 0: the TCP peer.
+   * @default 0
+   */
+  trustProxyHops: number;
   limits: ServerLimits;
 }
 
@@ -123,6 +141,14 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxPageSize: 1000,
   maxEventLoopLagMs: 500,
   maxTotalOutboundBytes: 256 * 1024 * 1024,
+  // A backend acting for many users; sized so that normal use is never throttled.
+  httpKeyRateLimit: 1000,
+  httpKeyRateBurst: 2000,
+  // One person's browser tabs and devices: a few requests a second, a page load's worth at once.
+  httpUserRateLimit: 20,
+  httpUserRateBurst: 100,
+  httpIpRateLimit: 20,
+  httpIpRateBurst: 100,
 };
 
 export const DEFAULT_CONFIG: ServerConfig = {
@@ -143,6 +169,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   logFormat: 'json',
   production: false,
   permessageDeflate: false,
+  trustProxyHops: 0,
   limits: DEFAULT_LIMITS,
 };
 

@@ -65,6 +65,12 @@ const LIMIT_VARS = {
   maxPageSize: { env: 'PRESENCE_MAX_PAGE_SIZE', min: 1, max: MAX_TIMER_MS, help: 'Members per page of GET /realtime/channels/:id/presence.' },
   maxEventLoopLagMs: { env: 'PRESENCE_MAX_EVENT_LOOP_LAG_MS', min: 0, max: MAX_TIMER_MS, help: 'Event-loop lag past which new connections are refused with OVERLOADED (1013) for a second (0: off).' },
   maxTotalOutboundBytes: { env: 'PRESENCE_MAX_TOTAL_OUTBOUND_BYTES', min: 0, max: MAX_INT, help: 'Unsent bytes over all connections past which new connections are refused with OVERLOADED (0: off).' },
+  httpKeyRateLimit: { env: 'PRESENCE_HTTP_KEY_RATE_LIMIT', min: 0, max: MAX_TIMER_MS, help: 'HTTP requests per second with the API key, per node (0: no limit).' },
+  httpKeyRateBurst: { env: 'PRESENCE_HTTP_KEY_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'HTTP requests the API key may send at once (token bucket size).' },
+  httpUserRateLimit: { env: 'PRESENCE_HTTP_USER_RATE_LIMIT', min: 0, max: MAX_TIMER_MS, help: 'HTTP requests per second with one user\'s tokens, per node (0: no limit).' },
+  httpUserRateBurst: { env: 'PRESENCE_HTTP_USER_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'HTTP requests one user\'s tokens may send at once.' },
+  httpIpRateLimit: { env: 'PRESENCE_HTTP_IP_RATE_LIMIT', min: 0, max: MAX_TIMER_MS, help: 'HTTP requests per second from one client address without valid credentials, per node (0: no limit).' },
+  httpIpRateBurst: { env: 'PRESENCE_HTTP_IP_RATE_BURST', min: 1, max: MAX_TIMER_MS, help: 'HTTP requests without valid credentials one client address may send at once.' },
 } as const satisfies Record<keyof ServerLimits, LimitSpec>;
 
 interface VarDoc {
@@ -107,6 +113,7 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'LOG_FORMAT', default: DEFAULT_CONFIG.logFormat, help: 'json (one JSON object per line) | pretty (readable lines for a terminal).' },
   { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },
   { name: 'PRESENCE_PERMESSAGE_DEFLATE', default: String(DEFAULT_CONFIG.permessageDeflate), help: 'WebSocket compression (true/false/1/0); costs CPU and memory per connection.' },
+  { name: 'PRESENCE_TRUST_PROXY_HOPS', default: String(DEFAULT_CONFIG.trustProxyHops), help: 'Reverse proxies in front that append to X-Forwarded-For; per-address HTTP rate limits read the client address that many entries from the right (0: the TCP peer).' },
   ...Object.entries(LIMIT_VARS).map(([field, spec]) => ({
     name: spec.env,
     default: String(DEFAULT_CONFIG.limits[field as keyof ServerLimits]),
@@ -499,6 +506,8 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     ? parseBoolean('PRESENCE_PERMESSAGE_DEFLATE', vars.PRESENCE_PERMESSAGE_DEFLATE)
     : d.permessageDeflate;
 
+  const trustProxyHops = int('PRESENCE_TRUST_PROXY_HOPS', d.trustProxyHops, 0, 32);
+
   const limits = { ...d.limits };
   for (const [field, spec] of Object.entries(LIMIT_VARS) as [keyof ServerLimits, LimitSpec][]) {
     limits[field] = int(spec.env, d.limits[field], spec.min, spec.max);
@@ -530,6 +539,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     logFormat,
     production,
     permessageDeflate,
+    trustProxyHops,
     limits,
   };
   if (redisUrl !== undefined) config.redisUrl = redisUrl;

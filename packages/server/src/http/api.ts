@@ -19,6 +19,7 @@ import { compile, expected, invalidField, unknownFields } from '../schema-checks
 import type { AdminStats } from './admin-stats.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
 import { openApiDocument } from './openapi.js';
+import { HttpRateLimits, RateLimitedError, clientAddress } from './rate-limits.js';
 import { Router, decodeParam } from './router.js';
 import { REALTIME_PATH } from '../transport/websocket.js';
 
@@ -39,6 +40,8 @@ export interface HttpApiDeps {
   adminStats?: () => AdminStats;
   /** False while the store is unreachable; `/readyz` answers 503 then, with this error's code when one is given (OVERLOADED). */
   isReady(): boolean | PresenceError;
+  /** The clock of the rate limits' token buckets. @default Date.now */
+  now?: () => number;
 }
 
 export const ROUTES = {
@@ -46,6 +49,8 @@ export const ROUTES = {
   updatePresence: '/realtime/presence/update',
   userPresence: '/realtime/users/:id/presence',
   queryPresence: '/realtime/presence/query',
+  userChannels: '/realtime/users/:id/channels',
+  onlineUsers: '/realtime/presence/online',
   adminStats: '/realtime/admin/stats',
   health: '/healthz',
   ready: '/readyz',
@@ -90,6 +95,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
   const limits = config.limits;
   const devMode = isDevMode(config);
   const defaultPageSize = Math.min(DEFAULT_PAGE_SIZE, limits.maxPageSize);
+  const rateLimits = new HttpRateLimits(limits, deps.now ?? Date.now);
 
   const router = new Router<Handler>()
     .add('GET', ROUTES.channelPresence, ({ params, query, viewer }) => {
@@ -125,6 +131,26 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       const { userIds } = parseQuery(body, limits);
       await queries.loadUsers(userIds);
       return { status: 200, json: { users: queries.queryUsers(userIds, viewerId(viewer)) } };
+    })
+    .add('GET', ROUTES.userChannels, ({ params, viewer }) => {
+      const userId = assertUserId(decodeParam(params.id), limits);
+      // Where someone is goes beyond what user-level privacy lets others see: only the user and
+      // trusted backends may list it (co-members still see each other in the channels themselves).
+      if (viewer.kind === 'user' && viewer.identity.userId !== userId) {
+        throw new PresenceError('FORBIDDEN', 'A user token may only list its own channels.');
+      }
+      return { status: 200, json: { userId, channels: queries.userChannels(userId) } };
+    })
+    .add('GET', ROUTES.onlineUsers, ({ query, viewer }) => {
+      // Everyone's presence, without the viewer's privacy: for backends only.
+      if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The online list needs the API key.');
+      const page: { limit: number; cursor?: string } = { limit: parseLimit(query.get('limit'), defaultPageSize, limits.maxPageSize) };
+      const cursor = query.get('cursor');
+      if (cursor) page.cursor = cursor;
+      const result = queries.onlineUsers(page);
+      const body: Record<string, unknown> = { count: result.count, users: result.users };
+      if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;
+      return { status: 200, json: body };
     })
     .add('GET', ROUTES.adminStats, ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
@@ -173,6 +199,29 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     }
   }
 
+  /**
+   * Who is asking, charged to their bucket: the API key's, the user's, or (when the credentials
+   * fail, and in development mode) the client address's. Over its limit: RATE_LIMITED.
+   */
+  async function admit(req: IncomingMessage): Promise<Viewer> {
+    if (devMode) {
+      rateLimits.take('dev', clientAddress(req, config.trustProxyHops));
+      return { kind: 'trusted' };
+    }
+    let viewer: Viewer;
+    try {
+      viewer = await authenticate(req);
+    } catch (error) {
+      // Failed credentials cost the address: guessing keys or replaying dead tokens is slowed
+      // down, while callers with valid credentials from the same address are not held back.
+      if (isPresenceError(error)) rateLimits.take('ip', clientAddress(req, config.trustProxyHops));
+      throw error;
+    }
+    if (viewer.kind === 'user') rateLimits.take('user', viewer.identity.userId);
+    else rateLimits.take('key', 'api-key');
+    return viewer;
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse, state: { route: string }): Promise<void> {
     const { path, query } = splitUrl(req.url ?? '/');
     const origin = singleHeader(req.headers.origin);
@@ -214,7 +263,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
       // requests a foreign page could send without a preflight (dev mode has no credentials).
       if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
-      viewer = await authenticate(req);
+      viewer = await admit(req);
     }
 
     const reply = await match.handler({ req, query, params: match.params, viewer });
@@ -236,6 +285,9 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     // The unread rest of an oversized body must not be parsed as the next request on this connection.
     if (error.code === 'FRAME_TOO_LARGE') headers.Connection = 'close';
     if (error.code === 'NOT_READY' || error.code === 'OVERLOADED') headers['Retry-After'] = '1';
+    if (error instanceof RateLimitedError) headers['Retry-After'] = String(error.retryAfterSeconds);
+    // A page on another origin may read when to retry (Retry-After is not a CORS-safelisted header).
+    if (headers['Retry-After'] !== undefined && res.hasHeader('Access-Control-Allow-Origin')) headers['Access-Control-Expose-Headers'] = 'Retry-After';
     const body = JSON.stringify({ error: { code: error.code, message: error.message } });
     send(res, error.httpStatus, body, 'application/json; charset=utf-8', headers, route);
   }

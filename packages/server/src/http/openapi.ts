@@ -12,11 +12,13 @@ import {
   ErrorResponse,
   HealthResponse,
   ManualStatusFields,
+  OnlineUsersResponse,
   QueryPresenceRequest,
   QueryPresenceResponse,
   ReadyResponse,
   UpdatePresenceRequest,
   UpdatePresenceResponse,
+  UserChannelsResponse,
   UserId,
   UserPresenceResponse,
   toJsonSchema,
@@ -29,11 +31,15 @@ type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
 const COMPONENTS = '#/components/schemas/';
+const RETRY_AFTER: JsonObject = {
+  description: 'Seconds until the rate limit admits a request again.',
+  schema: { type: 'integer', minimum: 1 },
+};
 const API_KEY = 'apiKey';
 const USER_TOKEN = 'userToken';
 
-/** Failures every `/realtime/*` route may answer, besides its own. */
-const AUTHENTICATED_ERRORS: ErrorCode[] = ['UNAUTHORIZED', 'TOKEN_EXPIRED', 'ORIGIN_FORBIDDEN', 'INTERNAL'];
+/** Failures every `/realtime/*` route that needs credentials may answer, besides its own. */
+const AUTHENTICATED_ERRORS: ErrorCode[] = ['UNAUTHORIZED', 'TOKEN_EXPIRED', 'ORIGIN_FORBIDDEN', 'RATE_LIMITED', 'INTERNAL'];
 /** Failures of reading a JSON body. */
 const BODY_ERRORS: ErrorCode[] = ['UNSUPPORTED_MEDIA_TYPE', 'INVALID_JSON', 'FRAME_TOO_LARGE'];
 
@@ -59,7 +65,9 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
     }
     const out: JsonObject = {};
     for (const [status, list] of [...byStatus].sort(([a], [b]) => a - b)) {
-      out[String(status)] = json(`Error ${list.map((c) => `\`${c}\``).join(', ')} (see docs/errors.md).`, ErrorResponse);
+      const response: JsonObject = json(`Error ${list.map((c) => `\`${c}\``).join(', ')} (see docs/errors.md).`, ErrorResponse);
+      if (list.includes('RATE_LIMITED')) response.headers = { 'Retry-After': RETRY_AFTER };
+      out[String(status)] = response;
     }
     return out;
   };
@@ -144,6 +152,38 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
         responses: {
           '200': json('The users in the order asked.', QueryPresenceResponse),
           ...errors(['INVALID_MESSAGE', 'INVALID_USER_ID', 'TOO_MANY_USERS', ...BODY_ERRORS, ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    userChannels: {
+      method: 'get',
+      operation: {
+        operationId: 'getUserChannels',
+        summary: 'The channels a user is in',
+        description:
+          'With the API key any user; with a user token only the own channels (`FORBIDDEN` otherwise). An offline, invisible or unknown user is in no channel: `200` with an empty list.',
+        security: anyCaller,
+        parameters: [pathParam('id', UserId, 'The user id, percent-encoded.')],
+        responses: {
+          '200': json("The user's channels, by name.", UserChannelsResponse),
+          ...errors(['INVALID_USER_ID', 'FORBIDDEN', ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    onlineUsers: {
+      method: 'get',
+      operation: {
+        operationId: 'getOnlineUsers',
+        summary: 'Everyone others see as present, one page at a time',
+        description: 'API key only: a user token is refused with `FORBIDDEN`. Invisible users are absent, as if offline.',
+        security: [{ [API_KEY]: [] }],
+        parameters: [
+          queryParam('limit', { type: 'integer', minimum: 1 }, 'Users per page (default 100; larger values are capped, not refused).'),
+          queryParam('cursor', { type: 'string' }, '`nextCursor` of the previous page.'),
+        ],
+        responses: {
+          '200': json('One page of present users, by user id.', OnlineUsersResponse),
+          ...errors(['INVALID_MESSAGE', 'FORBIDDEN', ...AUTHENTICATED_ERRORS]),
         },
       },
     },

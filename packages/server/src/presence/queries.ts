@@ -1,11 +1,11 @@
-import type { Member, UserPresence } from '@presence/protocol';
+import type { Member, UserChannel, UserPresence } from '@presence/protocol';
 import type { ServerConfig } from '../config/config.js';
 import { PresenceError } from '../errors.js';
 import type { UserStore } from '../store/user-store.js';
-import type { ChannelPage, PresenceStats, ViewerId } from './service.js';
+import type { ChannelPage, OnlineUsersPage, PresenceStats, ViewerId } from './service.js';
 import type { PresenceState } from './state.js';
 import { hiddenView, mayView, memberView, publicView, shownJoinedAt } from './user-presence.js';
-import { assertChannelName, assertUserId } from './validation.js';
+import { assertChannelName, assertUserId, toIso } from './validation.js';
 
 /** Live counters the engine keeps as it goes, so reading them costs nothing. */
 export interface PresenceCounters {
@@ -65,6 +65,44 @@ export class PresenceReader {
     if (userIds.length > max) throw new PresenceError('TOO_MANY_USERS', `at most ${max} user ids per query`);
     for (const id of userIds) assertUserId(id, this.config.limits);
     return userIds.map((id) => this.viewOf(id, viewer.trusted ? undefined : viewer.userId));
+  }
+
+  /**
+   * The channels where the user is a member others can see, by name. An invisible or offline user
+   * is in none, exactly as if they had no session.
+   */
+  userChannels(userId: string): UserChannel[] {
+    assertUserId(userId, this.config.limits);
+    const user = this.state.users.get(userId);
+    if (!user || !user.announcedVisible) return [];
+    const out: UserChannel[] = [];
+    for (const name of user.channels) {
+      const member = this.state.channels.get(name)?.members.get(userId);
+      if (member) out.push({ channel: name, joinedAt: toIso(shownJoinedAt(member)), channelMeta: member.channelMeta });
+    }
+    return out.sort((a, b) => (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0));
+  }
+
+  /**
+   * One page of the users others see as present, by user id, in the view last announced. Keyed
+   * like the channel pages: the page starts after `cursor`. Only the page is sorted (a bounded
+   * insertion), so a page costs one pass over the users, not a sort of all of them.
+   */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
+    const { cursor, limit } = page;
+    let count = 0;
+    let after = 0;
+    const ids: string[] = [];
+    for (const [id, user] of this.state.users) {
+      if (!user.announcedVisible) continue;
+      count += 1;
+      if (cursor !== undefined && id <= cursor) continue;
+      after += 1;
+      insertBounded(ids, id, limit);
+    }
+    const result: OnlineUsersPage = { count, users: ids.map((id) => this.state.users.get(id)!.published) };
+    if (after > ids.length) result.nextCursor = ids[ids.length - 1];
+    return result;
   }
 
   stats(): PresenceStats {
@@ -154,4 +192,18 @@ export class PresenceReader {
     }
     return ids;
   }
+}
+
+/** Inserts `id` into the sorted `ids`, keeping only the `limit` smallest. */
+function insertBounded(ids: string[], id: string, limit: number): void {
+  if (ids.length === limit && id >= ids[limit - 1]) return;
+  let lo = 0;
+  let hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  ids.splice(lo, 0, id);
+  if (ids.length > limit) ids.pop();
 }

@@ -1,4 +1,4 @@
-import type { Member, SelfPresence, UpdatePresenceRequest, UserPresence } from '@presence/protocol';
+import type { Member, SelfPresence, UpdatePresenceRequest, UserChannel, UserPresence } from '@presence/protocol';
 
 /** Who a presence view is computed for: privacy (`visibility`, contacts) depends on it. */
 export type ViewerId = { trusted: true } | { trusted: false; userId: string };
@@ -15,6 +15,14 @@ export interface ChannelPage {
   /** Visible members in the whole channel (not only this page). */
   count: number;
   members: Member[];
+  /** Pass as `cursor` to get the next page; absent on the last page. */
+  nextCursor?: string;
+}
+
+export interface OnlineUsersPage {
+  /** Users others see as present in the whole list (not only this page). */
+  count: number;
+  users: UserPresence[];
   /** Pass as `cursor` to get the next page; absent on the last page. */
   nextCursor?: string;
 }
@@ -36,6 +44,10 @@ export interface PresenceQueries {
   channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage;
   userPresence(userId: string, viewer: ViewerId): UserPresence;
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[];
+  /** The channels a user is a visible member of, by name; empty when offline or invisible. */
+  userChannels(userId: string): UserChannel[];
+  /** Everyone others see as present (the trusted view), one page at a time, by user id. */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage;
   /** Applies the patch as if the user sent it; works for offline users too. Throws PresenceError. */
   updateUser(userId: string, patch: UserPatch): SelfPresence;
   stats(): PresenceStats;

@@ -397,6 +397,34 @@ export function describeClusterConformance(factory: BackendFactory): void {
       assert.equal(b.engine.stats().onlineUsers, 1);
     });
 
+    it("a user's channels and the online list are the same on every node (GET /realtime/users/:id/channels, GET /realtime/presence/online); invisible users are in neither", async () => {
+      const [a, b] = await cluster(2);
+      const ann = await a.connect('ann');
+      const annTab = await b.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'doc', meta: { mode: 'editing' } });
+      await b.send(annTab, { type: 'join', channel: 'room' });
+      const bob = await b.connect('bob');
+      await b.send(bob, { type: 'join', channel: 'room' });
+      const channelsOf = (node: ClusterNode, userId: string) => node.engine.userChannels(userId).map((c) => [c.channel, c.channelMeta]);
+      const online = (node: ClusterNode) => node.engine.onlineUsers({ limit: 1 }).count;
+      const expected = [['doc', { mode: 'editing' }], ['room', {}]];
+      await eventually(() => [a, b].every((node) => JSON.stringify(channelsOf(node, 'ann')) === JSON.stringify(expected)), 5000, "ann's channels on both nodes");
+      await eventually(() => [a, b].every((node) => online(node) === 2), 5000, 'two users online on both nodes');
+      assert.deepEqual(a.engine.userChannels('ann'), b.engine.userChannels('ann'), 'the same joinedAt everywhere');
+      // lastSeen and lastActive ride along with announced changes, so they may differ between nodes by moments.
+      const listed = (node: ClusterNode) => node.engine.onlineUsers({ limit: 10 }).users.map((u) => [u.userId, u.status, u.devices]);
+      assert.deepEqual(listed(a), [['ann', 'online', ['unknown']], ['bob', 'online', ['unknown']]]);
+      assert.deepEqual(listed(b), listed(a));
+      assert.deepEqual(a.engine.onlineUsers({ limit: 1 }).nextCursor, 'ann');
+
+      await a.send(ann, { type: 'status', status: 'invisible' });
+      await eventually(() => [a, b].every((node) => online(node) === 1), 5000, 'ann off the online list on both nodes');
+      for (const node of [a, b]) {
+        assert.deepEqual(node.engine.userChannels('ann'), []);
+        assert.deepEqual(node.engine.onlineUsers({ limit: 10 }).users.map((u) => u.userId), ['bob']);
+      }
+    });
+
     it('records (lastSeen, manual status, state, message, meta) survive a restart of every node', async () => {
       const [a] = await cluster(1);
       const ann = await a.connect('ann');
