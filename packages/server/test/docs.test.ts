@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { CLOSE_CODES, ERRORS, type ErrorSpec } from '@presence/protocol';
 import { CONFIG_VARIABLES, CONFIG_VARIABLE_DOCS, HELP_TEXT } from '../src/config/env.js';
 import { ROUTES } from '../src/http/api.js';
-import { MetricsRegistry, createPresenceMetrics } from '../src/metrics/index.js';
+import { MetricsRegistry, createPresenceMetrics, createWebhookMetrics } from '../src/metrics/index.js';
 
 const DOCS = resolve(dirname(fileURLToPath(import.meta.url)), '../../../docs');
 
@@ -162,6 +162,9 @@ describe('docs/http-api.md', () => {
       metrics.connectionClosed(1000);
       metrics.observeFanout(0.001);
       metrics.httpRequests.inc({ route: '/healthz', status: '200' });
+      // The webhook metrics, rendered once a URL is configured.
+      const webhooks = createWebhookMetrics(registry, () => [{ url: 'https://example.com/hook', backlog: 1, oldestPendingSeconds: 2 }]);
+      webhooks.observerFor('https://example.com/hook').failedAttempt('http 503');
       const text = registry.render();
 
       const types = new Map<string, string>();

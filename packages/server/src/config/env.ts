@@ -411,6 +411,8 @@ function readWebhooks(
 /** Parses the URL list; the URLs are kept as written (after trimming) so logs match the config. */
 export function parseWebhookUrls(raw: string, name = 'PRESENCE_WEBHOOK_URLS'): string[] {
   const urls: string[] = [];
+  // A query string may carry a receiver's token: messages show it as `?…`.
+  const redactUrl = (text: string) => text.replace(/\/\/[^@/?#]*@/, '//***@').replace(/\?[^#]*/, '?…');
   for (const part of raw.split(',')) {
     const entry = part.trim();
     if (entry === '') continue;
