@@ -571,20 +571,22 @@ describe('webhook outbox (data directory)', () => {
     dirs.push(path);
     return path;
   };
+  const entry = (e: WebhookEvent, queuedAt: number) => ({ event: e, body: JSON.stringify(e), queuedAt });
   const event = (id: string, type: WebhookEventType = 'user.status', userId = 'ann'): WebhookEvent =>
     type === 'channel.member_joined'
       ? { id, type, createdAt: '2026-01-01T00:00:00.000Z', data: { channel: 'room', userId, member: { userId, status: 'online', meta: {}, lastSeen: null, devices: [], channelMeta: {}, joinedAt: '2026-01-01T00:00:00.000Z' } } }
       : ({ id, type, createdAt: '2026-01-01T00:00:00.000Z', data: { userId, user: { userId, status: 'online', meta: {}, lastSeen: null, devices: [] } } } as WebhookEvent);
 
-  it('reads back what some URL still owes, in order, per URL; forgets URLs no longer configured', () => {
+  it('reads back what some URL still owes, in order, per URL; forgets URLs no longer configured', async () => {
     const path = dir();
     const { outbox } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1', 't2'] });
-    outbox.append([{ event: event('e1'), queuedAt: 1 }, { event: event('e2'), queuedAt: 2 }], ['t1', 't2']);
-    outbox.append([{ event: event('e3'), queuedAt: 3 }], ['t1', 't2']);
+    outbox.append([entry(event('e1'), 1), entry(event('e2'), 2)], ['t1', 't2']);
+    outbox.append([entry(event('e3'), 3)], ['t1', 't2']);
     outbox.settled('t1', 'e1', 'delivered');
     outbox.settled('t2', 'e1', 'dropped');
     outbox.settled('t1', 'e2', 'dead', { event: event('e2'), reason: 'http 400', attempts: 1, queuedAt: 2, at: 5 });
-    // No close: as after kill -9 (the writes reached the file already).
+    // Settlements are written within the turn; no close: as after kill -9.
+    await new Promise((resolve) => setImmediate(resolve));
     const { recovery, outbox: again } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1', 't2'] });
     assert.deepEqual(
       recovery.pending.map((p) => [p.event.id, p.queuedAt, p.targets]),
@@ -605,7 +607,7 @@ describe('webhook outbox (data directory)', () => {
   it('skips a line cut short by a crash and damaged lines; refuses a file that is not an outbox', () => {
     const path = dir();
     const { outbox } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
-    outbox.append([{ event: event('e1'), queuedAt: 1 }], ['t1']);
+    outbox.append([entry(event('e1'), 1)], ['t1']);
     outbox.close();
     appendFileSync(join(path, OUTBOX_FILE), 'not json\n{"event":{"id":"e2"');
     const log = new RecordingLog();
@@ -620,18 +622,31 @@ describe('webhook outbox (data directory)', () => {
     assert.throws(() => WebhookOutbox.open({ dir: other, log: silentLogger, targets: [] }), /not a version 1 webhook outbox/);
   });
 
-  it('remembers what receivers were shown across compactions, without counting carried events twice', () => {
+  it('a settlement lost to a crash means a second delivery, never a lost event', () => {
     const path = dir();
     const { outbox } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
-    outbox.append([{ event: event('on', 'user.online', 'ann'), queuedAt: 1 }, { event: event('j', 'channel.member_joined', 'ann'), queuedAt: 1 }], ['t1']);
-    outbox.append([{ event: event('on2', 'user.online', 'bob'), queuedAt: 2 }], ['t1']);
+    outbox.append([entry(event('e1'), 1)], ['t1']);
+    outbox.settled('t1', 'e1', 'delivered');
+    // Killed in the same turn: the `done` line never reached the file.
+    const { recovery, outbox: again } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
+    assert.deepEqual(recovery.pending.map((p) => p.event.id), ['e1']);
+    again.close();
+  });
+
+  it('remembers what receivers were shown across compactions, without counting carried events twice', async () => {
+    const path = dir();
+    const { outbox } = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
+    outbox.append([entry(event('on', 'user.online', 'ann'), 1), entry(event('j', 'channel.member_joined', 'ann'), 1)], ['t1']);
+    outbox.append([entry(event('on2', 'user.online', 'bob'), 2)], ['t1']);
     outbox.settled('t1', 'on2', 'delivered');
-    outbox.append([{ event: { id: 'off', type: 'user.offline', createdAt: '2026-01-01T00:00:00.000Z', data: { userId: 'bob', user: { userId: 'bob', status: 'offline', meta: {}, lastSeen: null, devices: [] }, lastSeen: null } }, queuedAt: 3 }], ['t1']);
+    await new Promise((resolve) => setImmediate(resolve));
+    outbox.append([entry({ id: 'off', type: 'user.offline', createdAt: '2026-01-01T00:00:00.000Z', data: { userId: 'bob', user: { userId: 'bob', status: 'offline', meta: {}, lastSeen: null, devices: [] }, lastSeen: null } }, 3)], ['t1']);
     const first = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
     assert.deepEqual([...first.recovery.shown.users], ['ann']);
     assert.deepEqual([...first.recovery.shown.channels.get('room')!], ['ann']);
     // The reopen compacted the file: the carried events must not be applied on top of the snapshot again.
     first.outbox.settled('t1', 'on', 'delivered');
+    await new Promise((resolve) => setImmediate(resolve));
     const second = WebhookOutbox.open({ dir: path, log: silentLogger, targets: ['t1'] });
     assert.deepEqual([...second.recovery.shown.users], ['ann']);
     assert.deepEqual(second.recovery.pending.map((p) => p.event.id), ['j', 'off']);

@@ -99,6 +99,11 @@ export class WebhookOutbox {
   private readonly pending = new Map<string, PendingEvent>();
   private readonly deadLines = new Map<string, string[]>();
   private deadBytes = 0;
+  /** Bytes of the lines of `pending`, kept as they change (compaction compares the file with it). */
+  private pendingBytes = 0;
+  /** `done` lines not written yet: losing one costs a duplicate delivery, never a lost event. */
+  private doneText = '';
+  private doneScheduled = false;
   private readonly shown: ShownState;
   private dirty = false;
   private failing = false;
@@ -217,40 +222,73 @@ export class WebhookOutbox {
     return { outbox, recovery };
   }
 
-  /** Appends events queued for `targets`, synchronously: on return they survive a crash of this process. */
-  append(entries: readonly { event: WebhookEvent; queuedAt: number }[], targets: readonly string[]): void {
+  /**
+   * Appends events queued for `targets`, synchronously: on return they survive a crash of this
+   * process. `body` is the event as serialized for sending, reused for the line.
+   */
+  append(entries: readonly { event: WebhookEvent; body: string; queuedAt: number }[], targets: readonly string[]): void {
     if (this.closed || entries.length === 0) return;
-    let text = '';
-    for (const { event, queuedAt } of entries) {
-      const line = `${JSON.stringify({ event, at: queuedAt, to: targets })}\n`;
+    // Settlements queued before these events go first, so the file keeps the order of what happened.
+    let text = this.takeDone();
+    const to = JSON.stringify(targets);
+    for (const { event, body, queuedAt } of entries) {
+      const line = `{"event":${body},"at":${queuedAt},"to":${to}}\n`;
       this.shown.apply(event);
-      this.pending.set(event.id, { event, queuedAt, targets: new Set(targets), bytes: Buffer.byteLength(line) });
+      const bytes = Buffer.byteLength(line);
+      this.forget(event.id);
+      this.pending.set(event.id, { event, queuedAt, targets: new Set(targets), bytes });
+      this.pendingBytes += bytes;
       text += line;
     }
     this.write(text);
   }
 
-  /** Records that `target` is done with an event (delivered, dropped or dead-lettered). */
+  /**
+   * Records that `target` is done with an event (delivered, dropped or dead-lettered). Written
+   * within the turn, not synchronously: a crash before it costs the event a second delivery.
+   */
   settled(target: string, eventId: string, how: Settlement, letter?: DeadLetter): void {
     if (this.closed) return;
     const entry = this.pending.get(eventId);
     if (entry) {
       entry.targets.delete(target);
-      if (entry.targets.size === 0) this.pending.delete(eventId);
+      if (entry.targets.size === 0) this.forget(eventId);
     }
     if (how === 'dead' && letter) {
       const line = deadLine(target, letter);
       this.keepDead(target, line);
-      this.write(line);
+      this.doneText += line;
     } else {
-      this.write(`${JSON.stringify({ done: eventId, to: target })}\n`);
+      this.doneText += `{"done":${JSON.stringify(eventId)},"to":${JSON.stringify(target)}}\n`;
     }
-    this.maybeCompact();
+    if (!this.doneScheduled) {
+      this.doneScheduled = true;
+      setImmediate(() => {
+        this.doneScheduled = false;
+        if (this.closed || this.doneText === '') return;
+        this.write(this.takeDone());
+        this.maybeCompact();
+      });
+    }
+  }
+
+  private takeDone(): string {
+    const text = this.doneText;
+    this.doneText = '';
+    return text;
+  }
+
+  private forget(eventId: string): void {
+    const entry = this.pending.get(eventId);
+    if (!entry) return;
+    this.pendingBytes -= entry.bytes;
+    this.pending.delete(eventId);
   }
 
   /** Writes what is pending to the disk and closes the file. */
   close(): void {
     if (this.closed) return;
+    if (this.doneText !== '') this.write(this.takeDone());
     this.closed = true;
     clearInterval(this.syncTimer);
     try {
@@ -275,9 +313,7 @@ export class WebhookOutbox {
   }
 
   private liveBytes(): number {
-    let bytes = this.deadBytes;
-    for (const entry of this.pending.values()) bytes += entry.bytes;
-    return bytes;
+    return this.deadBytes + this.pendingBytes;
   }
 
   private write(text: string): void {
@@ -332,9 +368,11 @@ export class WebhookOutbox {
     const temporary = `${this.path}.compacting`;
     let text = `${JSON.stringify({ format: FORMAT, version: VERSION })}\n${this.shown.line()}`;
     for (const lines of this.deadLines.values()) text += lines.join('');
+    this.pendingBytes = 0;
     for (const entry of this.pending.values()) {
       const line = `${JSON.stringify({ event: entry.event, at: entry.queuedAt, to: [...entry.targets], carried: true })}\n`;
       entry.bytes = Buffer.byteLength(line);
+      this.pendingBytes += entry.bytes;
       text += line;
     }
     const fd = openSync(temporary, 'w');
