@@ -357,6 +357,7 @@ describe('webhook configuration', () => {
     assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://user:pw@example.com/hook' }, 'PRESENCE_WEBHOOK_URLS', [], /must not carry credentials/);
     assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/hook#x' }, 'PRESENCE_WEBHOOK_URLS', [], /#fragment/);
     assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a,https://example.com/a' }, 'PRESENCE_WEBHOOK_URLS', [], /twice/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a?t=1,https://example.com/a?t=2' }, 'PRESENCE_WEBHOOK_URLS', [], /twice with different query strings/);
     assert.throws(
       () => loadConfig({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a?token=topsecret#x' }),
       (error: Error) => !error.message.includes('topsecret') && error.message.includes('?…'),

@@ -518,7 +518,8 @@ describe('webhook delivery queue (manual clock)', () => {
 
   it('bounds the backlog: the oldest event not in flight is dropped, counted and logged once per burst', async () => {
     const { receiver, settled, queue, log, clock } = setup({ maxBacklog: 3, concurrency: 1 });
-    queue.enqueue(userEvent('a1', 'ann')); // in flight
+    queue.enqueue(userEvent('a1', 'ann'));
+    await flush(); // a1 is in flight
     queue.enqueue(userEvent('a2', 'ann'));
     queue.enqueue(userEvent('b1', 'bob'));
     queue.enqueue(userEvent('b2', 'bob')); // a2 dropped: the oldest not in flight

@@ -431,6 +431,11 @@ export function parseWebhookUrls(raw: string, name = 'PRESENCE_WEBHOOK_URLS'): s
     }
     if (url.hash !== '') throw new ConfigError(name, `${name} entry ${shown(redactUrl(entry))} must not have a #fragment`);
     if (urls.includes(entry)) throw new ConfigError(name, `${name} lists ${shown(redactUrl(entry))} twice`);
+    // Logs, metrics and the dashboard name a URL without its query string: two URLs must differ before it.
+    const withoutQuery = (text: string) => text.replace(/[?#].*$/, '');
+    if (urls.some((url) => withoutQuery(url) === withoutQuery(entry))) {
+      throw new ConfigError(name, `${name} lists ${shown(redactUrl(entry))} twice with different query strings; URLs must differ in their scheme, host, port or path`);
+    }
     urls.push(entry);
   }
   if (urls.length === 0) throw new ConfigError(name, `${name} must list at least one URL`);

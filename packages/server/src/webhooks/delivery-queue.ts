@@ -87,6 +87,7 @@ export class DeliveryQueue {
   private readonly order = new Set<QueuedEvent>();
   private inFlight = 0;
   private closed = false;
+  private pumpScheduled = false;
   private readonly concurrency: number;
   private readonly random: () => number;
   private readonly keepDeadLetters: number;
@@ -133,7 +134,14 @@ export class DeliveryQueue {
     this.order.add(entry);
     if (lane.state === 'idle') this.markReady(lane);
     if (this.order.size > this.options.maxBacklog) this.dropOldest();
-    this.pump();
+    // Sending (signing, building the request) waits until the change that queued this is over.
+    if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      queueMicrotask(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
   }
 
   /** Stops: no more attempts, timers cleared, requests in flight aborted. What is queued stays unsent. */

@@ -164,9 +164,8 @@ export class Webhooks {
   /** At start: what the previous run still owed, then the reap of what it showed. */
   private resume(recovery: OutboxRecovery): void {
     const byId = new Map(this.targets.map((t) => [t.id, t]));
-    for (const letters of recovery.deadLetters) {
-      const target = byId.get(letters[0]);
-      for (const letter of letters[1]) target?.queue.remember(letter);
+    for (const [id, letters] of recovery.deadLetters) {
+      for (const letter of letters) byId.get(id)?.queue.remember(letter);
     }
     for (const { event, queuedAt, targets } of recovery.pending) {
       const entry = { event, body: JSON.stringify(event), key: orderingKey(event), queuedAt };
