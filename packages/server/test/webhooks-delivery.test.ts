@@ -163,13 +163,18 @@ describe('webhooks, delivered over HTTP (in-process server)', { timeout: 120_000
     return client;
   };
 
-  it('5xx then 200: the head is retried with the same id while later events of that user wait; other users and channels go on; every attempt is signed', async () => {
+  it('5xx then 200: the head is retried with the same id while later events of that user wait; other users and channels go on meanwhile; every attempt is signed', async () => {
     const r = await receiver([SECRET, NEXT_SECRET]);
     let adaOnline = '';
+    // ada's first event fails at least twice, and until bob's first event and the room's have been
+    // delivered: were they held up behind it, the test would time out.
+    const othersThrough = () =>
+      r.delivered().some((e) => e.type === 'user.online' && (e.data as { userId: string }).userId === 'bob') &&
+      r.delivered().some((e) => e.type === 'channel.member_joined');
     r.answer = (request, nth) => {
       if (request.event.type === 'user.online' && (request.event.data as { userId: string }).userId === 'ada') {
         adaOnline = request.event.id;
-        return nth <= 2 ? { status: 503 } : { status: 200 };
+        return nth <= 2 || !othersThrough() ? { status: 503 } : { status: 200 };
       }
       return { status: 200 };
     };
@@ -187,19 +192,22 @@ describe('webhooks, delivered over HTTP (in-process server)', { timeout: 120_000
     assert.deepEqual(keys.get('user:bob'), ['user.online']);
     assert.deepEqual(keys.get('channel:room'), ['channel.member_joined ada', 'channel.occupied', 'channel.member_joined bob']);
     const attempts = r.requests.filter((q) => q.event.id === adaOnline);
-    assert.deepEqual(attempts.map((q) => [q.attempt, q.answered]), [[1, 503], [2, 503], [3, 200]], 'the same id on every attempt, counted');
+    const failures = attempts.length - 1;
+    assert.ok(failures >= 2);
+    assert.deepEqual(
+      attempts.map((q) => [q.attempt, q.answered]),
+      attempts.map((_, i) => [i + 1, i < failures ? 503 : 200]),
+      'the same id on every attempt, counted',
+    );
     assert.ok(attempts[1].at - attempts[0].at >= 140, `backoff before the first retry (${attempts[1].at - attempts[0].at} ms)`);
-    // ada's later events were not sent before her head was accepted; bob's went meanwhile.
+    // ada's later events were not sent before her head was accepted.
+    const accepted = attempts.at(-1)!.at;
     const adaLater = r.requests.filter((q) => q.event.type !== 'user.online' && (q.event.data as { userId?: string; channel?: string }).channel === undefined && (q.event.data as { userId: string }).userId === 'ada');
-    assert.ok(adaLater.every((q) => q.at >= attempts[2].at), 'user.status and user.meta waited for user.online');
-    const bobOnline = r.requests.find((q) => q.event.type === 'user.online' && (q.event.data as { userId: string }).userId === 'bob')!;
-    assert.ok(bobOnline.at < attempts[2].at, 'another user is not held up');
-    const roomFirst = r.requests.find((q) => q.event.type === 'channel.member_joined')!;
-    assert.ok(roomFirst.at < attempts[2].at, 'the channel is another key: not held up either');
+    assert.ok(adaLater.length === 2 && adaLater.every((q) => q.at >= accepted), 'user.status and user.meta waited for user.online');
     assert.ok(r.requests.every((q) => q.signed), 'every request verifies with each of the two secrets');
     assert.equal(new Set(r.delivered().map((e) => e.id)).size, 7, 'one delivery per id');
-    assert.equal(await metric(s, 'presence_webhook_failed_attempts_total', { reason: 'http_5xx' }), 2);
-    assert.equal(await metric(s, 'presence_webhook_retries_total', { url: r.url }), 2);
+    assert.equal(await metric(s, 'presence_webhook_failed_attempts_total', { reason: 'http_5xx' }), failures);
+    assert.equal(await metric(s, 'presence_webhook_retries_total', { url: r.url }), failures);
     assert.equal(await metric(s, 'presence_webhook_delivered_total', { url: r.url }), 7);
     assert.equal(await metric(s, 'presence_webhook_backlog', { url: r.url }), 0);
   });
