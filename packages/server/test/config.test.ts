@@ -376,11 +376,13 @@ describe('webhook configuration', () => {
     assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }, 'PRESENCE_WEBHOOK_URLS', [], /PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now/);
   });
 
-  it('warns in production about plain http:// to another host', () => {
+  it('warns in production about plain http:// to another host and a give-up age under an hour', () => {
     const production = { ...base, NODE_ENV: 'production', PRESENCE_API_KEY: 'k'.repeat(32), PRESENCE_ALLOWED_ORIGINS: 'https://app.example.com' };
     assert.deepEqual(configWarnings(loadConfig(production)), []);
     assert.deepEqual(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_URLS: 'http://localhost:3000/hook' })), []);
     assert.match(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_URLS: 'http://hooks.internal/presence' })).join('\n'), /plain http:\/\/ URLs/);
+    assert.match(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_GIVE_UP_MS: '60000' })).join('\n'), /PRESENCE_WEBHOOK_GIVE_UP_MS is below an hour/);
+    assert.deepEqual(configWarnings(loadConfig({ ...base, PRESENCE_WEBHOOK_GIVE_UP_MS: '60000' })), [], 'outside production (tests shorten it)');
   });
 });
 

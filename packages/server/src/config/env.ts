@@ -668,6 +668,9 @@ export function configWarnings(config: ServerConfig): string[] {
     if (plain.length > 0) {
       warnings.push('PRESENCE_WEBHOOK_URLS has plain http:// URLs: webhooks are signed but travel unencrypted (user ids, meta); use https://');
     }
+    if (config.webhooks.giveUpMs < DEFAULT_WEBHOOK_SETTINGS.giveUpMs) {
+      warnings.push('PRESENCE_WEBHOOK_GIVE_UP_MS is below an hour: a receiver that is down for less than that loses events to the dead letters');
+    }
   }
   if (limits.maxMetaBytes > limits.maxFrameBytes) {
     warnings.push('PRESENCE_MAX_META_BYTES is larger than PRESENCE_MAX_FRAME_BYTES; meta that large can never arrive');
