@@ -160,3 +160,48 @@ export interface OnlineUsersResponse extends Static<typeof S.OnlineUsersResponse
 export interface AdminNodeRow extends Static<typeof S.AdminNodeRow> {}
 /** `GET /realtime/admin/stats`: figures for the operations dashboard. */
 export interface AdminStats extends Static<typeof S.AdminStats> {}
+/** One webhook URL in `AdminStats`. */
+export interface AdminWebhookTarget extends Static<typeof S.AdminWebhookTarget> {}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+// ---------------------------------------------------------------------------------------------
+
+/** The body of one webhook POST: one event (see docs/webhooks.md). */
+export type WebhookEvent = Static<typeof S.WebhookEvent>;
+export type WebhookEventType = WebhookEvent['type'];
+/** The event of one type, e.g. `WebhookEventOf<'user.offline'>`. */
+export type WebhookEventOf<T extends WebhookEventType> = Extract<WebhookEvent, { type: T }>;
+
+/** Every webhook event type (a test checks it against the schemas). */
+export const WEBHOOK_EVENT_TYPES: readonly WebhookEventType[] = [
+  'user.online',
+  'user.offline',
+  'user.status',
+  'user.meta',
+  'channel.member_joined',
+  'channel.member_left',
+  'channel.member_updated',
+  'channel.occupied',
+  'channel.vacated',
+  'typing.started',
+  'typing.stopped',
+];
+
+/** What is sent when `PRESENCE_WEBHOOK_EVENTS` is not set: all but typing and member updates. */
+export const DEFAULT_WEBHOOK_EVENT_TYPES: readonly WebhookEventType[] = [
+  'user.online',
+  'user.offline',
+  'user.status',
+  'user.meta',
+  'channel.member_joined',
+  'channel.member_left',
+  'channel.occupied',
+  'channel.vacated',
+];
+
+/**
+ * The header that signs a webhook: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`,
+ * one `v1=` per configured secret (several while a secret is rotated).
+ */
+export const WEBHOOK_SIGNATURE_HEADER = 'Presence-Signature';

@@ -558,6 +558,32 @@ export const AdminNodeRow = named(
   ),
 );
 
+export const AdminWebhookTarget = named(
+  'AdminWebhookTarget',
+  Type.Object(
+    {
+      url: Type.String({ description: 'The URL without its query string (which may carry a token).' }),
+      backlog: count('Events waiting for this URL, the ones being sent or waiting for a retry included.'),
+      oldestPendingAt: Type.Union([Timestamp, Type.Null()], { description: 'When the oldest waiting event was queued; `null` when none waits.' }),
+      delivered: count('Events the URL accepted (2xx) since start.'),
+      failedAttempts: count('Attempts that failed (network error, timeout, or a non-2xx answer) since start.'),
+      deadLetters: count('Events given up on (retries exhausted, or a 4xx that is not retried) since this node started.'),
+      dropped: count('Events dropped because the backlog was full, since start.'),
+      recentDeadLetters: Type.Array(
+        Type.Object({
+          id: Type.String(),
+          type: Type.String(),
+          reason: Type.String({ description: 'The last failure, e.g. `http 400` or `timeout`.' }),
+          attempts: count('Attempts made.'),
+          at: refine(Timestamp, { description: 'When it was given up on.' }),
+        }),
+        { description: 'The last five dead letters, newest first (with a data directory, also those of earlier runs).' },
+      ),
+    },
+    { description: 'One webhook URL: its queue and what became of its events.' },
+  ),
+);
+
 export const AdminStats = named(
   'AdminStats',
   Type.Object(
@@ -592,8 +618,141 @@ export const AdminStats = named(
       cluster: Type.Union([Type.Object({ ready: Type.Boolean(), nodes: Type.Array(AdminNodeRow) }), Type.Null()], {
         description: 'Set in a cluster: one row per node (this one first, then by id).',
       }),
+      webhooks: Type.Union([Type.Object({ targets: Type.Array(AdminWebhookTarget) }), Type.Null()], {
+        description: 'Set when webhooks are configured (`PRESENCE_WEBHOOK_URLS`): one row per URL, in the configured order.',
+      }),
     },
     { description: 'Figures for the operations dashboard.' },
+  ),
+);
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks (server → the application's backend, one event per POST)
+// ---------------------------------------------------------------------------------------------
+
+const webhookUserFields = {
+  userId: UserId,
+  user: refine(UserPresence, {
+    description: 'The user as everyone may see them after the change (an invisible user is `offline`); `visibility` is not applied: the receiver is a trusted backend.',
+  }),
+};
+
+const webhookLastSeen = Type.Union([Timestamp, Type.Null()], {
+  description: 'When the user was last seen (frozen at the moment they went invisible); `null` if never.',
+});
+
+function webhookEvent<const T extends string, D extends TSchema>(type: T, data: D, description: string) {
+  const name = `Webhook${type
+    .split(/[._]/)
+    .map((part) => part[0].toUpperCase() + part.slice(1))
+    .join('')}Event`;
+  return named(
+    name,
+    Type.Object(
+      {
+        id: Type.String({
+          description:
+            'Names the change, not the delivery: the same on every attempt and on every node. Receivers deduplicate by it (delivery is at least once).',
+        }),
+        type: Type.Literal(type),
+        createdAt: refine(Timestamp, { description: 'When the change happened.' }),
+        data,
+      },
+      { description },
+    ),
+  );
+}
+
+export const WebhookUserOnlineEvent = webhookEvent('user.online', Type.Object(webhookUserFields), 'The user came into sight: first session, back from invisible.');
+export const WebhookUserOfflineEvent = webhookEvent(
+  'user.offline',
+  Type.Object({ ...webhookUserFields, lastSeen: webhookLastSeen }),
+  'The user left sight: last session ended (after the offline delay), logout, or went invisible (indistinguishable).',
+);
+export const WebhookUserStatusEvent = webhookEvent(
+  'user.status',
+  Type.Object(webhookUserFields),
+  'The status others see changed: manual status, custom state, message, expiry, idle/active, devices (meta may have changed with it).',
+);
+export const WebhookUserMetaEvent = webhookEvent('user.meta', Type.Object(webhookUserFields), "Only the user's meta (name, avatar, …) changed.");
+export const WebhookChannelMemberJoinedEvent = webhookEvent(
+  'channel.member_joined',
+  Type.Object({ channel: ChannelName, userId: UserId, member: Member }),
+  'A user became a visible member of the channel: first session joined, or came into sight while joined.',
+);
+export const WebhookChannelMemberLeftEvent = webhookEvent(
+  'channel.member_left',
+  Type.Object({ channel: ChannelName, userId: UserId, lastSeen: webhookLastSeen }),
+  'A visible member left: last session left or ended, or the user went out of sight.',
+);
+export const WebhookChannelMemberUpdatedEvent = webhookEvent(
+  'channel.member_updated',
+  Type.Object({
+    channel: ChannelName,
+    userId: UserId,
+    member: Member,
+    change: literals(['presence', 'channel_meta'], {
+      description: '`presence`: the user changed (the same change as the `user.status` or `user.meta` beside it); `channel_meta`: their meta in this channel.',
+    }),
+  }),
+  'A member changed (opt-in: not in the default event set).',
+);
+export const WebhookChannelOccupiedEvent = webhookEvent(
+  'channel.occupied',
+  Type.Object({ channel: ChannelName }),
+  'The channel got its first visible member (right after that member’s `channel.member_joined`).',
+);
+export const WebhookChannelVacatedEvent = webhookEvent(
+  'channel.vacated',
+  Type.Object({ channel: ChannelName }),
+  'The channel’s last visible member left (right after that member’s `channel.member_left`).',
+);
+export const WebhookTypingStartedEvent = webhookEvent(
+  'typing.started',
+  Type.Object({ channel: ChannelName, userId: UserId }),
+  'A member started typing (opt-in). Never for an invisible user.',
+);
+export const WebhookTypingStoppedEvent = webhookEvent(
+  'typing.stopped',
+  Type.Object({ channel: ChannelName, userId: UserId }),
+  'A member stopped typing: `typing:false`, a leave, or the typing timeout (opt-in).',
+);
+
+/** Every webhook event, by its `type`. */
+export const WEBHOOK_EVENTS = {
+  'user.online': WebhookUserOnlineEvent,
+  'user.offline': WebhookUserOfflineEvent,
+  'user.status': WebhookUserStatusEvent,
+  'user.meta': WebhookUserMetaEvent,
+  'channel.member_joined': WebhookChannelMemberJoinedEvent,
+  'channel.member_left': WebhookChannelMemberLeftEvent,
+  'channel.member_updated': WebhookChannelMemberUpdatedEvent,
+  'channel.occupied': WebhookChannelOccupiedEvent,
+  'channel.vacated': WebhookChannelVacatedEvent,
+  'typing.started': WebhookTypingStartedEvent,
+  'typing.stopped': WebhookTypingStoppedEvent,
+};
+
+export const WebhookEvent = named(
+  'WebhookEvent',
+  Type.Union(
+    [
+      WebhookUserOnlineEvent,
+      WebhookUserOfflineEvent,
+      WebhookUserStatusEvent,
+      WebhookUserMetaEvent,
+      WebhookChannelMemberJoinedEvent,
+      WebhookChannelMemberLeftEvent,
+      WebhookChannelMemberUpdatedEvent,
+      WebhookChannelOccupiedEvent,
+      WebhookChannelVacatedEvent,
+      WebhookTypingStartedEvent,
+      WebhookTypingStoppedEvent,
+    ],
+    {
+      description:
+        'The body of one webhook POST, signed in the `Presence-Signature` header. Unknown fields may be added later; receivers must ignore them.',
+    },
   ),
 );
 

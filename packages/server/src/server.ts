@@ -10,7 +10,7 @@ import { ROUTES, createHttpApi } from './http/api.js';
 import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
-import { createPresenceMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
+import { createPresenceMetrics, createWebhookMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
 import { RedisService } from './cluster/redis-service.js';
@@ -20,6 +20,7 @@ import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { connectionCeiling, readOpenFileLimit, reservedFiles } from './transport/open-files.js';
 import { WebSocketTransport } from './transport/websocket.js';
+import { Webhooks, type WebhooksOptions } from './webhooks/webhooks.js';
 
 export interface ServerOptions {
   log: Logger;
@@ -45,6 +46,11 @@ export interface ServerOptions {
    * @default read from the operating system (Linux), else no cap
    */
   openFileLimit?: number;
+  /**
+   * Tests only: replaces parts of the webhook delivery (a shorter backoff, more or less
+   * concurrency). The URLs, secrets and settings come from `config.webhooks`.
+   */
+  webhooks?: Pick<WebhooksOptions, 'retry' | 'concurrency' | 'random' | 'sender'>;
 }
 
 export interface RunningServer {
@@ -54,6 +60,8 @@ export interface RunningServer {
   engine: PresenceNode;
   /** Set when the node is part of a cluster. */
   cluster?: ClusterLink;
+  /** Set when webhooks are configured. */
+  webhooks?: Webhooks;
   /** This node's presence metrics; `/metrics` renders them after the process-wide `process_*`/`nodejs_*` ones. */
   metrics: PresenceMetrics;
   /** `http://host:port/metrics` when the metrics have a port of their own (`metricsPort`). */
@@ -80,6 +88,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
   if (config.dataDir !== undefined && (config.redisUrl || options.sharedService)) {
     throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');
+  }
+  if (config.webhooks && (config.redisUrl || options.sharedService)) {
+    throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
   const sharedService = options.sharedService ?? (config.redisUrl ? new RedisService({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
   const cluster = sharedService
@@ -113,6 +124,34 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     cluster,
     observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
   });
+  let webhooks: Webhooks | undefined;
+  if (config.webhooks) {
+    const node = engine;
+    const webhookMetrics = createWebhookMetrics(registry, () =>
+      (webhooks?.targets ?? []).map(({ label, queue }) => ({
+        url: label,
+        backlog: queue.backlog,
+        oldestPendingSeconds: queue.oldestQueuedAt === undefined ? 0 : Math.max(0, (baseClock.now() - queue.oldestQueuedAt) / 1000),
+      })),
+    );
+    try {
+      // Before anyone connects: what the previous run still owed is queued ahead of any new event.
+      webhooks = new Webhooks({
+        config: config.webhooks,
+        clock: baseClock,
+        log,
+        occupancy: node.engine.reader,
+        userView: (userId) => node.engine.reader.viewOf(userId, undefined),
+        dataDir: config.dataDir,
+        observer: (url) => webhookMetrics.observerFor(url),
+        ...options.webhooks,
+      });
+    } catch (error) {
+      if (store !== options.store) await store.close().catch(() => {});
+      throw error;
+    }
+    node.subscribe(webhooks.onEvent);
+  }
   if (cluster) {
     try {
       await cluster.start(engine);
@@ -139,7 +178,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     },
   });
   let shuttingDown = false;
-  const adminStats = createAdminStats({ engine, metrics, cluster });
+  const adminStats = createAdminStats({ engine, metrics, cluster, webhooks });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
   const api = createHttpApi({ queries: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
@@ -177,6 +216,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     });
   }).catch(async (error: unknown) => {
     // A data directory stays locked while its store is open; a failed start must not keep it.
+    webhooks?.close();
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
   });
@@ -224,6 +264,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       // Disconnects above were published; leaving now lets other nodes start the offline delay at
       // once, so clients reconnecting elsewhere resume their sessions without a leave.
       await cluster?.close();
+      // Sessions are disposed without events below; the next start (with a data directory) tells
+      // receivers that this run's users are gone.
+      webhooks?.close();
       engine!.dispose();
       metrics.close();
       await store.close();
@@ -232,7 +275,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, cluster, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, webhooks, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
 }
 
 function skewed(clock: Clock, skewMs: number): Clock {

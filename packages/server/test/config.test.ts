@@ -318,6 +318,92 @@ describe('auth configuration', () => {
   });
 });
 
+describe('webhook configuration', () => {
+  const secret = 'w'.repeat(32);
+  const base = { PRESENCE_WEBHOOK_URLS: 'https://api.example.com/hooks/presence', PRESENCE_WEBHOOK_SECRET: secret };
+
+  it('is absent without PRESENCE_WEBHOOK_URLS, and defaults every setting but the URLs and secrets', () => {
+    assert.equal(loadConfig({}).webhooks, undefined);
+    assert.deepEqual(loadConfig(base).webhooks, {
+      urls: ['https://api.example.com/hooks/presence'],
+      secrets: [secret],
+      events: ['user.online', 'user.offline', 'user.status', 'user.meta', 'channel.member_joined', 'channel.member_left', 'channel.occupied', 'channel.vacated'],
+      maxBacklog: 10_000,
+      timeoutMs: 10_000,
+      giveUpMs: 3_600_000,
+    });
+  });
+
+  it('reads every webhook variable', () => {
+    const config = loadConfig({
+      PRESENCE_WEBHOOK_URLS: ' https://a.example.com/hook?token=t1 , http://127.0.0.1:3000/presence ,',
+      PRESENCE_WEBHOOK_SECRET: `${'n'.repeat(40)}, ${secret}`,
+      PRESENCE_WEBHOOK_EVENTS: 'typing.*, user.offline,channel.member_updated',
+      PRESENCE_WEBHOOK_MAX_BACKLOG: '500',
+      PRESENCE_WEBHOOK_TIMEOUT_MS: '2500',
+      PRESENCE_WEBHOOK_GIVE_UP_MS: '60000',
+    });
+    assert.deepEqual(config.webhooks, {
+      urls: ['https://a.example.com/hook?token=t1', 'http://127.0.0.1:3000/presence'],
+      secrets: ['n'.repeat(40), secret],
+      events: ['user.offline', 'channel.member_updated', 'typing.started', 'typing.stopped'],
+      maxBacklog: 500,
+      timeoutMs: 2500,
+      giveUpMs: 60_000,
+    });
+    assert.equal(loadConfig({ ...base, PRESENCE_WEBHOOK_EVENTS: '*' }).webhooks!.events.length, 11);
+  });
+
+  it('refuses secrets shorter than 32 bytes, a missing secret, and never echoes a secret', () => {
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_SECRET: 'short-secret' }, 'PRESENCE_WEBHOOK_SECRET', [], /secret 1 is 12 bytes; each secret must be at least 32 bytes/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_SECRET: `${secret},${'x'.repeat(31)}` }, 'PRESENCE_WEBHOOK_SECRET', [], /secret 2 is 31 bytes/);
+    assertConfigError({ PRESENCE_WEBHOOK_URLS: base.PRESENCE_WEBHOOK_URLS }, 'PRESENCE_WEBHOOK_SECRET', [], /must be set with PRESENCE_WEBHOOK_URLS/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_SECRET: ' , ' }, 'PRESENCE_WEBHOOK_SECRET', [], /must be set|at least one secret/);
+    try {
+      loadConfig({ ...base, PRESENCE_WEBHOOK_SECRET: 'hunter2-is-not-long-enough' });
+      assert.fail('refused');
+    } catch (error) {
+      assert.ok(!(error as Error).message.includes('hunter2'), (error as Error).message);
+    }
+    // 32 bytes of UTF-8 are enough, however few characters.
+    assert.ok(loadConfig({ ...base, PRESENCE_WEBHOOK_SECRET: 'é'.repeat(16) }).webhooks);
+  });
+
+  it('refuses bad URLs (without showing a query string), unknown event types, and settings without URLs', () => {
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'ftp://example.com/x' }, 'PRESENCE_WEBHOOK_URLS', [], /must be an http:\/\/ or https:\/\/ URL/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'example.com/hook' }, 'PRESENCE_WEBHOOK_URLS', [], /is not a URL/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://user:pw@example.com/hook' }, 'PRESENCE_WEBHOOK_URLS', [], /must not carry credentials/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/hook#x' }, 'PRESENCE_WEBHOOK_URLS', [], /#fragment/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a,https://example.com/a' }, 'PRESENCE_WEBHOOK_URLS', [], /twice/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a?t=1,https://example.com/a?t=2' }, 'PRESENCE_WEBHOOK_URLS', [], /twice with different query strings/);
+    assert.throws(
+      () => loadConfig({ ...base, PRESENCE_WEBHOOK_URLS: 'https://example.com/a?token=topsecret#x' }),
+      (error: Error) => !error.message.includes('topsecret') && error.message.includes('?…'),
+    );
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_EVENTS: 'user.online,user.away' }, 'PRESENCE_WEBHOOK_EVENTS', [], /"user.away" is not a webhook event type/);
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_EVENTS: 'presence.*' }, 'PRESENCE_WEBHOOK_EVENTS');
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_MAX_BACKLOG: '0' }, 'PRESENCE_WEBHOOK_MAX_BACKLOG');
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_TIMEOUT_MS: '10s' }, 'PRESENCE_WEBHOOK_TIMEOUT_MS');
+    assertConfigError({ ...base, PRESENCE_WEBHOOK_GIVE_UP_MS: '-1' }, 'PRESENCE_WEBHOOK_GIVE_UP_MS');
+    for (const name of ['PRESENCE_WEBHOOK_SECRET', 'PRESENCE_WEBHOOK_EVENTS', 'PRESENCE_WEBHOOK_MAX_BACKLOG', 'PRESENCE_WEBHOOK_TIMEOUT_MS', 'PRESENCE_WEBHOOK_GIVE_UP_MS']) {
+      assertConfigError({ [name]: name === 'PRESENCE_WEBHOOK_SECRET' ? secret : name === 'PRESENCE_WEBHOOK_EVENTS' ? 'user.*' : '5' }, name, [], /PRESENCE_WEBHOOK_URLS is not/);
+    }
+  });
+
+  it('refuses webhooks with REDIS_URL for now: delivery is single-node', () => {
+    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }, 'PRESENCE_WEBHOOK_URLS', [], /PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now/);
+  });
+
+  it('warns in production about plain http:// to another host and a give-up age under an hour', () => {
+    const production = { ...base, NODE_ENV: 'production', PRESENCE_API_KEY: 'k'.repeat(32), PRESENCE_ALLOWED_ORIGINS: 'https://app.example.com' };
+    assert.deepEqual(configWarnings(loadConfig(production)), []);
+    assert.deepEqual(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_URLS: 'http://localhost:3000/hook' })), []);
+    assert.match(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_URLS: 'http://hooks.internal/presence' })).join('\n'), /plain http:\/\/ URLs/);
+    assert.match(configWarnings(loadConfig({ ...production, PRESENCE_WEBHOOK_GIVE_UP_MS: '60000' })).join('\n'), /PRESENCE_WEBHOOK_GIVE_UP_MS is below an hour/);
+    assert.deepEqual(configWarnings(loadConfig({ ...base, PRESENCE_WEBHOOK_GIVE_UP_MS: '60000' })), [], 'outside production (tests shorten it)');
+  });
+});
+
 describe('command-line flags', () => {
   it('override the environment, in both forms', () => {
     const config = loadConfig(

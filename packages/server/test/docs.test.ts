@@ -12,7 +12,7 @@ import { CLOSE_CODES, ERRORS, type ErrorSpec } from '@presence/protocol';
 import { CONFIG_VARIABLES, CONFIG_VARIABLE_DOCS, HELP_TEXT } from '../src/config/env.js';
 import { ROUTES } from '../src/http/api.js';
 import { Registry } from 'prom-client';
-import { createPresenceMetrics } from '../src/metrics/index.js';
+import { createPresenceMetrics, createWebhookMetrics } from '../src/metrics/index.js';
 
 const DOCS = resolve(dirname(fileURLToPath(import.meta.url)), '../../../docs');
 
@@ -163,6 +163,9 @@ describe('docs/http-api.md', () => {
       metrics.connectionClosed(1000);
       metrics.observeFanout(0.001);
       metrics.httpRequests.inc({ route: '/healthz', status: '200' });
+      // The webhook metrics, rendered once a URL is configured.
+      const webhooks = createWebhookMetrics(registry, () => [{ url: 'https://example.com/hook', backlog: 1, oldestPendingSeconds: 2 }]);
+      webhooks.observerFor('https://example.com/hook').failedAttempt('http 503');
       const text = await registry.metrics();
 
       const types = new Map<string, string>();

@@ -4,10 +4,12 @@
  *
  * Demo: two browser contexts are two users. Dashboard: a two-node cluster (over the in-process
  * hub) with an API key, users connected from Node with tokens, and the figures the page shows
- * compared with the server's.
+ * compared with the server's; and a single node with webhooks to a receiver that refuses some.
  */
 import assert from 'node:assert/strict';
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +18,7 @@ import type { Browser, Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { PresenceClient } from '../../client/src/index.js';
 import { MemoryHub, MemoryService } from '../../server/src/cluster/memory-service.js';
+import { DEFAULT_WEBHOOK_EVENT_TYPES } from '@presence/protocol';
 import { resolveConfig } from '../../server/src/config/config.js';
 import type { AdminStats } from '../../server/src/http/admin-stats.js';
 import { silentLogger } from '../../server/src/log.js';
@@ -367,5 +370,56 @@ describe('dashboard page', () => {
     // The token's subject is the user id; the name picked in the form becomes meta.name.
     await members.locator('[data-user="hedy"]').filter({ hasText: 'Hedy Lamarr' }).waitFor({ timeout: WAIT_MS });
     await members.locator('[data-user="barbara"]').waitFor({ timeout: WAIT_MS });
+  });
+});
+
+describe('dashboard page, webhooks', () => {
+  it('shows one row per webhook URL with its backlog and dead letters, and the last dead letter', async () => {
+    // A receiver on loopback that refuses status changes for good (400) and takes the rest.
+    const receiver = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const event = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type: string };
+        res.writeHead(event.type === 'user.status' ? 400 : 204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+    const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/presence`;
+    const config = resolveConfig({
+      port: 0,
+      host: '127.0.0.1',
+      offlineDelayMs: OFFLINE_DELAY_MS,
+      auth: { apiKey: API_KEY, jwtSecret: JWT_SECRET },
+      webhooks: { urls: [`${hookUrl}?token=not-for-the-page`], secrets: ['s'.repeat(32)], events: [...DEFAULT_WEBHOOK_EVENT_TYPES], maxBacklog: 100, timeoutMs: 5000, giveUpMs: 60_000 },
+    });
+    const node = await startServer(config, { log: silentLogger, publicDir });
+    cleanups.push(() => node.shutdown());
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('ada').setExpirationTime('10m').sign(new TextEncoder().encode(JWT_SECRET));
+    const ada = await nodeClient({ url: `${node.url.replace('http', 'ws')}/realtime`, getToken: () => token });
+    await ada.join('room:lobby');
+    await ada.setStatus('busy');
+
+    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+    cleanups.push(() => context.close().catch(() => undefined));
+    const page = await context.newPage();
+    await page.goto(`${node.url}/dashboard`);
+    await page.getByLabel('API key').fill(API_KEY);
+    await page.getByRole('button', { name: 'Show stats' }).click();
+    const row = page.locator('#webhooks-table tbody tr').filter({ hasText: hookUrl });
+    await row.waitFor({ timeout: WAIT_MS });
+    // user.online, member_joined, occupied delivered; user.status refused.
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#webhooks-table tbody td')].map((td) => td.textContent).join('|').endsWith('|3|1|1|0'),
+      undefined,
+      { timeout: WAIT_MS },
+    );
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual(cells, [hookUrl, '0', '–', '3', '1', '1', '0']);
+    assert.equal(await row.getAttribute('class'), 'alert', 'a URL with dead letters stands out');
+    assert.match((await page.locator('#webhooks-dead').textContent()) ?? '', /^Last dead letter: user\.status \S+ to http:\/\/127\.0\.0\.1:\d+\/hooks\/presence, http 400 after 1 attempt, at /);
+    assert.ok(!(await page.content()).includes('not-for-the-page'), 'the query string (a token) never reaches the page');
+    await screenshot(page, 'dashboard-webhooks.png');
   });
 });

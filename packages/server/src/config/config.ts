@@ -1,4 +1,4 @@
-import type { Limits, Status } from '@presence/protocol';
+import type { Limits, Status, WebhookEventType } from '@presence/protocol';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
@@ -48,6 +48,31 @@ export interface ServerLimits extends Limits {
   httpIpRateBurst: number;
 }
 
+/** Webhooks (`PRESENCE_WEBHOOK_*`): every event of `events` is POSTed to every URL. */
+export interface WebhookConfig {
+  /** Each URL has its own queue, retries, order and metrics. */
+  urls: string[];
+  /** Each signs its own `v1=` of `Presence-Signature` (several while rotating); ≥ 32 bytes each. */
+  secrets: string[];
+  /** The event types sent. @default every type but `typing.*` and `channel.member_updated` */
+  events: WebhookEventType[];
+  /** Events one URL may have waiting; past it the oldest waiting one is dropped. @default 10000 */
+  maxBacklog: number;
+  /** One attempt's limit, connection to the end of the answer. @default 10000 */
+  timeoutMs: number;
+  /**
+   * An event is retried until it has waited this long, then dead-lettered (its last attempt is
+   * at or after this age). @default 3600000
+   */
+  giveUpMs: number;
+}
+
+export const DEFAULT_WEBHOOK_SETTINGS = {
+  maxBacklog: 10_000,
+  timeoutMs: 10_000,
+  giveUpMs: 3_600_000,
+} as const;
+
 export interface ServerConfig {
   /** @default 8080 */
   port: number;
@@ -93,6 +118,8 @@ export interface ServerConfig {
    * in memory. Cannot be combined with `redisUrl`, where records live in Redis.
    */
   dataDir?: string;
+  /** Set when `PRESENCE_WEBHOOK_URLS` is: single node only for now (not with `redisUrl`). */
+  webhooks?: WebhookConfig;
   /** @default 'info' */
   logLevel: LogLevel;
   /** @default 'json' */

@@ -1,15 +1,18 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { DEFAULT_WEBHOOK_EVENT_TYPES, WEBHOOK_EVENT_TYPES, type WebhookEventType } from '@presence/protocol';
 import { describeKey, jwtAlgorithmFor } from './keys.js';
 import {
   DEFAULT_CONFIG,
   DEFAULT_STATES,
+  DEFAULT_WEBHOOK_SETTINGS,
   type AuthConfig,
   type LogFormat,
   type LogLevel,
   type ServerConfig,
   type ServerLimits,
   type StateBase,
+  type WebhookConfig,
 } from './config.js';
 
 /** Invalid configuration. `variable` is the environment variable (or CLI flag) at fault. */
@@ -109,6 +112,12 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'PRESENCE_ALLOWED_ORIGINS', default: 'any', help: 'Comma list of exact origins (https://app.example.com) allowed to connect; * or empty: any.' },
   { name: 'REDIS_URL', default: unset, help: 'redis:// or rediss:// URL; when set, nodes share presence through Redis.' },
   { name: 'PRESENCE_DATA_DIR', default: unset, help: 'Single node: directory where user records (status, meta, lastSeen) survive restarts; not with REDIS_URL.' },
+  { name: 'PRESENCE_WEBHOOK_URLS', default: unset, help: 'Comma list of http(s) URLs; every webhook event is POSTed to each (own queue, retries, order). Single node only: not with REDIS_URL.' },
+  { name: 'PRESENCE_WEBHOOK_SECRET', default: unset, help: 'Required with PRESENCE_WEBHOOK_URLS: comma list of secrets of at least 32 bytes; each signs its own v1= in Presence-Signature.' },
+  { name: 'PRESENCE_WEBHOOK_EVENTS', default: DEFAULT_WEBHOOK_EVENT_TYPES.join(','), help: 'Comma list of webhook event types to send; family.* and * are accepted.' },
+  { name: 'PRESENCE_WEBHOOK_MAX_BACKLOG', default: String(DEFAULT_WEBHOOK_SETTINGS.maxBacklog), help: 'Events one URL may have waiting; past it the oldest waiting event is dropped (counted and logged).' },
+  { name: 'PRESENCE_WEBHOOK_TIMEOUT_MS', default: String(DEFAULT_WEBHOOK_SETTINGS.timeoutMs), help: 'One delivery attempt may take this long before it counts as failed and is retried.' },
+  { name: 'PRESENCE_WEBHOOK_GIVE_UP_MS', default: String(DEFAULT_WEBHOOK_SETTINGS.giveUpMs), help: 'Failed events are retried until they are this old, then dead-lettered.' },
   { name: 'LOG_LEVEL', default: DEFAULT_CONFIG.logLevel, help: 'debug | info | warn | error | silent.' },
   { name: 'LOG_FORMAT', default: DEFAULT_CONFIG.logFormat, help: 'json (one JSON object per line) | pretty (readable lines for a terminal).' },
   { name: 'NODE_ENV', default: unset, help: 'production refuses to start without auth (JWT secret, public key or API key).' },
@@ -379,6 +388,118 @@ function readPublicKey(env: Env): { key?: string } {
   return {};
 }
 
+/** Smallest webhook secret: HMAC-SHA256 keys shorter than its output weaken it (RFC 2104 §3). */
+export const MIN_WEBHOOK_SECRET_BYTES = 32;
+
+function readWebhooks(
+  env: Env,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  clustered: boolean,
+): WebhookConfig | undefined {
+  const settings = ['PRESENCE_WEBHOOK_SECRET', 'PRESENCE_WEBHOOK_EVENTS', 'PRESENCE_WEBHOOK_MAX_BACKLOG', 'PRESENCE_WEBHOOK_TIMEOUT_MS', 'PRESENCE_WEBHOOK_GIVE_UP_MS'];
+  if (!present(env.PRESENCE_WEBHOOK_URLS)) {
+    const stray = settings.find((name) => present(env[name]));
+    if (stray) throw new ConfigError(stray, `${stray} is set but PRESENCE_WEBHOOK_URLS is not; set the URLs or unset ${stray}`);
+    return undefined;
+  }
+  if (clustered) {
+    // Delivered by one node at a time needs a lease per URL queue in the shared store; until then
+    // each node would deliver its own share with no order per user across nodes (docs/webhooks.md).
+    throw new ConfigError(
+      'PRESENCE_WEBHOOK_URLS',
+      'PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now (cluster-wide delivery is not built yet); unset one of them',
+    );
+  }
+  const urls = parseWebhookUrls(env.PRESENCE_WEBHOOK_URLS);
+  if (!present(env.PRESENCE_WEBHOOK_SECRET)) {
+    throw new ConfigError('PRESENCE_WEBHOOK_SECRET', 'PRESENCE_WEBHOOK_SECRET must be set with PRESENCE_WEBHOOK_URLS: receivers verify every webhook with it');
+  }
+  const secrets = parseWebhookSecrets(env.PRESENCE_WEBHOOK_SECRET);
+  const events = present(env.PRESENCE_WEBHOOK_EVENTS) ? parseWebhookEvents(env.PRESENCE_WEBHOOK_EVENTS) : [...DEFAULT_WEBHOOK_EVENT_TYPES];
+  const d = DEFAULT_WEBHOOK_SETTINGS;
+  return {
+    urls,
+    secrets,
+    events,
+    maxBacklog: int('PRESENCE_WEBHOOK_MAX_BACKLOG', d.maxBacklog, 1, 10_000_000),
+    timeoutMs: int('PRESENCE_WEBHOOK_TIMEOUT_MS', d.timeoutMs, 1, MAX_TIMER_MS),
+    giveUpMs: int('PRESENCE_WEBHOOK_GIVE_UP_MS', d.giveUpMs, 0, MAX_TIMER_MS),
+  };
+}
+
+/** Parses the URL list; the URLs are kept as written (after trimming) so logs match the config. */
+export function parseWebhookUrls(raw: string, name = 'PRESENCE_WEBHOOK_URLS'): string[] {
+  const urls: string[] = [];
+  // A query string may carry a receiver's token: messages show it as `?…`.
+  const redactUrl = (text: string) => text.replace(/\/\/[^@/?#]*@/, '//***@').replace(/\?[^#]*/, '?…');
+  for (const part of raw.split(',')) {
+    const entry = part.trim();
+    if (entry === '') continue;
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      throw new ConfigError(name, `${name} entry ${shown(redactUrl(entry))} is not a URL; expected one like https://api.example.com/presence-hook`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new ConfigError(name, `${name} entry ${shown(redactUrl(entry))} must be an http:// or https:// URL`);
+    }
+    if (url.username !== '' || url.password !== '') {
+      // fetch refuses them, and a password in a URL ends up in logs; the signature is the auth.
+      throw new ConfigError(name, `${name} entry ${shown(redactUrl(entry))} must not carry credentials (user:password@); receivers authenticate webhooks by their signature`);
+    }
+    if (url.hash !== '') throw new ConfigError(name, `${name} entry ${shown(redactUrl(entry))} must not have a #fragment`);
+    if (urls.includes(entry)) throw new ConfigError(name, `${name} lists ${shown(redactUrl(entry))} twice`);
+    // Logs, metrics and the dashboard name a URL without its query string: two URLs must differ before it.
+    const withoutQuery = (text: string) => text.replace(/[?#].*$/, '');
+    if (urls.some((url) => withoutQuery(url) === withoutQuery(entry))) {
+      throw new ConfigError(name, `${name} lists ${shown(redactUrl(entry))} twice with different query strings; URLs must differ in their scheme, host, port or path`);
+    }
+    urls.push(entry);
+  }
+  if (urls.length === 0) throw new ConfigError(name, `${name} must list at least one URL`);
+  return urls;
+}
+
+/** Comma-separated secrets, surrounding whitespace ignored; each must be at least 32 bytes. */
+export function parseWebhookSecrets(raw: string, name = 'PRESENCE_WEBHOOK_SECRET'): string[] {
+  const secrets: string[] = [];
+  for (const [index, part] of raw.split(',').entries()) {
+    const secret = part.trim();
+    if (secret === '') continue;
+    const bytes = Buffer.byteLength(secret);
+    if (bytes < MIN_WEBHOOK_SECRET_BYTES) {
+      // Never echo a secret, even a short one.
+      throw new ConfigError(name, `${name}: secret ${index + 1} is ${bytes} bytes; each secret must be at least ${MIN_WEBHOOK_SECRET_BYTES} bytes (e.g. openssl rand -hex 32)`);
+    }
+    if (!secrets.includes(secret)) secrets.push(secret);
+  }
+  if (secrets.length === 0) throw new ConfigError(name, `${name} must hold at least one secret`);
+  return secrets;
+}
+
+/** `user.online,channel.*`: exact types, a family (`user.*`, `channel.*`, `typing.*`) or `*`. */
+export function parseWebhookEvents(raw: string, name = 'PRESENCE_WEBHOOK_EVENTS'): WebhookEventType[] {
+  const wanted = new Set<WebhookEventType>();
+  for (const part of raw.split(',')) {
+    const entry = part.trim();
+    if (entry === '') continue;
+    const matches =
+      entry === '*'
+        ? WEBHOOK_EVENT_TYPES
+        : entry.endsWith('.*')
+          ? WEBHOOK_EVENT_TYPES.filter((type) => type.startsWith(entry.slice(0, -1)))
+          : WEBHOOK_EVENT_TYPES.filter((type) => type === entry);
+    if (matches.length === 0) {
+      throw new ConfigError(name, `${name} entry ${shown(entry)} is not a webhook event type; expected some of ${WEBHOOK_EVENT_TYPES.join(', ')}, a family like user.* or *`);
+    }
+    for (const type of matches) wanted.add(type);
+  }
+  if (wanted.size === 0) throw new ConfigError(name, `${name} must name at least one event type`);
+  // The canonical order, whatever order they were listed in.
+  return WEBHOOK_EVENT_TYPES.filter((type) => wanted.has(type));
+}
+
 /** Turns argv into env-style overrides, keyed by the variable each flag stands for. */
 function parseArgs(argv: readonly string[]): Map<string, { value: string; flag: string }> {
   const out = new Map<string, { value: string; flag: string }>();
@@ -486,6 +607,8 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     );
   }
 
+  const webhooks = readWebhooks(vars, int, redisUrl !== undefined);
+
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
   const format = get('LOG_FORMAT');
@@ -546,6 +669,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   if (dataDir !== undefined) config.dataDir = dataDir;
   if (nodeId !== undefined) config.nodeId = nodeId;
   if (metricsPort !== undefined) config.metricsPort = metricsPort;
+  if (webhooks !== undefined) config.webhooks = webhooks;
   return config;
 }
 
@@ -570,6 +694,18 @@ export function configWarnings(config: ServerConfig): string[] {
   }
   if (config.production && config.allowedOrigins.length === 0) {
     warnings.push('PRESENCE_ALLOWED_ORIGINS is not set: browsers on any site may connect with a user\'s token');
+  }
+  if (config.production && config.webhooks) {
+    const plain = config.webhooks.urls.filter((url) => {
+      const { protocol, hostname } = new URL(url);
+      return protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(hostname);
+    });
+    if (plain.length > 0) {
+      warnings.push('PRESENCE_WEBHOOK_URLS has plain http:// URLs: webhooks are signed but travel unencrypted (user ids, meta); use https://');
+    }
+    if (config.webhooks.giveUpMs < DEFAULT_WEBHOOK_SETTINGS.giveUpMs) {
+      warnings.push('PRESENCE_WEBHOOK_GIVE_UP_MS is below an hour: a receiver that is down for less than that loses events to the dead letters');
+    }
   }
   if (limits.maxMetaBytes > limits.maxFrameBytes) {
     warnings.push('PRESENCE_MAX_META_BYTES is larger than PRESENCE_MAX_FRAME_BYTES; meta that large can never arrive');

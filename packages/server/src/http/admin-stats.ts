@@ -3,9 +3,9 @@
  * `AdminStats` schema of `@presence/protocol/schema` (documented in the OpenAPI document); the
  * dashboard page type-checks against the same type.
  */
-import type { AdminNodeRow, AdminStats } from '@presence/protocol';
+import type { AdminNodeRow, AdminStats, AdminWebhookTarget } from '@presence/protocol';
 
-export type { AdminNodeRow, AdminStats };
+export type { AdminNodeRow, AdminStats, AdminWebhookTarget };
 
 /** What the stats are read from; the engine, the metrics and the cluster link provide these. */
 export interface AdminStatsSources {
@@ -19,6 +19,8 @@ export interface AdminStatsSources {
   metrics: { eventsIn: { total(): number }; eventsOut: { total(): number } };
   /** `nodeId` and `nodes()` are incarnations (`<id>@<incarnation>`); `nameOf` gives the id shown. */
   cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean; nameOf(node: string): string };
+  /** Set when webhooks are configured: one row per URL. */
+  webhooks?: { stats(): AdminWebhookTarget[] };
   now?: () => number;
   /** Channels listed in `topChannels`. @default 10 */
   topChannels?: number;
@@ -88,6 +90,7 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
       rates,
       totals: { eventsIn: current.eventsIn, eventsOut: current.eventsOut },
       cluster,
+      webhooks: sources.webhooks ? { targets: sources.webhooks.stats() } : null,
     };
   };
 }

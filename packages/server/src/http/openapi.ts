@@ -21,6 +21,7 @@ import {
   UserChannelsResponse,
   UserId,
   UserPresenceResponse,
+  WEBHOOK_EVENTS,
   toJsonSchema,
 } from '@presence/protocol/schema';
 import { Kind, type TSchema } from '@sinclair/typebox';
@@ -276,6 +277,44 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
     },
   };
 
+  // What the server sends to PRESENCE_WEBHOOK_URLS: one POST per event (docs/webhooks.md).
+  const webhooks: JsonObject = {};
+  for (const [type, body] of Object.entries(WEBHOOK_EVENTS)) {
+    webhooks[type] = {
+      post: {
+        operationId: `webhook_${type.replace(/[.]/g, '_')}`,
+        summary: body.description ?? type,
+        description:
+          'Sent to every URL of `PRESENCE_WEBHOOK_URLS` when the type is in `PRESENCE_WEBHOOK_EVENTS`. At least once: deduplicate by `id`. Verify `Presence-Signature` over the raw body before parsing it (docs/webhooks.md).',
+        security: publicRoute,
+        parameters: [
+          {
+            name: 'Presence-Signature',
+            in: 'header',
+            required: true,
+            description: '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, one `v1=` per configured secret.',
+            schema: { type: 'string' },
+          },
+          { name: 'Presence-Event-Id', in: 'header', required: true, description: 'The `id` of the body.', schema: { type: 'string' } },
+          { name: 'Presence-Event-Type', in: 'header', required: true, description: 'The `type` of the body.', schema: { type: 'string' } },
+          {
+            name: 'Presence-Delivery-Attempt',
+            in: 'header',
+            required: true,
+            description: '1 for the first attempt, then 2, 3 … (restarts at 1 after a server restart).',
+            schema: { type: 'integer', minimum: 1 },
+          },
+        ],
+        requestBody: { required: true, content: { 'application/json': { schema: schema(body) } } },
+        responses: {
+          '2XX': { description: 'Delivered: the event is not sent again (unless the server crashed before it saw this answer).' },
+          '4XX': { description: 'Refused for good: the event is dead-lettered, except 408 and 429 (`Retry-After` honoured), which are retried.' },
+          '5XX': { description: 'Retried with exponential backoff and jitter, as are timeouts and network errors, until the give-up age.' },
+        },
+      },
+    };
+  }
+
   return {
     openapi: '3.1.0',
     info: {
@@ -287,6 +326,7 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
     },
     security: anyCaller,
     paths,
+    webhooks,
     components: {
       securitySchemes: {
         [API_KEY]: {

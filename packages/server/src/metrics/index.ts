@@ -1,2 +1,3 @@
 export * from './prometheus.js';
 export * from './presence-metrics.js';
+export * from './webhook-metrics.js';

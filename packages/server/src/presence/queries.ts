@@ -120,6 +120,20 @@ export class PresenceReader {
     return { connections: this.counters.attached, sessions, onlineUsers: this.counters.visibleUsers, channels };
   }
 
+  /**
+   * Whether anyone but `userId` is a visible member of the channel now: read while a join or a
+   * leave of `userId` is being announced, false means the channel just got its first visible
+   * member or lost its last. Stops at the first one found.
+   */
+  hasOtherVisibleMember(name: string, userId: string): boolean {
+    const channel = this.state.channels.get(name);
+    if (!channel) return false;
+    for (const [memberId, member] of channel.members) {
+      if (memberId !== userId && member.user.announcedVisible) return true;
+    }
+    return false;
+  }
+
   /** Sizes of the live state, for leak checks in tests and soak runs. */
   inspect(watchedUsers: number): { users: number; sessions: number; remoteSessions: number; channels: number; watchedUsers: number; typing: number } {
     let typing = 0;

@@ -27,6 +27,9 @@ const channelsBody = byId<HTMLTableElement>('channels-table').tBodies[0];
 const channelsEmpty = byId<HTMLParagraphElement>('channels-empty');
 const nodesSection = byId<HTMLElement>('nodes-section');
 const nodesBody = byId<HTMLTableElement>('nodes-table').tBodies[0];
+const webhooksSection = byId<HTMLElement>('webhooks-section');
+const webhooksBody = byId<HTMLTableElement>('webhooks-table').tBodies[0];
+const webhooksDead = byId<HTMLParagraphElement>('webhooks-dead');
 const chart = document.getElementById('rates-chart') as unknown as SVGSVGElement;
 const peak = byId<HTMLSpanElement>('rates-peak');
 
@@ -129,6 +132,29 @@ function render(stats: AdminStats): void {
         ),
       ),
     );
+  }
+
+  const webhooks = stats.webhooks;
+  webhooksSection.hidden = webhooks === null;
+  if (webhooks) {
+    const now = Date.parse(stats.time);
+    webhooksBody.replaceChildren(
+      ...webhooks.targets.map((target) => {
+        const waited = target.oldestPendingAt === null ? '–' : `${numbers.format(Math.max(0, (now - Date.parse(target.oldestPendingAt)) / 1000))} s`;
+        const tr = row(
+          [target.url, numbers.format(target.backlog), waited, numbers.format(target.delivered), numbers.format(target.failedAttempts), numbers.format(target.deadLetters), numbers.format(target.dropped)],
+          [false, true, true, true, true, true, true],
+        );
+        if (target.deadLetters > 0 || target.dropped > 0) tr.className = 'alert';
+        return tr;
+      }),
+    );
+    const latest = webhooks.targets
+      .flatMap((target) => target.recentDeadLetters.map((letter) => ({ ...letter, url: target.url })))
+      .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0))[0];
+    webhooksDead.textContent = latest
+      ? `Last dead letter: ${latest.type} ${latest.id} to ${latest.url}, ${latest.reason} after ${latest.attempts} attempt${latest.attempts === 1 ? '' : 's'}, at ${new Date(latest.at).toLocaleTimeString()}.`
+      : 'No dead letters.';
   }
 
   if (stats.rates) {

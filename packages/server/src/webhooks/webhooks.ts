@@ -1,0 +1,222 @@
+import { randomUUID } from 'node:crypto';
+import type { AdminWebhookTarget, UserPresence, WebhookEvent, WebhookEventType } from '@presence/protocol';
+import type { WebhookConfig } from '../config/config.js';
+import type { Logger } from '../log.js';
+import type { Clock } from '../presence/clock.js';
+import type { PresenceEvent } from '../presence/events.js';
+import { DeliveryQueue, type DeliveryObserver, type QueuedEvent, type WebhookSender } from './delivery-queue.js';
+import { WebhookEventMapper, orderingKey, type ChannelOccupancy } from './event-mapper.js';
+import { createHttpSender } from './http-sender.js';
+import { WebhookOutbox, type OutboxRecovery } from './outbox-file.js';
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry-schedule.js';
+import { displayUrl, targetId } from './target-id.js';
+
+/*
+ * Webhooks on one node: a listener of the presence events that maps each to webhook events and
+ * queues them, in the same synchronous step, on one delivery queue per URL (and, with a data
+ * directory, in the outbox file). Cluster-wide delivery (one node at a time per URL queue, under a
+ * lease in the shared store) will replace the outbox and the queues' ownership, not the events.
+ */
+
+export interface WebhooksOptions {
+  config: WebhookConfig;
+  clock: Clock;
+  log: Logger;
+  /** The model's state, read while an event is emitted (channel occupied / vacated). */
+  occupancy: ChannelOccupancy;
+  /** A user's presence as a trusted caller sees it: the offline view of a user reaped at start. */
+  userView: (userId: string) => UserPresence;
+  /** The data directory (already locked by the user store): the outbox is kept there. */
+  dataDir?: string;
+  /** Metrics of one URL. */
+  observer?: (url: string) => DeliveryObserver;
+  /** Tests shorten the backoff; the give-up age comes from `config.giveUpMs`. */
+  retry?: Partial<Omit<RetryPolicy, 'giveUpAfterMs'>>;
+  /** Requests in flight at once per URL, each for a different user or channel. @default 8 */
+  concurrency?: number;
+  random?: () => number;
+  /** Tests replace the HTTP client. @default a signed POST with fetch */
+  sender?: (url: string) => WebhookSender;
+}
+
+export interface WebhookTarget {
+  readonly url: string;
+  /** In logs, metrics and the dashboard: no query string. */
+  readonly label: string;
+  /** In the outbox file. */
+  readonly id: string;
+  readonly queue: DeliveryQueue;
+}
+
+export class Webhooks {
+  readonly targets: WebhookTarget[];
+  private readonly mapper: WebhookEventMapper;
+  private readonly outbox: WebhookOutbox | undefined;
+  private readonly targetIds: string[];
+  private readonly wanted: ReadonlySet<WebhookEventType>;
+  private closed = false;
+
+  constructor(private readonly options: WebhooksOptions) {
+    const { config, clock, log } = options;
+    this.wanted = new Set(config.events);
+    this.mapper = new WebhookEventMapper(config.events, options.occupancy, () => clock.now());
+    const policy: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry, giveUpAfterMs: config.giveUpMs };
+    let outbox: WebhookOutbox | undefined;
+    this.targets = config.urls.map((url) => {
+      const id = targetId(url);
+      const label = displayUrl(url);
+      const send = options.sender?.(url) ?? createHttpSender({ url, secrets: config.secrets, timeoutMs: config.timeoutMs, now: () => clock.now() });
+      const queue = new DeliveryQueue({
+        label,
+        clock,
+        send,
+        policy,
+        maxBacklog: config.maxBacklog,
+        concurrency: options.concurrency,
+        random: options.random,
+        log,
+        observer: options.observer?.(label),
+        settled: (entry, how, letter) => outbox?.settled(id, entry.event.id, how, letter),
+      });
+      return { url, label, id, queue };
+    });
+    this.targetIds = this.targets.map((t) => t.id);
+    let recovery: OutboxRecovery | undefined;
+    if (options.dataDir !== undefined) {
+      ({ outbox, recovery } = WebhookOutbox.open({ dir: options.dataDir, log, targets: this.targetIds }));
+    }
+    this.outbox = outbox;
+    if (recovery) this.resume(recovery);
+    log.info('webhooks on', {
+      urls: this.targets.map((t) => t.label),
+      events: config.events,
+      durable: this.outbox !== undefined,
+      ...(recovery ? { resumed: recovery.pending.length } : {}),
+    });
+  }
+
+  /** The presence event listener (subscribe it to the node). Never throws into the model. */
+  readonly onEvent = (event: PresenceEvent): void => {
+    if (this.closed) return;
+    let events: WebhookEvent[];
+    try {
+      events = this.mapper.map(event);
+    } catch (error) {
+      this.options.log.error('webhook event could not be built; it is not sent', { id: event.id, type: event.type, err: error });
+      return;
+    }
+    if (events.length > 0) this.enqueue(events, this.options.clock.now());
+  };
+
+  /** Per URL, for the admin stats. */
+  stats(): AdminWebhookTarget[] {
+    return this.targets.map(({ label, queue }) => {
+      const oldest = queue.oldestQueuedAt;
+      return {
+        url: label,
+        backlog: queue.backlog,
+        oldestPendingAt: oldest === undefined ? null : new Date(oldest).toISOString(),
+        delivered: queue.counts.delivered,
+        failedAttempts: queue.counts.failedAttempts,
+        deadLetters: queue.counts.deadLetters,
+        dropped: queue.counts.dropped,
+        recentDeadLetters: queue.deadLetters
+          .slice(-5)
+          .reverse()
+          .map((letter) => ({ id: letter.event.id, type: letter.event.type, reason: letter.reason, attempts: letter.attempts, at: new Date(letter.at).toISOString() })),
+      };
+    });
+  }
+
+  /**
+   * Stops delivering: requests in flight are aborted. With a data directory what was not
+   * acknowledged is sent at the next start (same ids); without one it is lost, and logged.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    let unsent = 0;
+    for (const { queue } of this.targets) {
+      unsent += queue.backlog;
+      queue.close();
+    }
+    this.outbox?.close();
+    if (unsent > 0) {
+      if (this.outbox) this.options.log.info('webhooks stopped; undelivered events stay in the outbox for the next start', { events: unsent });
+      else this.options.log.warn('webhooks stopped with undelivered events; without PRESENCE_DATA_DIR they are lost', { events: unsent });
+    }
+  }
+
+  /** Sizes of the outbox, for tests. */
+  inspectOutbox(): ReturnType<WebhookOutbox['inspect']> | undefined {
+    return this.outbox?.inspect();
+  }
+
+  private enqueue(events: readonly WebhookEvent[], queuedAt: number): void {
+    const entries = events.map((event) => ({ event, body: JSON.stringify(event), key: orderingKey(event), queuedAt }));
+    // On disk first: once a queue has it, a delivery (and its `done` line) may follow at any time.
+    this.outbox?.append(entries, this.targetIds);
+    for (const { queue } of this.targets) {
+      for (const entry of entries) queue.enqueue(queued(entry));
+    }
+  }
+
+  /** At start: what the previous run still owed, then the reap of what it showed. */
+  private resume(recovery: OutboxRecovery): void {
+    const byId = new Map(this.targets.map((t) => [t.id, t]));
+    for (const [id, letters] of recovery.deadLetters) {
+      for (const letter of letters) byId.get(id)?.queue.remember(letter);
+    }
+    for (const { event, queuedAt, targets } of recovery.pending) {
+      const entry = { event, body: JSON.stringify(event), key: orderingKey(event), queuedAt };
+      for (const id of targets) byId.get(id)?.queue.enqueue(queued(entry));
+    }
+    this.reapPreviousRun(recovery.shown);
+  }
+
+  /**
+   * The previous run of this node stopped (a crash, or a shutdown that disposed every session
+   * without events): the users and channel members it showed are gone. Receivers are told so, as
+   * a cluster's reaping node tells them about a dead node.
+   */
+  private reapPreviousRun(shown: OutboxRecovery['shown']): void {
+    if (shown.users.size === 0 && shown.channels.size === 0) return;
+    const cause = `reap-${randomUUID().slice(0, 8)}`;
+    const createdAt = new Date(this.options.clock.now()).toISOString();
+    const events: WebhookEvent[] = [];
+    const views = new Map<string, UserPresence>();
+    const viewOf = (userId: string) => {
+      let view = views.get(userId);
+      if (!view) views.set(userId, (view = this.options.userView(userId)));
+      return view;
+    };
+    for (const [channel, members] of shown.channels) {
+      for (const userId of members) {
+        if (this.wanted.has('channel.member_left')) {
+          events.push({ id: `${cause}/member.left/${channel}/${userId}`, type: 'channel.member_left', createdAt, data: { channel, userId, lastSeen: viewOf(userId).lastSeen } });
+        }
+      }
+      if (this.wanted.has('channel.vacated') && members.size > 0) {
+        events.push({ id: `${cause}/channel.vacated/${channel}/`, type: 'channel.vacated', createdAt, data: { channel } });
+      }
+    }
+    for (const userId of shown.users) {
+      if (!this.wanted.has('user.offline')) break;
+      const view = viewOf(userId);
+      events.push({ id: `${cause}/user.offline//${userId}`, type: 'user.offline', createdAt, data: { userId, user: view, lastSeen: view.lastSeen } });
+    }
+    this.options.log.info('webhooks: telling receivers that the previous run\'s users and channels are gone', {
+      users: shown.users.size,
+      channels: shown.channels.size,
+      events: events.length,
+    });
+    if (events.length > 0) this.enqueue(events, this.options.clock.now());
+    // Nothing was sent for types not wanted; the outbox must forget them all the same.
+    shown.users.clear();
+    shown.channels.clear();
+  }
+}
+
+function queued(entry: { event: WebhookEvent; body: string; key: string; queuedAt: number }): QueuedEvent {
+  return { ...entry, attempts: 0 };
+}
