@@ -44,6 +44,14 @@ interface PackResult {
   integrity: string;
 }
 
+/** The lockfile written beside the tarballs. */
+export interface InstallLockfile {
+  name: string;
+  lockfileVersion: 3;
+  requires: true;
+  packages: { '': { name: string; dependencies: Record<string, string> } } & Record<string, unknown>;
+}
+
 export interface PackedServer {
   outdir: string;
   /** Tarball file names in `outdir`, by package name. */
@@ -72,7 +80,7 @@ export function lockfileFor(
   workspaceLock: { packages: Record<string, LockEntry> },
   packed: PackResult[],
   workspaceOf: Record<string, string>,
-): { packages: { '': { dependencies: Record<string, string> } } & Record<string, unknown> } {
+): InstallLockfile {
   const lock = workspaceLock.packages;
   const out: Record<string, LockEntry> = {};
   const ownNames = new Set(packed.map((p) => p.name));
@@ -81,7 +89,7 @@ export function lockfileFor(
     const source = lock[workspaceOf[pack.name]];
     if (!source) throw new Error(`the workspace lockfile has no entry for ${workspaceOf[pack.name]}`);
     const entry: LockEntry = { version: pack.version, resolved: `file:${pack.filename}`, integrity: pack.integrity };
-    for (const field of ['license', 'dependencies', 'optionalDependencies', 'peerDependencies', 'peerDependenciesMeta', 'bin', 'engines'] as const) {
+    for (const field of ['license', 'dependencies', 'optionalDependencies', 'peerDependencies', 'peerDependenciesMeta', 'bin', 'engines']) {
       if (source[field] !== undefined) entry[field] = source[field];
     }
     out[`node_modules/${pack.name}`] = entry;
