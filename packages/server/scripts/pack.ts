@@ -70,16 +70,23 @@ function lookUp(packages: Record<string, LockEntry>, from: string, name: string)
   }
 }
 
+/** Where a registry keeps the tarball of `name@version` (`<registry>@scope/name/-/name-1.2.3.tgz`). */
+export function tarballUrl(registry: string, name: string, version: string): string {
+  const base = registry.endsWith('/') ? registry : `${registry}/`;
+  return `${base}${name}/-/${name.slice(name.lastIndexOf('/') + 1)}-${version}.tgz`;
+}
+
 /**
  * The lockfile of a folder whose package.json depends on the given tarballs: their own entries, and
- * every package they need at run time copied from the workspace lockfile. A workspace package is
- * found under its folder (`packages/server`) there; what is nested below it moves below
- * `node_modules/<name>` here.
+ * every package they need at run time copied from the workspace lockfile, each with the URL of its
+ * tarball on `registry` when the workspace lockfile has none. A workspace package is found under
+ * its folder (`packages/server`) there; what is nested below it moves below `node_modules/<name>`.
  */
 export function lockfileFor(
   workspaceLock: { packages: Record<string, LockEntry> },
   packed: PackResult[],
   workspaceOf: Record<string, string>,
+  registry?: string,
 ): InstallLockfile {
   const lock = workspaceLock.packages;
   const out: Record<string, LockEntry> = {};
@@ -109,6 +116,10 @@ export function lockfileFor(
       if (out[target]) continue;
       // Dev flags describe the workspace; here everything is a production dependency.
       const { dev: _dev, devOptional: _devOptional, peer: _peer, ...copied } = lock[found];
+      // A lockfile written without `resolved` (omit-lockfile-registry-resolved) makes npm fetch each
+      // package's metadata to find its tarball; with the URL, the tarball's integrity finds it in
+      // the npm cache, so an offline install needs only what `npm ci` cached. (An alias has `name`.)
+      if (copied.resolved === undefined && copied.version !== undefined && registry !== undefined) copied.resolved = tarballUrl(registry, typeof copied.name === 'string' ? copied.name : name, copied.version);
       out[target] = copied;
       queue.push({ from: found, to: target, entry: copied });
     }
@@ -132,7 +143,8 @@ export function packServer(target: string): PackedServer {
     workspaceOf[name] = workspace;
   }
   const workspaceLock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> };
-  const lockfile = lockfileFor(workspaceLock, packed, workspaceOf);
+  const registry = execFileSync('npm', ['config', 'get', 'registry'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const lockfile = lockfileFor(workspaceLock, packed, workspaceOf, registry);
   const { dependencies } = lockfile.packages[''];
   writeFileSync(join(outdir, 'package.json'), `${JSON.stringify({ name: INSTALL_NAME, private: true, dependencies }, null, 2)}\n`);
   writeFileSync(join(outdir, 'package-lock.json'), `${JSON.stringify(lockfile, null, 2)}\n`);
