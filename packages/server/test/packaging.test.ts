@@ -188,7 +188,7 @@ describe('the server installed from its tarball', () => {
     return group;
   };
 
-  test('the folder held only the two tarballs and what npm installed from them', (t) => {
+  test('the folder holds the two tarballs, their package.json and lockfile, and production dependencies only', (t) => {
     if (notCached) return t.skip(notCached);
     assert.deepEqual(readdirSync(packed.outdir).sort(), ['node_modules', 'package-lock.json', 'package.json', ...Object.values(packed.tarballs)].sort());
     const server = JSON.parse(readFileSync(installed('package.json'), 'utf8')) as PackageJson;
