@@ -11,11 +11,12 @@ import { startServer } from '../src/server.js';
 const SHUTDOWN_DEADLINE_MS = 30_000;
 
 /**
- * The built demo and dashboard (`packages/web/dist`), seen from this file as compiled
- * (`dist/bin`) or run from source (`bin`); absent when the web package was not built.
+ * The built demo and dashboard: `public/` of this package (the web package's build writes them
+ * there, and the tarball ships them), seen from this file as compiled (`dist/bin`) or run from
+ * source (`bin`); absent when the pages were not built.
  */
 function webPagesDir(): string | undefined {
-  for (const candidate of ['../../../web/dist/', '../../web/dist/']) {
+  for (const candidate of ['../../public/', '../public/']) {
     const dir = fileURLToPath(new URL(candidate, import.meta.url));
     if (existsSync(`${dir}index.html`)) return dir;
   }

@@ -1,8 +1,9 @@
 /**
- * Builds the demo and the dashboard into `dist/`: one bundled script and one stylesheet per page,
- * the pages' HTML, and the avatar pictures. Everything a page needs comes from this server: no CDN,
- * no web fonts. The packages it uses are bundled from their sources, so the build does not depend
- * on their own `dist` directories.
+ * Builds the demo and the dashboard into `packages/server/public/`, which the server's CLI serves
+ * and its tarball ships: one bundled script and one stylesheet per page, the pages' HTML, and the
+ * avatar pictures. Everything a page needs comes from this server: no CDN, no web fonts. The
+ * packages it uses are bundled from their sources, so the build does not depend on their own `dist`
+ * directories.
  *
  *   node --import tsx packages/web/scripts/build.ts [outdir]
  */
@@ -15,7 +16,8 @@ import { AVATAR_PICTURES, avatarSvg } from '../src/shared/avatars.js';
 const WEB = fileURLToPath(new URL('..', import.meta.url));
 const PACKAGES = resolve(WEB, '..');
 
-export const DEFAULT_OUTDIR = join(WEB, 'dist');
+/** This package is private: its pages ship inside `@presence/server`, so they are built there. */
+export const DEFAULT_OUTDIR = join(PACKAGES, 'server', 'public');
 
 export interface WebBuild {
   outdir: string;
