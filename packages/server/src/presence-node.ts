@@ -1,4 +1,6 @@
 import type { SelfPresence, UserPresence } from '@presence/protocol';
+import type { Identity } from './auth/identity.js';
+import { SessionTokens } from './auth/session-tokens.js';
 import type { ServerConfig } from './config/config.js';
 import type { Clock } from './presence/clock.js';
 import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } from './presence/engine.js';
@@ -8,6 +10,7 @@ import { Replica } from './presence/replica.js';
 import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
+import { HeartbeatSessions, type Heartbeat, type HeartbeatAnswer } from './protocol-v1/heartbeat.js';
 import type { UserStore, UserRecord } from './store/user-store.js';
 import type { ClientMessage } from '@presence/protocol';
 
@@ -31,6 +34,10 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly engine: PresenceEngine;
   readonly replica: Replica;
   readonly fanout: ProtocolV1Fanout;
+  /** Signs and checks session tokens (the unload beacon's capability). */
+  readonly sessionTokens: SessionTokens;
+  /** Sessions kept by HTTP heartbeats instead of a socket. */
+  readonly heartbeats: HeartbeatSessions;
 
   constructor(options: PresenceNodeOptions) {
     this.engine = new PresenceEngine({ config: options.config, clock: options.clock, store: options.store, newSessionId: options.newSessionId });
@@ -38,6 +45,8 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     this.replica = new Replica(this.engine, options.cluster);
+    this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
+    this.heartbeats = new HeartbeatSessions(this.engine, this.sessionTokens);
   }
 
   /** Adds a listener of the presence events (after protocol v1, in the order added). */
@@ -61,6 +70,11 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   logout(userId: string): void {
     this.engine.logout(userId);
+  }
+
+  /** One heartbeat of an HTTP session (`POST /realtime/heartbeat`); throws PresenceError. */
+  heartbeat(identity: Identity, heartbeat: Heartbeat): HeartbeatAnswer {
+    return this.heartbeats.beat(identity, heartbeat);
   }
 
   // Queries and updates (the HTTP API)
@@ -129,6 +143,7 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   /** Ends every session at once (shutdown): no events, timers cleared. */
   dispose(): void {
+    this.heartbeats.dispose();
     this.replica.clear();
     this.engine.dispose();
   }

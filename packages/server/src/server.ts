@@ -135,7 +135,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   let shuttingDown = false;
   const adminStats = createAdminStats({ engine, metrics, cluster });
-  const api = createHttpApi({ queries: engine, config, verifier, metrics, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
     : undefined;

@@ -11,6 +11,8 @@ import {
   ChannelPresenceResponse,
   ErrorResponse,
   HealthResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
   ManualStatusFields,
   QueryPresenceRequest,
   QueryPresenceResponse,
@@ -144,6 +146,22 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
         responses: {
           '200': json('The users in the order asked.', QueryPresenceResponse),
           ...errors(['INVALID_MESSAGE', 'INVALID_USER_ID', 'TOO_MANY_USERS', ...BODY_ERRORS, ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    heartbeat: {
+      method: 'post',
+      operation: {
+        operationId: 'heartbeat',
+        summary: 'Keep an HTTP session (for clients without a WebSocket) and fetch what it was sent',
+        description:
+          "One heartbeat opens, continues or resumes a session of the token's user (in development mode, of `?userId=`), sets its channels, typing and activity, and answers the protocol v1 messages it was sent since the acknowledged `seq`. Send one every `intervalMs`; two missed intervals detach the session, then the offline delay runs. Any node accepts any heartbeat. The API key is refused (`FORBIDDEN`): a session belongs to a user.",
+        security: [{ [USER_TOKEN]: [] }],
+        parameters: [queryParam('userId', { type: 'string' }, 'Development mode only (no auth configured): whose session.')],
+        requestBody: { required: true, content: { 'application/json': { schema: schema(HeartbeatRequest) } } },
+        responses: {
+          '200': json('The session, its token, the interval and the events since the acknowledged seq.', HeartbeatResponse),
+          ...errors(['INVALID_MESSAGE', 'TOO_MANY_CHANNELS', 'TOO_MANY_SESSIONS', 'FORBIDDEN', 'LOGGED_OUT', 'NOT_FOUND', ...BODY_ERRORS, ...AUTHENTICATED_ERRORS]),
         },
       },
     },

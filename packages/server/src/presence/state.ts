@@ -9,8 +9,12 @@ import type { TimerHandle } from './clock.js';
 
 /** Where the model writes a session's frames; the transport implements it over a socket. */
 export interface SessionSink {
-  /** Queues one serialized server message. Must not throw. */
-  send(json: string, type: ServerMessage['type']): void;
+  /**
+   * Queues one serialized server message. Must not throw. A channel's messages name it, and its
+   * membership events their `seq` (a sink that buffers per channel, such as an HTTP session's,
+   * needs both without parsing the JSON again).
+   */
+  send(json: string, type: ServerMessage['type'], channel?: string, seq?: number): void;
   close(code: number, reason: string): void;
 }
 
