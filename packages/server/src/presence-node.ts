@@ -40,12 +40,18 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly heartbeats: HeartbeatSessions;
 
   constructor(options: PresenceNodeOptions) {
-    this.engine = new PresenceEngine({ config: options.config, clock: options.clock, store: options.store, newSessionId: options.newSessionId });
+    this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
+    this.engine = new PresenceEngine({
+      config: options.config,
+      clock: options.clock,
+      store: options.store,
+      newSessionId: options.newSessionId,
+      sessionTokens: this.sessionTokens,
+    });
     this.fanout = new ProtocolV1Fanout(this.engine.state, this.engine.watchers, options.observer);
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     this.replica = new Replica(this.engine, options.cluster);
-    this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
     this.heartbeats = new HeartbeatSessions(this.engine, this.sessionTokens);
   }
 
@@ -70,6 +76,28 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   logout(userId: string): void {
     this.engine.logout(userId);
+  }
+
+  /**
+   * The unload beacon (`POST /realtime/disconnect`): the session the token names ends after the
+   * unload grace unless it is resumed. A session owned by another node is handed to it. Throws
+   * UNAUTHORIZED or TOKEN_EXPIRED for a token this cluster did not issue or that expired; returns
+   * whether the session was found (an ended one is not an error: the beacon has nothing to do).
+   */
+  unload(sessionToken: string): boolean {
+    const claims = this.sessionTokens.verify(sessionToken, this.engine.clock.now());
+    const session = this.engine.state.sessions.get(claims.sessionId);
+    if (!session || session.user.record.userId !== claims.userId) return false;
+    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id });
+    else this.engine.unload(session);
+    return true;
+  }
+
+  /** A fresh session token for a live session (the transport renews WebSocket sessions' with it). */
+  renewSessionToken(attachment: Attachment): { token: string; expiresAt: number } | undefined {
+    const { session } = attachment;
+    if (session.sink !== attachment.sink || this.engine.state.sessions.get(session.id) !== session) return undefined;
+    return this.engine.sessionToken(session);
   }
 
   /** One heartbeat of an HTTP session (`POST /realtime/heartbeat`); throws PresenceError. */

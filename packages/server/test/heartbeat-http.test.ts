@@ -6,6 +6,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
 import type { ServerMessage } from '@presence/protocol';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SessionTokens } from '../src/auth/session-tokens.js';
+import { resolveConfig } from '../src/config/config.js';
+import { silentLogger } from '../src/log.js';
+import { systemClock } from '../src/presence/clock.js';
+import { PresenceNode } from '../src/presence-node.js';
+import { WebSocketTransport } from '../src/transport/websocket.js';
 import { TestClient, httpJson, sleep, startTestServer, type HttpAnswer } from './support/harness.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
@@ -203,4 +211,138 @@ describe('POST /realtime/heartbeat with auth', () => {
     const devStyle = await httpJson(server, '/realtime/heartbeat?userId=tok-alice', { body: {} });
     assert.equal(devStyle.status, 401, '?userId= is development mode only');
   });
+});
+
+/** A beacon as `navigator.sendBeacon` sends a string: text/plain, no Authorization. */
+function beacon(server: { url: string }, body: string, contentType = 'text/plain;charset=UTF-8', origin?: string): Promise<Response> {
+  return fetch(`${server.url}/realtime/disconnect`, { method: 'POST', headers: { 'content-type': contentType, ...(origin ? { origin } : {}) }, body });
+}
+
+async function beaconCount(server: { url: string }): Promise<number> {
+  const text = await fetch(`${server.url}/metrics`).then((r) => r.text());
+  const match = /^presence_unload_beacons_total (\d+)$/m.exec(text);
+  return match ? Number(match[1]) : NaN;
+}
+
+describe('POST /realtime/disconnect (the unload beacon)', () => {
+  const GRACE_MS = 400;
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({
+      auth: { jwtSecret: SECRET, apiKey: API_KEY },
+      offlineDelayMs: 30_000,
+      unloadGraceMs: GRACE_MS,
+      httpHeartbeatIntervalMs: 5000,
+      allowedOrigins: ['https://app.example.com'],
+    });
+  });
+  after(() => server.shutdown());
+
+  async function tab(userId: string, channel: string): Promise<TestClient> {
+    const client = await TestClient.connect(server, { token: await token(userId) });
+    assert.equal((await client.request({ type: 'join', channel })).type, 'ack');
+    return client;
+  }
+
+  test('a closed tab (beacon, then its socket closes): the others see the leave within the grace, not the 30 s offline delay; the counter rises', async () => {
+    const bob = await tab('b-bob', 'b:room');
+    const alice = await tab('b-alice', 'b:room');
+    await bob.waitFor((m) => m.type === 'presence.join' && m.member.userId === 'b-alice');
+    const before = await beaconCount(server);
+    const sessionToken = alice.welcome.sessionToken;
+    assert.equal(typeof sessionToken, 'string');
+    const sentAt = Date.now();
+    const answer = await beacon(server, JSON.stringify({ sessionToken }));
+    assert.equal(answer.status, 204);
+    await alice.close();
+    await bob.waitFor((m) => m.type === 'presence.leave' && m.userId === 'b-alice', GRACE_MS + 2000);
+    const took = Date.now() - sentAt;
+    assert.ok(took >= GRACE_MS - 20 && took < GRACE_MS + 1000, `left ${took} ms after the beacon`);
+    assert.equal(await beaconCount(server), before + 1);
+    await bob.close();
+  });
+
+  test('application/json is read too; one of two tabs closing is no event; a reload that resumes cancels the grace', async () => {
+    const bob = await tab('b-bob2', 'b:two');
+    const tab1 = await tab('b-carol', 'b:two');
+    const tab2 = await tab('b-carol', 'b:two');
+    assert.equal((await beacon(server, JSON.stringify({ sessionToken: tab1.welcome.sessionToken }), 'application/json')).status, 204);
+    await tab1.close();
+    assert.equal((await beacon(server, JSON.stringify({ sessionToken: tab2.welcome.sessionToken }))).status, 204);
+    await tab2.close();
+    await sleep(GRACE_MS / 2);
+    const reloaded = await TestClient.connect(server, { token: await token('b-carol'), sessionId: tab2.welcome.sessionId });
+    assert.equal(reloaded.welcome.resumed, true);
+    await sleep(GRACE_MS + 500);
+    assert.deepEqual(membership(bob.messages, 'b-carol'), ['presence.join'], 'no leave, no join');
+    assert.equal((await httpJson(server, '/realtime/channels/b:two/presence', { bearer: API_KEY })).body.count, 2);
+    await reloaded.close();
+    await bob.close();
+  });
+
+  test('an HTTP session\'s beacon ends it after the grace, though its heartbeats would have kept it 10 s', async () => {
+    const bob = await tab('b-bob3', 'b:http');
+    const alice = new HttpSession(server, { bearer: await token('b-dave') });
+    await alice.beat({ channels: ['b:http'] });
+    await bob.waitFor((m) => m.type === 'presence.join' && m.member.userId === 'b-dave');
+    assert.equal((await beacon(server, JSON.stringify({ sessionToken: alice.sessionToken }))).status, 204);
+    await bob.waitFor((m) => m.type === 'presence.leave' && m.userId === 'b-dave', GRACE_MS + 1500);
+    await bob.close();
+  });
+
+  test('refuses a forged token (401 UNAUTHORIZED), an expired one (401 TOKEN_EXPIRED), a bad body (400), a large one (413), a foreign Origin (403); needs no header', async () => {
+    const alice = await tab('b-erin', 'b:err');
+    const sessionToken = alice.welcome.sessionToken!;
+    const before = await beaconCount(server);
+    const forged = await beacon(server, JSON.stringify({ sessionToken: `${sessionToken}A` }));
+    assert.equal(forged.status, 401);
+    assert.equal(((await forged.json()) as { error: { code: string } }).error.code, 'UNAUTHORIZED');
+    const old = new SessionTokens(server.config.auth, server.config.offlineDelayMs).issue(alice.welcome.sessionId, 'b-erin', Date.now() - 3 * 60 * 60_000).token;
+    const expired = await beacon(server, JSON.stringify({ sessionToken: old }));
+    assert.equal(expired.status, 401);
+    assert.equal(((await expired.json()) as { error: { code: string } }).error.code, 'TOKEN_EXPIRED');
+    for (const body of ['{"token":"x"}', '{"sessionToken":7}', '[]']) {
+      const answer = await beacon(server, body);
+      assert.equal(answer.status, 400, body);
+      assert.equal(((await answer.json()) as { error: { code: string } }).error.code, 'INVALID_MESSAGE');
+    }
+    const notJson = await beacon(server, 'sessionToken=x');
+    assert.equal(((await notJson.json()) as { error: { code: string } }).error.code, 'INVALID_JSON');
+    const large = await beacon(server, JSON.stringify({ sessionToken: 'x'.repeat(5000) }));
+    assert.equal(large.status, 413);
+    const foreign = await beacon(server, JSON.stringify({ sessionToken }), 'text/plain', 'https://evil.example.com');
+    assert.equal(foreign.status, 403);
+    assert.equal(await beaconCount(server), before, 'refused beacons are not counted');
+    const allowed = await beacon(server, JSON.stringify({ sessionToken }), 'text/plain', 'https://app.example.com');
+    assert.equal(allowed.status, 204);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://app.example.com');
+    assert.equal(await beaconCount(server), before + 1);
+    await alice.close();
+  });
+});
+
+test('a WebSocket session gets a renewed token (`session.token`) before the one of welcome expires', async () => {
+  const config = resolveConfig({ heartbeatIntervalMs: 100, limits: { maxEventLoopLagMs: 0 } });
+  const node = new PresenceNode({ config, clock: systemClock });
+  const transport = new WebSocketTransport({ config, engine: node, log: silentLogger, sessionTokenRenewMs: 300 });
+  const http = createServer();
+  http.on('upgrade', (request, socket, head) => transport.handleUpgrade(request, socket, head));
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const wsUrl = `ws://127.0.0.1:${(http.address() as AddressInfo).port}/realtime`;
+  try {
+    const client = await TestClient.connect({ wsUrl }, { userId: 'renewed' });
+    const first = client.welcome.sessionToken!;
+    const renewal = await client.waitFor((m) => m.type === 'session.token', 3000);
+    assert.ok(renewal.type === 'session.token');
+    assert.notEqual(renewal.sessionToken, first);
+    const claims = node.sessionTokens.verify(renewal.sessionToken, Date.now());
+    assert.equal(claims.sessionId, client.welcome.sessionId);
+    assert.equal(new Date(claims.expiresAt).toISOString(), renewal.expiresAt);
+    assert.ok(Date.parse(renewal.expiresAt) > Date.parse(new Date(node.sessionTokens.verify(first, Date.now()).expiresAt).toISOString()));
+    await client.close();
+  } finally {
+    await transport.shutdown(100);
+    http.close();
+    node.dispose();
+  }
 });

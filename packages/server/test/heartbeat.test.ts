@@ -274,7 +274,6 @@ describe('an HTTP heartbeat session', () => {
     const [leave] = bob.membership();
     assert.equal(leave.type, 'presence.leave');
     assert.equal(leave.userId, 'alice');
-    assert.equal(w.clock.pendingTimers > 0, true);
     const fresh = alice.beat();
     assert.equal(fresh[0].resumed, false, 'an ended session is not resumed');
     assert.notEqual(fresh[0].sessionId, undefined);
@@ -298,5 +297,128 @@ describe('an HTTP heartbeat session', () => {
     mallory.beat({ channels: ['elsewhere'] });
     assert.notEqual(mallory.sessionId, alice.sessionId);
     assert.deepEqual(alice.beat(), [], 'alice\'s session is untouched');
+  });
+});
+
+describe('the unload beacon (PresenceNode.unload)', () => {
+  const GRACE_MS = 3000;
+  const tokenOf = (socket: Socket & { welcome?: Frame }): string => socket.welcome.sessionToken;
+  /** A socket whose welcome is kept for its token. */
+  const connect = (w: World, userId: string, channel: string): Socket & { welcome?: Frame } => {
+    const socket = new Socket(w.node) as Socket & { welcome?: Frame };
+    socket.attachment = w.node.connect({ identity: { userId, meta: {} }, device: 'web' }, socket.sink);
+    socket.welcome = socket.take('welcome')[0];
+    socket.send({ type: 'join', channel });
+    socket.take();
+    return socket;
+  };
+
+  it('welcome carries a session token bound to the session and its user', () => {
+    const w = new World();
+    const alice = connect(w, 'alice', 'room');
+    const claims = w.node.sessionTokens.verify(tokenOf(alice), w.clock.now());
+    assert.equal(claims.sessionId, alice.attachment.session.id);
+    assert.equal(claims.userId, 'alice');
+    assert.ok(claims.expiresAt >= w.clock.now() + 30 * 60_000 + OFFLINE_DELAY_MS, 'valid for at least the renewal period plus the offline delay');
+  });
+
+  it('closing the only tab: the user leaves after the grace, not after the offline delay', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const bob = connect(w, 'bob', 'room');
+    const alice = connect(w, 'alice', 'room');
+    bob.take();
+    assert.equal(w.node.unload(tokenOf(alice)), true);
+    w.node.disconnect(alice.attachment);
+    w.clock.advance(GRACE_MS - 1);
+    assert.deepEqual(bob.membership(), []);
+    w.clock.advance(1);
+    const [leave] = bob.membership();
+    assert.equal(leave?.type, 'presence.leave');
+    assert.equal(leave.userId, 'alice');
+    assert.equal(leave.lastSeen, new Date(w.clock.now() - GRACE_MS).toISOString(), 'lastSeen is the close, not the end of the grace');
+    assert.equal(w.node.stats().sessions, 1);
+  });
+
+  it('closing one of two tabs ends that session only, and nobody sees anything', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const bob = connect(w, 'bob', 'room');
+    const tab1 = connect(w, 'alice', 'room');
+    connect(w, 'alice', 'room');
+    bob.take();
+    w.node.unload(tokenOf(tab1));
+    w.node.disconnect(tab1.attachment);
+    w.clock.advance(GRACE_MS);
+    assert.equal(w.node.stats().sessions, 2, 'the tab\'s session ended');
+    w.clock.advance(OFFLINE_DELAY_MS);
+    assert.deepEqual(bob.membership(), []);
+    assert.deepEqual(w.members('room'), ['alice', 'bob']);
+  });
+
+  it('a resume inside the grace (a reload) cancels it with no event', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const bob = connect(w, 'bob', 'room');
+    const alice = connect(w, 'alice', 'room');
+    bob.take();
+    w.node.unload(tokenOf(alice));
+    w.node.disconnect(alice.attachment);
+    w.clock.advance(GRACE_MS - 500);
+    const reloaded = new Socket(w.node);
+    reloaded.attachment = w.node.connect({ identity: { userId: 'alice', meta: {} }, sessionId: alice.attachment.session.id, device: 'web' }, reloaded.sink);
+    assert.equal(reloaded.attachment.resumed, true);
+    w.clock.advance(OFFLINE_DELAY_MS * 2);
+    assert.deepEqual(bob.membership(), []);
+    assert.deepEqual(w.members('room'), ['alice', 'bob']);
+  });
+
+  it('a socket still open when the grace runs out ends at its close, without the offline delay', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const bob = connect(w, 'bob', 'room');
+    const alice = connect(w, 'alice', 'room');
+    bob.take();
+    w.node.unload(tokenOf(alice));
+    w.clock.advance(GRACE_MS * 2);
+    assert.deepEqual(bob.membership(), [], 'alive while the socket is open');
+    w.node.disconnect(alice.attachment);
+    assert.deepEqual(types(bob.membership()), ['presence.leave']);
+  });
+
+  it('an HTTP session lets go at once (no heartbeat will come) and ends after the grace', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const bob = connect(w, 'bob', 'room');
+    const alice = w.beater('alice');
+    alice.beat({ channels: ['room'] });
+    bob.take();
+    w.node.unload(alice.last.sessionToken);
+    assert.equal(w.node.stats().connections, 1, 'detached');
+    w.clock.advance(GRACE_MS);
+    assert.deepEqual(types(bob.membership()), ['presence.leave']);
+  });
+
+  it('refuses forged and expired tokens; an ended session\'s token is a no-op', () => {
+    const w = new World({ unloadGraceMs: GRACE_MS });
+    const alice = connect(w, 'alice', 'room');
+    const token = tokenOf(alice);
+    assert.throws(() => w.node.unload(`${token}x`), { code: 'UNAUTHORIZED' });
+    assert.throws(() => w.node.unload('djEuMS5hLmI.AAAA'), { code: 'UNAUTHORIZED' });
+    const [payload, mac] = token.split('.');
+    const otherUser = Buffer.from(Buffer.from(payload, 'base64url').toString().replace(/alice$/, 'bob')).toString('base64url');
+    assert.throws(() => w.node.unload(`${otherUser}.${mac}`), { code: 'UNAUTHORIZED' }, 'the user id is signed');
+    w.clock.advance(2 * 60 * 60_000);
+    assert.throws(() => w.node.unload(token), { code: 'TOKEN_EXPIRED' });
+    const fresh = w.node.sessionTokens.issue('session-9999', 'alice', w.clock.now()).token;
+    assert.equal(w.node.unload(fresh), false, 'no such session: nothing to do');
+  });
+
+  it('tokens of one secret verify on every node with it, and on no other', () => {
+    const a = new World({ auth: { jwtSecret: 'x'.repeat(40) } });
+    const b = new World({ auth: { jwtSecret: 'x'.repeat(40) } });
+    const c = new World({ auth: { jwtSecret: 'y'.repeat(40) } });
+    const d = new World({ auth: { jwtSecret: 'y'.repeat(40), sessionSecret: 'z'.repeat(40) } });
+    const token = a.node.sessionTokens.issue('session-0001', 'alice', a.clock.now()).token;
+    assert.equal(b.node.sessionTokens.verify(token, b.clock.now()).userId, 'alice');
+    assert.throws(() => c.node.sessionTokens.verify(token, c.clock.now()), { code: 'UNAUTHORIZED' });
+    assert.throws(() => d.node.sessionTokens.verify(c.node.sessionTokens.issue('session-0001', 'alice', c.clock.now()).token, d.clock.now()), { code: 'UNAUTHORIZED' });
+    assert.equal(d.node.sessionTokens.source, 'PRESENCE_SESSION_SECRET');
+    assert.equal(new World().node.sessionTokens.source, 'development');
   });
 });

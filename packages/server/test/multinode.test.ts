@@ -495,4 +495,21 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     await obs2.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', 5000);
     for (const observer of [obs, obs2]) assert.deepEqual(joinsAndLeaves(observer, 'room', 'ann'), ['join', 'leave']);
   });
+  it('an unload beacon that reaches another node than the session\'s: the owner runs the grace, and the user leaves after it, not after the offline delay', async () => {
+    const GRACE_MS = 500;
+    const [n1, n2] = await cluster(2, () => ({ PRESENCE_UNLOAD_GRACE_MS: String(GRACE_MS), PRESENCE_OFFLINE_DELAY_MS: '20000' }));
+    const obs = await connect(n2, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    const ann = await connect(n1, { userId: 'ann' });
+    await ann.request({ type: 'join', channel: 'room' });
+    await obs.waitFor((m) => m.type === 'presence.join' && m.member.userId === 'ann', 5000);
+    const sentAt = Date.now();
+    const answer = await fetch(`${n2.url}/realtime/disconnect`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ sessionToken: ann.welcome.sessionToken }) });
+    assert.equal(answer.status, 204, 'n2 verifies a token n1 issued');
+    await ann.close();
+    await obs.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', GRACE_MS + SLACK_MS);
+    assert.ok(Date.now() - sentAt < GRACE_MS + SLACK_MS, 'long before the 20 s offline delay');
+    const metrics = await fetch(`${n2.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^presence_unload_beacons_total 1$/m);
+  });
 });

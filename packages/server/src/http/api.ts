@@ -28,7 +28,7 @@ export interface HttpApiDeps {
   config: ServerConfig;
   /** Verifies user JWTs; absent when no JWT key is configured (then only the API key works). */
   verifier?: TokenVerifier;
-  metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'>;
+  metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests' | 'unloadBeacons'>;
   log: Logger;
   /** Figures for the operations dashboard (`GET /realtime/admin/stats`); the route is 404 without it. */
   adminStats?: () => AdminStats;
@@ -42,6 +42,8 @@ export interface HttpApiDeps {
 export interface HttpSessions {
   /** One heartbeat; throws PresenceError. */
   heartbeat(identity: Identity, heartbeat: Heartbeat): HeartbeatAnswer;
+  /** The unload beacon; throws PresenceError for a bad token, else whether the session was found. */
+  unload(sessionToken: string): boolean;
 }
 
 export const ROUTES = {
@@ -50,6 +52,7 @@ export const ROUTES = {
   userPresence: '/realtime/users/:id/presence',
   queryPresence: '/realtime/presence/query',
   heartbeat: '/realtime/heartbeat',
+  disconnect: '/realtime/disconnect',
   adminStats: '/realtime/admin/stats',
   health: '/healthz',
   ready: '/readyz',
@@ -59,6 +62,13 @@ export const ROUTES = {
 
 /** Routes under `/realtime/` that need no credentials (and refuse no Origin): documentation. */
 const PUBLIC_REALTIME_ROUTES: ReadonlySet<string> = new Set([ROUTES.openapi]);
+/**
+ * Routes under `/realtime/` whose credential is in the body (Origin is still checked): the unload
+ * beacon, whose session token is its capability, since `navigator.sendBeacon` sends no header.
+ */
+const BODY_CREDENTIAL_ROUTES: ReadonlySet<string> = new Set([ROUTES.disconnect]);
+/** A beacon body is `{"sessionToken":"…"}`: a few hundred bytes. */
+const MAX_BEACON_BYTES = 4096;
 
 /** Route label for requests that matched no route: raw paths never become label values. */
 const UNMATCHED_ROUTE = 'unmatched';
@@ -138,6 +148,17 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       const heartbeat = parseHeartbeat(await readJsonObject(req, limits.maxFrameBytes));
       await queries.loadUsers([identity.userId]);
       return { status: 200, text: heartbeatJson(deps.sessions.heartbeat(identity, heartbeat)), contentType: JSON_CONTENT_TYPE };
+    })
+    .add('POST', ROUTES.disconnect, async ({ req }) => {
+      if (!deps.sessions) throw new PresenceError('NOT_FOUND', 'HTTP sessions are not enabled on this server.');
+      const body = await readJsonBody(req, MAX_BEACON_BYTES, { anyContentType: true });
+      if (!isPlainObject(body) || typeof body.sessionToken !== 'string') {
+        throw new PresenceError('INVALID_MESSAGE', 'The body must be {"sessionToken": "<the session token>"}.');
+      }
+      // Throws for a forged or expired token; an ended session is no error (nothing left to do).
+      deps.sessions.unload(body.sessionToken);
+      countBeacon();
+      return { status: 204 };
     })
     .add('GET', ROUTES.adminStats, ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
@@ -225,7 +246,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
       // requests a foreign page could send without a preflight (dev mode has no credentials).
       if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
-      viewer = await authenticate(req);
+      if (!BODY_CREDENTIAL_ROUTES.has(match.template)) viewer = await authenticate(req);
     }
 
     const reply = await match.handler({ req, query, params: match.params, viewer });
@@ -233,6 +254,10 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
   }
 
   function sendReply(res: ServerResponse, reply: Reply, route: string): void {
+    if (reply.status === 204) {
+      sendEmpty(res, 204, { 'Cache-Control': 'no-store' }, route);
+      return;
+    }
     const isText = reply.text !== undefined;
     const body = isText ? reply.text! : JSON.stringify(reply.json);
     send(res, reply.status, body, reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : JSON_CONTENT_TYPE), {}, route);
@@ -278,6 +303,14 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     // Counted before the bytes leave, so a scrape right after a response already includes it.
     count(route, status);
     res.end(body);
+  }
+
+  function countBeacon(): void {
+    try {
+      metrics.unloadBeacons.inc();
+    } catch (error) {
+      log.warn('could not count an unload beacon', { err: error });
+    }
   }
 
   function count(route: string, status: number): void {

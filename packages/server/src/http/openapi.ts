@@ -9,6 +9,7 @@ import {
   AdminStats,
   ChannelName,
   ChannelPresenceResponse,
+  DisconnectRequest,
   ErrorResponse,
   HealthResponse,
   HeartbeatRequest,
@@ -162,6 +163,24 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
         responses: {
           '200': json('The session, its token, the interval and the events since the acknowledged seq.', HeartbeatResponse),
           ...errors(['INVALID_MESSAGE', 'TOO_MANY_CHANNELS', 'TOO_MANY_SESSIONS', 'FORBIDDEN', 'LOGGED_OUT', 'NOT_FOUND', ...BODY_ERRORS, ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    disconnect: {
+      method: 'post',
+      operation: {
+        operationId: 'unloadBeacon',
+        summary: 'The unload beacon: end one session after a short grace',
+        description:
+          'Sent by `navigator.sendBeacon` when a page goes away. No `Authorization` header: the session token in the body is the credential (a capability for that one session). The body is read as JSON whatever the Content-Type (`text/plain` as `sendBeacon` sends a string, or `application/json`), at most 4 KiB. The session ends after `PRESENCE_UNLOAD_GRACE_MS` unless it is resumed meanwhile (a reload), without the offline delay; the user\'s other sessions are untouched. `204` also when the session has already ended.',
+        security: [],
+        requestBody: {
+          required: true,
+          content: { 'text/plain': { schema: schema(DisconnectRequest) }, 'application/json': { schema: schema(DisconnectRequest) } },
+        },
+        responses: {
+          '204': { description: 'Accepted: the session ends after the grace unless resumed (or it had already ended).' },
+          ...errors(['INVALID_JSON', 'INVALID_MESSAGE', 'UNAUTHORIZED', 'TOKEN_EXPIRED', 'FRAME_TOO_LARGE', 'ORIGIN_FORBIDDEN', 'NOT_FOUND', 'INTERNAL']),
         },
       },
     },

@@ -27,6 +27,7 @@ const OUTBOUND_TYPES: ReadonlySet<string> = new Set([
   'ack',
   'error',
   'pong',
+  'session.token',
 ]);
 
 /**
@@ -59,6 +60,8 @@ export interface PresenceMetrics {
   fanoutLatency: Histogram;
   /** HTTP responses by route template (never the raw path) and status. */
   httpRequests: Counter<'route' | 'status'>;
+  /** Unload beacons (`POST /realtime/disconnect`) with a valid session token. */
+  unloadBeacons: Counter;
   residentMemory: Gauge;
   /** Mean event loop delay since the previous scrape. */
   eventLoopLag: Gauge;
@@ -196,6 +199,11 @@ export function createPresenceMetrics(
     labelNames: ['route', 'status'],
   });
 
+  const unloadBeacons = registry.counter({
+    name: 'presence_unload_beacons_total',
+    help: 'Unload beacons (POST /realtime/disconnect) accepted with a valid session token.',
+  });
+
   const residentMemory = registry.gauge({
     name: 'presence_process_resident_memory_bytes',
     help: 'Resident set size of the server process.',
@@ -246,6 +254,7 @@ export function createPresenceMetrics(
     connectionsRefused,
     fanoutLatency,
     httpRequests,
+    unloadBeacons,
     residentMemory,
     eventLoopLag,
     eventLoopLagP99,

@@ -50,6 +50,13 @@ export class HeartbeatSink implements SessionSink {
   closed: { code: number; reason: string } | undefined = undefined;
   readonly channels = new Map<string, ChannelBuffer>();
 
+  /** @param onUnload lets go of the session when its page sent the unload beacon. */
+  constructor(private readonly onUnload: () => void = () => {}) {}
+
+  unloaded(): void {
+    this.onUnload();
+  }
+
   send(json: string, type: ServerMessage['type'], channel?: string, seq?: number): void {
     if (this.closed) return;
     if (type === 'welcome') {
@@ -233,13 +240,17 @@ export class HeartbeatSessions {
       entry = undefined;
     }
     if (!entry) {
-      const sink = new HeartbeatSink();
+      let id: string | undefined;
+      const sink = new HeartbeatSink(() => {
+        if (id !== undefined) this.detach(id);
+      });
       // A heartbeat that names no device keeps the session's (a move to this node is no change).
       const known = heartbeat.sessionId === undefined ? undefined : engine.state.sessions.get(heartbeat.sessionId);
       const device = heartbeat.device ?? (known?.user.record.userId === identity.userId ? known.device : undefined);
       const attachment = engine.connect({ identity, sessionId: heartbeat.sessionId, device }, sink);
       entry = { attachment, sink, lastBeatAt: now, detachTimer: undefined };
-      this.sessions.set(attachment.session.id, entry);
+      id = attachment.session.id;
+      this.sessions.set(id, entry);
     }
     entry.lastBeatAt = now;
     this.armDetach(entry);
