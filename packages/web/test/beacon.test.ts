@@ -97,7 +97,7 @@ async function beaconCount(): Promise<number> {
 }
 
 describe('the unload beacon in Chromium (30 s offline delay, 3 s grace)', () => {
-  it('closing A\'s only tab: B sees A leave within the grace plus a second, and the server counted one beacon', async () => {
+  it('closing A\'s only tab: B sees A leave within the grace plus a second, and the server counted one beacon', async (t) => {
     const pageB = await tab(await newContext(), 'bea', 'room:close');
     const pageA = await tab(await newContext(), 'ada', 'room:close');
     await waitForEvent(pageB, 'ada', 'join');
@@ -106,6 +106,7 @@ describe('the unload beacon in Chromium (30 s offline delay, 3 s grace)', () => 
     await pageA.close();
     const leave = await waitForEvent(pageB, 'ada', 'leave');
     const took = leave.at - closedAt;
+    t.diagnostic(`B saw the leave ${took} ms after A's tab closed`);
     assert.ok(took < GRACE_MS + 1000, `B saw the leave ${took} ms after the tab closed (grace ${GRACE_MS} ms, offline delay ${OFFLINE_DELAY_MS} ms)`);
     assert.equal(await beaconCount(), before + 1);
     // Closing hides the page first, and a hidden page reports its user idle: B may see A turn away
@@ -136,7 +137,7 @@ describe('the unload beacon in Chromium (30 s offline delay, 3 s grace)', () => 
     assert.deepEqual(await eventsAbout(pageB, 'ada'), ['join'], 'no leave, no join, no update');
   });
 
-  it('a tab on the HTTP transport: B sees A join, and A leave within the grace plus a second of closing it', async () => {
+  it('a tab on the HTTP transport: B sees A join, and A leave within the grace plus a second of closing it', async (t) => {
     const pageB = await tab(await newContext(), 'bea', 'room:http');
     const pageA = await tab(await newContext(), 'hal', 'room:http', 'http');
     await waitForEvent(pageB, 'hal', 'join');
@@ -145,6 +146,7 @@ describe('the unload beacon in Chromium (30 s offline delay, 3 s grace)', () => 
     const closedAt = Date.now();
     await pageA.close();
     const leave = await waitForEvent(pageB, 'hal', 'leave');
+    t.diagnostic(`B saw the leave ${leave.at - closedAt} ms after A's HTTP tab closed`);
     assert.ok(leave.at - closedAt < GRACE_MS + 1000, `B saw the leave ${leave.at - closedAt} ms after the tab closed`);
     assert.equal(await beaconCount(), before + 1);
   });
