@@ -1,7 +1,7 @@
 /**
  * Measures what the client costs a web page: bundled for the browser (with @presence/protocol,
- * which is all it depends on), minified and gzipped. `npm run size` prints it; the README quotes
- * it and a test keeps the two in agreement.
+ * which is all it depends on), minified and gzipped, for each entry point. `npm run size` prints
+ * them; the README quotes them and tests keep the two in agreement.
  */
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -14,10 +14,16 @@ export interface BundleSize {
   inputs: string[];
 }
 
-export async function measureClientBundle(): Promise<BundleSize> {
+/** The entry points a page can import: the WebSocket client (the default) and the HTTP transport. */
+export const ENTRIES = { '@presence/client': 'src/index.ts', '@presence/client/http': 'src/http.ts' } as const;
+
+/** Most the default entry may cost a page, minified and gzipped (a test holds it to this). */
+export const MAX_DEFAULT_ENTRY_BYTES = 11 * 1024;
+
+export async function measureClientBundle(entry: string = ENTRIES['@presence/client']): Promise<BundleSize> {
   const result = await build({
     absWorkingDir: fileURLToPath(new URL('..', import.meta.url)),
-    entryPoints: ['src/index.ts'],
+    entryPoints: [entry],
     bundle: true,
     minify: true,
     format: 'esm',
@@ -50,6 +56,8 @@ export function validatorModules(size: Pick<BundleSize, 'inputs'>): string[] {
 export const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const size = await measureClientBundle();
-  console.log(`@presence/client: ${kib(size.minifiedBytes)} minified, ${kib(size.gzippedBytes)} minified + gzipped (${size.gzippedBytes} bytes)`);
+  for (const [name, entry] of Object.entries(ENTRIES)) {
+    const size = await measureClientBundle(entry);
+    console.log(`${name}: ${kib(size.minifiedBytes)} minified, ${kib(size.gzippedBytes)} minified + gzipped (${size.gzippedBytes} bytes)`);
+  }
 }

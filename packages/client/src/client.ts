@@ -20,6 +20,7 @@ import { PresenceError, isPresenceError } from './errors.js';
 import { OwnPresence } from './own-presence.js';
 import type { WebSocketConstructor } from './socket.js';
 import type { TypingOptions } from './typing.js';
+import { createUnloadBeacon, type UnloadBeacon, type UnloadBeaconOptions } from './unload-beacon.js';
 import { WatchList } from './watch-list.js';
 
 export interface PresenceClientOptions extends TypingOptions {
@@ -58,6 +59,13 @@ export interface PresenceClientOptions extends TypingOptions {
    * it off. On by default where a `document` exists; off in Node.
    */
   activity?: false | ActivityOptions;
+  /**
+   * The unload beacon: on `pagehide` (when the page is not kept in the back/forward cache) the
+   * client sends `navigator.sendBeacon` to `…/realtime/disconnect`, so others see this tab leave
+   * after the server's short unload grace instead of its offline delay. `false` turns it off. On
+   * by default where `pagehide` and `navigator.sendBeacon` exist; off in Node.
+   */
+  unloadBeacon?: false | UnloadBeaconOptions;
   /** Time and timers. Tests pass a manual clock. @default the system clock */
   clock?: Clock;
   /** Randomness for the backoff's jitter. @default Math.random */
@@ -108,6 +116,9 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   private readonly watchList: WatchList;
   private readonly channelMap = new Map<string, Channel>();
   private readonly activityMonitor: ActivityMonitor | undefined;
+  private readonly beacon: UnloadBeacon | undefined;
+  /** The capability the unload beacon carries: from `welcome`, renewed by `session.token`. */
+  private sessionToken: string | undefined;
   private readonly channelHost: ChannelHost;
   private readonly clock: Clock;
   private activityThrottleMs: number;
@@ -157,6 +168,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     };
     this.activityThrottleMs = options.activity ? options.activity.throttleMs ?? DEFAULT_ACTIVITY_THROTTLE_MS : DEFAULT_ACTIVITY_THROTTLE_MS;
     this.activityMonitor = this.createActivityMonitor(options.activity);
+    this.beacon = createUnloadBeacon(options.url, options.unloadBeacon, () => (this.connection.phase === 'open' ? this.sessionToken : undefined));
 
     this.connection.on('status', (status) => this.emit('status', status));
     this.connection.on('welcome', (welcome) => this.welcomed(welcome));
@@ -211,6 +223,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   /** Connects (or reconnects after `close()` or a final disconnect). Does nothing when already under way. */
   connect(): void {
     this.activityMonitor?.start();
+    this.beacon?.start();
     this.connection.start();
   }
 
@@ -315,6 +328,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   // Internals ----------------------------------------------------------------------------------
 
   private welcomed(welcome: WelcomeMessage): void {
+    this.sessionToken = welcome.sessionToken;
     this.own.welcomed(welcome);
     this.emit('self', welcome.self);
     // Restore first, so that the application's queued commands apply on top of it.
@@ -375,6 +389,9 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
         this.observeSelf(message.user);
         this.watchList.applyUpdate(message);
         return;
+      case 'session.token':
+        this.sessionToken = message.sessionToken;
+        return;
       case 'pong':
       case 'welcome':
         return;
@@ -397,6 +414,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   /** Stops timers and listeners; the application's state stays for a later `connect()`. */
   private stopLocalWork(): void {
     this.activityMonitor?.stop();
+    this.beacon?.stop();
     this.watchList.dispose();
     for (const channel of this.channelMap.values()) {
       channel.dispose();

@@ -2,6 +2,8 @@ import type {
   AdminStats,
   ChannelPresenceResponse,
   ErrorResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
   Member,
   OnlineUsersResponse,
   QueryPresenceResponse,
@@ -32,6 +34,8 @@ export const OPERATIONS = {
   getReadiness: { method: 'GET', path: '/readyz' },
   getMetrics: { method: 'GET', path: '/metrics' },
   getOpenApiDocument: { method: 'GET', path: '/realtime/openapi.json' },
+  heartbeat: { method: 'POST', path: '/realtime/heartbeat' },
+  unloadBeacon: { method: 'POST', path: '/realtime/disconnect' },
 } as const satisfies Record<string, { method: 'GET' | 'POST'; path: string }>;
 
 export type OperationId = keyof typeof OPERATIONS;
@@ -198,6 +202,23 @@ export class PresenceServerClient {
     return this.call<Record<string, unknown>>('getOpenApiDocument', {});
   }
 
+  /**
+   * One heartbeat of an HTTP session, made as the user of `token` (a client built with a user's
+   * JWT): a backend that keeps a user present without a WebSocket (a serverless function, a
+   * device relay). Browsers use `@presence/client/http` instead.
+   */
+  heartbeat(body: HeartbeatRequest): Promise<HeartbeatResponse> {
+    return this.call<HeartbeatResponse>('heartbeat', {}, body);
+  }
+
+  /**
+   * Ends one session after the server's unload grace, as the browser's beacon does; the session
+   * token is the only credential it needs.
+   */
+  async unloadBeacon(sessionToken: string): Promise<void> {
+    await this.call<undefined>('unloadBeacon', {}, { sessionToken });
+  }
+
   private async call<T>(
     operation: OperationId,
     params: Record<string, string>,
@@ -245,6 +266,7 @@ export class PresenceServerClient {
     }
 
     if (response.ok) {
+      if (response.status === 204) return undefined as T;
       if (as === 'text') return text as T;
       try {
         return JSON.parse(text) as T;

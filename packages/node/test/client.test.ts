@@ -162,6 +162,19 @@ describe('PresenceServerClient against a real server', () => {
     assert.deepEqual(await api.getUserChannels('cli-chan'), [], 'invisible: in no channel, as if offline');
   });
 
+  test('heartbeat keeps a user present over HTTP with their token; unloadBeacon ends that session after the grace', async () => {
+    const user = new PresenceServerClient({ baseUrl: server.url, token: await createUserToken({ userId: 'cli-beat' }, JWT_SECRET) });
+    const first = await user.heartbeat({ channels: ['cli:beat'], device: 'server' });
+    assert.ok(first.sessionId && first.sessionToken && first.intervalMs > 0);
+    assert.ok(first.events.some((e) => e.type === 'presence.sync'), 'the first heartbeat syncs the channel');
+    assert.deepEqual((await api.getUserChannels('cli-beat')).map((c) => c.channel), ['cli:beat']);
+    assert.equal((await api.getUserPresence('cli-beat')).status, 'online');
+    // No credential but the session token: an anonymous client can send it.
+    const anonymous = new PresenceServerClient({ baseUrl: server.url, apiKey: 'not-the-key-but-unused-by-the-beacon' });
+    assert.equal(await anonymous.unloadBeacon(first.sessionToken), undefined);
+    await rejectsWith(anonymous.unloadBeacon('forged'), 'UNAUTHORIZED', 401);
+  });
+
   test('getOnlineUsers pages; iterateOnlineUsers walks every page; invisible users are absent', async () => {
     const ids: string[] = [];
     for await (const user of api.iterateOnlineUsers()) ids.push(user.userId);

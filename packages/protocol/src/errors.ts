@@ -94,7 +94,7 @@ export const ERRORS = {
     retryable: false,
     summary: 'Another connection resumed this session id; this one is closed.',
   },
-  LOGGED_OUT: { http: 200, close: 1000, retryable: false, summary: 'The user logged out; do not reconnect.' },
+  LOGGED_OUT: { http: 410, close: 1000, retryable: false, summary: 'The user logged out; do not reconnect.' },
   HEARTBEAT_TIMEOUT: {
     http: 408,
     close: 4002,

@@ -114,6 +114,8 @@ export interface AckMessage extends Static<typeof S.AckMessage> {
 }
 export interface ErrorMessage extends Static<typeof S.ErrorMessage> {}
 export interface PongMessage extends Static<typeof S.PongMessage> {}
+/** A renewed `sessionToken`, sent before the previous one expires (an additive v1 message). */
+export interface SessionTokenMessage extends Static<typeof S.SessionTokenMessage> {}
 
 /** Every server message (a type test checks it is the schema's `ServerMessage`). */
 export type ServerMessage =
@@ -127,7 +129,8 @@ export type ServerMessage =
   | UserUpdateMessage
   | AckMessage
   | ErrorMessage
-  | PongMessage;
+  | PongMessage
+  | SessionTokenMessage;
 
 export type ServerMessageType = ServerMessage['type'];
 
@@ -156,6 +159,12 @@ export interface UserChannel extends Static<typeof S.UserChannel> {}
 export interface UserChannelsResponse extends Static<typeof S.UserChannelsResponse> {}
 /** `GET /realtime/presence/online`. */
 export interface OnlineUsersResponse extends Static<typeof S.OnlineUsersResponse> {}
+/** `POST /realtime/heartbeat` body: one heartbeat of an HTTP session. */
+export interface HeartbeatRequest extends Static<typeof S.HeartbeatRequest> {}
+/** `POST /realtime/heartbeat` answer. */
+export interface HeartbeatResponse extends Static<typeof S.HeartbeatResponse> {}
+/** `POST /realtime/disconnect` body: the unload beacon. */
+export interface DisconnectRequest extends Static<typeof S.DisconnectRequest> {}
 /** One node of a cluster in `AdminStats`. */
 export interface AdminNodeRow extends Static<typeof S.AdminNodeRow> {}
 /** `GET /realtime/admin/stats`: figures for the operations dashboard. */

@@ -312,6 +312,12 @@ export const WelcomeMessage = named(
       limits: Limits,
       states: Type.Record(Type.String(), serverStatus, { description: 'Custom states the server accepts, with the status each maps to.' }),
       self: refine(SelfPresence, { description: "The user's own presence as stored (manual status survives reconnects)." }),
+      sessionToken: Type.Optional(
+        Type.String({
+          description:
+            'A capability for this one session: send it to `POST /realtime/disconnect` (the unload beacon) to end the session after a short grace. Renewed by `session.token` before it expires. Absent from servers older than this field.',
+        }),
+      ),
     },
     { description: 'Sent once, first, on every connection.' },
   ),
@@ -409,6 +415,17 @@ export const PongMessage = named(
   'PongMessage',
   Type.Object({ type: Type.Literal('pong'), ref: Type.Optional(Ref), serverTime: Timestamp }, { description: 'Answer to `ping`.' }),
 );
+export const SessionTokenMessage = named(
+  'SessionTokenMessage',
+  Type.Object(
+    {
+      type: Type.Literal('session.token'),
+      sessionToken: Type.String({ description: 'Replaces `welcome.sessionToken` (and any earlier renewal).' }),
+      expiresAt: refine(Timestamp, { description: 'When this token stops being accepted, unless renewed again before.' }),
+    },
+    { description: 'A renewed session token, sent before the previous one expires. Clients that do not know it ignore it.' },
+  ),
+);
 
 export const ServerMessage = named(
   'ServerMessage',
@@ -424,6 +441,7 @@ export const ServerMessage = named(
     AckMessage,
     ErrorMessage,
     PongMessage,
+    SessionTokenMessage,
   ]),
 );
 
@@ -539,6 +557,85 @@ export const OnlineUsersResponse = named(
     users: Type.Array(UserPresence, { description: 'One page of present users, by user id.' }),
     nextCursor: Type.Optional(Type.String({ description: 'Pass as `cursor` to get the next page; absent on the last page.' })),
   }),
+);
+
+const ChannelEntry = Type.Union(
+  [
+    ChannelName,
+    Type.Object(
+      { name: ChannelName, meta: Type.Optional(refine(Meta, { description: 'Merged into the member meta, as `join` does (`null` removes a key).' })) },
+      { description: 'A channel with member meta to merge.' },
+    ),
+  ],
+  { [EXPECTED]: 'a channel name or {"name", "meta"}' } as SchemaOptions,
+);
+
+export const HeartbeatRequest = named(
+  'HeartbeatRequest',
+  Type.Object(
+    {
+      sessionId: Type.Optional(
+        Type.String({ description: 'The `sessionId` of the previous answer; absent on the first heartbeat. An unknown or ended id starts a new session.' }),
+      ),
+      channels: Type.Optional(
+        Type.Array(ChannelEntry, {
+          description:
+            'The complete set of channels this session is in after this heartbeat: channels not listed are left, new ones joined. Absent: unchanged. At most `maxChannelsPerSession` (TOO_MANY_CHANNELS).',
+          [EXPECTED]: 'an array of channel names or {"name", "meta"} objects',
+        } as SchemaOptions),
+      ),
+      device: Type.Optional(Type.String({ description: 'Device kind shown in `devices` (as `?device=` on the WebSocket); read when the session is opened or resumed.' })),
+      activity: Type.Optional(
+        literals(['active', 'idle'], {
+          description: '`active`: the user did something since the last heartbeat (the `activity` command); `idle`: the client reports the user idle (the `idle` command). Absent: neither; the idle timeout runs on.',
+        }),
+      ),
+      ack: Type.Optional(
+        Type.Record(Type.String(), Type.Integer({ minimum: 0 }), {
+          description:
+            'For each joined channel, the `seq` of the last event the client applied. A channel left out gets a fresh `presence.sync`.',
+          [EXPECTED]: 'an object of channel name to seq',
+        } as SchemaOptions),
+      ),
+      typing: Type.Optional(
+        Type.Record(Type.String(), Type.Boolean(), {
+          description: 'Typing per joined channel, as the `typing` command: `true` starts or refreshes it, `false` ends it.',
+          [EXPECTED]: 'an object of channel name to boolean',
+        } as SchemaOptions),
+      ),
+    },
+    { description: 'One heartbeat of an HTTP session. Fields it does not define are ignored.' },
+  ),
+);
+
+export const HeartbeatResponse = named(
+  'HeartbeatResponse',
+  Type.Object(
+    {
+      sessionId: Type.String({ description: 'Send it with the next heartbeat.' }),
+      sessionToken: Type.String({ description: 'The capability for `POST /realtime/disconnect` (the unload beacon); renewed with every heartbeat.' }),
+      intervalMs: count('Send the next heartbeat within this many ms; two missed intervals end the session (then the offline delay runs).'),
+      events: Type.Array(ServerMessage, {
+        description:
+          'Protocol v1 messages since the last heartbeat: `welcome` when the session was opened, resumed or moved to this node, then for each joined channel the `presence.*` events after the acknowledged `seq`, or one `presence.sync` when this node cannot give them.',
+      }),
+      errors: Type.Optional(
+        Type.Array(
+          Type.Object({ channel: ChannelName, code: ErrorCode, message: Type.String() }),
+          { description: 'Channel changes and typing signals that were refused (the rest of the heartbeat applied).' },
+        ),
+      ),
+    },
+    { description: 'The answer to one heartbeat.' },
+  ),
+);
+
+export const DisconnectRequest = named(
+  'DisconnectRequest',
+  Type.Object(
+    { sessionToken: Type.String({ description: '`welcome.sessionToken`, its latest `session.token` renewal, or the last heartbeat answer\'s.' }) },
+    { description: 'The unload beacon: accepted with any Content-Type (`text/plain` as `navigator.sendBeacon` sends a string).' },
+  ),
 );
 
 export const AdminNodeRow = named(

@@ -1,4 +1,6 @@
 import type { SelfPresence, UserChannel, UserPresence } from '@presence/protocol';
+import type { Identity } from './auth/identity.js';
+import { SessionTokens } from './auth/session-tokens.js';
 import type { ServerConfig } from './config/config.js';
 import type { Clock } from './presence/clock.js';
 import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } from './presence/engine.js';
@@ -8,6 +10,7 @@ import { Replica } from './presence/replica.js';
 import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
+import { HeartbeatSessions, type Heartbeat, type HeartbeatAnswer } from './protocol-v1/heartbeat.js';
 import type { UserStore, UserRecord } from './store/user-store.js';
 import type { ClientMessage } from '@presence/protocol';
 
@@ -31,13 +34,25 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly engine: PresenceEngine;
   readonly replica: Replica;
   readonly fanout: ProtocolV1Fanout;
+  /** Signs and checks session tokens (the unload beacon's capability). */
+  readonly sessionTokens: SessionTokens;
+  /** Sessions kept by HTTP heartbeats instead of a socket. */
+  readonly heartbeats: HeartbeatSessions;
 
   constructor(options: PresenceNodeOptions) {
-    this.engine = new PresenceEngine({ config: options.config, clock: options.clock, store: options.store, newSessionId: options.newSessionId });
+    this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
+    this.engine = new PresenceEngine({
+      config: options.config,
+      clock: options.clock,
+      store: options.store,
+      newSessionId: options.newSessionId,
+      sessionTokens: this.sessionTokens,
+    });
     this.fanout = new ProtocolV1Fanout(this.engine.state, this.engine.watchers, options.observer);
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     this.replica = new Replica(this.engine, options.cluster);
+    this.heartbeats = new HeartbeatSessions(this.engine, this.sessionTokens);
   }
 
   /** Adds a listener of the presence events (after protocol v1, in the order added). */
@@ -61,6 +76,33 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   logout(userId: string): void {
     this.engine.logout(userId);
+  }
+
+  /**
+   * The unload beacon (`POST /realtime/disconnect`): the session the token names ends after the
+   * unload grace unless it is resumed. A session owned by another node is handed to it. Throws
+   * UNAUTHORIZED or TOKEN_EXPIRED for a token this cluster did not issue or that expired; returns
+   * whether the session was found (an ended one is not an error: the beacon has nothing to do).
+   */
+  unload(sessionToken: string): boolean {
+    const claims = this.sessionTokens.verify(sessionToken, this.engine.clock.now());
+    const session = this.engine.state.sessions.get(claims.sessionId);
+    if (!session || session.user.record.userId !== claims.userId) return false;
+    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id });
+    else this.engine.unload(session);
+    return true;
+  }
+
+  /** A fresh session token for a live session (the transport renews WebSocket sessions' with it). */
+  renewSessionToken(attachment: Attachment): { token: string; expiresAt: number } | undefined {
+    const { session } = attachment;
+    if (session.sink !== attachment.sink || this.engine.state.sessions.get(session.id) !== session) return undefined;
+    return this.engine.sessionToken(session);
+  }
+
+  /** One heartbeat of an HTTP session (`POST /realtime/heartbeat`); throws PresenceError. */
+  heartbeat(identity: Identity, heartbeat: Heartbeat): HeartbeatAnswer {
+    return this.heartbeats.beat(identity, heartbeat);
   }
 
   // Queries and updates (the HTTP API)
@@ -137,6 +179,7 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   /** Ends every session at once (shutdown): no events, timers cleared. */
   dispose(): void {
+    this.heartbeats.dispose();
     this.replica.clear();
     this.engine.dispose();
   }

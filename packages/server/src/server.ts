@@ -181,7 +181,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   const adminStats = createAdminStats({ engine, metrics, cluster, webhooks });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
-  const api = createHttpApi({ queries: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
     : undefined;

@@ -1427,8 +1427,10 @@ describe('invisible leaks nothing', () => {
     const after = snapshot();
 
     const observers = { member, watcher, joiner, lateWatcher };
-    // Minted session ids count X's sessions, which is not what is compared: each observer's is named after it.
-    const named = (name: string, e: { at: number; frame: Frame }) => (e.frame.type === 'welcome' ? { ...e, frame: { ...e.frame, sessionId: `${name}'s session` } } : e);
+    // Minted session ids count X's sessions, which is not what is compared: each observer's is named
+    // after it (and so is its session token, which is signed over the id).
+    const named = (name: string, e: { at: number; frame: Frame }) =>
+      e.frame.type === 'welcome' ? { ...e, frame: { ...e.frame, sessionId: `${name}'s session`, sessionToken: `${name}'s token` } } : e;
     const seen = Object.fromEntries(Object.entries(observers).map(([name, c]) => [name, c.timeline.map((e) => named(name, e))]));
     return { t0, seen, during, after };
   }

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import type { ServerMessage } from '@presence/protocol';
 import { TestClient, httpJson, sleep } from './support/harness.js';
 import { RedisServer, freePort } from './support/redis-server.js';
 import * as log from './support/presence-log.js';
@@ -451,5 +452,64 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.equal(back.welcome.self.state, 'in-call');
     assert.equal(back.welcome.self.message, 'Standup');
     assert.equal(back.welcome.self.status, 'busy');
+  });
+  it('an HTTP session whose heartbeats alternate between two nodes moves with them: no leave or join anywhere, a sync per switch, then one leave when they stop', async () => {
+    const INTERVAL_MS = 600;
+    const [n1, n2] = await cluster(2, () => ({ PRESENCE_HTTP_HEARTBEAT_INTERVAL_MS: String(INTERVAL_MS) }));
+    const obs = await connect(n1, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    const obs2 = await connect(n2, { userId: 'obs2' });
+    await obs2.request({ type: 'join', channel: 'room' });
+    await until(async () => (await members(n1, 'room')).length === 2, 5000, 'both observers listed');
+
+    let sessionId: string | undefined;
+    let sessionToken: string | undefined;
+    const acked: Record<string, number> = {};
+    const beats: { node: string; events: string[] }[] = [];
+    for (let i = 0; i < 12; i += 1) {
+      const node = i % 2 === 0 ? n1 : n2;
+      const answer = await httpJson(node, '/realtime/heartbeat?userId=ann', {
+        body: { ...(sessionId ? { sessionId } : {}), ...(i === 0 ? { channels: ['room'], device: 'web' } : {}), ack: { ...acked } },
+      });
+      assert.equal(answer.status, 200, `heartbeat ${i} on ${node.id}: ${answer.text}`);
+      if (sessionId) assert.equal(answer.body.sessionId, sessionId, 'one session throughout');
+      sessionId = answer.body.sessionId;
+      if (sessionToken) assert.notEqual(answer.body.sessionToken, undefined);
+      sessionToken = answer.body.sessionToken;
+      const events = answer.body.events as ServerMessage[];
+      for (const event of events) if (event.type === 'presence.sync' || event.type === 'presence.join' || event.type === 'presence.leave' || event.type === 'presence.update') acked[event.channel] = event.seq;
+      beats.push({ node: node.id, events: events.map((e) => e.type) });
+      for (const check of [n1, n2]) assert.deepEqual(await members(check, 'room'), ['ann:online', 'obs2:online', 'obs:online'], `listed on ${check.id} after heartbeat ${i}`);
+      await sleep(INTERVAL_MS / 3);
+    }
+    // Every switch of node is a takeover there: a welcome and a fresh sync (seq is per node).
+    for (const [i, beat] of beats.entries()) assert.deepEqual(beat.events, ['welcome', 'presence.sync'], `heartbeat ${i} on ${beat.node}`);
+    for (const observer of [obs, obs2]) {
+      assert.deepEqual(joinsAndLeaves(observer, 'room', 'ann'), ['join'], 'one join, no leave, while ann moved');
+      const updates = presenceEvents(observer, 'room').filter((e) => e.type === 'presence.update' && e.member.userId === 'ann');
+      assert.deepEqual(updates, [], 'a move changes nothing others see');
+    }
+
+    // The heartbeats stop: two intervals, then the offline delay, then one leave everywhere.
+    await obs.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', 2 * INTERVAL_MS + OFFLINE_DELAY_MS + SLACK_MS + 2000);
+    await obs2.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', 5000);
+    for (const observer of [obs, obs2]) assert.deepEqual(joinsAndLeaves(observer, 'room', 'ann'), ['join', 'leave']);
+  });
+  it('an unload beacon that reaches another node than the session\'s: the owner runs the grace, and the user leaves after it, not after the offline delay', async () => {
+    const GRACE_MS = 500;
+    const [n1, n2] = await cluster(2, () => ({ PRESENCE_UNLOAD_GRACE_MS: String(GRACE_MS), PRESENCE_OFFLINE_DELAY_MS: '20000' }));
+    const obs = await connect(n2, { userId: 'obs' });
+    await obs.request({ type: 'join', channel: 'room' });
+    const ann = await connect(n1, { userId: 'ann' });
+    await ann.request({ type: 'join', channel: 'room' });
+    await obs.waitFor((m) => m.type === 'presence.join' && m.member.userId === 'ann', 5000);
+    const sentAt = Date.now();
+    const answer = await fetch(`${n2.url}/realtime/disconnect`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ sessionToken: ann.welcome.sessionToken }) });
+    assert.equal(answer.status, 204, 'n2 verifies a token n1 issued');
+    await ann.close();
+    await obs.waitFor((m) => m.type === 'presence.leave' && m.userId === 'ann', GRACE_MS + SLACK_MS);
+    assert.ok(Date.now() - sentAt < GRACE_MS + SLACK_MS, 'long before the 20 s offline delay');
+    const metrics = await fetch(`${n2.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^presence_unload_beacons_total 1$/m);
   });
 });

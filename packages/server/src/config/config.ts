@@ -19,6 +19,11 @@ export interface AuthConfig {
   jwtIssuer?: string;
   /** Bearer key for trusted backends on the HTTP API (may act for any user). */
   apiKey?: string;
+  /**
+   * Signs session tokens (the unload beacon's capability). @default derived from `jwtSecret`, else
+   * from `apiKey`, else (development mode) a fixed development key, else a random key per process
+   */
+  sessionSecret?: string;
 }
 
 export interface ServerLimits extends Limits {
@@ -105,6 +110,16 @@ export interface ServerConfig {
   typingTimeoutMs: number;
   /** Server ping interval; two silent intervals close the socket. @default 20000 */
   heartbeatIntervalMs: number;
+  /**
+   * How often an HTTP session (`POST /realtime/heartbeat`) is asked to beat; two missed intervals
+   * detach it, then the offline delay runs. @default 10000
+   */
+  httpHeartbeatIntervalMs: number;
+  /**
+   * After an unload beacon (`POST /realtime/disconnect`), how long the session waits for a resume
+   * (a reload) before it ends, without the offline delay. @default 3000
+   */
+  unloadGraceMs: number;
   auth: AuthConfig;
   /** Custom states and the status each maps to. */
   states: Record<string, StateBase>;
@@ -189,6 +204,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
   clockSkewMs: 0,
   typingTimeoutMs: 3_000,
   heartbeatIntervalMs: 20_000,
+  httpHeartbeatIntervalMs: 10_000,
+  unloadGraceMs: 3_000,
   auth: {},
   states: DEFAULT_STATES,
   allowedOrigins: [],

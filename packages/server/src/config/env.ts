@@ -98,12 +98,15 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'PRESENCE_CLOCK_SKEW_MS', default: '0', help: 'Testing only: shifts this node\'s wall clock to show nothing depends on it.' },
   { name: 'PRESENCE_TYPING_TIMEOUT_MS', default: String(DEFAULT_CONFIG.typingTimeoutMs), help: 'Typing ends after this long without a refresh.' },
   { name: 'PRESENCE_HEARTBEAT_INTERVAL_MS', default: String(DEFAULT_CONFIG.heartbeatIntervalMs), help: 'Server ping interval; two silent intervals close the connection (min 10).' },
+  { name: 'PRESENCE_HTTP_HEARTBEAT_INTERVAL_MS', default: String(DEFAULT_CONFIG.httpHeartbeatIntervalMs), help: 'How often HTTP sessions (POST /realtime/heartbeat) beat; two missed intervals detach one (min 100).' },
+  { name: 'PRESENCE_UNLOAD_GRACE_MS', default: String(DEFAULT_CONFIG.unloadGraceMs), help: 'After an unload beacon, how long a session waits for a resume (a reload) before it ends (0: at once).' },
   { name: 'PRESENCE_JWT_SECRET', default: unset, help: 'HS256 secret for user tokens.' },
   { name: 'PRESENCE_JWT_PUBLIC_KEY', default: unset, help: 'PEM public key (RSA or EC) for RS256/ES256 user tokens; "\\n" escapes are accepted.' },
   { name: 'PRESENCE_JWT_PUBLIC_KEY_FILE', default: unset, help: 'Path to a PEM public key file, instead of PRESENCE_JWT_PUBLIC_KEY.' },
   { name: 'PRESENCE_JWT_AUDIENCE', default: unset, help: 'When set, user tokens must carry this "aud".' },
   { name: 'PRESENCE_JWT_ISSUER', default: unset, help: 'When set, user tokens must carry this "iss".' },
   { name: 'PRESENCE_API_KEY', default: unset, help: 'Bearer key for trusted backends on the HTTP API (may act for any user).' },
+  { name: 'PRESENCE_SESSION_SECRET', default: 'derived', help: 'Signs session tokens (unload beacons); default: derived from PRESENCE_JWT_SECRET or PRESENCE_API_KEY. Same value on every node.' },
   {
     name: 'PRESENCE_STATES',
     default: Object.entries(DEFAULT_STATES).map(([name, base]) => `${name}:${base}`).join(','),
@@ -579,6 +582,8 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   }
   const typingTimeoutMs = int('PRESENCE_TYPING_TIMEOUT_MS', d.typingTimeoutMs, 1, MAX_TIMER_MS);
   const heartbeatIntervalMs = int('PRESENCE_HEARTBEAT_INTERVAL_MS', d.heartbeatIntervalMs, 10, MAX_TIMER_MS);
+  const httpHeartbeatIntervalMs = int('PRESENCE_HTTP_HEARTBEAT_INTERVAL_MS', d.httpHeartbeatIntervalMs, 100, Math.floor(MAX_TIMER_MS / 2));
+  const unloadGraceMs = int('PRESENCE_UNLOAD_GRACE_MS', d.unloadGraceMs, 0, MAX_TIMER_MS);
 
   const auth: AuthConfig = {};
   // Secrets are taken verbatim (no trim): they must match what token issuers sign with.
@@ -588,6 +593,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   if (present(vars.PRESENCE_JWT_AUDIENCE)) auth.jwtAudience = vars.PRESENCE_JWT_AUDIENCE.trim();
   if (present(vars.PRESENCE_JWT_ISSUER)) auth.jwtIssuer = vars.PRESENCE_JWT_ISSUER.trim();
   if (present(vars.PRESENCE_API_KEY)) auth.apiKey = vars.PRESENCE_API_KEY;
+  if (present(vars.PRESENCE_SESSION_SECRET)) auth.sessionSecret = vars.PRESENCE_SESSION_SECRET;
 
   // Unlike the other variables, an empty PRESENCE_STATES is meaningful: no custom states.
   const states =
@@ -655,6 +661,8 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     clockSkewMs,
     typingTimeoutMs,
     heartbeatIntervalMs,
+    httpHeartbeatIntervalMs,
+    unloadGraceMs,
     auth,
     states,
     allowedOrigins,
@@ -691,6 +699,9 @@ export function configWarnings(config: ServerConfig): string[] {
     warnings.push(
       'PRESENCE_JWT_AUDIENCE/PRESENCE_JWT_ISSUER are set but no PRESENCE_JWT_SECRET or public key; user tokens cannot be verified',
     );
+  }
+  if (config.redisUrl !== undefined && !auth.sessionSecret && !auth.jwtSecret && !auth.apiKey && auth.jwtPublicKey) {
+    warnings.push('no PRESENCE_SESSION_SECRET (nor PRESENCE_JWT_SECRET or PRESENCE_API_KEY) to sign session tokens with: unload beacons are only accepted by the node that issued their token; set PRESENCE_SESSION_SECRET on every node');
   }
   if (config.production && config.allowedOrigins.length === 0) {
     warnings.push('PRESENCE_ALLOWED_ORIGINS is not set: browsers on any site may connect with a user\'s token');

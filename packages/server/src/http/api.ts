@@ -4,16 +4,17 @@
  * failure — so the request listener can never throw into the HTTP server.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { QueryPresenceRequest as QueryBody, UpdatePresenceRequest as UpdateBody } from '@presence/protocol';
-import { QueryPresenceRequest, StatusFields, UpdatePresenceRequest } from '@presence/protocol/schema';
+import type { HeartbeatRequest as HeartbeatBody, Meta, QueryPresenceRequest as QueryBody, UpdatePresenceRequest as UpdateBody } from '@presence/protocol';
+import { HeartbeatRequest, QueryPresenceRequest, StatusFields, UpdatePresenceRequest } from '@presence/protocol/schema';
 import { apiKeyMatches, bearerToken, channelAllowed, originAllowed } from '../auth/access.js';
-import type { Viewer } from '../auth/identity.js';
+import type { Identity, Viewer } from '../auth/identity.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import { isDevMode, type ServerConfig } from '../config/config.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { EXPOSITION_CONTENT_TYPE, type PresenceMetrics } from '../metrics/index.js';
 import type { PresenceQueries, UserPatch, ViewerId } from '../presence/service.js';
+import type { Heartbeat, HeartbeatAnswer } from '../protocol-v1/heartbeat.js';
 import { assertChannelName, assertUserId, isPlainObject } from '../presence/validation.js';
 import { compile, expected, invalidField, unknownFields } from '../schema-checks.js';
 import type { AdminStats } from './admin-stats.js';
@@ -29,7 +30,7 @@ export interface HttpApiDeps {
   /** Verifies user JWTs; absent when no JWT key is configured (then only the API key works). */
   verifier?: TokenVerifier;
   /** `registry` is what `GET /metrics` renders; `httpRequests` counts every response. */
-  metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'>;
+  metrics: Pick<PresenceMetrics, 'registry' | 'httpRequests'> & Partial<Pick<PresenceMetrics, 'unloadBeacons'>>;
   /**
    * False when the metrics have a port of their own (`PRESENCE_METRICS_PORT`): `/metrics` is then
    * not a route here, and answers 404 like any unknown path. @default true
@@ -42,6 +43,16 @@ export interface HttpApiDeps {
   isReady(): boolean | PresenceError;
   /** The clock of the rate limits' token buckets. @default Date.now */
   now?: () => number;
+  /** HTTP sessions (`/realtime/heartbeat`); the route is 404 without it. */
+  sessions?: HttpSessions;
+}
+
+/** What the HTTP session routes need from the node. */
+export interface HttpSessions {
+  /** One heartbeat; throws PresenceError. */
+  heartbeat(identity: Identity, heartbeat: Heartbeat): HeartbeatAnswer;
+  /** The unload beacon; throws PresenceError for a bad token, else whether the session was found. */
+  unload(sessionToken: string): boolean;
 }
 
 export const ROUTES = {
@@ -51,6 +62,8 @@ export const ROUTES = {
   queryPresence: '/realtime/presence/query',
   userChannels: '/realtime/users/:id/channels',
   onlineUsers: '/realtime/presence/online',
+  heartbeat: '/realtime/heartbeat',
+  disconnect: '/realtime/disconnect',
   adminStats: '/realtime/admin/stats',
   health: '/healthz',
   ready: '/readyz',
@@ -60,13 +73,22 @@ export const ROUTES = {
 
 /** Routes under `/realtime/` that need no credentials (and refuse no Origin): documentation. */
 const PUBLIC_REALTIME_ROUTES: ReadonlySet<string> = new Set([ROUTES.openapi]);
+/**
+ * Routes under `/realtime/` whose credential is in the body (Origin is still checked): the unload
+ * beacon, whose session token is its capability, since `navigator.sendBeacon` sends no header.
+ */
+const BODY_CREDENTIAL_ROUTES: ReadonlySet<string> = new Set([ROUTES.disconnect]);
+/** A beacon body is `{"sessionToken":"…"}`: a few hundred bytes. */
+const MAX_BEACON_BYTES = 4096;
 
 /** Route label for requests that matched no route: raw paths never become label values. */
 const UNMATCHED_ROUTE = 'unmatched';
 const DEFAULT_PAGE_SIZE = 100;
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 const PREFLIGHT_MAX_AGE_SECONDS = 600;
 
 const isUpdate = compile(UpdatePresenceRequest);
+const isHeartbeat = compile(HeartbeatRequest);
 const isQuery = compile(QueryPresenceRequest);
 const isUserIdValue = compile(QueryPresenceRequest.properties.userIds.items);
 /** Reported by `parseUpdate` itself: who may write decides before the shape of the rest. */
@@ -151,6 +173,24 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       const body: Record<string, unknown> = { count: result.count, users: result.users };
       if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;
       return { status: 200, json: body };
+    })
+    .add('POST', ROUTES.heartbeat, async ({ req, query, viewer }) => {
+      if (!deps.sessions) throw new PresenceError('NOT_FOUND', 'HTTP sessions are not enabled on this server.');
+      const identity = heartbeatIdentity(viewer, query, devMode, limits);
+      const heartbeat = parseHeartbeat(await readJsonObject(req, limits.maxFrameBytes));
+      await queries.loadUsers([identity.userId]);
+      return { status: 200, text: heartbeatJson(deps.sessions.heartbeat(identity, heartbeat)), contentType: JSON_CONTENT_TYPE };
+    })
+    .add('POST', ROUTES.disconnect, async ({ req }) => {
+      if (!deps.sessions) throw new PresenceError('NOT_FOUND', 'HTTP sessions are not enabled on this server.');
+      const body = await readJsonBody(req, MAX_BEACON_BYTES, { anyContentType: true });
+      if (!isPlainObject(body) || typeof body.sessionToken !== 'string') {
+        throw new PresenceError('INVALID_MESSAGE', 'The body must be {"sessionToken": "<the session token>"}.');
+      }
+      // Throws for a forged or expired token; an ended session is no error (nothing left to do).
+      deps.sessions.unload(body.sessionToken);
+      countBeacon();
+      return { status: 204 };
     })
     .add('GET', ROUTES.adminStats, ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
@@ -263,7 +303,9 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
       // requests a foreign page could send without a preflight (dev mode has no credentials).
       if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
-      viewer = await admit(req);
+      if (!BODY_CREDENTIAL_ROUTES.has(match.template)) viewer = await admit(req);
+      // The beacon carries its credential in the body: only its sender's address is limited.
+      else rateLimits.take('ip', clientAddress(req, config.trustProxyHops));
     }
 
     const reply = await match.handler({ req, query, params: match.params, viewer });
@@ -271,9 +313,13 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
   }
 
   function sendReply(res: ServerResponse, reply: Reply, route: string): void {
+    if (reply.status === 204) {
+      sendEmpty(res, 204, { 'Cache-Control': 'no-store' }, route);
+      return;
+    }
     const isText = reply.text !== undefined;
     const body = isText ? reply.text! : JSON.stringify(reply.json);
-    send(res, reply.status, body, reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : 'application/json; charset=utf-8'), {}, route);
+    send(res, reply.status, body, reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : JSON_CONTENT_TYPE), {}, route);
   }
 
   function sendError(res: ServerResponse, error: PresenceError, route: string): void {
@@ -319,6 +365,14 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     // Counted before the bytes leave, so a scrape right after a response already includes it.
     count(route, status);
     res.end(body);
+  }
+
+  function countBeacon(): void {
+    try {
+      metrics.unloadBeacons?.inc();
+    } catch (error) {
+      log.warn('could not count an unload beacon', { err: error });
+    }
   }
 
   function count(route: string, status: number): void {
@@ -442,6 +496,58 @@ function parseUpdate(
   for (const key of Object.keys(patch) as (keyof UserPatch)[]) if (patch[key] === undefined) delete patch[key];
   if (contacts !== undefined) patch.contacts = [...contacts];
   return { userId, patch };
+}
+
+/**
+ * Who an HTTP session belongs to: the user of the token; in development mode, `?userId=` (with
+ * `name` and `avatar` seeding meta, as on the WebSocket). The API key acts for no session.
+ */
+function heartbeatIdentity(viewer: Viewer, query: URLSearchParams, devMode: boolean, limits: Pick<ServerConfig['limits'], 'maxUserIdLength'>): Identity {
+  if (viewer.kind === 'user') return viewer.identity;
+  if (!devMode) throw new PresenceError('FORBIDDEN', 'An HTTP session belongs to a user: send the user\'s token, not the API key.');
+  const userId = query.get('userId');
+  if (!userId || userId.length > limits.maxUserIdLength) {
+    throw new PresenceError('UNAUTHORIZED', `development mode: pass ?userId=<id> (1–${limits.maxUserIdLength} characters)`);
+  }
+  const meta: Meta = {};
+  for (const claim of ['name', 'avatar'] as const) {
+    const value = query.get(claim);
+    if (value) meta[claim] = value;
+  }
+  return { userId, meta };
+}
+
+/** Checks a heartbeat body's shape; the values (channel names, meta, seq) are the model's to judge. */
+function parseHeartbeat(body: Record<string, unknown>): Heartbeat {
+  if (!isHeartbeat(body)) {
+    const failure = invalidField(HeartbeatRequest, body);
+    throw new PresenceError('INVALID_MESSAGE', failure ? `heartbeat: "${failure.field}" must be ${failure.expected}` : 'The request body is not a valid heartbeat.');
+  }
+  const { sessionId, channels, device, activity, ack, typing } = body as HeartbeatBody;
+  const heartbeat: Heartbeat = {};
+  if (sessionId !== undefined) heartbeat.sessionId = sessionId;
+  if (device !== undefined) heartbeat.device = device;
+  if (activity !== undefined) heartbeat.activity = activity;
+  if (ack !== undefined) heartbeat.ack = ack;
+  if (typing !== undefined) heartbeat.typing = typing;
+  if (channels !== undefined) {
+    // A name listed twice is one channel; a later entry's meta is merged after an earlier one's.
+    heartbeat.channels = new Map();
+    for (const entry of channels) {
+      const name = typeof entry === 'string' ? entry : entry.name;
+      const meta = typeof entry === 'string' ? undefined : entry.meta;
+      const before = heartbeat.channels.get(name);
+      heartbeat.channels.set(name, meta === undefined ? before : before === undefined ? meta : { ...before, ...meta });
+    }
+  }
+  return heartbeat;
+}
+
+/** The answer, with the buffered frames spliced in as they were serialized. */
+function heartbeatJson(answer: HeartbeatAnswer): string {
+  const head = JSON.stringify({ sessionId: answer.sessionId, sessionToken: answer.sessionToken, intervalMs: answer.intervalMs });
+  const errors = answer.errors.length > 0 ? `,"errors":${JSON.stringify(answer.errors)}` : '';
+  return `${head.slice(0, -1)},"events":[${answer.events.join(',')}]${errors}}`;
 }
 
 function updateFieldError(body: Record<string, unknown>): PresenceError {

@@ -28,15 +28,17 @@ export class RequestAbortedError extends Error {
 }
 
 /**
- * Reads and parses a JSON request body of at most `maxBytes`.
+ * Reads and parses a JSON request body of at most `maxBytes` (UTF-8, whatever the Content-Type says
+ * when `anyContentType` is set).
  *
  * Rejects with PresenceError UNSUPPORTED_MEDIA_TYPE, FRAME_TOO_LARGE or INVALID_JSON. An oversized
  * body is refused as soon as it is known to be too large — from Content-Length before reading
  * anything, or at the chunk that crosses the limit — and the rest is never buffered; the caller
  * should answer with `Connection: close` so the connection does not stay busy with the remainder.
  */
-export function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
-  if (!isJsonContentType(req.headers['content-type'])) {
+export function readJsonBody(req: IncomingMessage, maxBytes: number, options: { anyContentType?: boolean } = {}): Promise<unknown> {
+  // `anyContentType`: the unload beacon, which `navigator.sendBeacon` sends as text/plain.
+  if (!options.anyContentType && !isJsonContentType(req.headers['content-type'])) {
     return Promise.reject(new PresenceError('UNSUPPORTED_MEDIA_TYPE', 'The request body must be application/json (UTF-8).'));
   }
   const declared = req.headers['content-length'];

@@ -9,8 +9,11 @@ import {
   AdminStats,
   ChannelName,
   ChannelPresenceResponse,
+  DisconnectRequest,
   ErrorResponse,
   HealthResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
   ManualStatusFields,
   OnlineUsersResponse,
   QueryPresenceRequest,
@@ -185,6 +188,40 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
         responses: {
           '200': json('One page of present users, by user id.', OnlineUsersResponse),
           ...errors(['INVALID_MESSAGE', 'FORBIDDEN', ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    heartbeat: {
+      method: 'post',
+      operation: {
+        operationId: 'heartbeat',
+        summary: 'Keep an HTTP session (for clients without a WebSocket) and fetch what it was sent',
+        description:
+          "One heartbeat opens, continues or resumes a session of the token's user (in development mode, of `?userId=`), sets its channels, typing and activity, and answers the protocol v1 messages it was sent since the acknowledged `seq`. Send one every `intervalMs`; two missed intervals detach the session, then the offline delay runs. Any node accepts any heartbeat. The API key is refused (`FORBIDDEN`): a session belongs to a user.",
+        security: [{ [USER_TOKEN]: [] }],
+        parameters: [queryParam('userId', { type: 'string' }, 'Development mode only (no auth configured): whose session.')],
+        requestBody: { required: true, content: { 'application/json': { schema: schema(HeartbeatRequest) } } },
+        responses: {
+          '200': json('The session, its token, the interval and the events since the acknowledged seq.', HeartbeatResponse),
+          ...errors(['INVALID_MESSAGE', 'TOO_MANY_CHANNELS', 'TOO_MANY_SESSIONS', 'FORBIDDEN', 'LOGGED_OUT', 'NOT_FOUND', ...BODY_ERRORS, ...AUTHENTICATED_ERRORS]),
+        },
+      },
+    },
+    disconnect: {
+      method: 'post',
+      operation: {
+        operationId: 'unloadBeacon',
+        summary: 'The unload beacon: end one session after a short grace',
+        description:
+          'Sent by `navigator.sendBeacon` when a page goes away. No `Authorization` header: the session token in the body is the credential (a capability for that one session). The body is read as JSON whatever the Content-Type (`text/plain` as `sendBeacon` sends a string, or `application/json`), at most 4 KiB. The session ends after `PRESENCE_UNLOAD_GRACE_MS` unless it is resumed meanwhile (a reload), without the offline delay; the user\'s other sessions are untouched. `204` also when the session has already ended.',
+        security: [],
+        requestBody: {
+          required: true,
+          content: { 'text/plain': { schema: schema(DisconnectRequest) }, 'application/json': { schema: schema(DisconnectRequest) } },
+        },
+        responses: {
+          '204': { description: 'Accepted: the session ends after the grace unless resumed (or it had already ended).' },
+          ...errors(['INVALID_JSON', 'INVALID_MESSAGE', 'UNAUTHORIZED', 'TOKEN_EXPIRED', 'FRAME_TOO_LARGE', 'ORIGIN_FORBIDDEN', 'NOT_FOUND', 'RATE_LIMITED', 'INTERNAL']),
         },
       },
     },

@@ -29,6 +29,7 @@ const OUTBOUND_TYPES: readonly string[] = [
   'ack',
   'error',
   'pong',
+  'session.token',
 ];
 
 /**
@@ -64,6 +65,8 @@ export interface PresenceMetrics {
   fanoutLatency: Histogram;
   /** HTTP responses by route template (never the raw path) and status. */
   httpRequests: Counter<'route' | 'status'>;
+  /** Unload beacons (`POST /realtime/disconnect`) with a valid session token. */
+  unloadBeacons: Counter;
   residentMemory: Gauge;
   /** Mean event loop delay since the previous scrape. */
   eventLoopLag: Gauge;
@@ -204,6 +207,12 @@ export function createPresenceMetrics(
     registers: [registry],
   });
 
+  const unloadBeacons = new Counter({
+    name: 'presence_unload_beacons_total',
+    help: 'Unload beacons (POST /realtime/disconnect) accepted with a valid session token.',
+    registers: [registry],
+  });
+
   const residentMemory = gauge(
     'presence_process_resident_memory_bytes',
     'Resident set size of the server process.',
@@ -255,6 +264,7 @@ export function createPresenceMetrics(
     connectionsRefused,
     fanoutLatency,
     httpRequests,
+    unloadBeacons,
     residentMemory,
     eventLoopLag,
     eventLoopLagP99,

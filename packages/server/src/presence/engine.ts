@@ -48,11 +48,18 @@ export interface ConnectRequest {
   restore?: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt'>;
 }
 
+/** Issues a session's token (`welcome.sessionToken`); see auth/session-tokens.ts. */
+export interface SessionTokenIssuer {
+  issue(sessionId: string, userId: string, now: number): { token: string; expiresAt: number };
+}
+
 export interface EngineOptions {
   config: ServerConfig;
   clock: Clock;
   store?: UserStore;
   newSessionId?: () => string;
+  /** Without it, `welcome` carries no `sessionToken`. */
+  sessionTokens?: SessionTokenIssuer;
 }
 
 /**
@@ -69,7 +76,9 @@ export interface SessionReplication {
   /** A session ended here (a replica's end is not published: only its owner ends it). */
   sessionEnded(session: Session): void;
   /** Publishes an op that is not a session's state (typing, logout). */
-  publish(op: { op: 'typing'; channel: string; userId: string; typing: boolean } | { op: 'logout'; userId: string }): void;
+  publish(
+    op: { op: 'typing'; channel: string; userId: string; typing: boolean } | { op: 'logout'; userId: string } | { op: 'unload'; sessionId: string },
+  ): void;
 }
 
 const NO_REPLICATION: SessionReplication = {
@@ -109,6 +118,7 @@ export class PresenceEngine {
   readonly clock: Clock;
   readonly store: UserStore;
   private readonly newSessionId: () => string;
+  private readonly sessionTokens: SessionTokenIssuer | undefined;
   readonly state: PresenceState = { users: new Map(), sessions: new Map(), channels: new Map() };
   private readonly users = this.state.users;
   private readonly sessions = this.state.sessions;
@@ -132,6 +142,7 @@ export class PresenceEngine {
     this.clock = causedClock(options.clock, this.causes);
     this.store = options.store ?? new MemoryUserStore();
     this.newSessionId = options.newSessionId ?? randomUUID;
+    this.sessionTokens = options.sessionTokens;
     this.announcer = new Announcer(this.state, this.config.states, this.causes, (channel, user) => this.typingTracker.stop(channel, user));
     this.typingTracker = new TypingTracker(this.clock, this.config.typingTimeoutMs, this.announcer);
     const engine = this;
@@ -193,6 +204,8 @@ export class PresenceEngine {
       }
       this.clock.clearTimer(session.offlineTimer);
       session.offlineTimer = undefined;
+      // A reload or a page of the same app came back inside the unload grace: nothing ends.
+      this.cancelUnload(session);
       // Another socket still holds this session (its close was not noticed yet): the newest wins.
       this.closeSocket(session, 4000, 'SESSION_REPLACED');
       session.device = device;
@@ -215,6 +228,7 @@ export class PresenceEngine {
         idle: false,
         idleTimer: undefined,
         offlineTimer: undefined,
+        unloading: undefined,
         channels: new Set(),
         watching: NO_WATCHES,
         allowlist: undefined,
@@ -279,7 +293,9 @@ export class PresenceEngine {
       const channel = this.channels.get(name);
       if (channel && !this.hasAttachedSessionIn(channel, user)) this.typingTracker.stop(channel, user);
     }
-    if (this.config.offlineDelayMs <= 0) {
+    // After an unload beacon whose grace ran out while the socket was still open, the page is gone
+    // for good: no offline delay.
+    if (this.config.offlineDelayMs <= 0 || session.unloading === true) {
       this.expireSession(session);
       this.releaseIfUnused(user);
     } else {
@@ -292,6 +308,41 @@ export class PresenceEngine {
         this.releaseIfUnused(user);
       });
     }
+  }
+
+  /**
+   * The unload beacon: the session's page is going away (a tab closed, or a reload or navigation
+   * that will resume it). After `unloadGraceMs` without a resume, that one session ends, without
+   * the offline delay; the user's other sessions are untouched. A resume inside the grace cancels
+   * it with no event. A session whose socket is still open when the grace runs out ends when it
+   * closes. For the replica too (a beacon that reached another node).
+   */
+  unload(session: Session): void {
+    this.causes.local(() => this.unloadNow(session));
+  }
+
+  private unloadNow(session: Session): void {
+    if (this.sessions.get(session.id) !== session || session.remote || session.unloading !== undefined) return;
+    // An HTTP session notices no closed socket: its sink lets go now, and the offline delay would start.
+    session.sink?.unloaded?.();
+    const end = () => {
+      session.unloading = undefined;
+      if (this.sessions.get(session.id) !== session || session.remote) return;
+      if (session.sink !== null) {
+        session.unloading = true;
+        return;
+      }
+      this.expireSession(session);
+      this.releaseIfUnused(session.user);
+    };
+    if (this.config.unloadGraceMs <= 0) end();
+    else session.unloading = this.clock.setTimer(this.config.unloadGraceMs, end);
+  }
+
+  /** Forgets a pending unload (a resume, a move to another node, the session's end). For the replica too. */
+  cancelUnload(session: Session): void {
+    if (session.unloading !== undefined && session.unloading !== true) this.clock.clearTimer(session.unloading);
+    session.unloading = undefined;
   }
 
   /** Ends every session of the user now, without the offline delay (logout, or the HTTP API). */
@@ -356,6 +407,7 @@ export class PresenceEngine {
     this.clock.clearTimer(session.offlineTimer);
     this.clock.clearTimer(session.idleTimer);
     session.offlineTimer = session.idleTimer = undefined;
+    this.cancelUnload(session);
     this.sessions.delete(session.id);
     user.sessions.delete(session.id);
     this.replication.sessionEnded(session);
@@ -369,7 +421,15 @@ export class PresenceEngine {
 
   private welcome(session: Session, resumed: boolean): WelcomeMessage {
     this.welcomeLimits ??= welcomeLimits(this.config);
-    return welcomeMessage(session, resumed, this.config, this.welcomeLimits, this.clock.now());
+    const welcome = welcomeMessage(session, resumed, this.config, this.welcomeLimits, this.clock.now());
+    const token = this.sessionToken(session);
+    if (token) welcome.sessionToken = token.token;
+    return welcome;
+  }
+
+  /** A fresh token for the session (the unload beacon's capability), if tokens are configured. */
+  sessionToken(session: Session): { token: string; expiresAt: number } | undefined {
+    return this.sessionTokens?.issue(session.id, session.user.record.userId, this.clock.now());
   }
 
   /** A resumed session missed events while away: give it full state again. */
@@ -866,6 +926,7 @@ export class PresenceEngine {
     for (const session of this.sessions.values()) {
       this.clock.clearTimer(session.idleTimer);
       this.clock.clearTimer(session.offlineTimer);
+      this.cancelUnload(session);
     }
     for (const user of this.users.values()) this.clock.clearTimer(user.expiryTimer);
     for (const channel of this.channels.values()) for (const timer of channel.typing.values()) this.clock.clearTimer(timer);

@@ -139,6 +139,12 @@ export class Replica implements SessionReplication, ClusterListener {
         else if (user.announcedVisible) engine.typingTracker.start(channel, user);
         break;
       }
+      case 'unload': {
+        // A beacon that reached another node: only the owner runs the grace.
+        const session = engine.state.sessions.get(op.sessionId);
+        if (session && !session.remote) engine.unload(session);
+        break;
+      }
       case 'logout': {
         const user = engine.state.users.get(op.userId);
         if (!user) break;
@@ -208,6 +214,7 @@ export class Replica implements SessionReplication, ClusterListener {
         idle: snapshot.idle,
         idleTimer: undefined,
         offlineTimer: undefined,
+        unloading: undefined,
         channels: new Set(),
         watching: NO_WATCHES,
         allowlist: undefined,
@@ -244,6 +251,7 @@ export class Replica implements SessionReplication, ClusterListener {
     this.engine.clock.clearTimer(session.idleTimer);
     this.engine.clock.clearTimer(session.offlineTimer);
     session.idleTimer = session.offlineTimer = undefined;
+    this.engine.cancelUnload(session);
     this.engine.unwatchAll(session);
     // Drops it from this node's stored state; others ignore an `end` from a non-owner.
     this.publish({ op: 'end', sessionId: session.id });

@@ -42,6 +42,11 @@ export type NodeOp = (
   | { op: 'typing'; channel: string; userId: string; typing: boolean }
   /** The user logged out: every node ends that user's sessions at once. */
   | { op: 'logout'; userId: string }
+  /**
+   * An unload beacon for a session this node does not own reached it: the owner starts the grace
+   * (published by any node; every node but the owner ignores it).
+   */
+  | { op: 'unload'; sessionId: string }
 ) & { cause?: string };
 
 /**

@@ -9,9 +9,18 @@ import type { TimerHandle } from './clock.js';
 
 /** Where the model writes a session's frames; the transport implements it over a socket. */
 export interface SessionSink {
-  /** Queues one serialized server message. Must not throw. */
-  send(json: string, type: ServerMessage['type']): void;
+  /**
+   * Queues one serialized server message. Must not throw. A channel's messages name it, and its
+   * membership events their `seq` (a sink that buffers per channel, such as an HTTP session's,
+   * needs both without parsing the JSON again).
+   */
+  send(json: string, type: ServerMessage['type'], channel?: string, seq?: number): void;
   close(code: number, reason: string): void;
+  /**
+   * The session's page said it is going away (the unload beacon). A sink that cannot see that by
+   * itself (an HTTP session's: it would only notice when heartbeats stop) lets go of the session now.
+   */
+  unloaded?(): void;
 }
 
 /**
@@ -47,6 +56,11 @@ export interface Session {
   idle: boolean;
   idleTimer?: TimerHandle;
   offlineTimer?: TimerHandle;
+  /**
+   * After an unload beacon: the grace timer while it runs; `true` once it ran out with the socket
+   * still open (the session then ends at its close, without the offline delay). A resume clears it.
+   */
+  unloading: TimerHandle | true | undefined;
   channels: Set<string>;
   watching: Set<string>;
   allowlist?: string[];

@@ -38,7 +38,7 @@ export class ProtocolV1Fanout implements SessionOutput {
         const channel = this.state.channels.get(event.channel);
         if (!channel) break;
         const message = { type: 'presence.leave', channel: event.channel, userId: event.userId, lastSeen: event.lastSeen, seq: event.seq } as const;
-        this.toChannel(channel, 'presence.leave', JSON.stringify(message));
+        this.toChannel(channel, 'presence.leave', JSON.stringify(message), event.seq);
         break;
       }
       case 'typing.started':
@@ -47,7 +47,7 @@ export class ProtocolV1Fanout implements SessionOutput {
         if (!channel) break;
         const message = { type: 'typing', channel: event.channel, userId: event.userId, typing: event.type === 'typing.started' } as const;
         // Never to the typer's own sessions.
-        this.toChannel(channel, 'typing', JSON.stringify(message), undefined, event.userId);
+        this.toChannel(channel, 'typing', JSON.stringify(message), undefined, undefined, event.userId);
         break;
       }
       default:
@@ -68,7 +68,12 @@ export class ProtocolV1Fanout implements SessionOutput {
     for (const member of channel.members.values()) {
       if (member.user.announcedVisible) parts.push(memberJson(member));
     }
-    session.sink.send(`{"type":"presence.sync","channel":${JSON.stringify(channel.name)},"members":[${parts.join(',')}],"seq":${channel.seq}}`, 'presence.sync');
+    session.sink.send(
+      `{"type":"presence.sync","channel":${JSON.stringify(channel.name)},"members":[${parts.join(',')}],"seq":${channel.seq}}`,
+      'presence.sync',
+      channel.name,
+      channel.seq,
+    );
     this.observer?.sent('presence.sync', 1);
   }
 
@@ -80,18 +85,18 @@ export class ProtocolV1Fanout implements SessionOutput {
     const channel = this.state.channels.get(name);
     if (!channel) return;
     const json = `{"type":"${type}","channel":${JSON.stringify(name)},"member":${memberJson(member)},"seq":${seq}}`;
-    this.toChannel(channel, type, json, answered);
+    this.toChannel(channel, type, json, seq, answered);
   }
 
   /** Sends one pre-built message to every session in the channel but the excluded ones. */
-  private toChannel(channel: Channel, type: ServerMessage['type'], json: string, exceptSession?: Session, exceptUserId?: string): void {
+  private toChannel(channel: Channel, type: ServerMessage['type'], json: string, seq: number | undefined, exceptSession?: Session, exceptUserId?: string): void {
     let receivers = 0;
     for (const member of channel.members.values()) {
       if (exceptUserId !== undefined && member.user.record.userId === exceptUserId) continue;
       for (const session of member.sessions) {
         const sink = session.sink;
         if (sink === null || session === exceptSession) continue;
-        sink.send(json, type);
+        sink.send(json, type, channel.name, seq);
         receivers += 1;
       }
     }

@@ -59,6 +59,8 @@ export class Connection implements SessionSink, Flushable {
   expiryTimer: NodeJS.Timeout | undefined = undefined;
   /** Which heartbeat slice the transport filed it in. */
   sweepSlice = 0;
+  /** When the session token given in `welcome` is due for renewal (wall clock; the sweep renews it). */
+  tokenRenewAt = Infinity;
   private readonly limiter: RateLimiter;
   private readonly outbox: string[] = [];
   private flushScheduled = false;

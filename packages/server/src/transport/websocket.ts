@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { ServerMessage } from '@presence/protocol';
 import { ManualStatusFields } from '@presence/protocol/schema';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
@@ -7,6 +8,7 @@ import { isDevMode } from '../config/config.js';
 import type { ConnectRequest } from '../presence/engine.js';
 import type { PresenceNode } from '../presence-node.js';
 import type { Identity } from '../auth/identity.js';
+import { SESSION_TOKEN_RENEW_AFTER_MS } from '../auth/session-tokens.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import { bearerToken, originAllowed } from '../auth/access.js';
 import { PresenceError, isPresenceError } from '../errors.js';
@@ -50,6 +52,8 @@ export interface WebSocketTransportOptions {
   observer?: TransportObserver;
   /** Wall clock for heartbeats, rate limits and token expiry (the model has its own). */
   now?: () => number;
+  /** How often a connection's session token is renewed (`session.token`). @default SESSION_TOKEN_RENEW_AFTER_MS (30 min) */
+  sessionTokenRenewMs?: number;
 }
 
 /**
@@ -70,10 +74,12 @@ export class WebSocketTransport {
   private readonly connectionOptions: ConnectionOptions;
   private readonly handlers: ReturnType<WebSocketTransport['makeHandlers']>;
   private readonly overload: OverloadGuard;
+  private readonly tokenRenewMs: number;
 
   constructor(private readonly options: WebSocketTransportOptions) {
     const { config } = options;
     this.now = options.now ?? Date.now;
+    this.tokenRenewMs = options.sessionTokenRenewMs ?? SESSION_TOKEN_RENEW_AFTER_MS;
     this.wss = new WebSocketServer({
       noServer: true,
       // ws accepts 100 MiB frames by default; a presence frame is small, and the limit is the contract.
@@ -207,6 +213,7 @@ export class WebSocketTransport {
         return;
       }
       const { identity } = connect;
+      connection.tokenRenewAt = this.now() + this.tokenRenewMs;
       if (identity.expiresAt !== undefined) this.expireAt(connection, identity.expiresAt);
       if (isDevMode(config)) log.debug('dev-mode connection', { userId: identity.userId });
     });
@@ -292,8 +299,19 @@ export class WebSocketTransport {
         setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, this.options.config.heartbeatIntervalMs)).unref();
       } else if (ws.readyState === ws.OPEN) {
         ws.ping();
+        if (connection.tokenRenewAt <= this.now()) this.renewSessionToken(connection);
       }
     }
+  }
+
+  /** Sends a fresh session token before the one of `welcome` (or the last renewal) expires. */
+  private renewSessionToken(connection: Connection): void {
+    connection.tokenRenewAt = this.now() + this.tokenRenewMs;
+    const renewed = connection.attachment && this.options.engine.renewSessionToken(connection.attachment);
+    if (!renewed) return;
+    const message: ServerMessage = { type: 'session.token', sessionToken: renewed.token, expiresAt: new Date(renewed.expiresAt).toISOString() };
+    connection.send(JSON.stringify(message));
+    this.options.observer?.sent('session.token', 1);
   }
 
   /** Closes every connection with 1001 so clients reconnect (elsewhere), then stops. */
