@@ -495,34 +495,44 @@ export class ClusterLink implements Broker, UserStore {
 
   /**
    * After the service came back: records it lost are written again from memory, records this
-   * node changed while away are written, and every record held is read back and applied.
+   * node changed while away are written, and every user this node knows of is read back and
+   * applied — also those it knows to have no record, or could not read. Another node that came
+   * back first may have written one already, and published it while this node was not yet
+   * listening: its whole announcement is lost here, and nothing else would ever bring it.
    */
   private async resyncUsers(): Promise<void> {
     const held = [...this.cache].filter(([, entry]) => entry.record !== null);
     // Versions restart when the service lost its data; what is read back now is the reference.
-    for (const [, entry] of held) entry.version = 0;
+    for (const entry of this.cache.values()) entry.version = 0;
     const unsynced = new Set(this.unsynced);
     const unread = new Set(this.unread);
     this.unsynced.clear();
     this.unread.clear();
-    await Promise.all(
-      held.map(([id, entry]) => {
-        const fields = encodeRecord(entry.record!);
-        // Changed here while away: this node's copy is newer. Otherwise the stored record, if
-        // any, wins (this node may never have read it), and memory only fills what was lost.
-        if (unsynced.has(id) && !unread.has(id)) return this.transport.writeUser(this.nodeId, id, fields, true);
-        return this.transport.restoreUser(id, fields);
-      }),
-    );
-    const stored = await this.transport.readUsers(held.map(([id]) => id));
-    for (const [id, user] of stored) {
-      const entry = this.cache.get(id);
-      if (!entry || !user || user.version < entry.version) continue;
-      entry.version = user.version;
-      entry.fields = user.fields;
-      const record = decodeRecord(id, user.fields);
-      entry.record = record;
-      await this.listener!.applyRecord(record);
+    try {
+      await Promise.all(
+        held.map(([id, entry]) => {
+          const fields = encodeRecord(entry.record!);
+          // Changed here while away: this node's copy is newer. Otherwise the stored record, if
+          // any, wins (this node may never have read it), and memory only fills what was lost.
+          if (unsynced.has(id) && !unread.has(id)) return this.transport.writeUser(this.nodeId, id, fields, true);
+          return this.transport.restoreUser(id, fields);
+        }),
+      );
+      const stored = await this.transport.readUsers([...new Set([...this.cache.keys(), ...unread])]);
+      for (const [id, user] of stored) {
+        if (!user) continue;
+        const entry = this.cache.get(id);
+        if (entry && user.version < entry.version) continue;
+        const record = decodeRecord(id, user.fields);
+        if (entry) Object.assign(entry, { record, version: user.version, fields: user.fields });
+        else this.remember(id, { record, version: user.version, fields: user.fields });
+        await this.listener!.applyRecord(record);
+      }
+    } catch (error) {
+      // Lost again midway: the next attempt must still know what changed here while away.
+      for (const id of unsynced) this.unsynced.add(id);
+      for (const id of unread) this.unread.add(id);
+      throw error;
     }
   }
 
