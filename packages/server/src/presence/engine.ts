@@ -750,7 +750,7 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       }
       const wasInvisible = user.record.manual.status === 'invisible';
       user.record.manual = { status: null, state: null, message: null, expiresAt: null };
-      this.save(user);
+      this.save(user, 'expiry');
       // After the save, as in applyStatus: a quiet activity save must not carry the cleared status.
       if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
       this.announce(user);
@@ -1329,6 +1329,11 @@ export class PresenceEngine implements PresenceQueries, BrokerListener {
       // elsewhere for another field (a lastSeen) must not look like a meta change to others.
       meta: sameJson(before.meta, record.meta) ? before.meta : record.meta,
     };
+    // A status whose time ran out while no node could write its clearing (the shared service was
+    // away; each node cleared it by itself meanwhile) is over here too, not shown again first.
+    if (merged.manual.expiresAt !== null && merged.manual.expiresAt <= this.clock.now()) {
+      merged.manual = { status: null, state: null, message: null, expiresAt: null };
+    }
     if (sameJson(merged, before)) return;
     const privacyChanged = before.visibility !== merged.visibility || !sameJson(before.contacts, merged.contacts);
     user.record = merged;
