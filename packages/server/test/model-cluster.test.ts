@@ -636,6 +636,7 @@ const backends: Backend[] = [
  */
 const RECORDED: { backend: string; seed: number; path: string; found: string }[] = [
   { backend: 'in-process hub', seed: 326701010, path: '50', found: 'a status set during an outage on the node back first stayed unknown to the others' },
+  { backend: 'in-process hub', seed: 326701010, path: '87', found: 'an expiry cleared during an outage on one node overwrote a status set later on another' },
 ];
 
 /** One random sequence of actions against a fresh cluster, with every check. */
