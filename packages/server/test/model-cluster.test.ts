@@ -2,8 +2,9 @@
  * Model-based tests of a cluster: three nodes (real engines, real cluster links) over a shared
  * service — the in-process hub, and a real `redis-server` started on a free port — run random
  * command sequences mixed with node crashes (a node dies without leaving; its lease runs out),
- * graceful node stops, and the shared service going down and coming back empty. The reference
- * model (support/reference-model.ts) says what everyone should see.
+ * graceful node stops, and the shared service going down (for 0.1 to 8 s, with local commands at
+ * random moments meanwhile) and coming back empty, node after node. The reference model
+ * (support/reference-model.ts) says what everyone should see.
  *
  * Nothing here is judged by timing. After each action the test waits until every node has
  * converged (generously) at a moment no deadline is near (an offline delay, a crashed node's

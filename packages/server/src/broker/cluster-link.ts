@@ -557,6 +557,8 @@ export class ClusterLink implements Broker, UserStore {
         const entry = this.cache.get(id);
         if (entry && user.version < entry.version) continue;
         const record = decodeRecord(id, user.fields);
+        // A write of ours made since may not be in what was read: its echo brings the record.
+        if (entry && this.pendingWrites.has(id)) continue;
         if (entry) Object.assign(entry, { record, version: user.version, fields: user.fields });
         else this.remember(id, { record, version: user.version, fields: user.fields });
         await this.listener!.applyRecord(record);
