@@ -117,7 +117,7 @@ const presenceEvents = (client: TestClient, channel: string) => log.presenceEven
 const joinsAndLeaves = (client: TestClient, channel: string, userId: string) => log.joinsAndLeaves(client.messages, channel, userId);
 const replay = (client: TestClient, channel: string) => log.replay(client.messages, channel);
 
-describe('many nodes through Redis (3 processes, real redis-server)', { timeout: 120_000 }, () => {
+describe('many nodes through Redis (3 processes, real redis-server)', { timeout: 180_000 }, () => {
   let redis: RedisServer | undefined;
   let nodes: NodeProcess[] = [];
   const clients: TestClient[] = [];
