@@ -7,8 +7,17 @@
 -- ARGV[3]  user id
 -- ARGV[4]  '1': announce (activity timestamps are written quietly with '0')
 -- ARGV[5..] field, value, ...
+-- The activity timestamps only move forward: a node that comes back from an outage with an older
+-- one (or a late batch of activity) does not undo a newer one another node wrote.
 for i = 5, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  local field, value = ARGV[i], ARGV[i + 1]
+  local stored = nil
+  if field == 'lastSeenAt' or field == 'lastActiveAt' then
+    stored = tonumber(redis.call('HGET', KEYS[1], field) or '')
+  end
+  if stored == nil or (tonumber(value) or 0) > stored then
+    redis.call('HSET', KEYS[1], field, value)
+  end
 end
 if ARGV[4] ~= '1' then return 0 end
 local version = redis.call('HINCRBY', KEYS[1], '~v', 1)

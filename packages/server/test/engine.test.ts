@@ -1983,6 +1983,31 @@ describe('corners found by the model-based tests', () => {
     assert.deepEqual(await publishedNow(), []);
   });
 
+  it('a record read back with a status whose expiry passed (nobody could write the clearing) does not bring it back for a moment (model-cluster.test.ts)', () => {
+    const w = new World();
+    const bob = w.connect('bob');
+    bob.join('room');
+    const alice = w.connect('alice');
+    alice.join('room');
+    const expiresAt = w.now() + 1000;
+    alice.status({ status: 'invisible', expiresAt: iso(expiresAt) });
+    w.advance(1000);
+    w.flush(bob);
+    assert.equal(w.engine.userPresence('alice', TRUSTED).status, 'online', 'expired here');
+    // The shared service comes back still holding the status: this node reads it back.
+    w.engine.applyRecord({
+      userId: 'alice',
+      manual: { status: 'invisible', state: null, message: null, expiresAt },
+      meta: {},
+      visibility: 'everyone',
+      contacts: [],
+      lastSeenAt: expiresAt - 1000,
+      lastActiveAt: expiresAt - 1000,
+    });
+    assert.deepEqual(bob.take(), [], 'no leave and join again');
+    assert.equal(w.engine.userPresence('alice', TRUSTED).status, 'online');
+  });
+
   it('a status that expires the instant the offline delay ends causes no flash of presence', () => {
     const w = new World({ offlineDelayMs: 1000 });
     const bob = w.connect('bob');

@@ -21,6 +21,8 @@ const SYNC_INTERVAL_MS = 1000;
 const DETECTION_BOUND_MS = Math.ceil((LEASE_MS * 4) / 3);
 /** Room for a loaded 2-core machine; the bound itself is the documented figure. */
 const SLACK_MS = 2500;
+/** The Redis client retries at most this far apart while Redis is away (redis-service.ts). */
+const RECONNECT_STEP_MS = 1000;
 
 interface NodeProcess {
   id: string;
@@ -88,6 +90,16 @@ async function redisKeys(url: string): Promise<string[]> {
   }
 }
 
+async function redisHash(url: string, key: string): Promise<Record<string, string>> {
+  const client = new Redis(url, { lazyConnect: true });
+  await client.connect();
+  try {
+    return await client.hgetall(key);
+  } finally {
+    client.disconnect();
+  }
+}
+
 async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
@@ -106,7 +118,7 @@ const presenceEvents = (client: TestClient, channel: string) => log.presenceEven
 const joinsAndLeaves = (client: TestClient, channel: string, userId: string) => log.joinsAndLeaves(client.messages, channel, userId);
 const replay = (client: TestClient, channel: string) => log.replay(client.messages, channel);
 
-describe('many nodes through Redis (3 processes, real redis-server)', { timeout: 120_000 }, () => {
+describe('many nodes through Redis (3 processes, real redis-server)', { timeout: 180_000 }, () => {
   let redis: RedisServer | undefined;
   let nodes: NodeProcess[] = [];
   const clients: TestClient[] = [];
@@ -432,6 +444,72 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     const shownAgainAt = back.body.user.lastActive as string;
     assert.ok(Date.parse(shownAgainAt) - Date.parse(shownAt) >= 800, `reset: ${shownAt} then ${shownAgainAt}`);
     assert.deepEqual(await witnesses(2), everywhere(shownAgainAt));
+  });
+
+  it('a status set while Redis is down (kill -9, back empty seconds later) reaches every node soon after it returns: invisible is offline everywhere', async (t) => {
+    const [n1, n2, n3] = await cluster(3);
+    const all = [n1, n2, n3];
+    // A user on every node, all in one channel, none with a status yet: the other nodes know them
+    // only from their sessions (their records hold no status, nothing was ever announced).
+    const users = ['ann', 'bob', 'cat'];
+    const sockets = new Map<string, TestClient>();
+    for (const [i, userId] of users.entries()) {
+      const client = await connect(all[i], { userId });
+      assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+      sockets.set(userId, client);
+    }
+    for (const node of all) await until(async () => (await members(node, 'room')).length === 3, 5000, `${node.id} to list all three`);
+    // Each round one user changes status on their own node at a random moment inside an outage
+    // longer than the Redis client's reconnect step (1 s), so the nodes come back at different
+    // moments and the first one's writes are published before the others listen again.
+    const rounds: [string, 'invisible' | 'busy'][] = [['ann', 'invisible'], ['bob', 'busy'], ['cat', 'invisible']];
+    const status = new Map(users.map((u) => [u, 'online']));
+    const timings: number[] = [];
+    for (const [round, [userId, wanted]] of rounds.entries()) {
+      const outageMs = 4000 + Math.floor(Math.random() * 2000);
+      const changeAtMs = 300 + Math.floor(Math.random() * (outageMs - 600));
+      await redis!.kill();
+      await sleep(changeAtMs);
+      assert.equal((await sockets.get(userId)!.request({ type: 'status', status: wanted })).type, 'ack');
+      status.set(userId, wanted === 'invisible' ? 'offline' : wanted);
+      await sleep(outageMs - changeAtMs);
+      await redis!.restart();
+      const restartedAt = Date.now();
+      const expected = users.filter((u) => status.get(u) !== 'offline').map((u) => `${u}:${status.get(u)}`);
+      const wrong = async (): Promise<string | undefined> => {
+        for (const node of all) {
+          const listed = (await members(node, 'room')).join();
+          if (listed !== expected.join()) return `${node.id} lists ${listed}`;
+          for (const u of users) {
+            const shown = (await httpJson(node, `/realtime/users/${u}/presence`)).body.user.status;
+            if (shown !== status.get(u)) return `${node.id} answers ${u} ${shown}`;
+          }
+        }
+        return undefined;
+      };
+      const what = `round ${round + 1}: ${userId} ${wanted} ${changeAtMs} ms into a ${outageMs} ms outage`;
+      let problem: string | undefined;
+      await until(async () => (problem = await wrong()) === undefined, RECONNECT_STEP_MS + SLACK_MS, what).catch((error: Error) => {
+        throw new Error(`${error.message}: ${problem}`);
+      });
+      timings.push(Date.now() - restartedAt);
+      const stored = await redisHash(redis!.url, `presence:user:{${userId}}`);
+      assert.equal(JSON.parse(stored.manual).status, wanted, `${what}: Redis holds the status`);
+      // Converged stays converged: nothing brings the old status back later.
+      await sleep(2 * SYNC_INTERVAL_MS);
+      assert.equal(await wrong(), undefined, `${what}: still right two sync intervals later`);
+    }
+    t.diagnostic(`status set during a Redis outage → right on every node: ${timings.join(', ')} ms after the restart`);
+    // Every client was told, once: an invisible user left and never came back; nobody reconnected.
+    for (const [observer, client] of sockets) {
+      assert.deepEqual(replay(client, 'room'), ['bob:busy'], `what ${observer} holds`);
+      for (const hidden of ['ann', 'cat']) {
+        if (hidden === observer) continue;
+        const seen = joinsAndLeaves(client, 'room', hidden);
+        assert.ok(seen.at(-1) === 'leave' && seen.filter((e) => e === 'leave').length === 1, `${observer} saw ${hidden}: ${seen.join(',')}`);
+      }
+      assert.equal(client.ws.readyState, client.ws.OPEN, `${observer} still connected`);
+    }
   });
 
   it('lastSeen, manual status, state, message and meta survive a restart of every node', async () => {

@@ -87,8 +87,8 @@ export class ClusterLink implements Cluster, UserStore {
   private readonly pendingWrites = new Map<string, number>();
   /** Activity timestamps waiting for the next quiet write. */
   private readonly quietFields = new Map<string, StoredUserFields>();
-  /** Users whose write failed while the service was away: written again on reconnect. */
-  private readonly unsynced = new Set<string>();
+  /** Fields of users this node changed while the service was away: written on reconnect. */
+  private readonly unsynced = new Map<string, Set<string>>();
   /** Users whose record could not be read: the stored one wins on reconnect. */
   private readonly unread = new Set<string>();
 
@@ -485,12 +485,16 @@ export class ClusterLink implements Cluster, UserStore {
     entry.record = record;
     const encoded = encodeRecord(record);
     let changed: StoredUserFields | undefined;
+    /** Fields this node changed, as opposed to ones it never saw stored and holds at their defaults. */
+    const own: string[] = [];
     for (const [field, value] of Object.entries(encoded)) {
       if (entry.fields[field] === value) continue;
       // A field this node has never seen stored (a user new to it) differs from nothing, not from
       // the stored value. Written quietly it would overwrite a status another node set meanwhile,
       // with nothing announced: a quiet write carries only the activity timestamps of such a record.
-      if (kind === 'activity' && !ACTIVITY_FIELDS.has(field) && !(field in entry.fields)) continue;
+      const seen = field in entry.fields;
+      if (kind === 'activity' && !ACTIVITY_FIELDS.has(field) && !seen) continue;
+      if (seen || value !== EMPTY_FIELDS[field]) own.push(field);
       (changed ??= {})[field] = value;
       entry.fields[field] = value;
     }
@@ -500,21 +504,41 @@ export class ClusterLink implements Cluster, UserStore {
       return;
     }
     const quiet = this.quietFields.get(id);
+    // Pending activity timestamps go with an announced write (they may be older than its fields).
+    const withQuiet = [...own, ...Object.keys(quiet ?? {})];
+    if (!this.service.isConnected()) {
+      if (kind === 'expiry') return;
+      this.quietFields.delete(id);
+      this.markUnsynced(id, withQuiet);
+      return;
+    }
     if (quiet) {
       this.quietFields.delete(id);
       changed = { ...quiet, ...changed };
-    }
-    if (!this.service.isConnected()) {
-      this.unsynced.add(id);
-      return;
     }
     // The change's name travels with the write, so every node derives the same event ids from it.
     if (cause !== undefined) changed[CAUSE_FIELD] = cause;
     this.pendingWrites.set(id, (this.pendingWrites.get(id) ?? 0) + 1);
     this.service.writeUser(this.nodeId, id, changed, true).catch(() => {
-      this.unsynced.add(id);
+      if (kind === 'expiry') {
+        if (quiet) this.quietFields.set(id, { ...quiet, ...this.quietFields.get(id) });
+      } else {
+        this.markUnsynced(id, withQuiet);
+      }
       this.writeSeen(id);
     });
+  }
+
+  /**
+   * A change the service did not get is written when it is back, field by field: two nodes that
+   * changed different fields of one user meanwhile (a status here, a lastSeen there) both win.
+   * An expiry is not kept (see SaveKind): every node holding the record clears it by itself, and
+   * one cleared here while away must not overwrite a status the user set meanwhile elsewhere.
+   */
+  private markUnsynced(userId: string, fields: Iterable<string>): void {
+    let kept = this.unsynced.get(userId);
+    if (!kept) this.unsynced.set(userId, (kept = new Set()));
+    for (const field of fields) kept.add(field);
   }
 
   private async flushActivity(): Promise<void> {
@@ -544,7 +568,10 @@ export class ClusterLink implements Cluster, UserStore {
    */
   private async receiveUser(message: Extract<BusMessage, { kind: 'user' }>): Promise<void> {
     const own = message.node === this.nodeId;
-    const inFlight = own ? this.writeSeen(message.userId) : this.pendingWrites.get(message.userId) ?? 0;
+    const writing = own ? this.writeSeen(message.userId) : this.pendingWrites.get(message.userId) ?? 0;
+    // Changed here while the service was away and not written back yet: this node's copy is newer
+    // (a node that came back first published its own copy before this one wrote).
+    const inFlight = writing + (this.unsynced.has(message.userId) ? 1 : 0);
     const entry = this.cache.get(message.userId);
     if (entry && message.version <= entry.version) return;
     const record = decodeRecord(message.userId, message.fields);
@@ -562,35 +589,52 @@ export class ClusterLink implements Cluster, UserStore {
   }
 
   /**
-   * After the service came back: records it lost are written again from memory, records this
-   * node changed while away are written, and every record held is read back and applied.
+   * After the service came back: records it lost are written again from memory, the fields this
+   * node changed while away are written over what it holds, and every user this node knows of is
+   * read back and applied — also those it knows to have no record, or could not read. Another
+   * node that came back first may have written one already, and published it while this node was
+   * not yet listening: that announcement is lost here, and nothing else would ever bring it.
    */
   private async resyncUsers(): Promise<void> {
     const held = [...this.cache].filter(([, entry]) => entry.record !== null);
     // Versions restart when the service lost its data; what is read back now is the reference.
-    for (const [, entry] of held) entry.version = 0;
-    const unsynced = new Set(this.unsynced);
+    for (const entry of this.cache.values()) entry.version = 0;
     const unread = new Set(this.unread);
-    this.unsynced.clear();
     this.unread.clear();
-    await Promise.all(
-      held.map(([id, entry]) => {
-        const fields = encodeRecord(entry.record!);
-        // Changed here while away: this node's copy is newer. Otherwise the stored record, if
-        // any, wins (this node may never have read it), and memory only fills what was lost.
-        if (unsynced.has(id) && !unread.has(id)) return this.service.writeUser(this.nodeId, id, fields, true);
-        return this.service.restoreUser(id, fields);
-      }),
-    );
-    const stored = await this.service.readUsers(held.map(([id]) => id));
-    for (const [id, user] of stored) {
-      const entry = this.cache.get(id);
-      if (!entry || !user || user.version < entry.version) continue;
-      entry.version = user.version;
-      entry.fields = user.fields;
-      const record = decodeRecord(id, user.fields);
-      entry.record = record;
-      await this.listener!.applyRecord(record);
+    try {
+      await Promise.all(
+        held.map(async ([id, entry]) => {
+          const fields = encodeRecord(entry.record!);
+          // Memory fills in only what the service lost: a record another node wrote first wins.
+          await this.service.restoreUser(id, fields);
+          // Changed here while away, so newer than the stored fields. Unless this node never read
+          // the stored record: then it cannot tell its changes from its defaults, and the stored
+          // record wins. Kept until written: records others publish meanwhile do not replace it.
+          const changed = this.unsynced.get(id);
+          if (!changed) return;
+          const write: StoredUserFields = {};
+          for (const field of changed) if (field in fields) write[field] = fields[field];
+          if (!unread.has(id)) await this.service.writeUser(this.nodeId, id, write, true);
+          for (const field of Object.keys(write)) changed.delete(field);
+          if (changed.size === 0) this.unsynced.delete(id);
+        }),
+      );
+      const stored = await this.service.readUsers([...new Set([...this.cache.keys(), ...unread])]);
+      for (const [id, user] of stored) {
+        if (!user) continue;
+        const entry = this.cache.get(id);
+        if (entry && user.version < entry.version) continue;
+        const record = decodeRecord(id, user.fields);
+        // A write of ours made since may not be in what was read: its echo brings the record.
+        if (entry && this.pendingWrites.has(id)) continue;
+        if (entry) Object.assign(entry, { record, version: user.version, fields: user.fields });
+        else this.remember(id, { record, version: user.version, fields: user.fields });
+        await this.listener!.applyRecord(record);
+      }
+    } catch (error) {
+      // Lost again midway: the next attempt reads these again.
+      for (const id of unread) this.unread.add(id);
+      throw error;
     }
   }
 
@@ -602,7 +646,7 @@ export class ClusterLink implements Cluster, UserStore {
       // Oldest first; the model holds its own reference to every record it is using.
       for (const id of this.cache.keys()) {
         if (this.cache.size <= max) break;
-        if (!this.pendingWrites.has(id) && !this.quietFields.has(id)) this.cache.delete(id);
+        if (!this.pendingWrites.has(id) && !this.quietFields.has(id) && !this.unsynced.has(id)) this.cache.delete(id);
       }
     }
     return entry;
@@ -625,6 +669,9 @@ export class ClusterLink implements Cluster, UserStore {
 
 /** The fields an `activity` save moves; written quietly, in batches, and never announced. */
 const ACTIVITY_FIELDS: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveAt']);
+
+/** A record nobody has changed, as stored. */
+const EMPTY_FIELDS: StoredUserFields = encodeRecord(emptyUserRecord(''));
 
 /** A record as stored fields: JSON for structured values, decimal strings for times. */
 export function encodeRecord(record: UserRecord): StoredUserFields {

@@ -3,6 +3,9 @@ import type { BusMessage, SharedService, LeaseState, NodeState, StoredUser, Stor
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
+/** Fields a write never moves back (see ClusterTransport.writeUser). */
+const FORWARD_ONLY: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveAt']);
+
 /**
  * An in-process stand-in for the shared service: several nodes in one process share it, as they
  * would share Redis. It runs the same steps atomically, delivers messages in the same order, and
@@ -15,6 +18,8 @@ export class MemoryHub {
   private readonly users = new Map<string, StoredUser>();
   private readonly connected = new Set<MemoryService>();
   private up = true;
+  /** Counts outages, so a node's turn to come back from an earlier one is not taken in a later one. */
+  private returns = 0;
 
   constructor(readonly now: () => number = Date.now) {}
 
@@ -25,18 +30,34 @@ export class MemoryHub {
   /** The service stops answering: every node sees a disconnect. */
   goDown(): void {
     this.up = false;
-    for (const transport of this.connected) transport.handlers?.disconnected();
+    this.returns += 1;
+    for (const transport of this.connected) {
+      transport.away = true;
+      transport.handlers?.disconnected();
+    }
   }
 
-  /** The service answers again; `empty` is a restart that lost all data. */
-  comeBack(options: { empty: boolean }): void {
+  /**
+   * The service answers again; `empty` is a restart that lost all data. `staggerMs`: the nodes
+   * reconnect one after another, this far apart, in the order they connected first, as Redis
+   * clients do on their own retry schedules: what the first one back publishes is lost for the
+   * others, which must read it instead.
+   */
+  comeBack(options: { empty: boolean; staggerMs?: number }): void {
     if (options.empty) {
       this.leases.clear();
       this.nodeStates.clear();
       this.users.clear();
     }
     this.up = true;
-    for (const transport of this.connected) transport.handlers?.reconnected();
+    const returns = ++this.returns;
+    const reconnect = (transport: MemoryService) => {
+      if (returns !== this.returns || !this.connected.has(transport)) return;
+      transport.away = false;
+      transport.handlers?.reconnected();
+    };
+    const staggerMs = options.staggerMs ?? 0;
+    [...this.connected].forEach((transport, i) => (staggerMs > 0 ? setTimeout(() => reconnect(transport), i * staggerMs) : reconnect(transport)));
   }
 
   /** Every key the service holds, named as the Redis layout would name them (for leak checks). */
@@ -117,7 +138,11 @@ export class MemoryHub {
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): void {
     this.check();
     const user = this.users.get(userId) ?? { version: 0, fields: {} };
-    Object.assign(user.fields, fields);
+    for (const [field, value] of Object.entries(fields)) {
+      // As in write_user.lua: the activity timestamps only move forward.
+      const stored = FORWARD_ONLY.has(field) && user.fields[field] ? Number(user.fields[field]) : undefined;
+      if (stored === undefined || (Number(value) || 0) > stored) user.fields[field] = value;
+    }
     this.users.set(userId, user);
     if (!announce) return;
     user.version += 1;
@@ -156,9 +181,17 @@ export class MemoryHub {
 /** One node's connection to a MemoryHub. */
 export class MemoryService implements SharedService {
   handlers?: Handlers;
+  /** Set while the service is down, and after it is back until this node's turn to reconnect. */
+  away = false;
   private closed = false;
 
-  constructor(private readonly hub: MemoryHub) {}
+  constructor(private readonly shared: MemoryHub) {}
+
+  /** The service, as far as this node can reach it: a command fails while this node is away. */
+  private get hub(): MemoryHub {
+    if (this.away) throw new Error('shared state unavailable');
+    return this.shared;
+  }
 
   async connect(handlers: Handlers): Promise<void> {
     this.handlers = handlers;
@@ -166,11 +199,11 @@ export class MemoryService implements SharedService {
   }
 
   deliver(message: BusMessage): void {
-    if (!this.closed && this.hub.isUp) this.handlers?.message(message);
+    if (!this.closed && this.shared.isUp && !this.away) this.handlers?.message(message);
   }
 
   isConnected(): boolean {
-    return !this.closed && this.hub.isUp;
+    return !this.closed && this.shared.isUp && !this.away;
   }
 
   async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
@@ -228,7 +261,7 @@ export class MemoryService implements SharedService {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.hub.detach(this);
+    this.shared.detach(this);
   }
 }
 

@@ -78,8 +78,9 @@ export class RedisService implements SharedService {
     const shared: RedisOptions = {
       lazyConnect: true,
       enableAutoPipelining: true,
-      // Retry forever, at most a second apart: Redis coming back must be noticed quickly.
-      retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+      // Retry forever, at most a second apart: Redis coming back must be noticed quickly. Jittered,
+      // so the nodes that lost Redis together do not all come back in the same instant.
+      retryStrategy: (attempt) => Math.round(Math.min(50 * attempt, 1000) * (0.5 + Math.random() / 2)),
       maxRetriesPerRequest: 1,
     };
     if (options.client) {

@@ -70,7 +70,8 @@ export interface SharedService {
   readNodeSeqs(nodeIds: string[]): Promise<Map<string, number>>;
   /**
    * Writes some fields of a user record. `announce`: bump the version and publish the whole
-   * record; otherwise (activity timestamps) write quietly.
+   * record; otherwise (activity timestamps) write quietly. The activity timestamps `lastSeenAt`
+   * and `lastActiveAt` only move forward: a value older than the stored one is not written.
    */
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
   /**

@@ -808,7 +808,7 @@ export class PresenceEngine {
       user.record.manual = { status: null, state: null, message: null, expiresAt: null };
       // The expiry time itself, not this timer's: every node that clears it stamps the same moment.
       if (wasInvisible) user.record.shownAt = at;
-      this.save(user);
+      this.save(user, 'expiry');
       // After the save, as in applyStatus: a quiet activity save must not carry the cleared status.
       if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
       this.announcer.announce(user);

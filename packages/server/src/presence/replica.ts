@@ -304,6 +304,11 @@ export class Replica implements SessionReplication, ClusterListener {
       // elsewhere for another field (a lastSeen) must not look like a meta change to others.
       meta: sameJson(before.meta, record.meta) ? before.meta : record.meta,
     };
+    // A status whose time ran out while no node could write its clearing (the shared service was
+    // away; each node cleared it by itself meanwhile) is over here too, not shown again first.
+    if (merged.manual.expiresAt !== null && merged.manual.expiresAt <= this.engine.clock.now()) {
+      merged.manual = { status: null, state: null, message: null, expiresAt: null };
+    }
     if (sameJson(merged, before)) return;
     const privacyChanged = before.visibility !== merged.visibility || !sameJson(before.contacts, merged.contacts);
     user.record = merged;

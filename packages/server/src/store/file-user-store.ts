@@ -156,7 +156,7 @@ export class FileUserStore implements UserStore {
     this.records.set(record.userId, record);
     this.dirty.add(record.userId);
     // While the disk refuses writes, only the timer retries, not every change.
-    if (kind === 'presence' && this.failure === undefined) void this.writeSoon(false);
+    if (kind !== 'activity' && this.failure === undefined) void this.writeSoon(false);
   }
 
   /** False while writes to the data directory fail (a full disk, an I/O error). */

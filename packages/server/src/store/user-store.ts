@@ -34,8 +34,11 @@ export interface UserRecord {
  * How a change should travel. `presence` changes (status, meta, privacy, lastSeen at a
  * disconnect) are written and announced to other nodes at once; `activity` only moves
  * `lastSeen`/`lastActive`, which nobody is told about, so a networked store may batch it.
+ * `expiry` clears a manual status whose time ran out: written like `presence`, but every node
+ * holding the record makes the same change by itself, so a networked store that could not write
+ * it need not insist later (over a status the user set meanwhile elsewhere).
  */
-export type SaveKind = 'presence' | 'activity';
+export type SaveKind = 'presence' | 'activity' | 'expiry';
 
 /**
  * Where user records live. Reads are synchronous on purpose: the presence model answers from

@@ -23,6 +23,7 @@ export interface BackendFactory {
 }
 
 const TRUSTED = { trusted: true } as const;
+const toIsoOrNull = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
 const OFFLINE_DELAY = 400;
 const LEASE_TTL = 300;
 
@@ -470,6 +471,63 @@ export function describeClusterConformance(factory: BackendFactory): void {
       for (const node of [a, b]) assert.deepEqual(memberIds(node, 'room'), ['ann', 'cal', 'obs']);
       const keys = await service!.keys();
       assert.ok(keys.some((k) => k.includes(a.link.nodeId)) && keys.some((k) => k.includes(b.link.nodeId)), 'both nodes wrote their state again');
+    });
+
+    it('a status set while the service is down reaches every node once it is back, also when its node is back first (invisible: offline everywhere)', async () => {
+      const [a, b, c] = await cluster(3);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      // Nothing about ann was ever announced: b and c know her only from her session.
+      const ann = await a.connect('ann');
+      await a.send(ann, { type: 'join', channel: 'room' });
+      await eventually(() => [a, b, c].every((n) => memberIds(n, 'room').join() === 'ann,obs'), 5000, 'both listed everywhere');
+      await service!.goDown();
+      await eventually(() => ![a, b, c].some((n) => n.link.isReady()), 5000, 'no node ready');
+      await a.send(ann, { type: 'status', status: 'invisible' });
+      // a comes back first (the hub returns nodes in the order they connected; Redis clients on
+      // their own schedules), rewrites ann's record and announces it before b and c listen again.
+      await service!.comeBackEmpty();
+      await eventually(() => [a, b, c].every((n) => n.link.isReady()), 10_000, 'every node ready again');
+      const hidden = () => [a, b, c].every((n) => memberIds(n, 'room').join() === 'obs' && n.engine.userPresence('ann', TRUSTED).status === 'offline');
+      await eventually(hidden, 5000, 'ann offline on every node');
+      await pause(OFFLINE_DELAY * 2);
+      assert.ok(hidden(), 'and she stays so');
+      assert.deepEqual(joinsAndLeaves(obs, 'room', 'ann'), ['join', 'leave'], 'obs saw her join, then leave once');
+    });
+
+    it('changes made on two nodes while the service is down both survive its return: a status over an expiry cleared elsewhere, a status over a lastSeen', async () => {
+      const [a, b] = await cluster(2);
+      const obs = await b.connect('obs');
+      await b.send(obs, { type: 'join', channel: 'room' });
+      const annA = await a.connect('ann');
+      await a.send(annA, { type: 'join', channel: 'room' });
+      await a.send(annA, { type: 'status', status: 'busy', expiresAt: new Date(Date.now() + 600).toISOString() });
+      const bobA = await a.connect('bob');
+      const bobB = await b.connect('bob', { device: 'ios' });
+      await b.send(bobB, { type: 'join', channel: 'room' });
+      await eventually(() => memberIds(b, 'room').join() === 'ann,bob,obs' && b.engine.userPresence('ann', TRUSTED).status === 'busy', 5000, 'everyone on b');
+      await service!.goDown();
+      await eventually(() => !a.link.isReady() && !b.link.isReady(), 5000, 'no node ready');
+      // Ann's busy runs out on both nodes; then she sets away on a. Bob's tab on b closes (a new
+      // lastSeen there) and he sets a message on a.
+      await eventually(() => [a, b].every((n) => n.engine.userPresence('ann', TRUSTED).status === 'online'), 5000, 'the expiry on both nodes');
+      await a.send(annA, { type: 'status', status: 'away' });
+      b.engine.disconnect(bobB.attachment!);
+      await a.send(bobA, { type: 'status', message: 'Back at 3' });
+      // a comes back first over the hub (Redis: either): b's changes are written after a's.
+      await service!.comeBackEmpty();
+      await eventually(() => a.link.isReady() && b.link.isReady(), 10_000, 'both ready again');
+      const right = () =>
+        [a, b].every((n) => n.engine.userPresence('ann', TRUSTED).status === 'away' && n.engine.userPresence('bob', TRUSTED).message === 'Back at 3');
+      await eventually(right, 5000, "ann away and bob's message on both nodes");
+      await pause(OFFLINE_DELAY * 2);
+      assert.ok(right(), 'and so it stays');
+      // The shared service holds both of bob's changes: a node started now reads them.
+      const [c] = await cluster(1);
+      await c.engine.loadUsers(['bob']);
+      const stored = c.link.get('bob');
+      assert.equal(stored?.manual.message, 'Back at 3');
+      assert.equal(toIsoOrNull(stored?.lastSeenAt), b.engine.userPresence('bob', TRUSTED).lastSeen, "the lastSeen of bob's tab closed on b");
     });
 
     it('a node with a skewed wall clock stamps cluster time: no early expiry, no lost update', async () => {

@@ -13,7 +13,8 @@ export async function memoryHubService(): Promise<ServiceUnderTest> {
   return {
     connect: () => new MemoryService(hub),
     goDown: async () => hub.goDown(),
-    comeBackEmpty: async () => hub.comeBack({ empty: true }),
+    // The nodes come back one after another, as Redis clients on their own retry schedules do.
+    comeBackEmpty: async () => hub.comeBack({ empty: true, staggerMs: 100 }),
     keys: async () => hub.keys(),
     close: async () => {},
   };
