@@ -12,6 +12,7 @@ import { PresenceReader } from './queries.js';
 import type { UserPatch } from './service.js';
 import type { Channel, ChannelMember, PresenceState, Session, SessionOutput, SessionSink, UserState } from './state.js';
 import { TypingTracker } from './typing.js';
+import { UserUpdates } from './user-updates.js';
 import { welcomeLimits, welcomeMessage } from './welcome.js';
 import { factsOf, hiddenView, publicView, selfView } from './user-presence.js';
 import {
@@ -129,6 +130,8 @@ export class PresenceEngine {
   readonly announcer: Announcer;
   readonly typingTracker: TypingTracker;
   readonly reader: PresenceReader;
+  /** Status, state, message, expiry, meta and privacy: what a user sets (`user-updates.ts`). */
+  readonly updates: UserUpdates = new UserUpdates(this);
   /** Where direct answers to a session go (the wire protocol sets it). */
   output: SessionOutput = NO_OUTPUT;
   /** Set by the replica in a cluster. */
@@ -183,7 +186,7 @@ export class PresenceEngine {
     // watched so far has no record either.
     const forgotten = this.store.get(request.identity.userId) === undefined;
     const user = this.userState(request.identity.userId);
-    this.applyIdentity(user, request.identity);
+    this.updates.applyIdentity(user, request.identity);
     if (forgotten && request.restore) this.restoreStatus(user, request.restore);
     const device = request.device && DEVICE.test(request.device) ? request.device : 'unknown';
 
@@ -263,7 +266,7 @@ export class PresenceEngine {
   private restoreStatus(user: UserState, restore: NonNullable<ConnectRequest['restore']>): void {
     if (restore.status === undefined && restore.state === undefined && restore.message === undefined) return;
     try {
-      this.applyStatus(user, restore, false);
+      this.updates.applyStatus(user, restore, false);
     } catch {
       // A stale or invalid hint (an expired expiry, a state no longer configured) is dropped: the
       // client re-sends its status after `welcome` anyway, and gets a proper error then.
@@ -470,10 +473,10 @@ export class PresenceEngine {
       }
       // The ack's `self` is built only when an ack was asked for (a ref): most updates send none.
       case 'status':
-        this.applyStatus(user, command);
+        this.updates.applyStatus(user, command);
         return command.ref === undefined ? undefined : { self: selfView(factsOf(user), this.config.states) };
       case 'meta':
-        this.applyMeta(user, assertMetaPatch(command.meta));
+        this.updates.applyMeta(user, assertMetaPatch(command.meta));
         return command.ref === undefined ? undefined : { self: selfView(factsOf(user), this.config.states) };
       case 'channel.meta':
         return this.setChannelMeta(session, command.channel, assertMetaPatch(command.meta));
@@ -629,7 +632,8 @@ export class PresenceEngine {
   }
 
   /** Activity moves `lastSeen`/`lastActive`, but never while invisible: those stay frozen. */
-  private touchActivity(user: UserState, now: number): void {
+  /** For `UserUpdates` too. */
+  touchActivity(user: UserState, now: number): void {
     if (user.record.manual.status === 'invisible') return;
     user.record.lastActiveAt = now;
     user.record.lastSeenAt = now;
@@ -714,130 +718,6 @@ export class PresenceEngine {
   }
 
   // -------------------------------------------------------------------------------------------
-  // User state shared by WebSocket commands and the HTTP API
-  // -------------------------------------------------------------------------------------------
-
-  /** Applies a status patch; announces it unless the caller has more to change (then returns whether privacy changed). */
-  private applyStatus(
-    user: UserState,
-    command: Pick<StatusCommand, 'status' | 'state' | 'message' | 'expiresAt' | 'visibility'>,
-    announce = true,
-  ): boolean {
-    const now = this.clock.now();
-    const manual = { ...user.record.manual };
-    // Check everything first: a refused command changes nothing.
-    const checked = this.checkStatus(command, now);
-    const message = checked.message === undefined ? manual.message : checked.message;
-    const expiresAt = checked.expiresAt;
-
-    if (command.status === 'online') {
-      manual.status = null;
-      manual.state = null;
-    } else if (command.status) {
-      manual.status = command.status;
-    }
-    if (command.state !== undefined) {
-      manual.state = command.state;
-      // A new state replaces away/busy (the state carries its own base), but never breaks invisibility.
-      if (command.state !== null && command.status === undefined && manual.status !== 'invisible') manual.status = null;
-    }
-    manual.message = message;
-    // Every command that sets the manual presence sets its expiry anew; one that only changes
-    // visibility leaves the running expiry alone.
-    const setsManual = command.status !== undefined || command.state !== undefined || command.message !== undefined || command.expiresAt !== undefined;
-    if (setsManual) manual.expiresAt = manual.status || manual.state || manual.message ? expiresAt : null;
-
-    const wasInvisible = user.record.manual.status === 'invisible';
-    const becomesInvisible = manual.status === 'invisible';
-    if (!wasInvisible && becomesInvisible && user.sessions.size > 0) {
-      // lastSeen freezes at the moment of going invisible, exactly as it would at a disconnect.
-      user.record.lastSeenAt = now;
-    }
-    // Back in sight: others see the user's channels as joined now (stamped in the record, so every
-    // node shows the same join time however late it hears of the change).
-    if (wasInvisible && !becomesInvisible) user.record.shownAt = now;
-    user.record.manual = manual;
-    const visibilityChanged = command.visibility !== undefined && command.visibility !== user.record.visibility;
-    if (command.visibility !== undefined) user.record.visibility = command.visibility;
-    this.scheduleExpiry(user);
-    this.save(user);
-    // After the save: an activity save is written quietly (other nodes are not told), and made
-    // first it would carry the status change with it, so a user back from invisible stayed
-    // offline on every other node.
-    if (wasInvisible && !becomesInvisible && user.sessions.size > 0) this.touchActivity(user, now);
-    if (announce) this.announcer.announce(user, visibilityChanged);
-    return visibilityChanged;
-  }
-
-  /** Validates the status fields of a command or patch; returns the parsed message and expiry. */
-  private checkStatus(
-    command: Pick<StatusCommand, 'state' | 'message' | 'expiresAt'>,
-    now: number,
-  ): { message: string | null | undefined; expiresAt: number | null } {
-    if (command.state !== undefined && command.state !== null && !Object.hasOwn(this.config.states, command.state)) {
-      throw new PresenceError('UNKNOWN_STATE', `state "${String(command.state).slice(0, 64)}" is not configured`);
-    }
-    const message = command.message === undefined ? undefined : assertMessage(command.message, this.config.limits);
-    return { message, expiresAt: parseExpiry(command.expiresAt, now) };
-  }
-
-  private applyMeta(user: UserState, patch: Meta, announce = true): void {
-    const next = mergeMeta(user.record.meta, patch, this.config.limits);
-    if (sameJson(next, user.record.meta)) return;
-    user.record.meta = next;
-    this.save(user);
-    if (announce) this.announcer.announce(user);
-  }
-
-  scheduleExpiry(user: UserState, lastInLine = false): void {
-    this.clock.clearTimer(user.expiryTimer);
-    user.expiryTimer = undefined;
-    const at = user.record.manual.expiresAt;
-    if (at === null) return;
-    const delay = at - this.clock.now();
-    user.expiryTimer = this.clock.setTimer(lastInLine ? 0 : Math.min(delay, MAX_TIMER_MS), () => {
-      user.expiryTimer = undefined;
-      if (user.record.manual.expiresAt !== at) return;
-      if (this.clock.now() < at || !lastInLine) {
-        // Due now: cleared after everything else due at this instant, so an offline delay that
-        // ends at the same moment ends first (else the user would flash into sight and out).
-        this.scheduleExpiry(user, this.clock.now() >= at);
-        return;
-      }
-      const wasInvisible = user.record.manual.status === 'invisible';
-      user.record.manual = { status: null, state: null, message: null, expiresAt: null };
-      // The expiry time itself, not this timer's: every node that clears it stamps the same moment.
-      if (wasInvisible) user.record.shownAt = at;
-      this.save(user, 'expiry');
-      // After the save, as in applyStatus: a quiet activity save must not carry the cleared status.
-      if (wasInvisible && user.sessions.size > 0) this.touchActivity(user, this.clock.now());
-      this.announcer.announce(user);
-      this.releaseIfUnused(user);
-    });
-  }
-
-  private applyIdentity(user: UserState, identity: Identity): void {
-    let changed = false;
-    if (Object.keys(identity.meta).length > 0) {
-      // Token claims (name, avatar) are the issuer's word and win over stored values.
-      const next = mergeMeta(user.record.meta, identity.meta, this.config.limits);
-      if (!sameJson(next, user.record.meta)) {
-        user.record.meta = next;
-        changed = true;
-      }
-    }
-    if (identity.contacts) {
-      user.record.contacts = [...identity.contacts];
-      changed = true;
-    }
-    if (identity.visibility && identity.visibility !== user.record.visibility) {
-      user.record.visibility = identity.visibility;
-      changed = true;
-    }
-    if (changed) this.save(user);
-  }
-
-  // -------------------------------------------------------------------------------------------
   // Helpers
   // -------------------------------------------------------------------------------------------
 
@@ -857,7 +737,7 @@ export class PresenceEngine {
     };
     user.published = publicView(factsOf(user), this.config.states);
     this.users.set(userId, user);
-    this.scheduleExpiry(user);
+    this.updates.scheduleExpiry(user);
     return user;
   }
 
@@ -871,7 +751,8 @@ export class PresenceEngine {
     if (this.users.get(user.record.userId) === user) this.users.delete(user.record.userId);
   }
 
-  private save(user: UserState, kind: SaveKind = 'presence'): void {
+  /** Saves the user's record, naming the change that made it. For `UserUpdates` too. */
+  save(user: UserState, kind: SaveKind = 'presence'): void {
     this.store.save(user.record, kind, this.causes.now().id);
   }
 
@@ -880,45 +761,7 @@ export class PresenceEngine {
   // -------------------------------------------------------------------------------------------
 
   updateUser(userId: string, patch: UserPatch): SelfPresence {
-    return this.causes.local(() => this.updateUserNow(userId, patch));
-  }
-
-  private updateUserNow(userId: string, patch: UserPatch): SelfPresence {
-    assertUserId(userId, this.config.limits);
-    const meta = patch.meta === undefined ? undefined : assertMetaPatch(patch.meta);
-    if (meta) assertMetaWithinLimits(meta, this.config.limits);
-    for (const id of patch.contacts ?? []) assertUserId(id, this.config.limits);
-    const status = patch.status === 'offline' ? undefined : patch.status;
-    const touchesStatus =
-      status !== undefined || patch.state !== undefined || patch.message !== undefined || patch.expiresAt !== undefined || patch.visibility !== undefined;
-    // Check the whole patch before changing anything, so a refused request changes nothing.
-    if (touchesStatus) this.checkStatus(patch, this.clock.now());
-    const user = this.userState(userId);
-    if (meta) mergeMeta(user.record.meta, meta, this.config.limits);
-    // Released below, not here: the rest of the patch still applies to this object.
-    if (patch.status === 'offline') {
-      this.replication.publish({ op: 'logout', userId });
-      this.endAllSessions(user);
-    }
-    // Status, meta and contacts change together and are announced once, as one update.
-    let privacyChanged = false;
-    if (touchesStatus) {
-      privacyChanged = this.applyStatus(
-        user,
-        { status, state: patch.state, message: patch.message, expiresAt: patch.expiresAt, visibility: patch.visibility },
-        false,
-      );
-    }
-    if (meta) this.applyMeta(user, meta, false);
-    if (patch.contacts) {
-      user.record.contacts = [...new Set(patch.contacts)];
-      this.save(user);
-      privacyChanged = true;
-    }
-    this.announcer.announce(user, privacyChanged);
-    const self = selfView(factsOf(user), this.config.states);
-    this.releaseIfUnused(user);
-    return self;
+    return this.causes.local(() => this.updates.updateUser(userId, patch));
   }
 
   /** Ends every session at once (shutdown): no events, timers cleared. */

@@ -300,6 +300,9 @@ export class Replica implements SessionReplication, ClusterListener {
       ...record,
       lastSeenAt: latest(before.lastSeenAt, record.lastSeenAt),
       lastActiveAt: latest(before.lastActiveAt, record.lastActiveAt),
+      // The last return from invisible only moves forward too: this node may have stamped a return
+      // (an expiry it cleared itself) that a record read back from the shared service lacks.
+      ...(before.shownAt !== undefined || record.shownAt !== undefined ? { shownAt: latest(before.shownAt ?? null, record.shownAt ?? null)! } : {}),
       // The same meta keeps its object: a change is detected by identity, and a record written
       // elsewhere for another field (a lastSeen) must not look like a meta change to others.
       meta: sameJson(before.meta, record.meta) ? before.meta : record.meta,
@@ -313,7 +316,7 @@ export class Replica implements SessionReplication, ClusterListener {
     const privacyChanged = before.visibility !== merged.visibility || !sameJson(before.contacts, merged.contacts);
     user.record = merged;
     const apply = () => {
-      if (before.manual.expiresAt !== merged.manual.expiresAt) this.engine.scheduleExpiry(user);
+      if (before.manual.expiresAt !== merged.manual.expiresAt) this.engine.updates.scheduleExpiry(user);
       this.engine.announcer.announce(user, privacyChanged);
       this.engine.releaseIfUnused(user);
     };
