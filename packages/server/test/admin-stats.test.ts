@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { createAdminStats } from '../src/http/admin-stats.js';
-import { TestClient, httpJson, startTestServer } from './support/harness.js';
+import { TestClient, httpJson, sleep, startTestServer } from './support/harness.js';
 
 describe('GET /realtime/admin/stats', () => {
   it('needs the API key when one is configured: 401 without or with a wrong one', async () => {
@@ -104,5 +104,78 @@ describe('admin stats rates', () => {
     }
     // Many calls within one instant neither divide by zero nor grow the list.
     for (let i = 0; i < 1000; i++) assert.equal(stats().rates?.eventsInPerSecond, 5);
+  });
+});
+
+describe('admin stats: process figures and error totals', () => {
+  it('reports this node\'s memory, unsent bytes and event-loop lag, and WebSocket errors by code as /metrics counts them', async () => {
+    const server = await startTestServer();
+    after(() => server.shutdown());
+    const first = (await httpJson(server, '/realtime/admin/stats')).body;
+    assert.equal(first.process.eventLoopLag, null, 'nothing measured before the first request');
+    assert.ok(first.process.residentMemoryBytes > 10 * 1024 * 1024, `rss ${first.process.residentMemoryBytes}`);
+    assert.ok(first.process.heapUsedBytes > 0 && first.process.heapUsedBytes <= first.process.heapTotalBytes);
+    assert.equal(first.process.outboundBufferBytes, 0);
+    assert.equal(first.process.outboundBufferMaxBytes, 0);
+    assert.deepEqual(first.totals.errors, {});
+
+    const client = await TestClient.connect(server, { userId: 'ada' });
+    after(() => client.close());
+    assert.equal((await client.request({ type: 'no-such-command' })).type, 'error');
+    assert.equal((await client.request({ type: 'join', channel: 'bad channel' })).type, 'error');
+    assert.equal((await client.request({ type: 'join', channel: 'bad channel' })).type, 'error');
+
+    // A stall of 300 ms on this process's loop (the server runs in it).
+    await sleep(50);
+    const stalledAt = Date.now();
+    while (Date.now() - stalledAt < 300);
+    await sleep(50);
+    const second = (await httpJson(server, '/realtime/admin/stats')).body;
+    const lag = second.process.eventLoopLag;
+    assert.ok(lag, 'measured since the first request');
+    assert.ok(lag.maxMs >= 250 && lag.maxMs < 5000, `max ${lag.maxMs} ms`);
+    assert.ok(lag.p99Ms <= lag.maxMs);
+    assert.ok(lag.windowSeconds > 0.2, `window ${lag.windowSeconds} s`);
+    assert.deepEqual(second.totals.errors, { UNKNOWN_TYPE: 1, INVALID_CHANNEL: 2 });
+    const exposition = (await httpJson(server, '/metrics')).text;
+    assert.match(exposition, /^presence_errors_total\{code="UNKNOWN_TYPE"\} 1$/m);
+    assert.match(exposition, /^presence_errors_total\{code="INVALID_CHANNEL"\} 2$/m);
+
+    // The stall's window stays open until a request finds it a second old; the next one starts
+    // without it (the margin is for a loaded test machine, whose loop lags too).
+    await sleep(1100);
+    assert.ok((await httpJson(server, '/realtime/admin/stats')).body.process.eventLoopLag.maxMs >= 250, 'the stall is still in its window');
+    await sleep(300);
+    const quiet = (await httpJson(server, '/realtime/admin/stats')).body.process.eventLoopLag;
+    assert.ok(quiet && quiet.maxMs < 200, `after the window closed: ${JSON.stringify(quiet)}`);
+  });
+
+  it('passes through what its sources say, and zeros without them', () => {
+    const engine = {
+      stats: () => ({ connections: 0, sessions: 0, onlineUsers: 0, channels: 0 }),
+      adminView: () => ({ topChannels: [], nodes: new Map() }),
+    };
+    const counters = { eventsIn: { total: () => 0 }, eventsOut: { total: () => 0 } };
+    const bare = createAdminStats({ engine, metrics: counters })();
+    assert.deepEqual(bare.process, { residentMemoryBytes: 0, heapUsedBytes: 0, heapTotalBytes: 0, outboundBufferBytes: 0, outboundBufferMaxBytes: 0, eventLoopLag: null });
+    assert.deepEqual(bare.totals.errors, {});
+    const full = createAdminStats({
+      engine,
+      metrics: { ...counters, errors: { counts: () => ({ RATE_LIMITED: 7 }) } },
+      process: {
+        memory: () => ({ rss: 300, heapUsed: 100, heapTotal: 200 }),
+        outbound: () => ({ totalBytes: 5000, maxBytes: 4000 }),
+        eventLoopLag: () => ({ windowSeconds: 1, p99Ms: 3, maxMs: 9 }),
+      },
+    })();
+    assert.deepEqual(full.process, {
+      residentMemoryBytes: 300,
+      heapUsedBytes: 100,
+      heapTotalBytes: 200,
+      outboundBufferBytes: 5000,
+      outboundBufferMaxBytes: 4000,
+      eventLoopLag: { windowSeconds: 1, p99Ms: 3, maxMs: 9 },
+    });
+    assert.deepEqual(full.totals.errors, { RATE_LIMITED: 7 });
   });
 });

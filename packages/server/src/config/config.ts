@@ -19,6 +19,11 @@ export interface AuthConfig {
   jwtIssuer?: string;
   /** Bearer key for trusted backends on the HTTP API (may act for any user). */
   apiKey?: string;
+  /**
+   * Read-only bearer key: `GET /realtime/admin/stats` (the dashboard's figures) and nothing else.
+   * Refused everywhere else with FORBIDDEN, and on the WebSocket.
+   */
+  dashboardKey?: string;
 }
 
 export interface ServerLimits extends Limits {
