@@ -640,7 +640,7 @@ export const AdminStats = named(
             ],
             {
               description:
-                'Event-loop delay over `windowSeconds`, the time since this endpoint last started a window (a new one starts once the current one is at least a second old): its 99th percentile and maximum, in milliseconds. `null` on the first request, before anything was measured.',
+                'Event-loop lag over the last `windowSeconds` (10 s, less while sampling has not run that long): how much later than due a timer running every 20 ms ran, its 99th percentile and maximum in milliseconds. `null` on the first request: sampling starts then, and stops after a minute without requests.',
             },
           ),
         },
