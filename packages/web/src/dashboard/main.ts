@@ -337,7 +337,9 @@ function drawCharts(now: number): void {
 
 /** Each code's errors in the last minute (from the oldest answer of this node in it) and since start. */
 function renderErrors(stats: AdminStats, now: number): void {
-  const base = history.find(({ t, stats: old }) => t >= now - WINDOW_MS && old.nodeId === stats.nodeId)?.stats;
+  // The oldest answer in the window; with no earlier answer than this one, the last minute is unknown.
+  const found = history.find(({ t, stats: old }) => t >= now - WINDOW_MS && old.nodeId === stats.nodeId)?.stats;
+  const base = found === stats ? undefined : found;
   const rows = Object.entries(stats.totals.errors)
     .map(([code, total]) => {
       const recent = base ? total - (base.totals.errors[code] ?? 0) : undefined;
