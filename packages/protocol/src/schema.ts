@@ -709,8 +709,39 @@ export const AdminStats = named(
         },
       ),
       totals: Type.Object(
-        { eventsIn: count('Inbound commands since start.'), eventsOut: count('Outbound messages since start.') },
+        {
+          eventsIn: count('Inbound commands since start.'),
+          eventsOut: count('Outbound messages since start.'),
+          errors: Type.Record(Type.String(), count('Errors of this code.'), {
+            description:
+              'WebSocket errors since start by error code, as `presence_errors_total` (codes never counted are left out). A client computes error rates from two successive answers.',
+          }),
+        },
         { description: 'Counter totals since the start of this node, the base of `rates`.' },
+      ),
+      process: Type.Object(
+        {
+          residentMemoryBytes: count('Resident set size of the process.'),
+          heapUsedBytes: count('JavaScript heap in use.'),
+          heapTotalBytes: count('JavaScript heap reserved.'),
+          outboundBufferBytes: count('Bytes queued on this node\'s WebSockets but not yet taken by the kernel, over all connections (as `presence_outbound_buffer_bytes`).'),
+          outboundBufferMaxBytes: count('The same on the connection with the most (as `presence_outbound_buffer_max_bytes`).'),
+          eventLoopLag: Type.Union(
+            [
+              Type.Object({
+                windowSeconds: Type.Number({ minimum: 0 }),
+                p99Ms: Type.Number({ minimum: 0 }),
+                maxMs: Type.Number({ minimum: 0 }),
+              }),
+              Type.Null(),
+            ],
+            {
+              description:
+                'Event-loop lag over the last `windowSeconds` (10 s, less while sampling has not run that long): how much later than due a timer running every 20 ms ran, its 99th percentile and maximum in milliseconds. `null` on the first request: sampling starts then, and stops after a minute without requests.',
+            },
+          ),
+        },
+        { description: "The answering node's process and sockets (other nodes' are not shared through the cluster)." },
       ),
       cluster: Type.Union([Type.Object({ ready: Type.Boolean(), nodes: Type.Array(AdminNodeRow) }), Type.Null()], {
         description: 'Set in a cluster: one row per node (this one first, then by id).',

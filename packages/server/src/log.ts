@@ -244,9 +244,9 @@ export function createLogger(level: LogLevel, options: LoggerOptions | ((line: s
   return new PinoBackedLogger(instance, enabled, {});
 }
 
-/** The configured values no log line may contain: the JWT secret, the API key, Redis's password. */
+/** The configured values no log line may contain: the JWT secret, the API and dashboard keys, Redis's password. */
 export function configSecrets(config: Pick<ServerConfig, 'auth' | 'redisUrl'>): string[] {
-  const secrets = [config.auth.jwtSecret, config.auth.apiKey].filter((s): s is string => s !== undefined);
+  const secrets = [config.auth.jwtSecret, config.auth.apiKey, config.auth.dashboardKey].filter((s): s is string => s !== undefined);
   if (config.redisUrl) {
     try {
       const { password } = new URL(config.redisUrl);

@@ -10,7 +10,7 @@ import { ROUTES, createHttpApi } from './http/api.js';
 import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
-import { createPresenceMetrics, createWebhookMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
+import { EventLoopWindow, createPresenceMetrics, createWebhookMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
 import { RedisService } from './cluster/redis-service.js';
@@ -88,6 +88,10 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
   if (config.dataDir !== undefined && (config.redisUrl || options.sharedService)) {
     throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');
+  }
+  if (config.auth.dashboardKey !== undefined && (config.auth.dashboardKey === config.auth.apiKey || isDevMode(config))) {
+    // loadConfig says the same, naming the variable; this guards programmatic configurations.
+    throw new Error('auth.dashboardKey must differ from auth.apiKey and needs another credential configured (without one, everything is open)');
   }
   if (config.webhooks && (config.redisUrl || options.sharedService)) {
     throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
@@ -178,7 +182,14 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     },
   });
   let shuttingDown = false;
-  const adminStats = createAdminStats({ engine, metrics, cluster, webhooks });
+  const lagWindow = new EventLoopWindow();
+  const adminStats = createAdminStats({
+    engine,
+    metrics,
+    cluster,
+    webhooks,
+    process: { memory: () => process.memoryUsage(), outbound: () => transport.outboundBuffer(), eventLoopLag: () => lagWindow.read() },
+  });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
   const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
@@ -269,6 +280,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       webhooks?.close();
       engine!.dispose();
       metrics.close();
+      lagWindow.close();
       await store.close();
       log.info('stopped');
     })();

@@ -29,6 +29,7 @@ import { ARTIFACTS, DOC_IMAGES, WAIT_MS, launchChromium } from './support/browse
 const OFFLINE_DELAY_MS = 2000;
 const TYPING_TIMEOUT_MS = 1500;
 const API_KEY = 'dashboard-test-key-0123456789';
+const DASHBOARD_KEY = 'dashboard-read-only-key-0123456789';
 const JWT_SECRET = 'dashboard-test-secret-0123456789abcdef';
 
 let publicDir: string;
@@ -223,7 +224,7 @@ describe('dashboard page', () => {
         host: '127.0.0.1',
         nodeId,
         offlineDelayMs: OFFLINE_DELAY_MS,
-        auth: { apiKey: API_KEY, jwtSecret: JWT_SECRET },
+        auth: { apiKey: API_KEY, jwtSecret: JWT_SECRET, dashboardKey: DASHBOARD_KEY },
       });
       const node = await startServer(config, { log: silentLogger, publicDir, sharedService: new MemoryService(hub) });
       nodes.push(node);
@@ -344,13 +345,91 @@ describe('dashboard page', () => {
     await page.waitForFunction(() => (document.querySelector('#rates-chart polyline')?.getAttribute('points') ?? '').split(' ').length >= 5, undefined, {
       timeout: WAIT_MS,
     });
-    await screenshot(page, 'dashboard.png');
+    await screenshot(page, 'dashboard-api-key.png');
 
     // The key stays in this tab: a new tab (new session storage) asks again.
     const again = await context.newPage();
     await again.goto(`${nodes[0].url}/dashboard`);
     await again.getByLabel('API key').waitFor({ timeout: WAIT_MS });
     assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing in local storage');
+  });
+
+  it('works with the read-only dashboard key, and draws rates, errors, lag, memory and unsent bytes with axes and units', async () => {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+    cleanups.push(() => context.close().catch(() => undefined));
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${nodes[0].url}/dashboard`);
+    const keyField = page.getByLabel('Dashboard key or API key');
+    await keyField.waitFor({ timeout: WAIT_MS });
+    assert.match((await page.locator('#key-reason').textContent()) ?? '', /PRESENCE_DASHBOARD_KEY/);
+    await keyField.fill(DASHBOARD_KEY);
+    await page.getByRole('button', { name: 'Show stats' }).click();
+    await page.locator('#stats').waitFor({ timeout: WAIT_MS });
+
+    // The same key is refused by the rest of the API, whoever holds the page.
+    const elsewhere = await fetch(`${nodes[0].url}/realtime/presence/online`, { headers: { Authorization: `Bearer ${DASHBOARD_KEY}` } });
+    assert.equal(elsewhere.status, 403);
+
+    // Traffic and errors for the charts: meta updates fan out; bad joins and unknown commands are
+    // answered with INVALID_CHANNEL and UNKNOWN_TYPE.
+    const writer = await nodeClient({ url: `${nodes[0].url.replace('http', 'ws')}/realtime`, getToken: () => token('dorothy', 'Dorothy') });
+    await writer.join('room:lobby');
+    const raw = new WebSocket(`${nodes[0].url.replace('http', 'ws')}/realtime?token=${await token('mallory', 'Mallory')}`);
+    cleanups.push(() => raw.close());
+    await new Promise((resolve, reject) => raw.once('open', resolve).once('error', reject));
+    for (let i = 0; i < 30; i++) {
+      await writer.setMeta({ step: i });
+      raw.send(JSON.stringify({ type: 'join', channel: 'no spaces allowed' }));
+      if (i % 3 === 0) raw.send(JSON.stringify({ type: 'shout' }));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    const codes = page.locator('#errors-table tbody tr');
+    await codes.filter({ hasText: 'INVALID_CHANNEL' }).filter({ hasText: '30' }).waitFor({ timeout: WAIT_MS });
+    await codes.filter({ hasText: 'UNKNOWN_TYPE' }).filter({ hasText: '10' }).waitFor({ timeout: WAIT_MS });
+    await page.locator('#errors-legend').filter({ hasText: 'INVALID_CHANNEL' }).waitFor({ timeout: WAIT_MS });
+    // Every chart has drawn a line of several answers.
+    await page.waitForFunction(
+      (ids) => ids.every((id) => [...document.querySelectorAll(`#${id} polyline`)].some((line) => (line.getAttribute('points') ?? '').split(' ').length >= 5)),
+      ['rates-chart', 'errors-chart', 'lag-chart', 'memory-chart', 'outbound-chart'],
+      { timeout: WAIT_MS },
+    );
+
+    // A string, not a function: see "shown" above.
+    const axes = (await page.evaluate(`(() => Object.fromEntries(
+      ['rates-chart', 'errors-chart', 'lag-chart', 'memory-chart', 'outbound-chart'].map((id) => {
+        const svg = document.getElementById(id);
+        const texts = (selector) => [...svg.querySelectorAll(selector)].map((t) => t.textContent);
+        return [id, { unit: texts('.axis-unit'), values: texts('.value-tick'), times: texts('.time-tick'), label: svg.getAttribute('aria-label') }];
+      }),
+    ))()`)) as Record<string, { unit: string[]; values: string[]; times: string[]; label: string }>;
+    const units: Record<string, RegExp> = {
+      'rates-chart': /^events\/s$/,
+      'errors-chart': /^errors\/s$/,
+      'lag-chart': /^ms$/,
+      'memory-chart': /^MiB$/,
+      'outbound-chart': /^(bytes|KiB|MiB)$/,
+    };
+    for (const [id, axis] of Object.entries(axes)) {
+      assert.equal(axis.unit.length, 1, `${id}: one unit title`);
+      assert.match(axis.unit[0], units[id], `${id}: unit`);
+      assert.deepEqual(axis.times, ['−60 s', '−45 s', '−30 s', '−15 s', 'now'], `${id}: time axis`);
+      const values = axis.values.map((v) => Number(v.replace(/,/g, '')));
+      assert.ok(values.length >= 2 && values[0] === 0, `${id}: value axis from 0: ${axis.values.join(' ')}`);
+      assert.ok(values.every((v, i) => i === 0 || v > values[i - 1]), `${id}: increasing ticks: ${axis.values.join(' ')}`);
+      assert.ok(axis.label.length > 20, `${id}: described for screen readers`);
+    }
+    // The memory the page shows is a process's, not nonsense: from 10 MiB to 10 GiB.
+    const memory = (await page.locator('#memory-legend').textContent()) ?? '';
+    const rss = Number(/resident \(RSS\): ([\d.,]+) MiB/.exec(memory)?.[1].replace(/,/g, ''));
+    assert.ok(rss > 10 && rss < 10_240, `RSS shown: ${memory}`);
+    // The errors chart's top is above the busiest code's rate (about 3.3 errors/s of INVALID_CHANNEL).
+    const errorTop = Number(axes['errors-chart'].values.at(-1));
+    assert.ok(errorTop >= 2, `errors axis up to ${errorTop}`);
+    assert.match((await page.locator('#scope').textContent()) ?? '', /event-loop lag, memory and unsent bytes are this node's/);
+    await screenshot(page, 'dashboard.png');
+    assert.deepEqual(errors, [], 'no errors in the page');
   });
 
   it('the demo, on a server with tokens: refused without one, works with a pasted token', async () => {

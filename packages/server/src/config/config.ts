@@ -24,6 +24,11 @@ export interface AuthConfig {
    * from `apiKey`, else (development mode) a fixed development key, else a random key per process
    */
   sessionSecret?: string;
+  /**
+   * Read-only bearer key: `GET /realtime/admin/stats` (the dashboard's figures) and nothing else.
+   * Refused everywhere else with FORBIDDEN, and on the WebSocket.
+   */
+  dashboardKey?: string;
 }
 
 export interface ServerLimits extends Limits {

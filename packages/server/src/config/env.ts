@@ -34,6 +34,8 @@ const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'sile
 const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty'];
 const STATE_BASES: readonly StateBase[] = ['online', 'away', 'busy'];
 const STATE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** The API key's recommended minimum; for the dashboard key, new and without old deployments, a rule. */
+export const MIN_DASHBOARD_KEY_LENGTH = 16;
 
 interface LimitSpec {
   env: string;
@@ -107,6 +109,7 @@ export const CONFIG_VARIABLE_DOCS: readonly VarDoc[] = [
   { name: 'PRESENCE_JWT_ISSUER', default: unset, help: 'When set, user tokens must carry this "iss".' },
   { name: 'PRESENCE_API_KEY', default: unset, help: 'Bearer key for trusted backends on the HTTP API (may act for any user).' },
   { name: 'PRESENCE_SESSION_SECRET', default: 'derived', help: 'Signs session tokens (unload beacons); default: derived from PRESENCE_JWT_SECRET or PRESENCE_API_KEY. Same value on every node.' },
+  { name: 'PRESENCE_DASHBOARD_KEY', default: unset, help: `Read-only bearer key for the dashboard: GET /realtime/admin/stats and nothing else (at least ${MIN_DASHBOARD_KEY_LENGTH} characters, not the API key).` },
   {
     name: 'PRESENCE_STATES',
     default: Object.entries(DEFAULT_STATES).map(([name, base]) => `${name}:${base}`).join(','),
@@ -430,6 +433,25 @@ function readWebhooks(
   };
 }
 
+/** The read-only dashboard key: long enough not to be guessed, distinct from the API key, and protecting something. */
+function parseDashboardKey(key: string, auth: AuthConfig): string {
+  const name = 'PRESENCE_DASHBOARD_KEY';
+  if (key.length < MIN_DASHBOARD_KEY_LENGTH) {
+    // Never echo a key, even a short one.
+    throw new ConfigError(name, `${name} is ${key.length} characters; it must be at least ${MIN_DASHBOARD_KEY_LENGTH} (e.g. openssl rand -hex 24)`);
+  }
+  if (key === auth.apiKey) {
+    throw new ConfigError(name, `${name} equals PRESENCE_API_KEY; the read-only key must be a different one, or whoever holds it holds the API key`);
+  }
+  if (!auth.apiKey && !auth.jwtSecret && !auth.jwtPublicKey) {
+    throw new ConfigError(
+      name,
+      `${name} is set but no other auth is: the server runs in development mode, where the whole API, the stats included, is open; set PRESENCE_JWT_SECRET, a public key or PRESENCE_API_KEY too`,
+    );
+  }
+  return key;
+}
+
 /** Parses the URL list; the URLs are kept as written (after trimming) so logs match the config. */
 export function parseWebhookUrls(raw: string, name = 'PRESENCE_WEBHOOK_URLS'): string[] {
   const urls: string[] = [];
@@ -594,6 +616,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   if (present(vars.PRESENCE_JWT_ISSUER)) auth.jwtIssuer = vars.PRESENCE_JWT_ISSUER.trim();
   if (present(vars.PRESENCE_API_KEY)) auth.apiKey = vars.PRESENCE_API_KEY;
   if (present(vars.PRESENCE_SESSION_SECRET)) auth.sessionSecret = vars.PRESENCE_SESSION_SECRET;
+  if (present(vars.PRESENCE_DASHBOARD_KEY)) auth.dashboardKey = parseDashboardKey(vars.PRESENCE_DASHBOARD_KEY, auth);
 
   // Unlike the other variables, an empty PRESENCE_STATES is meaningful: no custom states.
   const states =

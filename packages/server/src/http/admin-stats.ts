@@ -16,7 +16,14 @@ export interface AdminStatsSources {
       nodes: Map<string | null, { sessions: number; connections: number; users: number }>;
     };
   };
-  metrics: { eventsIn: { total(): number }; eventsOut: { total(): number } };
+  /** `errors` by code (the `presence_errors_total` counts); without it `totals.errors` is empty. */
+  metrics: { eventsIn: { total(): number }; eventsOut: { total(): number }; errors?: { counts(): Record<string, number> } };
+  /** This node's process and sockets; without it every figure of `process` is 0 and the lag `null`. */
+  process?: {
+    memory(): { rss: number; heapUsed: number; heapTotal: number };
+    outbound(): { totalBytes: number; maxBytes: number };
+    eventLoopLag(): AdminStats['process']['eventLoopLag'];
+  };
   /** `nodeId` and `nodes()` are incarnations (`<id>@<incarnation>`); `nameOf` gives the id shown. */
   cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean; nameOf(node: string): string };
   /** Set when webhooks are configured: one row per URL. */
@@ -79,6 +86,10 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
       cluster = { ready: link.isReady(), nodes: rows };
     }
 
+    const proc = sources.process;
+    const memory = proc?.memory() ?? { rss: 0, heapUsed: 0, heapTotal: 0 };
+    const outbound = proc?.outbound() ?? { totalBytes: 0, maxBytes: 0 };
+
     return {
       time: new Date(at).toISOString(),
       nodeId: link ? link.nameOf(link.nodeId) : null,
@@ -88,7 +99,15 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
       channels: stats.channels,
       topChannels: view.topChannels,
       rates,
-      totals: { eventsIn: current.eventsIn, eventsOut: current.eventsOut },
+      totals: { eventsIn: current.eventsIn, eventsOut: current.eventsOut, errors: sources.metrics.errors?.counts() ?? {} },
+      process: {
+        residentMemoryBytes: memory.rss,
+        heapUsedBytes: memory.heapUsed,
+        heapTotalBytes: memory.heapTotal,
+        outboundBufferBytes: outbound.totalBytes,
+        outboundBufferMaxBytes: outbound.maxBytes,
+        eventLoopLag: proc?.eventLoopLag() ?? null,
+      },
       cluster,
       webhooks: sources.webhooks ? { targets: sources.webhooks.stats() } : null,
     };

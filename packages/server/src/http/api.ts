@@ -71,6 +71,15 @@ export const ROUTES = {
   openapi: '/realtime/openapi.json',
 } as const;
 
+/**
+ * Routes the read-only dashboard key (`PRESENCE_DASHBOARD_KEY`) may call, as a trusted reader:
+ * the dashboard's figures. Every other route refuses it with FORBIDDEN.
+ */
+const DASHBOARD_KEY_ROUTES: ReadonlySet<string> = new Set([ROUTES.adminStats]);
+
+/** Who sent a request: a viewer of the presence API, or the holder of the read-only dashboard key. */
+type Caller = Viewer | { kind: 'dashboard' };
+
 /** Routes under `/realtime/` that need no credentials (and refuse no Origin): documentation. */
 const PUBLIC_REALTIME_ROUTES: ReadonlySet<string> = new Set([ROUTES.openapi]);
 /**
@@ -194,7 +203,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     })
     .add('GET', ROUTES.adminStats, ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
-      if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The admin stats need the API key.');
+      if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The admin stats need the API key or the dashboard key.');
       if (!deps.adminStats) throw new PresenceError('NOT_FOUND', 'Admin stats are not enabled on this server.');
       return { status: 200, json: deps.adminStats() };
     })
@@ -220,13 +229,14 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     }));
   }
 
-  async function authenticate(req: IncomingMessage): Promise<Viewer> {
+  async function authenticate(req: IncomingMessage): Promise<Caller> {
     if (devMode) return { kind: 'trusted' };
     const token = bearerToken(req.headers.authorization);
     if (token === undefined) {
       throw new PresenceError('UNAUTHORIZED', 'Send "Authorization: Bearer <API key or user token>".');
     }
     if (apiKeyMatches(config.auth.apiKey, token)) return { kind: 'trusted' };
+    if (apiKeyMatches(config.auth.dashboardKey, token)) return { kind: 'dashboard' };
     if (!verifier) throw new PresenceError('UNAUTHORIZED', 'The API key is invalid.');
     try {
       return { kind: 'user', identity: await verifier.verify(token) };
@@ -243,12 +253,12 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
    * Who is asking, charged to their bucket: the API key's, the user's, or (when the credentials
    * fail, and in development mode) the client address's. Over its limit: RATE_LIMITED.
    */
-  async function admit(req: IncomingMessage): Promise<Viewer> {
+  async function admit(req: IncomingMessage): Promise<Caller> {
     if (devMode) {
       rateLimits.take('dev', clientAddress(req, config.trustProxyHops));
       return { kind: 'trusted' };
     }
-    let viewer: Viewer;
+    let viewer: Caller;
     try {
       viewer = await authenticate(req);
     } catch (error) {
@@ -258,6 +268,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       throw error;
     }
     if (viewer.kind === 'user') rateLimits.take('user', viewer.identity.userId);
+    else if (viewer.kind === 'dashboard') rateLimits.take('dashboard', 'dashboard-key');
     else rateLimits.take('key', 'api-key');
     return viewer;
   }
@@ -303,9 +314,21 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       // Browsers enforce CORS only by hiding responses; refusing here also stops side effects of
       // requests a foreign page could send without a preflight (dev mode has no credentials).
       if (origin !== undefined && !corsOk) throw new PresenceError('ORIGIN_FORBIDDEN');
-      if (!BODY_CREDENTIAL_ROUTES.has(match.template)) viewer = await admit(req);
-      // The beacon carries its credential in the body: only its sender's address is limited.
-      else rateLimits.take('ip', clientAddress(req, config.trustProxyHops));
+      if (BODY_CREDENTIAL_ROUTES.has(match.template)) {
+        // The beacon carries its credential in the body: only its sender's address is limited.
+        rateLimits.take('ip', clientAddress(req, config.trustProxyHops));
+      } else {
+        const caller = await admit(req);
+        if (caller.kind === 'dashboard') {
+          if (!DASHBOARD_KEY_ROUTES.has(match.template)) {
+            throw new PresenceError('FORBIDDEN', 'The dashboard key is read-only: it reads GET /realtime/admin/stats and nothing else.');
+          }
+          // A trusted reader on the routes above, none of which writes.
+          viewer = { kind: 'trusted' };
+        } else {
+          viewer = caller;
+        }
+      }
     }
 
     const reply = await match.handler({ req, query, params: match.params, viewer });

@@ -230,7 +230,8 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
       operation: {
         operationId: 'getAdminStats',
         summary: 'Figures for the operations dashboard',
-        description: 'API key only: a user token is refused with `FORBIDDEN`. `NOT_FOUND` when the server runs without the dashboard figures.',
+        description:
+          'The API key, or the read-only `PRESENCE_DASHBOARD_KEY` sent the same way (`Authorization: Bearer …`), which no other route accepts (`FORBIDDEN` there). A user token is refused with `FORBIDDEN`. `NOT_FOUND` when the server runs without the dashboard figures.',
         security: [{ [API_KEY]: [] }],
         responses: {
           '200': json('Figures of this node (and the cluster, in a cluster).', AdminStats),

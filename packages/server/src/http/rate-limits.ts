@@ -87,13 +87,15 @@ export class TokenBuckets {
 
 /**
  * `key`: the API key; `user`: one user's tokens; `ip`: a client address whose credentials fail;
- * `dev`: a client address in development mode (no credentials exist), at the API key's rates.
+ * `dev`: a client address in development mode (no credentials exist), at the API key's rates;
+ * `dashboard`: the read-only dashboard key, at the API key's rates in a bucket of its own (a
+ * dashboard never takes a backend's requests).
  */
-export type RateLimitKind = 'key' | 'user' | 'ip' | 'dev';
+export type RateLimitKind = 'key' | 'user' | 'ip' | 'dev' | 'dashboard';
 
-const WHO: Record<RateLimitKind, string> = { key: 'the API key', user: 'this user', ip: 'this client address', dev: 'this client address' };
+const WHO: Record<RateLimitKind, string> = { key: 'the API key', user: 'this user', ip: 'this client address', dev: 'this client address', dashboard: 'the dashboard key' };
 
-/** The three kinds of buckets of one node, sized from the configuration. */
+/** The buckets of one node, by kind, sized from the configuration. */
 export class HttpRateLimits {
   private readonly kinds: Record<RateLimitKind, TokenBuckets>;
 
@@ -103,6 +105,7 @@ export class HttpRateLimits {
       user: new TokenBuckets(limits.httpUserRateLimit, limits.httpUserRateBurst, now, maxKeys),
       ip: new TokenBuckets(limits.httpIpRateLimit, limits.httpIpRateBurst, now, maxKeys),
       dev: new TokenBuckets(limits.httpKeyRateLimit, limits.httpKeyRateBurst, now, maxKeys),
+      dashboard: new TokenBuckets(limits.httpKeyRateLimit, limits.httpKeyRateBurst, now, maxKeys),
     };
   }
 
@@ -120,7 +123,7 @@ export class HttpRateLimits {
 
   /** Buckets held per kind. */
   sizes(): Record<RateLimitKind, number> {
-    return { key: this.kinds.key.size, user: this.kinds.user.size, ip: this.kinds.ip.size, dev: this.kinds.dev.size };
+    return { key: this.kinds.key.size, user: this.kinds.user.size, ip: this.kinds.ip.size, dev: this.kinds.dev.size, dashboard: this.kinds.dashboard.size };
   }
 }
 

@@ -15,7 +15,6 @@ export const FANOUT_BUCKETS: readonly number[] = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 ];
 
-const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 const REFUSAL_REASONS: ReadonlySet<string> = new Set(['event_loop_lag', 'outbound_buffer']);
 const OUTBOUND_TYPES: readonly string[] = [
   'welcome',
@@ -53,7 +52,8 @@ export interface PresenceMetrics {
   eventsIn: LabelCounts;
   /** Outbound messages by type, one per receiving connection; other types as `other`. */
   eventsOut: LabelCounts;
-  errors: Counter<'code'>;
+  /** Errors answered on WebSockets by code; an unknown code is counted as `INTERNAL`. */
+  errors: LabelCounts;
   connectionsOpened: Counter;
   connectionsClosed: Counter<'code'>;
   /** Upgrades refused with OVERLOADED, by reason (`event_loop_lag`, `outbound_buffer`). */
@@ -170,11 +170,13 @@ export function createPresenceMetrics(
     values: OUTBOUND_TYPES,
     fallback: 'other',
   });
-  const errors = new Counter({
+  // Plain numbers too: the admin stats read them synchronously for the dashboard's error rates.
+  const errors = new LabelCounts(registry, {
     name: 'presence_errors_total',
     help: 'Errors answered to clients, by error code.',
-    labelNames: ['code'] as const,
-    registers: [registry],
+    label: 'code',
+    values: ERROR_CODES,
+    fallback: 'INTERNAL',
   });
   const connectionsOpened = new Counter({
     name: 'presence_connections_opened_total',
@@ -276,7 +278,7 @@ export function createPresenceMetrics(
       eventsOut.add(type, receivers);
     },
     errorSent(code) {
-      errors.inc({ code: KNOWN_ERROR_CODES.has(code) ? code : 'INTERNAL' });
+      errors.add(code);
     },
     connectionOpened() {
       connectionsOpened.inc();

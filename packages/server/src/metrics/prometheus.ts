@@ -62,6 +62,13 @@ export class LabelCounts {
     return this.slots.get(value)?.n ?? 0;
   }
 
+  /** The label values counted so far with their counts (values never counted are left out). */
+  counts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [value, slot] of this.slots) if (slot.n > 0) out[value] = slot.n;
+    return out;
+  }
+
   /** Sum over every label value; the admin stats derive event rates from it. */
   total(): number {
     let sum = 0;

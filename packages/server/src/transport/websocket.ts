@@ -10,7 +10,7 @@ import type { PresenceNode } from '../presence-node.js';
 import type { Identity } from '../auth/identity.js';
 import { SESSION_TOKEN_RENEW_AFTER_MS } from '../auth/session-tokens.js';
 import type { TokenVerifier } from '../auth/tokens.js';
-import { bearerToken, originAllowed } from '../auth/access.js';
+import { apiKeyMatches, bearerToken, originAllowed } from '../auth/access.js';
 import { PresenceError, isPresenceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { compile } from '../schema-checks.js';
@@ -168,6 +168,8 @@ export class WebSocketTransport {
     }
     const token = url.searchParams.get('token') ?? bearerToken(request.headers.authorization);
     if (token) {
+      // Refused by name, not only because it is no JWT: the read-only key must never open a session.
+      if (apiKeyMatches(config.auth.dashboardKey, token)) throw new PresenceError('UNAUTHORIZED', 'the dashboard key reads the admin stats only; connect with a user token');
       if (!verifier) throw new PresenceError('UNAUTHORIZED', 'tokens are not configured on this server');
       const identity = await verifier.verify(token);
       // The verifier tolerates a few seconds of clock skew on `exp`, but an open socket is closed
