@@ -35,6 +35,16 @@ const CLOSE_HANDSHAKE_TIMEOUT_MS = 1000;
  */
 const SWEEP_SLICES = 20;
 
+/**
+ * The heartbeat's timing for one interval: the sweep ticks every `tickMs`, visiting one of
+ * `slices` slices per tick, so each connection is visited (and pinged) once per `slices * tickMs`,
+ * which is at most the interval. Below 20 ms there are fewer slices, of 1 ms each.
+ */
+export function heartbeatTiming(intervalMs: number): { slices: number; tickMs: number } {
+  const slices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(intervalMs)));
+  return { slices, tickMs: Math.max(1, Math.floor(intervalMs / slices)) };
+}
+
 export interface TransportObserver extends ConnectionObserver {
   connectionOpened(): void;
   connectionClosed(code: number): void;
@@ -61,9 +71,16 @@ export class WebSocketTransport {
   /** Authenticated connections and their sockets. */
   private readonly connections = new Map<Connection, WebSocket>();
   /** The same connections split into fixed slices for the staggered heartbeat sweep. */
-  private readonly sweepSlices: Map<Connection, WebSocket>[] = Array.from({ length: SWEEP_SLICES }, () => new Map());
+  private readonly sweepSlices: Map<Connection, WebSocket>[];
+  private readonly tickMs: number;
   private nextSlice = 0;
   private sweepTick = 0;
+  /**
+   * Connections whose two silent intervals run out before their slice comes round again, filed
+   * under the tick that ends them (a ring, indexed by sweepTick): visiting each connection once per
+   * interval alone would cut it anywhere from two to three intervals after its last sign of life.
+   */
+  private readonly deadlines: [Connection, WebSocket][][];
   private readonly heartbeat: NodeJS.Timeout;
   private readonly now: () => number;
   private accepting = true;
@@ -92,7 +109,12 @@ export class WebSocketTransport {
       observer: options.observer,
     };
     this.handlers = this.makeHandlers();
-    this.heartbeat = setInterval(() => this.sweep(), Math.max(1, Math.floor(config.heartbeatIntervalMs / SWEEP_SLICES)));
+    const { slices, tickMs } = heartbeatTiming(config.heartbeatIntervalMs);
+    this.tickMs = tickMs;
+    this.sweepSlices = Array.from({ length: slices }, () => new Map());
+    // A deadline is filed at most one interval ahead, so this many ticks never wrap onto a later one.
+    this.deadlines = Array.from({ length: Math.ceil(config.heartbeatIntervalMs / tickMs) + 2 }, () => []);
+    this.heartbeat = setInterval(() => this.sweep(), tickMs);
     this.heartbeat.unref();
     this.overload = new OverloadGuard({
       maxEventLoopLagMs: config.limits.maxEventLoopLagMs,
@@ -227,7 +249,7 @@ export class WebSocketTransport {
     ws.on('error', this.handlers.error);
     if (!authenticated) return connection;
     connection.sweepSlice = this.nextSlice;
-    this.nextSlice = (this.nextSlice + 1) % SWEEP_SLICES;
+    this.nextSlice = (this.nextSlice + 1) % this.sweepSlices.length;
     this.connections.set(connection, ws);
     this.sweepSlices[connection.sweepSlice].set(connection, ws);
     ws.on('pong', this.handlers.pong);
@@ -276,24 +298,53 @@ export class WebSocketTransport {
   }
 
   /**
-   * Pings each connection once per interval (one slice per tick); one that sent nothing (not even
-   * a pong) for two intervals is half-open or hung, and is cut so its offline delay can start.
+   * Pings each connection once per interval (one slice per tick), and cuts one that sent nothing
+   * (not even a pong) for two intervals: it is half-open or hung, and its offline delay should
+   * start. A connection whose two intervals end before its slice comes round again is filed under
+   * the tick that ends them, so it is cut at most one tick late; one that answered in the meantime
+   * is let be there. A live peer is never near that deadline: it answers each ping within its
+   * round trip, and pings come once per interval.
    */
   private sweep(): void {
-    const slice = this.sweepSlices[this.sweepTick];
-    this.sweepTick = (this.sweepTick + 1) % SWEEP_SLICES;
-    const deadline = this.now() - 2 * this.options.config.heartbeatIntervalMs;
-    for (const [connection, ws] of slice) {
-      if (connection.lastInboundAt < deadline) {
-        if (connection.isClosed) continue;
+    const now = this.now();
+    const ring = this.deadlines.length;
+    const tick = this.sweepTick;
+    this.sweepTick += 1;
+    const due = this.deadlines[tick % ring];
+    if (due.length > 0) {
+      this.deadlines[tick % ring] = [];
+      for (const [connection, ws] of due) {
+        if (this.connections.has(connection)) this.checkLiveness(connection, ws, now, tick);
+      }
+    }
+    for (const [connection, ws] of this.sweepSlices[tick % this.sweepSlices.length]) {
+      if (this.checkLiveness(connection, ws, now, tick) && ws.readyState === ws.OPEN) ws.ping();
+    }
+  }
+
+  /** Cuts a connection silent for two intervals, or files its deadline if that comes within one; false once cut. */
+  private checkLiveness(connection: Connection, ws: WebSocket, now: number, tick: number): boolean {
+    if (connection.isClosed) return false;
+    const intervalMs = this.options.config.heartbeatIntervalMs;
+    const deadline = connection.lastInboundAt + 2 * intervalMs;
+    if (deadline <= now) {
+      // Timers run before the event loop reads sockets: after a stall, a pong may be waiting
+      // unread. The verdict waits for this turn's reads (setImmediate runs after them).
+      setImmediate(() => {
+        if (connection.isClosed || !this.connections.has(connection)) return;
+        if (connection.lastInboundAt + 2 * intervalMs > this.now()) return;
         this.options.observer?.errorSent('HEARTBEAT_TIMEOUT');
         // A hung client may still read a close frame; a half-open one never will, so cut it shortly.
         connection.close(4002, 'HEARTBEAT_TIMEOUT');
-        setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, this.options.config.heartbeatIntervalMs)).unref();
-      } else if (ws.readyState === ws.OPEN) {
-        ws.ping();
-      }
+        setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, intervalMs)).unref();
+      });
+      return false;
     }
+    if (deadline - now < intervalMs) {
+      const ticksAhead = Math.max(1, Math.ceil((deadline - now) / this.tickMs));
+      this.deadlines[(tick + ticksAhead) % this.deadlines.length].push([connection, ws]);
+    }
+    return true;
   }
 
   /** Closes every connection with 1001 so clients reconnect (elsewhere), then stops. */
