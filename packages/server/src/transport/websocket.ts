@@ -35,13 +35,16 @@ const CLOSE_HANDSHAKE_TIMEOUT_MS = 1000;
  */
 const SWEEP_SLICES = 20;
 
+/** Shortest sweep tick: 1 ms timers fire late by a good share of their delay, which adds up over a cycle. */
+const MIN_TICK_MS = 5;
+
 /**
  * The heartbeat's timing for one interval: the sweep ticks every `tickMs`, visiting one of
  * `slices` slices per tick, so each connection is visited (and pinged) once per `slices * tickMs`,
- * which is at most the interval. Below 20 ms there are fewer slices, of 1 ms each.
+ * which is at most the interval. Below 100 ms (tests) there are fewer slices, of 5 ms each.
  */
 export function heartbeatTiming(intervalMs: number): { slices: number; tickMs: number } {
-  const slices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(intervalMs)));
+  const slices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(intervalMs / MIN_TICK_MS)));
   return { slices, tickMs: Math.max(1, Math.floor(intervalMs / slices)) };
 }
 
@@ -74,11 +77,17 @@ export class WebSocketTransport {
   private readonly sweepSlices: Map<Connection, WebSocket>[];
   private readonly tickMs: number;
   private nextSlice = 0;
-  private sweepTick = 0;
+  /**
+   * Tick `n` of the sweep is due at `sweepEpoch + n * tickMs`: the ticks keep to the wall clock
+   * (setInterval drifts by its lateness at every run, which would stretch the ping interval and
+   * put the deadlines below late), and a late timer runs every tick it missed.
+   */
+  private readonly sweepEpoch: number;
+  private nextTick = 0;
   /**
    * Connections whose two silent intervals run out before their slice comes round again, filed
-   * under the tick that ends them (a ring, indexed by sweepTick): visiting each connection once per
-   * interval alone would cut it anywhere from two to three intervals after its last sign of life.
+   * under the tick that ends them (a ring of ticks): visiting each connection once per interval
+   * alone would cut it anywhere from two to three intervals after its last sign of life.
    */
   private readonly deadlines: [Connection, WebSocket][][];
   private readonly heartbeat: NodeJS.Timeout;
@@ -112,8 +121,11 @@ export class WebSocketTransport {
     const { slices, tickMs } = heartbeatTiming(config.heartbeatIntervalMs);
     this.tickMs = tickMs;
     this.sweepSlices = Array.from({ length: slices }, () => new Map());
-    // A deadline is filed at most one interval ahead, so this many ticks never wrap onto a later one.
-    this.deadlines = Array.from({ length: Math.ceil(config.heartbeatIntervalMs / tickMs) + 2 }, () => []);
+    this.sweepEpoch = this.now();
+    // A deadline is filed only when it comes before the connection's next visit, fewer than
+    // `slices` ticks ahead; a sweep that catches up runs at most `slices` ticks back. Twice that
+    // and one never puts two ticks of one sweep in the same place.
+    this.deadlines = Array.from({ length: 2 * slices + 1 }, () => []);
     this.heartbeat = setInterval(() => this.sweep(), tickMs);
     this.heartbeat.unref();
     this.overload = new OverloadGuard({
@@ -303,27 +315,42 @@ export class WebSocketTransport {
    * start. A connection whose two intervals end before its slice comes round again is filed under
    * the tick that ends them, so it is cut at most one tick late; one that answered in the meantime
    * is let be there. A live peer is never near that deadline: it answers each ping within its
-   * round trip, and pings come once per interval.
+   * round trip, pings come once per interval, and so it is seldom filed at all.
    */
   private sweep(): void {
     const now = this.now();
-    const ring = this.deadlines.length;
-    const tick = this.sweepTick;
-    this.sweepTick += 1;
-    const due = this.deadlines[tick % ring];
-    if (due.length > 0) {
-      this.deadlines[tick % ring] = [];
-      for (const [connection, ws] of due) {
-        if (this.connections.has(connection)) this.checkLiveness(connection, ws, now, tick);
+    const target = Math.floor((now - this.sweepEpoch) / this.tickMs);
+    if (target < this.nextTick) return; // fired early
+    const slices = this.sweepSlices.length;
+    // After a stall longer than a cycle each slice is visited once, and every skipped tick's
+    // deadlines are due (one pass over the ring covers them all).
+    const from = Math.max(this.nextTick, target - slices + 1);
+    for (let tick = this.nextTick; tick < Math.min(from, this.nextTick + this.deadlines.length); tick++) this.checkDeadlines(tick, now, target);
+    for (let tick = from; tick <= target; tick++) {
+      this.checkDeadlines(tick, now, target);
+      for (const [connection, ws] of this.sweepSlices[tick % slices]) {
+        if (this.checkLiveness(connection, ws, now, target) && ws.readyState === ws.OPEN) ws.ping();
       }
     }
-    for (const [connection, ws] of this.sweepSlices[tick % this.sweepSlices.length]) {
-      if (this.checkLiveness(connection, ws, now, tick) && ws.readyState === ws.OPEN) ws.ping();
+    this.nextTick = target + 1;
+  }
+
+  /** Checks the connections filed under this tick. */
+  private checkDeadlines(tick: number, now: number, target: number): void {
+    const index = tick % this.deadlines.length;
+    const due = this.deadlines[index];
+    if (due.length === 0) return;
+    this.deadlines[index] = [];
+    for (const [connection, ws] of due) {
+      if (this.connections.has(connection)) this.checkLiveness(connection, ws, now, target);
     }
   }
 
-  /** Cuts a connection silent for two intervals, or files its deadline if that comes within one; false once cut. */
-  private checkLiveness(connection: Connection, ws: WebSocket, now: number, tick: number): boolean {
+  /**
+   * Cuts a connection silent for two intervals, or files its deadline under its tick if that
+   * comes before the connection's next visit; false once cut. `target` is the sweep's current tick.
+   */
+  private checkLiveness(connection: Connection, ws: WebSocket, now: number, target: number): boolean {
     if (connection.isClosed) return false;
     const intervalMs = this.options.config.heartbeatIntervalMs;
     const deadline = connection.lastInboundAt + 2 * intervalMs;
@@ -340,10 +367,13 @@ export class WebSocketTransport {
       });
       return false;
     }
-    if (deadline - now < intervalMs) {
-      const ticksAhead = Math.max(1, Math.ceil((deadline - now) / this.tickMs));
-      this.deadlines[(tick + ticksAhead) % this.deadlines.length].push([connection, ws]);
-    }
+    // The first tick at or after the deadline (later than `target`, as the deadline is after now);
+    // the slice's next visit would see to it as well, so only an earlier deadline is filed: a
+    // connection that answered the last ping is seldom filed at all.
+    const slices = this.sweepSlices.length;
+    const dueTick = Math.ceil((deadline - this.sweepEpoch) / this.tickMs);
+    const nextVisit = target + ((((connection.sweepSlice - target - 1) % slices) + slices) % slices) + 1;
+    if (dueTick < nextVisit) this.deadlines[dueTick % this.deadlines.length].push([connection, ws]);
     return true;
   }
 
