@@ -43,7 +43,7 @@ const MIN_TICK_MS = 5;
  * `slices` slices per tick, so each connection is visited (and pinged) once per `slices * tickMs`,
  * which is at most the interval. Below 100 ms (tests) there are fewer slices, of 5 ms each.
  */
-export function heartbeatTiming(intervalMs: number): { slices: number; tickMs: number } {
+function heartbeatTiming(intervalMs: number): { slices: number; tickMs: number } {
   const slices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(intervalMs / MIN_TICK_MS)));
   return { slices, tickMs: Math.max(1, Math.floor(intervalMs / slices)) };
 }
