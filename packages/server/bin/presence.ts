@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../src/config/config.js';
-import { ConfigError, HELP_TEXT, loadConfig, wantsHelp } from '../src/config/env.js';
+import { ConfigError, HELP_TEXT, loadConfig, wantsHelp, wantsVersion } from '../src/config/env.js';
 import { configSecrets, createLogger, type Logger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 
@@ -23,6 +23,17 @@ function webPagesDir(): string | undefined {
   return undefined;
 }
 
+/** This package's version, from its package.json (seen from `dist/bin` or from `bin`). */
+function serverVersion(): string {
+  for (const candidate of ['../../package.json', '../package.json']) {
+    const path = fileURLToPath(new URL(candidate, import.meta.url));
+    if (!existsSync(path)) continue;
+    const pkg = JSON.parse(readFileSync(path, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === '@presence/server' && pkg.version) return pkg.version;
+  }
+  return 'unknown';
+}
+
 function installCrashHandlers(log: Logger): void {
   process.on('uncaughtException', (err, origin) => {
     log.error('uncaught exception; exiting', { err, origin });
@@ -40,6 +51,11 @@ async function main(): Promise<void> {
   if (wantsHelp(argv)) {
     process.stdout.write(HELP_TEXT);
     // exitCode rather than exit(): lets a piped stdout flush.
+    process.exitCode = 0;
+    return;
+  }
+  if (wantsVersion(argv)) {
+    process.stdout.write(`${serverVersion()}\n`);
     process.exitCode = 0;
     return;
   }

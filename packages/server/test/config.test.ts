@@ -6,12 +6,14 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DEFAULT_CONFIG, DEFAULT_STATES } from '../src/config/config.js';
 import {
+  COMMAND_LINE_FLAGS,
   CONFIG_VARIABLES,
   ConfigError,
   HELP_TEXT,
   configWarnings,
   loadConfig,
   wantsHelp,
+  wantsVersion,
 } from '../src/config/env.js';
 import { createLogger, silentLogger } from '../src/log.js';
 
@@ -444,7 +446,63 @@ describe('command-line flags', () => {
   });
 });
 
+describe('command-line flags (node:util parseArgs)', () => {
+  /** The flags `--help` lists in its Options section, as written there. */
+  const helpFlags = [...HELP_TEXT.split('\nEnvironment:')[0].matchAll(/^ {2}(?:-[a-z], )?(--[a-z][a-z-]*)/gm)].map((m) => m[1]);
+
+  it('--help lists exactly the flags that are accepted', () => {
+    assert.deepEqual(
+      [...helpFlags].sort(),
+      [...COMMAND_LINE_FLAGS.map((f) => f.flag), '--help', '--version'].sort(),
+    );
+  });
+
+  it('every flag of --help is accepted, and does what its variable does', () => {
+    for (const { flag, env, example } of COMMAND_LINE_FLAGS) {
+      assert.ok(CONFIG_VARIABLES.includes(env), `${flag} stands for a variable loadConfig reads`);
+      assert.ok(HELP_TEXT.includes(`Same as ${env} `), `--help says which variable ${flag} stands for`);
+      const fromVariable = loadConfig({ [env]: example });
+      assert.notDeepEqual(fromVariable, DEFAULT_CONFIG, `${env}=${example} changes something`);
+      assert.deepEqual(loadConfig({}, [flag, example]), fromVariable, `${flag} ${example}`);
+      assert.deepEqual(loadConfig({}, [`${flag}=${example}`]), fromVariable, `${flag}=${example}`);
+    }
+    for (const info of ['--help', '-h', '--version']) {
+      assert.deepEqual(loadConfig({}, [info]), DEFAULT_CONFIG, `${info} is accepted (the caller acts on it)`);
+    }
+  });
+
+  it('--version and --help are recognised before a --, and take no value', () => {
+    assert.equal(wantsVersion(['--version']), true);
+    assert.equal(wantsVersion(['--port', '1', '--version']), true);
+    assert.equal(wantsVersion(['--port', '1']), false);
+    assert.equal(wantsVersion(['--', '--version']), false);
+    assert.equal(wantsHelp(['--', '--help']), false);
+    assert.equal(wantsHelp(['--port', '--help']), true, 'a flag is not a value: this asks for help');
+    assert.equal(wantsHelp(['-h']), true);
+    assert.equal(wantsHelp(['--help=yes']), false);
+    assertConfigError({}, '--help', ['--help=yes'], /--help takes no value/);
+    assertConfigError({}, '--version', ['--version=2'], /--version takes no value/);
+  });
+
+  it('refuses what parseArgs would guess at, naming the flag', () => {
+    assertConfigError({}, '--port', ['--port='], /--port needs a value \(--port N\)/);
+    assertConfigError({}, '--data-dir', ['--data-dir', '--port', '1'], /--data-dir needs a value/);
+    assertConfigError({}, '--bogus', ['--bogus=1'], /unknown option --bogus \(see --help\)/);
+    assertConfigError({}, '-x', ['-hx'], /unknown option -x/);
+    assertConfigError({}, 'extra', ['--port', '1', '--', 'extra'], /unexpected argument "extra"/);
+    assert.equal(loadConfig({}, ['--port', '1', '--']).port, 1, 'a trailing -- is harmless');
+    assert.equal(loadConfig({}, ['--port', '1', '--port', '2']).port, 2, 'the last one wins');
+    assertConfigError({}, '--idle-timeout-ms', ['--idle-timeout-ms', '-5'], /--idle-timeout-ms must be a positive integer \(got "-5"\)/);
+  });
+});
+
 describe('HELP_TEXT', () => {
+  it('lists exactly the variables of CONFIG_VARIABLES in its Environment section', () => {
+    const environment = HELP_TEXT.split('\nEnvironment:\n')[1];
+    const listed = [...environment.matchAll(/^ {2}([A-Z][A-Z0-9_]*) \(default: /gm)].map((m) => m[1]);
+    assert.deepEqual(listed, [...CONFIG_VARIABLES]);
+  });
+
   it('mentions every variable loadConfig reads, and nothing it does not', () => {
     const read = new Set<string>();
     const env = new Proxy({} as Record<string, string | undefined>, {

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { CLOSE_CODES, ERRORS, type ErrorSpec } from '@presence/protocol';
-import { CONFIG_VARIABLES, CONFIG_VARIABLE_DOCS, HELP_TEXT } from '../src/config/env.js';
+import { COMMAND_LINE_FLAGS, CONFIG_VARIABLES, CONFIG_VARIABLE_DOCS, HELP_TEXT } from '../src/config/env.js';
 import { ROUTES } from '../src/http/api.js';
 import { Registry } from 'prom-client';
 import { createPresenceMetrics, createWebhookMetrics } from '../src/metrics/index.js';
@@ -131,6 +131,40 @@ describe('docs/configuration.md', () => {
     for (const flag of flags) {
       assert.ok(doc.includes(`\`${flag}`), `configuration.md must document ${flag}`);
     }
+  });
+});
+
+describe('the configuration in step: docs/configuration.md, --help, the code and the README', () => {
+  const doc = readDoc('configuration.md');
+  const documented = tableStartingWith(doc, 'configuration.md', 'Variable', 'Default', 'Accepted values', 'Meaning').rows.map((r) => unticked(r[0]));
+  const inHelp = [...HELP_TEXT.split('\nEnvironment:\n')[1].matchAll(/^ {2}([A-Z][A-Z0-9_]*) \(default: /gm)].map((m) => m[1]);
+  const sorted = (names: readonly string[]) => [...names].sort();
+
+  it('the variable table, the Environment section of --help and the code name the same variables', () => {
+    assert.ok(inHelp.length >= 30, `variables were parsed from HELP_TEXT (${inHelp.length})`);
+    assert.deepEqual(sorted(documented), sorted(CONFIG_VARIABLES), 'configuration.md table vs CONFIG_VARIABLES');
+    assert.deepEqual(sorted(inHelp), sorted(CONFIG_VARIABLES), '--help vs CONFIG_VARIABLES');
+  });
+
+  it('the flag table names every flag of --help with its variable, and no other', () => {
+    const flagTable = tableStartingWith(doc, 'configuration.md', 'Flag', 'Same as');
+    const inHelp = [...HELP_TEXT.split('\nEnvironment:')[0].matchAll(/^ {2}(?:-[a-z], )?(--[a-z][a-z-]*)/gm)].map((m) => m[1]);
+    const rows = new Map(flagTable.rows.map((r) => [(/--[a-z][a-z-]*/.exec(r[0]) ?? [''])[0], r]));
+    assert.deepEqual(sorted([...rows.keys()]), sorted(inHelp), 'configuration.md flag table vs --help');
+    for (const { flag, env, arg } of COMMAND_LINE_FLAGS) {
+      assert.equal(rows.get(flag)?.[0], code(`${flag} ${arg}`), `configuration.md: ${flag} ${arg}`);
+      assert.equal(rows.get(flag)?.[1], code(env), `configuration.md: ${flag} is the same as ${env}`);
+      const variableRow = doc.split('\n').find((line) => line.startsWith(`| ${code(env)} |`));
+      assert.ok(variableRow?.includes(`Flag: ${code(flag)}`), `configuration.md: the row of ${env} names its flag ${flag}`);
+    }
+  });
+
+  it("the README's configuration table names only variables the code reads", () => {
+    const readme = readFileSync(join(DOCS, '..', 'README.md'), 'utf8');
+    const table = tableStartingWith(readme, 'README.md', 'variable', 'default', 'meaning');
+    const names = table.rows.flatMap((r) => [...r[0].matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((m) => m[1]));
+    assert.ok(names.length >= 15, `variables were read from the README's table (${names.length})`);
+    for (const name of names) assert.ok(CONFIG_VARIABLES.includes(name), `README.md lists ${name}, which the server does not read`);
   });
 });
 

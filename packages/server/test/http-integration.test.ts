@@ -4,12 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, type JWTPayload } from 'jose';
 import type { Member, ServerMessage, UserPresence } from '@presence/protocol';
+import { HELP_TEXT } from '../src/config/env.js';
 import { IMPOSSIBLE_EXPIRIES, MALFORMED_EXPIRIES, VALID_EXPIRIES } from './support/expiry-cases.js';
 import { TestClient, httpJson, sleep, startTestServer, type HttpAnswer } from './support/harness.js';
 
@@ -753,6 +754,52 @@ describe('the built CLI', () => {
     for (const name of ['PORT', 'HOST', 'PRESENCE_OFFLINE_DELAY_MS', 'PRESENCE_IDLE_TIMEOUT_MS', 'PRESENCE_JWT_SECRET', 'PRESENCE_API_KEY', 'PRESENCE_ALLOWED_ORIGINS', 'REDIS_URL', 'LOG_LEVEL']) {
       assert.ok(run.stdout.includes(name), `help mentions ${name}`);
     }
+  });
+
+  test('--help prints HELP_TEXT as it is; --version prints the package version; both exit 0 at once', async () => {
+    const help = start(['--port', 'abc', '--help'], {});
+    assert.equal((await withTimeout(help.exited, 10_000, '--help')).code, 0);
+    assert.equal(help.stdout, HELP_TEXT, 'the help wins over an invalid flag');
+    const version = start(['--version'], {});
+    assert.equal((await withTimeout(version.exited, 10_000, '--version')).code, 0);
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    assert.equal(version.stdout, `${pkg.version}\n`);
+    assert.equal(version.stderr, '');
+  });
+
+  test('a bad flag exits 2 with one line naming the flag', async () => {
+    for (const [args, message] of [
+      [['--bogus'], 'presence: unknown option --bogus (see --help)\n'],
+      [['--port'], 'presence: --port needs a value (--port N)\n'],
+      [['--log-level=loud'], 'presence: --log-level must be one of debug, info, warn, error, silent (got "loud")\n'],
+      [['--version=2'], 'presence: --version takes no value\n'],
+      [['serve'], 'presence: unexpected argument "serve" (see --help)\n'],
+    ] as const) {
+      const run = start([...args], { PORT: '0', HOST: '127.0.0.1' });
+      assert.equal((await withTimeout(run.exited, 10_000, args.join(' '))).code, 2, args.join(' '));
+      assert.equal(run.stderr, message);
+      assert.equal(run.stdout, '');
+    }
+  });
+
+  test('a start-up warning is logged once', async () => {
+    const run = start([], { PORT: '0', HOST: '127.0.0.1', PRESENCE_JWT_SECRET: 'short', LOG_LEVEL: 'warn' });
+    await withTimeout(
+      (async () => {
+        // The secret makes it leave development mode; the warning comes before the server listens.
+        while (!/shorter than 32 bytes/.test(run.stdout)) {
+          if (run.child.exitCode !== null) throw new Error(`exited early: ${run.stderr}`);
+          await sleep(20);
+        }
+      })(),
+      10_000,
+      'the warning',
+    );
+    await sleep(300);
+    run.child.kill('SIGTERM');
+    await withTimeout(run.exited, 10_000, 'exit after SIGTERM');
+    const warnings = run.stdout.split('\n').filter((l) => /PRESENCE_JWT_SECRET is shorter than 32 bytes/.test(l));
+    assert.equal(warnings.length, 1, run.stdout);
   });
 
   test('an invalid value exits 2 naming the variable', async () => {

@@ -1401,15 +1401,17 @@ describe('connection health', () => {
     await assertAlive(spammer);
   });
 
-  test('heartbeat: a client that never answers pings is cut within ~2–3 intervals; a normal one stays', async (t) => {
+  test('heartbeat: a client that never answers pings is cut after two intervals; a normal one stays', async (t) => {
     const interval = 100;
     const env = await setup(t, { heartbeatIntervalMs: interval, offlineDelayMs: 150 });
     const normal = await env.connect('normal');
     const silent = await env.connect('silent', {}, { autoPong: false });
-    await ok(normal, { type: 'join', channel: 'room-1' });
-    await ok(silent, { type: 'join', channel: 'room-1' });
+    // Counted from before the join: a ping read in the same chunk as the join's ack would be
+    // emitted before an await on that ack could attach a listener.
     let pings = 0;
     silent.ws.on('ping', () => (pings += 1));
+    await ok(normal, { type: 'join', channel: 'room-1' });
+    await ok(silent, { type: 'join', channel: 'room-1' });
     const connectedAt = Date.now();
     let cutAt = 0;
     const closed = silent.closed.then((c) => {
@@ -1435,6 +1437,36 @@ describe('connection health', () => {
     assert.equal(normal.ws.readyState, WebSocket.OPEN);
     await assertAlive(normal);
     assert.equal(env.server.engine.stats().connections, 1);
+  });
+
+  test('heartbeat: a silent client is cut two intervals after its last sign of life, whatever the phase of the sweep', async (t) => {
+    // Each connection's slice is visited once per interval; its last frame may land anywhere
+    // between two visits. Three clients each send one frame at a different point after a ping
+    // (right after it, a third and two thirds of an interval later), then never answer again.
+    const interval = 1000;
+    const tick = interval / 20;
+    const env = await setup(t, { heartbeatIntervalMs: interval, offlineDelayMs: 0 });
+    const phases = [0, interval / 3, (2 * interval) / 3];
+    const measured = await Promise.all(
+      phases.map(async (phase, i) => {
+        const client = await env.connect(`silent-${i}`, {}, { autoPong: false });
+        // The first ping marks this connection's place in the sweep.
+        await new Promise<void>((resolve) => client.ws.once('ping', () => resolve()));
+        await sleep(phase);
+        const lastSignOfLife = Date.now();
+        client.sendRaw(JSON.stringify({ type: 'ping' }));
+        const closed = await closedWithin(client, 4 * interval);
+        return { phase, silentFor: Date.now() - lastSignOfLife, code: closed.code };
+      }),
+    );
+    for (const { phase, silentFor, code } of measured) {
+      assert.equal(code, 4002, 'closed with HEARTBEAT_TIMEOUT');
+      assert.ok(silentFor >= 2 * interval - 5, `phase ${phase} ms: cut after ${silentFor} ms of silence, before two intervals`);
+      // One sweep tick late at most, plus room for a loaded machine; a sweep that only looked at
+      // each connection once per interval cut these after 2.3–3 intervals.
+      assert.ok(silentFor <= 2 * interval + tick + 250, `phase ${phase} ms: cut after ${silentFor} ms of silence, more than two intervals and a tick`);
+    }
+    t.diagnostic(`silence before the cut: ${measured.map((m) => `${m.silentFor} ms`).join(', ')}`);
   });
 
   test('graceful shutdown closes open clients with 1001 and refuses new ones', async (t) => {

@@ -362,7 +362,8 @@ describe('the command decoder', () => {
       [ROUTES.updatePresence, { userId: 'bob', visibility: 'friends' }, 'INVALID_MESSAGE', 'presence update: "visibility" must be one of everyone, contacts, nobody'],
       [ROUTES.updatePresence, { userId: 'bob', meta: [] }, 'INVALID_MESSAGE', '"meta" must be a JSON object.'],
       [ROUTES.updatePresence, { userId: 'bob', contacts: ['a', 1] }, 'INVALID_MESSAGE', '"contacts" must be an array of user ids.'],
-      [ROUTES.updatePresence, { status: 'away' }, 'INVALID_MESSAGE', '"userId" is required with an API key.'],
+      // Development mode (no auth configured): there is no API key to name.
+      [ROUTES.updatePresence, { status: 'away' }, 'INVALID_MESSAGE', '"userId" is required: with no auth configured (development mode), say which user to update.'],
       [ROUTES.updatePresence, { userId: 7, status: 'nope' }, 'INVALID_USER_ID', 'user ids must be non-empty strings of at most 128 characters'],
       [ROUTES.updatePresence, [], 'INVALID_MESSAGE', 'The request body must be a JSON object.'],
       [ROUTES.queryPresence, { userIds: 'a' }, 'INVALID_MESSAGE', '"userIds" must be an array of user ids.'],
@@ -373,5 +374,22 @@ describe('the command decoder', () => {
       const answer = await httpJson(server, path, { body });
       assert.deepEqual(answer.body, { error: { code, message } }, JSON.stringify(body));
     }
+  });
+
+  test('a missing "userId" is blamed on the API key only when one is configured', async (t) => {
+    const dev = await startTestServer();
+    t.after(() => dev.shutdown());
+    const devAnswer = await httpJson(dev, ROUTES.updatePresence, { body: { status: 'away' } });
+    assert.equal(devAnswer.status, 400);
+    const devError = (devAnswer.body as { error: { code: string; message: string } }).error;
+    assert.equal(devError.code, 'INVALID_MESSAGE');
+    assert.doesNotMatch(devError.message, /API key/i);
+    assert.match(devError.message, /"userId" is required.*development mode/);
+
+    const apiKey = 'schema-test-api-key-0123456789';
+    const keyed = await startTestServer({ auth: { apiKey } });
+    t.after(() => keyed.shutdown());
+    const keyedAnswer = await httpJson(keyed, ROUTES.updatePresence, { body: { status: 'away' }, bearer: apiKey });
+    assert.deepEqual(keyedAnswer.body, { error: { code: 'INVALID_MESSAGE', message: '"userId" is required with an API key.' } });
   });
 });

@@ -1,5 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { parseArgs as tokenizeArgs } from 'node:util';
 import { DEFAULT_WEBHOOK_EVENT_TYPES, WEBHOOK_EVENT_TYPES, type WebhookEventType } from '@presence/protocol';
 import { describeKey, jwtAlgorithmFor } from './keys.js';
 import {
@@ -143,18 +144,27 @@ interface FlagSpec {
   flag: string;
   env: string;
   arg: string;
+  /** A valid value: the tests give it to each flag to show the flag is accepted. */
+  example: string;
 }
 
-const FLAGS: readonly FlagSpec[] = [
-  { flag: '--port', env: 'PORT', arg: 'N' },
-  { flag: '--host', env: 'HOST', arg: 'H' },
-  { flag: '--metrics-port', env: 'PRESENCE_METRICS_PORT', arg: 'N' },
-  { flag: '--log-level', env: 'LOG_LEVEL', arg: 'L' },
-  { flag: '--log-format', env: 'LOG_FORMAT', arg: 'F' },
-  { flag: '--offline-delay-ms', env: 'PRESENCE_OFFLINE_DELAY_MS', arg: 'N' },
-  { flag: '--idle-timeout-ms', env: 'PRESENCE_IDLE_TIMEOUT_MS', arg: 'N' },
-  { flag: '--data-dir', env: 'PRESENCE_DATA_DIR', arg: 'DIR' },
+/** The command-line flags: each stands for one variable and wins over it. */
+export const COMMAND_LINE_FLAGS: readonly FlagSpec[] = [
+  { flag: '--port', env: 'PORT', arg: 'N', example: '9000' },
+  { flag: '--host', env: 'HOST', arg: 'H', example: '127.0.0.1' },
+  { flag: '--metrics-port', env: 'PRESENCE_METRICS_PORT', arg: 'N', example: '9100' },
+  { flag: '--log-level', env: 'LOG_LEVEL', arg: 'L', example: 'warn' },
+  { flag: '--log-format', env: 'LOG_FORMAT', arg: 'F', example: 'pretty' },
+  { flag: '--offline-delay-ms', env: 'PRESENCE_OFFLINE_DELAY_MS', arg: 'N', example: '5000' },
+  { flag: '--idle-timeout-ms', env: 'PRESENCE_IDLE_TIMEOUT_MS', arg: 'N', example: '60000' },
+  { flag: '--data-dir', env: 'PRESENCE_DATA_DIR', arg: 'DIR', example: './presence-data' },
 ];
+
+/** Flags that print something and exit instead of starting the server. */
+const INFO_FLAGS = [
+  { flag: '--help', short: 'h', help: 'Print this help and exit.' },
+  { flag: '--version', short: undefined, help: 'Print the server\'s version and exit.' },
+] as const;
 
 function buildHelpText(): string {
   const lines = [
@@ -165,12 +175,13 @@ function buildHelpText(): string {
     '',
     'Options:',
   ];
-  const flagWidth = Math.max(...FLAGS.map((f) => `${f.flag} ${f.arg}`.length), '-h, --help'.length) + 2;
-  for (const f of FLAGS) {
+  const infoLabel = (f: (typeof INFO_FLAGS)[number]) => (f.short ? `-${f.short}, ${f.flag}` : f.flag);
+  const flagWidth = Math.max(...COMMAND_LINE_FLAGS.map((f) => `${f.flag} ${f.arg}`.length), ...INFO_FLAGS.map((f) => infoLabel(f).length)) + 2;
+  for (const f of COMMAND_LINE_FLAGS) {
     const doc = CONFIG_VARIABLE_DOCS.find((d) => d.name === f.env);
     lines.push(`  ${`${f.flag} ${f.arg}`.padEnd(flagWidth)}Same as ${f.env} (default: ${doc?.default ?? unset}).`);
   }
-  lines.push(`  ${'-h, --help'.padEnd(flagWidth)}Print this help and exit.`);
+  for (const f of INFO_FLAGS) lines.push(`  ${infoLabel(f).padEnd(flagWidth)}${f.help}`);
   lines.push('  Options also accept the --option=value form.', '', 'Environment:');
   for (const d of CONFIG_VARIABLE_DOCS) {
     lines.push(`  ${d.name} (default: ${d.default})`, `      ${d.help}`);
@@ -186,13 +197,41 @@ function buildHelpText(): string {
 
 export const HELP_TEXT: string = buildHelpText();
 
-/** True when the caller should print HELP_TEXT and exit instead of starting. */
-export function wantsHelp(argv: readonly string[]): boolean {
-  for (const arg of argv) {
-    if (arg === '--') return false;
-    if (arg === '--help' || arg === '-h') return true;
+type ArgToken = NonNullable<ReturnType<typeof tokenizeArgs>['tokens']>[number];
+
+/**
+ * Splits argv with node:util's parseArgs in its lenient token mode: it knows the `--flag=value`,
+ * `-h` and `--` forms, and leaves the verdicts (unknown flag, missing value) to us, so that every
+ * refusal is a ConfigError naming the flag at fault.
+ */
+function argTokens(argv: readonly string[]): ArgToken[] {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  for (const f of COMMAND_LINE_FLAGS) options[f.flag.slice(2)] = { type: 'string' };
+  for (const f of INFO_FLAGS) options[f.flag.slice(2)] = f.short ? { type: 'boolean', short: f.short } : { type: 'boolean' };
+  return tokenizeArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true }).tokens ?? [];
+}
+
+/** `--help`, `-h` or `--version` anywhere before a `--`: print that and exit instead of starting. */
+function infoFlagWanted(argv: readonly string[], flag: (typeof INFO_FLAGS)[number]): boolean {
+  const spellings = [flag.flag, ...(flag.short ? [`-${flag.short}`] : [])];
+  for (const token of argTokens(argv)) {
+    if (token.kind === 'option-terminator') return false;
+    if (token.kind !== 'option') continue;
+    if (`--${token.name}` === flag.flag) return !token.inlineValue; // `--help=x` is refused by loadConfig
+    // `--port --help` asks for help, not for a port named "--help".
+    if (!token.inlineValue && token.value !== undefined && spellings.includes(token.value)) return true;
   }
   return false;
+}
+
+/** True when the caller should print HELP_TEXT and exit instead of starting. */
+export function wantsHelp(argv: readonly string[]): boolean {
+  return infoFlagWanted(argv, INFO_FLAGS[0]);
+}
+
+/** True when the caller should print the server's version and exit instead of starting. */
+export function wantsVersion(argv: readonly string[]): boolean {
+  return infoFlagWanted(argv, INFO_FLAGS[1]);
 }
 
 function shown(value: string): string {
@@ -526,36 +565,30 @@ export function parseWebhookEvents(raw: string, name = 'PRESENCE_WEBHOOK_EVENTS'
 }
 
 /** Turns argv into env-style overrides, keyed by the variable each flag stands for. */
-function parseArgs(argv: readonly string[]): Map<string, { value: string; flag: string }> {
+function parseCommandLine(argv: readonly string[]): Map<string, { value: string; flag: string }> {
   const out = new Map<string, { value: string; flag: string }>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === '--help' || arg === '-h') continue; // the caller handles it
-    if (arg === '--') {
-      if (i + 1 < argv.length) {
-        throw new ConfigError(argv[i + 1], `unexpected argument ${shown(argv[i + 1])} (see --help)`);
-      }
-      break;
+  let terminated = false;
+  for (const token of argTokens(argv)) {
+    if (token.kind === 'option-terminator') {
+      terminated = true;
+      continue;
     }
-    if (!arg.startsWith('-')) {
-      throw new ConfigError(arg, `unexpected argument ${shown(arg)} (see --help)`);
+    if (token.kind === 'positional') {
+      throw new ConfigError(token.value, `unexpected argument ${shown(token.value)} (see --help)`);
     }
-    const eq = arg.indexOf('=');
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    const spec = FLAGS.find((f) => f.flag === flag);
+    if (terminated) continue;
+    const flag = token.rawName;
+    const info = INFO_FLAGS.find((f) => f.flag === `--${token.name}`);
+    if (info) {
+      // The caller acts on these before loading the configuration.
+      if (token.inlineValue) throw new ConfigError(flag, `${flag} takes no value`);
+      continue;
+    }
+    const spec = COMMAND_LINE_FLAGS.find((f) => f.flag === flag);
     if (!spec) throw new ConfigError(flag, `unknown option ${flag} (see --help)`);
-    let value: string;
-    if (eq !== -1) {
-      value = arg.slice(eq + 1);
-    } else {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) {
-        throw new ConfigError(flag, `${flag} needs a value (${flag} ${spec.arg})`);
-      }
-      value = next;
-      i++;
-    }
-    if (value.trim() === '') throw new ConfigError(flag, `${flag} needs a value (${flag} ${spec.arg})`);
+    // parseArgs takes the next argument whatever it is; one that looks like a flag is not a value.
+    const value = token.inlineValue || !token.value?.startsWith('--') ? token.value : undefined;
+    if (value === undefined || value.trim() === '') throw new ConfigError(flag, `${flag} needs a value (${flag} ${spec.arg})`);
     out.set(spec.env, { value, flag });
   }
   return out;
@@ -566,7 +599,7 @@ function parseArgs(argv: readonly string[]): Map<string, { value: string; flag: 
  * Throws ConfigError, naming the variable or flag, on the first invalid value.
  */
 export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
-  const flags = parseArgs(argv);
+  const flags = parseCommandLine(argv);
   // Read every variable up front so that which ones we consult doesn't depend on the values.
   const vars: Record<string, string | undefined> = {};
   for (const name of CONFIG_VARIABLES) vars[name] = env[name];

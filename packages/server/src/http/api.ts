@@ -148,7 +148,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
     })
     .add('POST', ROUTES.updatePresence, async ({ req, viewer }) => {
       const body = await readJsonObject(req, limits.maxFrameBytes);
-      const { userId, patch } = parseUpdate(body, viewer, limits);
+      const { userId, patch } = parseUpdate(body, viewer, limits, devMode);
       await queries.loadUsers([userId]);
       return { status: 200, json: { user: queries.updateUser(userId, patch) } };
     })
@@ -487,6 +487,7 @@ function parseUpdate(
   body: Record<string, unknown>,
   viewer: Viewer,
   limits: Pick<ServerConfig['limits'], 'maxUserIdLength'>,
+  devMode: boolean,
 ): { userId: string; patch: UserPatch } {
   const valid = isUpdate(body);
   // A misspelt field silently doing nothing is worse than a clear refusal.
@@ -496,7 +497,11 @@ function parseUpdate(
   let userId: string;
   if (viewer.kind === 'trusted') {
     if (body.userId === undefined) {
-      throw new PresenceError('INVALID_MESSAGE', '"userId" is required with an API key.');
+      // In development mode every caller is trusted, and no API key exists to blame.
+      throw new PresenceError(
+        'INVALID_MESSAGE',
+        devMode ? '"userId" is required: with no auth configured (development mode), say which user to update.' : '"userId" is required with an API key.',
+      );
     }
     userId = assertUserId(body.userId, limits);
   } else {

@@ -37,6 +37,19 @@ const CLOSE_HANDSHAKE_TIMEOUT_MS = 1000;
  */
 const SWEEP_SLICES = 20;
 
+/** Shortest sweep tick: 1 ms timers fire late by a good share of their delay, which adds up over a cycle. */
+const MIN_TICK_MS = 5;
+
+/**
+ * The heartbeat's timing for one interval: the sweep ticks every `tickMs`, visiting one of
+ * `slices` slices per tick, so each connection is visited (and pinged) once per `slices * tickMs`,
+ * which is at most the interval. Below 100 ms (tests) there are fewer slices, of 5 ms each.
+ */
+function heartbeatTiming(intervalMs: number): { slices: number; tickMs: number } {
+  const slices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(intervalMs / MIN_TICK_MS)));
+  return { slices, tickMs: Math.max(1, Math.floor(intervalMs / slices)) };
+}
+
 export interface TransportObserver extends ConnectionObserver {
   connectionOpened(): void;
   connectionClosed(code: number): void;
@@ -65,9 +78,22 @@ export class WebSocketTransport {
   /** Authenticated connections and their sockets. */
   private readonly connections = new Map<Connection, WebSocket>();
   /** The same connections split into fixed slices for the staggered heartbeat sweep. */
-  private readonly sweepSlices: Map<Connection, WebSocket>[] = Array.from({ length: SWEEP_SLICES }, () => new Map());
+  private readonly sweepSlices: Map<Connection, WebSocket>[];
+  private readonly tickMs: number;
   private nextSlice = 0;
-  private sweepTick = 0;
+  /**
+   * Tick `n` of the sweep is due at `sweepEpoch + n * tickMs`: the ticks keep to the wall clock
+   * (setInterval drifts by its lateness at every run, which would stretch the ping interval and
+   * put the deadlines below late), and a late timer runs every tick it missed.
+   */
+  private readonly sweepEpoch: number;
+  private nextTick = 0;
+  /**
+   * Connections whose two silent intervals run out before their slice comes round again, filed
+   * under the tick that ends them (a ring of ticks): visiting each connection once per interval
+   * alone would cut it anywhere from two to three intervals after its last sign of life.
+   */
+  private readonly deadlines: [Connection, WebSocket][][];
   private readonly heartbeat: NodeJS.Timeout;
   private readonly now: () => number;
   private accepting = true;
@@ -98,7 +124,15 @@ export class WebSocketTransport {
       observer: options.observer,
     };
     this.handlers = this.makeHandlers();
-    this.heartbeat = setInterval(() => this.sweep(), Math.max(1, Math.floor(config.heartbeatIntervalMs / SWEEP_SLICES)));
+    const { slices, tickMs } = heartbeatTiming(config.heartbeatIntervalMs);
+    this.tickMs = tickMs;
+    this.sweepSlices = Array.from({ length: slices }, () => new Map());
+    this.sweepEpoch = this.now();
+    // A deadline is filed only when it comes before the connection's next visit, fewer than
+    // `slices` ticks ahead; a sweep that catches up runs at most `slices` ticks back. Twice that
+    // and one never puts two ticks of one sweep in the same place.
+    this.deadlines = Array.from({ length: 2 * slices + 1 }, () => []);
+    this.heartbeat = setInterval(() => this.sweep(), tickMs);
     this.heartbeat.unref();
     this.overload = new OverloadGuard({
       maxEventLoopLagMs: config.limits.maxEventLoopLagMs,
@@ -236,7 +270,7 @@ export class WebSocketTransport {
     ws.on('error', this.handlers.error);
     if (!authenticated) return connection;
     connection.sweepSlice = this.nextSlice;
-    this.nextSlice = (this.nextSlice + 1) % SWEEP_SLICES;
+    this.nextSlice = (this.nextSlice + 1) % this.sweepSlices.length;
     this.connections.set(connection, ws);
     this.sweepSlices[connection.sweepSlice].set(connection, ws);
     ws.on('pong', this.handlers.pong);
@@ -285,25 +319,74 @@ export class WebSocketTransport {
   }
 
   /**
-   * Pings each connection once per interval (one slice per tick); one that sent nothing (not even
-   * a pong) for two intervals is half-open or hung, and is cut so its offline delay can start.
+   * Pings each connection once per interval (one slice per tick), and cuts one that sent nothing
+   * (not even a pong) for two intervals: it is half-open or hung, and its offline delay should
+   * start. A connection whose two intervals end before its slice comes round again is filed under
+   * the tick that ends them, so it is cut at most one tick late; one that answered in the meantime
+   * is let be there. A live peer is never near that deadline: it answers each ping within its
+   * round trip, pings come once per interval, and so it is seldom filed at all.
    */
   private sweep(): void {
-    const slice = this.sweepSlices[this.sweepTick];
-    this.sweepTick = (this.sweepTick + 1) % SWEEP_SLICES;
-    const deadline = this.now() - 2 * this.options.config.heartbeatIntervalMs;
-    for (const [connection, ws] of slice) {
-      if (connection.lastInboundAt < deadline) {
-        if (connection.isClosed) continue;
+    const now = this.now();
+    const target = Math.floor((now - this.sweepEpoch) / this.tickMs);
+    if (target < this.nextTick) return; // fired early
+    const slices = this.sweepSlices.length;
+    // After a stall longer than a cycle each slice is visited once, and every skipped tick's
+    // deadlines are due (one pass over the ring covers them all).
+    const from = Math.max(this.nextTick, target - slices + 1);
+    for (let tick = this.nextTick; tick < Math.min(from, this.nextTick + this.deadlines.length); tick++) this.checkDeadlines(tick, now, target);
+    for (let tick = from; tick <= target; tick++) {
+      this.checkDeadlines(tick, now, target);
+      for (const [connection, ws] of this.sweepSlices[tick % slices]) {
+        if (this.checkLiveness(connection, ws, now, target) && ws.readyState === ws.OPEN) {
+          ws.ping();
+          if (connection.tokenRenewAt <= now) this.renewSessionToken(connection);
+        }
+      }
+    }
+    this.nextTick = target + 1;
+  }
+
+  /** Checks the connections filed under this tick. */
+  private checkDeadlines(tick: number, now: number, target: number): void {
+    const index = tick % this.deadlines.length;
+    const due = this.deadlines[index];
+    if (due.length === 0) return;
+    this.deadlines[index] = [];
+    for (const [connection, ws] of due) {
+      if (this.connections.has(connection)) this.checkLiveness(connection, ws, now, target);
+    }
+  }
+
+  /**
+   * Cuts a connection silent for two intervals, or files its deadline under its tick if that
+   * comes before the connection's next visit; false once cut. `target` is the sweep's current tick.
+   */
+  private checkLiveness(connection: Connection, ws: WebSocket, now: number, target: number): boolean {
+    if (connection.isClosed) return false;
+    const intervalMs = this.options.config.heartbeatIntervalMs;
+    const deadline = connection.lastInboundAt + 2 * intervalMs;
+    if (deadline <= now) {
+      // Timers run before the event loop reads sockets: after a stall, a pong may be waiting
+      // unread. The verdict waits for this turn's reads (setImmediate runs after them).
+      setImmediate(() => {
+        if (connection.isClosed || !this.connections.has(connection)) return;
+        if (connection.lastInboundAt + 2 * intervalMs > this.now()) return;
         this.options.observer?.errorSent('HEARTBEAT_TIMEOUT');
         // A hung client may still read a close frame; a half-open one never will, so cut it shortly.
         connection.close(4002, 'HEARTBEAT_TIMEOUT');
-        setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, this.options.config.heartbeatIntervalMs)).unref();
-      } else if (ws.readyState === ws.OPEN) {
-        ws.ping();
-        if (connection.tokenRenewAt <= this.now()) this.renewSessionToken(connection);
-      }
+        setTimeout(() => ws.terminate(), Math.min(HEARTBEAT_CLOSE_GRACE_MS, intervalMs)).unref();
+      });
+      return false;
     }
+    // The first tick at or after the deadline (later than `target`, as the deadline is after now);
+    // the slice's next visit would see to it as well, so only an earlier deadline is filed: a
+    // connection that answered the last ping is seldom filed at all.
+    const slices = this.sweepSlices.length;
+    const dueTick = Math.ceil((deadline - this.sweepEpoch) / this.tickMs);
+    const nextVisit = target + ((((connection.sweepSlice - target - 1) % slices) + slices) % slices) + 1;
+    if (dueTick < nextVisit) this.deadlines[dueTick % this.deadlines.length].push([connection, ws]);
+    return true;
   }
 
   /** Sends a fresh session token before the one of `welcome` (or the last renewal) expires. */
