@@ -15,8 +15,9 @@ export interface ChannelPresence<M extends Member = Member> {
   /**
    * The members (this user included while visible), ordered by `joinedAt`, earliest first, then
    * by user id: the same order on every client, unchanged by updates. At most `limit` of them.
+   * Shared by every hook reading the channel: read it, do not sort or change it in place.
    */
-  members: M[];
+  members: readonly M[];
 }
 
 export interface PresenceOptions<ChannelMeta extends Meta = Meta> extends ChannelOptions<ChannelMeta> {
@@ -55,6 +56,18 @@ function byJoinOrder(a: Member, b: Member): number {
   return a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0;
 }
 
+/** Sorted once per member map (the channel replaces the map on every change), for every hook reading it. */
+const sortedMembers = new WeakMap<ReadonlyMap<string, Member>, Member[]>();
+
+function inJoinOrder(byId: ReadonlyMap<string, Member>): Member[] {
+  let sorted = sortedMembers.get(byId);
+  if (!sorted) {
+    sorted = [...byId.values()].sort(byJoinOrder);
+    sortedMembers.set(byId, sorted);
+  }
+  return sorted;
+}
+
 /** A getter of the channel's snapshot, rebuilt only when members, state, join error or own id changed. */
 function snapshots(client: PresenceClient, channel: Channel): () => ChannelSnapshot {
   let last: ChannelSnapshot | undefined;
@@ -67,7 +80,7 @@ function snapshots(client: PresenceClient, channel: Channel): () => ChannelSnaps
     const ownUserId = client.userId;
     if (last && last.byId === byId && lastState === state && lastError === error && last.ownUserId === ownUserId) return last;
     const status: ChannelStatus = state === 'joined' ? 'ready' : state === 'idle' && error ? 'error' : 'joining';
-    const members = [...byId.values()].sort(byJoinOrder);
+    const members = inJoinOrder(byId);
     last = { presence: status === 'error' ? { status, error: error!, members } : { status, members }, byId, ownUserId };
     lastState = state;
     lastError = error;
@@ -75,7 +88,7 @@ function snapshots(client: PresenceClient, channel: Channel): () => ChannelSnaps
   };
 }
 
-function limited<M>(members: M[], limit: number | undefined): M[] {
+function limited<M>(members: readonly M[], limit: number | undefined): readonly M[] {
   return limit !== undefined && members.length > limit ? members.slice(0, Math.max(0, limit)) : members;
 }
 
@@ -141,11 +154,10 @@ export function useOthers<Selection>(name: string, options: PresenceOptions & Se
 export function useOthers<Selection>(name: string, options: PresenceOptions & Select<Member[], Selection> = {}): Member[] | Selection {
   const { limit, select } = options;
   const pick = useMemo(() => {
-    const others = (snapshot: ChannelSnapshot) =>
-      limited(
-        snapshot.presence.members.filter((member) => member.userId !== snapshot.ownUserId),
-        limit,
-      );
+    const others = (snapshot: ChannelSnapshot): Member[] => {
+      const all = snapshot.presence.members.filter((member) => member.userId !== snapshot.ownUserId);
+      return limit !== undefined && all.length > limit ? all.slice(0, Math.max(0, limit)) : all;
+    };
     return select ? (snapshot: ChannelSnapshot) => select(others(snapshot)) : others;
   }, [select, limit]);
   const isEqual = (options.isEqual ?? (select ? undefined : shallow)) as ((a: Member[] | Selection, b: Member[] | Selection) => boolean) | undefined;
