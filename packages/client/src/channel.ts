@@ -1,6 +1,5 @@
 import type {
   AckMessage,
-  Member,
   Meta,
   PresenceJoinMessage,
   PresenceLeaveMessage,
@@ -14,21 +13,22 @@ import { Emitter } from './emitter.js';
 import { PresenceError, isPresenceError } from './errors.js';
 import { diffMembers, sameMember } from './member-diff.js';
 import { TypingIndicator, type TypingOptions } from './typing.js';
+import type { Member, MetaPatch } from './types.js';
 
 /** `idle`: not a member (never joined, or left); `joining`: join sent or queued; `joined`: acked. */
 export type ChannelState = 'idle' | 'joining' | 'joined';
 
-export interface ChannelEvents {
+export interface ChannelEvents<M extends Member = Member> {
   /** A user became a member (not fired for the members of the first sync). */
-  join(member: Member): void;
+  join(member: M): void;
   /** A user stopped being a member. */
-  leave(member: Member, lastSeen: string | null): void;
+  leave(member: M, lastSeen: string | null): void;
   /** Status, meta or channel meta of a member changed. */
-  update(member: Member, previous: Member): void;
+  update(member: M, previous: M): void;
   /** A member started or stopped typing. */
   typing(userId: string, typing: boolean): void;
   /** A full member list arrived (join, resync, reconnect); the events above already told the differences. */
-  sync(members: ReadonlyMap<string, Member>): void;
+  sync(members: ReadonlyMap<string, M>): void;
   /** Anything of this channel changed: members, typing users or state. For stores and renderers. */
   change(): void;
   /** The server refused something the client did on its own for this channel (re-join after reconnect, typing). */
@@ -52,12 +52,15 @@ export interface ChannelHost {
  * this session's membership. `members` and `typingUsers` are replaced, never mutated, on every
  * change, so they can serve directly as snapshots for `useSyncExternalStore`.
  */
-export class Channel extends Emitter<ChannelEvents> {
+export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Meta, State extends string = string> extends Emitter<
+  ChannelEvents<Member<UserMeta, ChannelMeta, State>>
+> {
   readonly name: string;
   /** Helper for this user's own typing signal: call `typing.input()` on every input event. */
   readonly typing: TypingIndicator;
   private currentState: ChannelState = 'idle';
-  private memberMap: ReadonlyMap<string, Member> = new Map();
+  private failure: PresenceError | undefined;
+  private memberMap: ReadonlyMap<string, Member<UserMeta, ChannelMeta, State>> = new Map();
   private typingSet: ReadonlySet<string> = new Set();
   /** `seq` of the last event applied; events are only trusted after a sync on this connection. */
   private seq = 0;
@@ -97,7 +100,7 @@ export class Channel extends Emitter<ChannelEvents> {
   }
 
   /** Members by user id (this user included while visible). */
-  get members(): ReadonlyMap<string, Member> {
+  get members(): ReadonlyMap<string, Member<UserMeta, ChannelMeta, State>> {
     return this.memberMap;
   }
 
@@ -107,17 +110,30 @@ export class Channel extends Emitter<ChannelEvents> {
   }
 
   /**
-   * Joins with this session, or merges `meta` into this user's channel meta when already joined.
-   * Queued while disconnected. Resolves once the member list has arrived.
+   * Why this channel is not joined, when a join failed: the server refused it (or refused the
+   * join again after a reconnect), or the connection ended while joining. Cleared by the next join.
    */
-  async join(meta?: Meta): Promise<this> {
+  get joinError(): PresenceError | undefined {
+    return this.failure;
+  }
+
+  /**
+   * Joins with this session, or merges `meta` into this user's channel meta when already joined
+   * (`null` removes a key). Queued while disconnected. Resolves once the member list has arrived.
+   */
+  async join(meta?: MetaPatch<ChannelMeta>): Promise<this> {
     const version = ++this.membershipVersion;
+    const patch = meta as Meta | undefined;
+    this.failure = undefined;
     if (this.currentState === 'idle') this.setState('joining');
-    if (meta) this.ownChannelMeta = { ...this.ownChannelMeta, ...meta };
+    if (patch) this.ownChannelMeta = { ...this.ownChannelMeta, ...patch };
     try {
-      await this.host.submit({ type: 'join', channel: this.name, ...(meta ? { meta } : {}) }, 'durable');
+      await this.host.submit({ type: 'join', channel: this.name, ...(patch ? { meta: patch } : {}) }, 'durable');
     } catch (error) {
-      if (version === this.membershipVersion && this.currentState === 'joining') this.setState('idle');
+      if (version === this.membershipVersion && this.currentState === 'joining') {
+        if (isPresenceError(error)) this.failure = error;
+        this.setState('idle');
+      }
       throw error;
     }
     if (version === this.membershipVersion) this.setState('joined');
@@ -139,11 +155,11 @@ export class Channel extends Emitter<ChannelEvents> {
   }
 
   /** Merges into this user's per-channel meta (`null` removes a key). Resolves with the merged meta. */
-  async setMeta(meta: Meta): Promise<Meta> {
-    const ack = await this.host.submit({ type: 'channel.meta', channel: this.name, meta }, 'durable');
+  async setMeta(meta: MetaPatch<ChannelMeta>): Promise<ChannelMeta> {
+    const ack = await this.host.submit({ type: 'channel.meta', channel: this.name, meta: meta as Meta }, 'durable');
     const merged = (ack as { channelMeta?: Meta }).channelMeta;
     if (merged) this.ownChannelMeta = merged;
-    return merged ?? this.ownChannelMeta;
+    return (merged ?? this.ownChannelMeta) as ChannelMeta;
   }
 
   // Called by the client --------------------------------------------------------------------
@@ -164,6 +180,7 @@ export class Channel extends Emitter<ChannelEvents> {
       // Lost with the connection or the client closed: the next connection tries again.
       if (version !== this.membershipVersion || !isPresenceError(error) || !error.refusedByServer) return;
       // Refused now (e.g. the new token's channel allowlist): this session is not a member any more.
+      this.failure = error;
       this.reset();
       this.emit('error', error);
     });
@@ -204,8 +221,8 @@ export class Channel extends Emitter<ChannelEvents> {
     this.seq = message.seq;
     this.awaitingSync = false;
     this.resyncing = false;
-    const incoming = new Map<string, Member>();
-    for (const member of message.members) incoming.set(member.userId, member);
+    const incoming = new Map<string, Member<UserMeta, ChannelMeta, State>>();
+    for (const member of message.members) incoming.set(member.userId, member as Member<UserMeta, ChannelMeta, State>);
     this.noteOwnMember(incoming.get(this.host.ownUserId() ?? ''));
     if (!this.synced) {
       // The first member list of a join is the starting point, not a series of joins.
@@ -235,7 +252,7 @@ export class Channel extends Emitter<ChannelEvents> {
     const gap = message.seq > this.seq + 1;
     this.seq = message.seq;
     if (message.type === 'presence.leave') this.removeMember(message.userId, message.lastSeen);
-    else this.putMember(message.member, message.type === 'presence.join');
+    else this.putMember(message.member as Member<UserMeta, ChannelMeta, State>, message.type === 'presence.join');
     // A missed event means the list may be wrong somewhere else too: ask for the full list.
     if (gap) this.resync();
   }
@@ -254,7 +271,7 @@ export class Channel extends Emitter<ChannelEvents> {
 
   // Internals --------------------------------------------------------------------------------
 
-  private putMember(member: Member, announcedAsJoin: boolean): void {
+  private putMember(member: Member<UserMeta, ChannelMeta, State>, announcedAsJoin: boolean): void {
     const previous = this.memberMap.get(member.userId);
     const next = new Map(this.memberMap);
     next.set(member.userId, member);
@@ -286,7 +303,7 @@ export class Channel extends Emitter<ChannelEvents> {
    * Their clients are reconnecting too, so they are kept, as the server itself keeps a dropped
    * user for the offline delay; whoever is not back when it runs out has really left.
    */
-  private keepReturningMembers(incoming: Map<string, Member>): void {
+  private keepReturningMembers(incoming: Map<string, Member<UserMeta, ChannelMeta, State>>): void {
     const graceMs = this.pendingGraceMs;
     this.pendingGraceMs = 0;
     const ownUserId = this.host.ownUserId();
@@ -323,7 +340,7 @@ export class Channel extends Emitter<ChannelEvents> {
     });
   }
 
-  private noteOwnMember(member: Member | undefined): void {
+  private noteOwnMember(member: Member<UserMeta, ChannelMeta, State> | undefined): void {
     if (member && member.userId === this.host.ownUserId()) this.ownChannelMeta = member.channelMeta;
   }
 

@@ -2,10 +2,10 @@ import type {
   AckMessage,
   ManualStatus,
   Meta,
-  SelfPresence,
+  SelfPresence as WireSelfPresence,
   ServerMessage,
   StatusCommand,
-  UserPresence,
+  UserPresence as WireUserPresence,
   Visibility,
   WelcomeMessage,
 } from '@presence/protocol';
@@ -18,9 +18,11 @@ import { Connection, type ConnectionLost, type ConnectionStatus } from './connec
 import { Emitter } from './emitter.js';
 import { PresenceError, isPresenceError } from './errors.js';
 import { OwnPresence } from './own-presence.js';
+import { ReconnectTriggers, type ReconnectTriggerOptions } from './reconnect-triggers.js';
 import type { WebSocketConstructor } from './socket.js';
 import type { TypingOptions } from './typing.js';
 import { createUnloadBeacon, type UnloadBeacon, type UnloadBeaconOptions } from './unload-beacon.js';
+import type { MetaPatch, SelfPresence, UserPresence } from './types.js';
 import { WatchList } from './watch-list.js';
 
 export interface PresenceClientOptions extends TypingOptions {
@@ -46,6 +48,11 @@ export interface PresenceClientOptions extends TypingOptions {
   autoConnect?: boolean;
   /** Reconnect backoff. @default { initialDelayMs: 500, maxDelayMs: 30000, factor: 2, jitter: 0.5 } */
   reconnect?: BackoffOptions;
+  /**
+   * A reconnect waiting out its backoff tries at once when the browser reports `online` or the page
+   * becomes visible again. `false` turns it off. On by default where a `window` or `document` exists.
+   */
+  reconnectOn?: false | ReconnectTriggerOptions;
   /** A connection attempt that has not been welcomed after this long is abandoned. @default 10000 */
   connectTimeoutMs?: number;
   /** After this long without any message from the server, the client sends `ping`. @default 20000 */
@@ -73,11 +80,11 @@ export interface PresenceClientOptions extends TypingOptions {
 }
 
 /** A patch of the user's manual presence; absent fields keep their value, `null` clears. */
-export interface StatusUpdate {
+export interface StatusUpdate<State extends string = string> {
   /** `online` clears the manual status and state; `away`, `busy`, `invisible` set it. */
   status?: 'online' | ManualStatus;
   /** A custom state configured on the server (see `welcome.states`), or `null`. */
-  state?: string | null;
+  state?: State | null;
   /** Custom text, ≤ 256 characters, or `null`. */
   message?: string | null;
   /** When status, state and message clear by themselves; absent or `null`: never. */
@@ -85,18 +92,18 @@ export interface StatusUpdate {
   visibility?: Visibility;
 }
 
-export interface PresenceClientEvents {
+export interface PresenceClientEvents<UserMeta extends Meta = Meta, State extends string = string> {
   status(status: ConnectionStatus): void;
   /** A connection was established (the first, or a reconnect). */
   connected(welcome: WelcomeMessage): void;
   /** The connection ended for good: logged out (here or on another device), replaced, forbidden, refused token. */
   ended(reason: PresenceError): void;
   /** This user's own presence changed. */
-  self(self: SelfPresence): void;
+  self(self: SelfPresence<UserMeta, State>): void;
   /** A watched user's presence changed. */
-  user(user: UserPresence, previous: UserPresence): void;
+  user(user: UserPresence<UserMeta, State>, previous: UserPresence<UserMeta, State>): void;
   /** The map of watched users changed. */
-  users(users: ReadonlyMap<string, UserPresence>): void;
+  users(users: ReadonlyMap<string, UserPresence<UserMeta, State>>): void;
   /** Something failed that the client recovered from, or that no promise reports. */
   error(error: PresenceError): void;
 }
@@ -108,17 +115,25 @@ const DEFAULT_ACTIVITY_THROTTLE_MS = 30_000;
 /**
  * The Presence client: one logical session over reconnects. Create it once per user and page
  * (or process), join channels, set the user's status, watch contacts, and `close()` when done.
+ *
+ * The type parameters describe the application's data: `UserMeta` is what users set with
+ * `setMeta` (name, avatar, …), `ChannelMeta` what members set per channel (cursor, mode, …), and
+ * `State` the custom states configured on the server. Declare them as `type` aliases of JSON
+ * (an `interface` has no index signature, so it does not fit `Meta`).
  */
-export class PresenceClient extends Emitter<PresenceClientEvents> {
+export class PresenceClient<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Meta, State extends string = string> extends Emitter<
+  PresenceClientEvents<UserMeta, State>
+> {
   private readonly connection: Connection;
   private readonly queue: CommandQueue;
   private readonly own = new OwnPresence();
   private readonly watchList: WatchList;
-  private readonly channelMap = new Map<string, Channel>();
+  private readonly channelMap = new Map<string, Channel<UserMeta, ChannelMeta, State>>();
   private readonly activityMonitor: ActivityMonitor | undefined;
   private readonly beacon: UnloadBeacon | undefined;
   /** The capability the unload beacon carries: from `welcome`, renewed by `session.token`. */
   private sessionToken: string | undefined;
+  private readonly reconnectTriggers: ReconnectTriggers | undefined;
   private readonly channelHost: ChannelHost;
   private readonly clock: Clock;
   private activityThrottleMs: number;
@@ -169,6 +184,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     this.activityThrottleMs = options.activity ? options.activity.throttleMs ?? DEFAULT_ACTIVITY_THROTTLE_MS : DEFAULT_ACTIVITY_THROTTLE_MS;
     this.activityMonitor = this.createActivityMonitor(options.activity);
     this.beacon = createUnloadBeacon(options.url, options.unloadBeacon, () => (this.connection.phase === 'open' ? this.sessionToken : undefined));
+    this.reconnectTriggers = this.createReconnectTriggers(options.reconnectOn);
 
     this.connection.on('status', (status) => this.emit('status', status));
     this.connection.on('welcome', (welcome) => this.welcomed(welcome));
@@ -176,8 +192,8 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     this.connection.on('lost', (info) => this.lost(info));
     this.connection.on('ended', (reason) => this.ended(reason));
     this.connection.on('error', (error) => this.emit('error', error));
-    this.watchList.on('update', (user, previous) => this.emit('user', user, previous));
-    this.watchList.on('change', () => this.emit('users', this.watchList.users));
+    this.watchList.on('update', (user, previous) => this.emit('user', user as UserPresence<UserMeta, State>, previous as UserPresence<UserMeta, State>));
+    this.watchList.on('change', () => this.emit('users', this.users));
 
     if (options.autoConnect !== false) this.connect();
   }
@@ -204,17 +220,17 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   }
 
   /** This user's own presence, including the manual status and visibility. */
-  get self(): SelfPresence | null {
-    return this.own.self;
+  get self(): SelfPresence<UserMeta, State> | null {
+    return this.own.self as SelfPresence<UserMeta, State> | null;
   }
 
   /** Watched users by id. */
-  get users(): ReadonlyMap<string, UserPresence> {
-    return this.watchList.users;
+  get users(): ReadonlyMap<string, UserPresence<UserMeta, State>> {
+    return this.watchList.users as ReadonlyMap<string, UserPresence<UserMeta, State>>;
   }
 
   /** Channels this client has handles for, by name. */
-  get channels(): ReadonlyMap<string, Channel> {
+  get channels(): ReadonlyMap<string, Channel<UserMeta, ChannelMeta, State>> {
     return this.channelMap;
   }
 
@@ -224,6 +240,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   connect(): void {
     this.activityMonitor?.start();
     this.beacon?.start();
+    this.reconnectTriggers?.start();
     this.connection.start();
   }
 
@@ -263,24 +280,24 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   // Channels -----------------------------------------------------------------------------------
 
   /** The handle of a channel (created on first use; joining is separate). */
-  channel(name: string): Channel {
+  channel(name: string): Channel<UserMeta, ChannelMeta, State> {
     let channel = this.channelMap.get(name);
     if (!channel) {
-      channel = new Channel(name, this.channelHost);
+      channel = new Channel<UserMeta, ChannelMeta, State>(name, this.channelHost);
       this.channelMap.set(name, channel);
     }
     return channel;
   }
 
   /** Joins a channel (queued while disconnected); resolves once its member list has arrived. */
-  join(name: string, meta?: Meta): Promise<Channel> {
+  join(name: string, meta?: MetaPatch<ChannelMeta>): Promise<Channel<UserMeta, ChannelMeta, State>> {
     return this.channel(name).join(meta);
   }
 
   // Own presence -------------------------------------------------------------------------------
 
   /** Sets the manual status, custom state, message and expiry (a patch), or just a status. */
-  async setStatus(update: StatusUpdate | 'online' | ManualStatus): Promise<SelfPresence> {
+  async setStatus(update: StatusUpdate<State> | 'online' | ManualStatus): Promise<SelfPresence<UserMeta, State>> {
     const patch = typeof update === 'string' ? { status: update } : update;
     const command: Omit<StatusCommand, 'ref'> = { type: 'status' };
     if (patch.status !== undefined) command.status = patch.status;
@@ -291,17 +308,16 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     const ack = await this.queue.submit(command, 'durable');
     const self = selfOf(ack);
     this.own.statusConfirmed(self);
-    this.emit('self', self);
-    return self;
+    return this.emitSelf(self);
   }
 
   /** Merges into the user's meta (name, avatar, …); `null` removes a key. */
-  async setMeta(meta: Meta): Promise<SelfPresence> {
-    const ack = await this.queue.submit({ type: 'meta', meta }, 'durable');
+  async setMeta(meta: MetaPatch<UserMeta>): Promise<SelfPresence<UserMeta, State>> {
+    const patch = meta as Meta;
+    const ack = await this.queue.submit({ type: 'meta', meta: patch }, 'durable');
     const self = selfOf(ack);
-    this.own.metaConfirmed(self, meta);
-    this.emit('self', self);
-    return self;
+    this.own.metaConfirmed(self, patch);
+    return this.emitSelf(self);
   }
 
   /** Tells the server the user is active (when activity detection is off or not in a browser). */
@@ -317,8 +333,8 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   // Watching users -----------------------------------------------------------------------------
 
   /** Watches users outside any channel; resolves with their presence. */
-  watch(userIds: readonly string[]): Promise<UserPresence[]> {
-    return this.watchList.watch(userIds);
+  watch(userIds: readonly string[]): Promise<UserPresence<UserMeta, State>[]> {
+    return this.watchList.watch(userIds) as Promise<UserPresence<UserMeta, State>[]>;
   }
 
   unwatch(userIds: readonly string[]): Promise<void> {
@@ -330,7 +346,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   private welcomed(welcome: WelcomeMessage): void {
     this.sessionToken = welcome.sessionToken;
     this.own.welcomed(welcome);
-    this.emit('self', welcome.self);
+    this.emitSelf(welcome.self);
     // Restore first, so that the application's queued commands apply on top of it.
     for (const command of this.own.restoreCommands(welcome, this.clock.now())) {
       this.queue.sendNow(command).then(
@@ -338,7 +354,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
           const self = selfOf(ack);
           if (command.type === 'status') this.own.statusConfirmed(self);
           else if (command.type === 'meta') this.own.metaConfirmed(self, command.meta);
-          this.emit('self', self);
+          this.emitSelf(self);
         },
         (error: unknown) => this.reportUnlessDisconnected(error),
       );
@@ -415,6 +431,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   private stopLocalWork(): void {
     this.activityMonitor?.stop();
     this.beacon?.stop();
+    this.reconnectTriggers?.stop();
     this.watchList.dispose();
     for (const channel of this.channelMap.values()) {
       channel.dispose();
@@ -428,8 +445,14 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     this.own.clear();
   }
 
-  private observeSelf(presence: UserPresence): void {
-    if (this.own.observed(presence)) this.emit('self', this.own.self!);
+  private observeSelf(presence: WireUserPresence): void {
+    if (this.own.observed(presence)) this.emitSelf(this.own.self!);
+  }
+
+  private emitSelf(self: WireSelfPresence): SelfPresence<UserMeta, State> {
+    const typed = self as SelfPresence<UserMeta, State>;
+    this.emit('self', typed);
+    return typed;
   }
 
   private signal(type: 'activity' | 'idle'): void {
@@ -455,10 +478,19 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
       report: (signal) => this.signal(signal),
     });
   }
+
+  private createReconnectTriggers(options: false | ReconnectTriggerOptions | undefined): ReconnectTriggers | undefined {
+    if (options === false) return undefined;
+    const g = globalThis as { document?: VisibilitySource; addEventListener?: unknown };
+    const online = options?.online ?? (typeof g.addEventListener === 'function' ? (globalThis as unknown as ActivityTarget) : undefined);
+    const visibility = options?.visibility ?? g.document;
+    if (!online && !visibility) return undefined;
+    return new ReconnectTriggers({ ...(online ? { online } : {}), ...(visibility ? { visibility } : {}) }, () => this.connection.retryNow());
+  }
 }
 
-function selfOf(ack: AckMessage): SelfPresence {
-  return (ack as AckMessage & { self: SelfPresence }).self;
+function selfOf(ack: AckMessage): WireSelfPresence {
+  return (ack as AckMessage & { self: WireSelfPresence }).self;
 }
 
 function checkUrl(url: unknown): void {

@@ -87,6 +87,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private unauthorizedInARow = 0;
   private lastReceivedAt = 0;
   private pingSentAt: number | undefined;
+  /** Before this time, no attempt is made early: the server asked for the wait (overloaded). */
+  private notBefore = 0;
   private readonly backoff: Backoff;
   private readonly retryTimer: Timer;
   private readonly connectTimer: Timer;
@@ -133,6 +135,17 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.stopTimers();
     this.currentPhase = 'idle';
     this.updateStatus();
+  }
+
+  /**
+   * The network came back or the page became visible again: a reconnect waiting out its backoff
+   * tries at once (the browser may have throttled the timer, and the wait may be 30 s long). A
+   * wait the server asked for (overloaded or rate limited) is kept.
+   */
+  retryNow(): void {
+    if (this.currentPhase !== 'waiting' || this.options.clock.now() < this.notBefore) return;
+    this.retryTimer.cancel();
+    this.beginAttempt();
   }
 
   /** Sends when open; returns false (and sends nothing) otherwise. */
@@ -296,7 +309,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   private scheduleRetry(floorMs: number): void {
     this.currentPhase = 'waiting';
     // The floor gets up to as much again at random: clients refused together must not return together.
-    this.retryTimer.arm(Math.max(floorMs * (1 + this.options.random()), this.backoff.next()));
+    const floor = floorMs * (1 + this.options.random());
+    this.notBefore = floor > 0 ? this.options.clock.now() + floor : 0;
+    this.retryTimer.arm(Math.max(floor, this.backoff.next()));
     this.updateStatus();
   }
 

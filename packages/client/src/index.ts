@@ -5,13 +5,12 @@ export { PresenceError, isPresenceError, CLIENT_ERRORS, type ClientErrorCode, ty
 export { TypingIndicator, type TypingOptions } from './typing.js';
 export { ACTIVITY_EVENTS, type ActivityOptions, type ActivityTarget, type VisibilitySource } from './activity.js';
 export type { UnloadBeaconOptions } from './unload-beacon.js';
+export type { ReconnectTriggerOptions } from './reconnect-triggers.js';
 export { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
 export { systemClock, type Clock } from './clock.js';
 export type { WebSocketLike, WebSocketConstructor } from './socket.js';
+export type { Member, UserPresence, SelfPresence, MetaPatch } from './types.js';
 export type {
-  Member,
-  UserPresence,
-  SelfPresence,
   Status,
   ManualStatus,
   Visibility,

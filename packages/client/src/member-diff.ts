@@ -21,15 +21,15 @@ export function sameMember(a: Member, b: Member): boolean {
   return samePresence(a, b) && jsonEqual(a.channelMeta, b.channelMeta);
 }
 
-export interface MemberDiff {
-  joined: Member[];
-  left: Member[];
-  updated: { member: Member; previous: Member }[];
+export interface MemberDiff<M extends Member = Member> {
+  joined: M[];
+  left: M[];
+  updated: { member: M; previous: M }[];
 }
 
 /** What changed from one member list to the next, as the events an application would have seen. */
-export function diffMembers(before: ReadonlyMap<string, Member>, after: ReadonlyMap<string, Member>): MemberDiff {
-  const diff: MemberDiff = { joined: [], left: [], updated: [] };
+export function diffMembers<M extends Member>(before: ReadonlyMap<string, M>, after: ReadonlyMap<string, M>): MemberDiff<M> {
+  const diff: MemberDiff<M> = { joined: [], left: [], updated: [] };
   for (const [userId, previous] of before) {
     if (!after.has(userId)) diff.left.push(previous);
   }

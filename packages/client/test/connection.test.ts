@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { PresenceClient, PresenceError, type ConnectionStatus, type PresenceClientOptions } from '../src/index.js';
 import { ManualClock } from './support/clocks.js';
+import { FakeDocument, FakeTarget } from './support/dom.js';
 import { fakeWebSocket } from './support/fake-socket.js';
 
 function setup(options: Partial<PresenceClientOptions> = {}) {
@@ -313,5 +314,113 @@ describe('reconciliation after a server restart (scripted, deterministic order)'
     fake.last().deliver({ type: 'presence.sync', channel: 'room:r', members: [member('ada')], seq: 2 });
     assert.deepEqual(left, ['bob']);
     client.close();
+  });
+});
+
+describe('reconnect triggers: online and visibilitychange', () => {
+  function triggered(options: Partial<PresenceClientOptions> = {}) {
+    const window = new FakeTarget();
+    const page = new FakeDocument();
+    // A long backoff, so that an attempt before it ends can only be the trigger's.
+    const setup_ = setup({ reconnect: { initialDelayMs: 10_000, maxDelayMs: 30_000 }, reconnectOn: { online: window, visibility: page }, ...options });
+    return { ...setup_, window, page };
+  }
+
+  test('online ends the backoff wait at once; the attempt resumes the session', () => {
+    const { fake, client, clock, window } = triggered();
+    client.connect();
+    fake.last().welcome('session-online');
+    fake.last().serverClose(1006);
+    assert.equal(client.status, 'reconnecting');
+    clock.advance(1000);
+    assert.equal(fake.sockets.length, 1, 'still waiting out the backoff');
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 2, 'a new attempt without waiting');
+    assert.equal(new URL(fake.last().url).searchParams.get('sessionId'), 'session-online');
+    fake.last().welcome('session-online', true);
+    assert.equal(client.status, 'connected');
+    // The backoff timer was replaced, not left to fire a second attempt.
+    clock.advance(30_000);
+    assert.equal(fake.sockets.length, 2);
+    client.close();
+  });
+
+  test('the page becoming visible ends the wait; becoming hidden does not', () => {
+    const { fake, client, clock, page } = triggered();
+    client.connect();
+    fake.last().welcome();
+    fake.last().serverClose(1006);
+    page.setVisibility('hidden');
+    clock.advance(1000);
+    assert.equal(fake.sockets.length, 1, 'hidden: keep waiting');
+    page.setVisibility('visible');
+    assert.equal(fake.sockets.length, 2, 'visible: try now');
+    client.close();
+  });
+
+  test('also before the first welcome (connecting), and after a failed attempt the backoff goes on', () => {
+    const { fake, client, clock, window } = triggered();
+    client.connect();
+    fake.last().serverClose(1006);
+    assert.equal(client.status, 'connecting');
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 2);
+    // That attempt fails too: the next wait is the second step of the backoff (20 s).
+    fake.last().serverClose(1006);
+    clock.advance(19_999);
+    assert.equal(fake.sockets.length, 2);
+    clock.advance(1);
+    assert.equal(fake.sockets.length, 3);
+    client.close();
+  });
+
+  test('nothing happens while connected, while an attempt is under way, or after close()', () => {
+    const { fake, client, window, page } = triggered();
+    client.connect();
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 1, 'an attempt is under way: no second one');
+    fake.last().welcome();
+    window.dispatch('online');
+    page.setVisibility('hidden');
+    page.setVisibility('visible');
+    assert.equal(fake.sockets.length, 1, 'connected: nothing to do');
+    client.close();
+    assert.equal(window.listenerCount + page.listenerCount, 0, 'close() removes the listeners');
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 1);
+    assert.equal(client.status, 'disconnected');
+  });
+
+  test('a wait the server asked for (4029, overloaded) is kept', () => {
+    const { fake, client, clock, window } = triggered({ reconnect: { initialDelayMs: 100, maxDelayMs: 1000 } });
+    client.connect();
+    fake.last().welcome();
+    fake.last().serverClose(4029);
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 1, 'inside the slow-down delay: no early attempt');
+    clock.advance(4000);
+    assert.equal(fake.sockets.length, 2, 'the slow-down delay (random 0: exactly 4 s)');
+    fake.last().serverClose(1006);
+    window.dispatch('online');
+    assert.equal(fake.sockets.length, 3, 'an ordinary backoff after it is cut short again');
+    client.close();
+  });
+
+  test('listening starts with connect(); reconnectOn: false listens to nothing', () => {
+    const { client, window, page } = triggered({ autoConnect: false });
+    assert.equal(window.listenerCount + page.listenerCount, 0);
+    client.connect();
+    assert.equal(window.listenerCount, 1);
+    assert.equal(page.listenerCount, 1);
+    client.close();
+
+    const off = triggered({ reconnectOn: false });
+    off.client.connect();
+    off.fake.last().serverClose(1006);
+    off.window.dispatch('online');
+    off.page.setVisibility('visible');
+    assert.equal(off.fake.sockets.length, 1);
+    assert.equal(off.window.listenerCount + off.page.listenerCount, 0);
+    off.client.close();
   });
 });

@@ -21,7 +21,7 @@ function instrumented(userId: string) {
   const clock = new CountingClock();
   const target = new FakeTarget();
   const page = new FakeDocument();
-  const client = devClient(server.wsUrl, userId, { clock, activity: { target, visibility: page } });
+  const client = devClient(server.wsUrl, userId, { clock, activity: { target, visibility: page }, reconnectOn: { online: target, visibility: page } });
   const leftovers = () => ({ timers: clock.outstanding, listeners: target.listenerCount + page.listenerCount });
   return { client, clock, target, page, leftovers };
 }

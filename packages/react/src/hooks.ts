@@ -1,5 +1,14 @@
 import { useCallback, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
-import type { Channel, ConnectionStatus, ManualStatus, Member, Meta, SelfPresence, StatusUpdate, UserPresence } from '@presence/client';
+import type {
+  Channel,
+  ConnectionStatus,
+  ManualStatus,
+  Meta,
+  MetaPatch,
+  SelfPresence,
+  StatusUpdate,
+  UserPresence,
+} from '@presence/client';
 import { usePresenceContext } from './context.js';
 
 /** The connection's public status: `connecting`, `connected`, `reconnecting` or `disconnected`. */
@@ -10,9 +19,9 @@ export function useConnectionStatus(): ConnectionStatus {
   return useSyncExternalStore(subscribe, read, read);
 }
 
-export interface ChannelOptions {
+export interface ChannelOptions<ChannelMeta extends Meta = Meta> {
   /** This user's channel meta for the join (read when the component first holds the channel). */
-  meta?: Meta;
+  meta?: MetaPatch<ChannelMeta>;
 }
 
 /**
@@ -23,18 +32,9 @@ export function useChannel(name: string, options: ChannelOptions = {}): Channel 
   const { client, leases } = usePresenceContext('useChannel');
   const meta = useRef(options.meta);
   meta.current = options.meta;
-  useEffect(() => leases.holdChannel(name, meta.current), [leases, name]);
+  useEffect(() => leases.holdChannel(name, meta.current as Meta | undefined), [leases, name]);
   // Handles are created on first use and live as long as the client: safe to get during render.
   return client.channel(name);
-}
-
-/** Members of a channel (joining it while mounted), in join order. */
-export function usePresence(name: string, options: ChannelOptions = {}): Member[] {
-  const channel = useChannel(name, options);
-  const subscribe = useCallback((onChange: () => void) => channel.on('change', onChange), [channel]);
-  const read = () => channel.members;
-  const members = useSyncExternalStore(subscribe, read, read);
-  return useMemo(() => [...members.values()], [members]);
 }
 
 export interface TypingState {
@@ -60,11 +60,11 @@ export function useTyping(name: string): TypingState {
   return { typing, onInput, stop };
 }
 
-export interface MyPresence {
+export interface MyPresence<UserMeta extends Meta = Meta, State extends string = string> {
   /** This user's presence (null before the first connection). */
-  self: SelfPresence | null;
-  setStatus: (update: StatusUpdate | 'online' | ManualStatus) => Promise<SelfPresence>;
-  setMeta: (meta: Meta) => Promise<SelfPresence>;
+  self: SelfPresence<UserMeta, State> | null;
+  setStatus: (update: StatusUpdate<State> | 'online' | ManualStatus) => Promise<SelfPresence<UserMeta, State>>;
+  setMeta: (meta: MetaPatch<UserMeta>) => Promise<SelfPresence<UserMeta, State>>;
 }
 
 /** This user's own presence and its setters. */
@@ -74,7 +74,7 @@ export function useMyPresence(): MyPresence {
   const read = () => client.self;
   const self = useSyncExternalStore(subscribe, read, read);
   const setStatus = useCallback((update: StatusUpdate | 'online' | ManualStatus) => client.setStatus(update), [client]);
-  const setMeta = useCallback((meta: Meta) => client.setMeta(meta), [client]);
+  const setMeta = useCallback((meta: MetaPatch) => client.setMeta(meta), [client]);
   return useMemo(() => ({ self, setStatus, setMeta }), [self, setStatus, setMeta]);
 }
 

@@ -1,16 +1,16 @@
 import { createElement, useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
-import { PresenceClient, type PresenceClientOptions } from '@presence/client';
+import { PresenceClient, type Meta, type PresenceClientOptions } from '@presence/client';
 import { PresenceContext } from './context.js';
 import { leasesFor } from './leases.js';
 
-export type PresenceProviderProps = {
+export type PresenceProviderProps<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Meta, State extends string = string> = {
   children?: ReactNode;
   /** Errors no hook can return: a join or watch the server refused. */
   onError?: (error: unknown) => void;
 } & (
   | {
       /** A client created outside React (recommended for apps): the provider neither connects nor closes it. */
-      client: PresenceClient;
+      client: PresenceClient<UserMeta, ChannelMeta, State>;
       options?: never;
     }
   | {

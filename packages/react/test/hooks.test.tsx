@@ -49,7 +49,7 @@ async function observe(userId: string, channel?: string): Promise<Observer> {
 }
 
 function Members({ channel }: { channel: string }) {
-  const members = usePresence(channel, { meta: { mode: 'viewing' } });
+  const { members } = usePresence(channel, { meta: { mode: 'viewing' } });
   return (
     <ul aria-label="members">
       {members.map((m) => (

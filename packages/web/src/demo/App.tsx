@@ -1,6 +1,6 @@
 import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import type { PresenceClientOptions } from '@presence/client';
-import { PresenceProvider, useConnectionStatus, useMyPresence, usePresenceClient } from '@presence/react';
+import { PresenceProvider, useConnectionStatus, useMyPresence, usePresenceClient } from './presence.js';
 import { AVATAR_PICTURES, avatarPath } from '../shared/avatars.js';
 import { Avatar } from './Avatar.js';
 import { displayName, statusLine } from './format.js';

@@ -1,8 +1,9 @@
 import type { Status, UserPresence } from '@presence/client';
 import { avatarUrl, colorFor, displayName, initials } from './format.js';
+import type { DemoUserMeta } from './presence.js';
 
 interface AvatarProps {
-  user: Pick<UserPresence, 'userId' | 'meta'>;
+  user: Pick<UserPresence<DemoUserMeta>, 'userId' | 'meta'>;
   status: Status | 'invisible';
   size?: 'small' | 'large';
 }

@@ -1,18 +1,17 @@
 import { useState } from 'react';
 import type { Member } from '@presence/client';
-import { useChannel, usePresence, usePresenceClient, useTyping } from '@presence/react';
 import { Avatar } from './Avatar.js';
 import { displayName, lastSeenText, statusLine, typingLine } from './format.js';
 import { useNow, useRecentlyLeft } from './hooks.js';
+import { usePresence, usePresenceClient, useTyping, type DemoChannelMeta, type DemoUserMeta } from './presence.js';
 
 /** One room: its members, who just left, who is typing, and a message field that drives typing. */
 export function Room({ room }: { room: string }) {
   const name = `room:${room}`;
   const client = usePresenceClient();
-  const members = usePresence(name, { meta: { mode: 'viewing' } });
-  const channel = useChannel(name);
+  const { status, members } = usePresence(name, { meta: { mode: 'viewing' } });
   const { typing, onInput, stop } = useTyping(name);
-  const left = useRecentlyLeft(channel);
+  const left = useRecentlyLeft(name);
   const now = useNow(5000);
   const [draft, setDraft] = useState('');
   const [sent, setSent] = useState<string[]>([]);
@@ -32,7 +31,12 @@ export function Room({ room }: { room: string }) {
           <MemberRow key={member.userId} member={member} self={member.userId === client.userId} />
         ))}
       </ul>
-      {members.length === 0 && <p className="hint">Joining…</p>}
+      {status === 'joining' && <p className="hint">Joining…</p>}
+      {status === 'error' && (
+        <p className="error" role="alert">
+          Could not join #{room}.
+        </p>
+      )}
 
       <p className="typing" role="status" aria-live="polite" data-testid="typing">
         {typingLine(typingNames)}
@@ -91,7 +95,7 @@ export function Room({ room }: { room: string }) {
   );
 }
 
-function MemberRow({ member, self }: { member: Member; self: boolean }) {
+function MemberRow({ member, self }: { member: Member<DemoUserMeta, DemoChannelMeta>; self: boolean }) {
   return (
     <li className="member" data-user={member.userId} data-status={member.status}>
       <Avatar user={member} status={member.status} />

@@ -1,6 +1,6 @@
 import { useId, useState, type FormEvent } from 'react';
 import type { ManualStatus, SelfPresence, StatusUpdate } from '@presence/client';
-import { useMyPresence, usePresenceClient } from '@presence/react';
+import { useMyPresence, usePresenceClient } from './presence.js';
 import { STATUS_LABELS, stateLabel } from './format.js';
 
 const EXPIRIES: { value: string; label: string; ms?: number }[] = [

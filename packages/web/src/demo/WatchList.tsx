@@ -1,5 +1,5 @@
 import { useEffect, useId, useState } from 'react';
-import { useUsers } from '@presence/react';
+import { useUsers } from './presence.js';
 import { Avatar } from './Avatar.js';
 import { displayName, lastSeenText, statusLine } from './format.js';
 import { useNow } from './hooks.js';

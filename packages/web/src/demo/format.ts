@@ -1,6 +1,9 @@
 import type { ManualStatus, Status, UserPresence } from '@presence/client';
+import type { DemoUserMeta } from './presence.js';
 
-export function displayName(user: Pick<UserPresence, 'userId' | 'meta'>): string {
+type DemoUser = Pick<UserPresence<DemoUserMeta>, 'userId' | 'meta'>;
+
+export function displayName(user: DemoUser): string {
   const name = user.meta.name;
   return typeof name === 'string' && name.trim() ? name.trim() : user.userId;
 }
@@ -19,7 +22,7 @@ export function colorFor(userId: string): string {
 }
 
 /** Only pictures from this server or from https URLs are shown; anything else falls back to initials. */
-export function avatarUrl(user: Pick<UserPresence, 'meta'>): string | undefined {
+export function avatarUrl(user: Pick<DemoUser, 'meta'>): string | undefined {
   const avatar = user.meta.avatar;
   if (typeof avatar !== 'string') return undefined;
   if (/^avatars\/[a-z]+\.svg$/.test(avatar) || /^https:\/\//.test(avatar)) return avatar;

@@ -1,5 +1,6 @@
 import { useEffect, useState } from 'react';
-import type { Channel, Member } from '@presence/client';
+import type { Member } from '@presence/client';
+import { usePresenceListener, type DemoChannelMeta, type DemoUserMeta } from './presence.js';
 
 /** The current time, refreshed every `everyMs`, for "last seen … ago" lines. */
 export function useNow(everyMs: number): number {
@@ -12,27 +13,25 @@ export function useNow(everyMs: number): number {
 }
 
 export interface LeftMember {
-  member: Member;
+  member: Member<DemoUserMeta, DemoChannelMeta>;
   lastSeen: string | null;
 }
 
 const KEEP_LEFT = 8;
 
-/** Members who left this channel since the page joined it, newest first, until they come back. */
-export function useRecentlyLeft(channel: Channel): LeftMember[] {
+/**
+ * Members who left this channel since the component mounted, newest first, until they come back
+ * (a member list after a reconnect reports who came back as a join too). Mount it per channel.
+ */
+export function useRecentlyLeft(channel: string): LeftMember[] {
   const [left, setLeft] = useState<LeftMember[]>([]);
-  useEffect(() => {
-    setLeft([]);
-    const offLeave = channel.on('leave', (member, lastSeen) =>
-      setLeft((list) => [{ member, lastSeen }, ...list.filter((l) => l.member.userId !== member.userId)].slice(0, KEEP_LEFT)),
-    );
-    const offJoin = channel.on('join', (member) => setLeft((list) => list.filter((l) => l.member.userId !== member.userId)));
-    const offSync = channel.on('sync', (members) => setLeft((list) => list.filter((l) => !members.has(l.member.userId))));
-    return () => {
-      offLeave();
-      offJoin();
-      offSync();
-    };
-  }, [channel]);
+  usePresenceListener(channel, (event) => {
+    const { userId } = event.member;
+    if (event.type === 'leave') {
+      setLeft((list) => [{ member: event.member, lastSeen: event.lastSeen }, ...list.filter((l) => l.member.userId !== userId)].slice(0, KEEP_LEFT));
+    } else if (event.type === 'join') {
+      setLeft((list) => list.filter((l) => l.member.userId !== userId));
+    }
+  });
   return left;
 }
