@@ -95,8 +95,8 @@ export interface Collected {
   histogram: string;
   syncHistogram: string;
   deliveredInWindow: number;
-  /** The window's deliveries by the node (index into the init's `urls`) the receiver is connected to. */
-  deliveredInWindowByNode: number[];
+  /** Every delivery since the last collect, by the node (index into the init's `urls`) the receiver is on. */
+  deliveredByNode: number[];
   deliveredTotal: number;
   frames: number;
   bytes: number;
@@ -179,7 +179,7 @@ let syncHistogram: Histogram = newHistogram();
 let windowStartUs = 0;
 let windowEndUs = 0;
 let deliveredInWindow = 0;
-let deliveredInWindowByNode: number[] = [];
+let deliveredByNode: number[] = [];
 let deliveredTotal = 0;
 let frames = 0;
 let bytes = 0;
@@ -192,13 +192,11 @@ const leaveSentAt = new Map<string, number>();
 const ERROR_FRAME = Buffer.from('"type":"error"');
 const WELCOME = Buffer.from('"type":"welcome"');
 
-/** Records one delivery; true when its event was sent inside the measured window. */
-function record(sentUs: number, nowUs: number): boolean {
+function record(sentUs: number, nowUs: number): void {
   deliveredTotal += 1;
-  if (sentUs < windowStartUs || sentUs >= windowEndUs) return false;
+  if (sentUs < windowStartUs || sentUs >= windowEndUs) return;
   deliveredInWindow += 1;
   histogram.recordValue(Math.max(1, Math.round(nowUs - sentUs)));
-  return true;
 }
 
 function onFrame(c: Client, data: Buffer): void {
@@ -270,7 +268,8 @@ function onMarkers(c: Client, data: Buffer): void {
     if ((seen.get(sender) ?? 0) >= seq) return;
     seen.set(sender, seq);
     nowUs ||= nowMs() * 1000;
-    if (record(sentUs, nowUs)) deliveredInWindowByNode[c.node] = (deliveredInWindowByNode[c.node] ?? 0) + 1;
+    record(sentUs, nowUs);
+    deliveredByNode[c.node] = (deliveredByNode[c.node] ?? 0) + 1;
   });
 }
 
@@ -605,7 +604,7 @@ function init(args: InitRequest): { clients: number } {
   system = args.system;
   clientKind = args.client ?? 'lean';
   clients = [];
-  deliveredInWindowByNode = args.urls.map(() => 0);
+  deliveredByNode = args.urls.map(() => 0);
   const perAddress = Math.ceil(args.total / Math.max(1, args.sourceAddresses.length));
   for (let i = args.worker; i < args.total; i += args.workers) {
     const { channel, node } = placeClient(i, args.layout, args.urls.length);
@@ -622,7 +621,7 @@ function collect(): Collected {
     histogram: encodeHistogram(histogram),
     syncHistogram: encodeHistogram(syncHistogram),
     deliveredInWindow,
-    deliveredInWindowByNode,
+    deliveredByNode,
     deliveredTotal,
     frames,
     bytes,
@@ -633,7 +632,7 @@ function collect(): Collected {
   histogram = newHistogram();
   syncHistogram = newHistogram();
   deliveredInWindow = deliveredTotal = frames = bytes = errorFrames = 0;
-  deliveredInWindowByNode = deliveredInWindowByNode.map(() => 0);
+  deliveredByNode = deliveredByNode.map(() => 0);
   closes = {};
   return result;
 }

@@ -43,9 +43,11 @@ export const SCALEOUT_GOALS = {
 const DISTURBED = 0.15;
 
 export interface RedisFigures {
-  /** Redis CPU over the window, in cores. */
+  /** Redis CPU over the steady window, in cores. */
   cpu: number;
+  /** Commands clients sent per second of the steady window (a script counts once). */
   commandsPerSec: number;
+  /** Per update sent, over the whole span (see `WindowFigures.span`). */
   commandsPerUpdate: number;
   /** PUBLISH/SPUBLISH calls (from clients and scripts) per update sent. */
   publishedPerUpdate: number;
@@ -64,8 +66,14 @@ export interface RedisFigures {
   usedMemory: number;
 }
 
+/**
+ * One measurement. Utilisation comes from the steady window (after the warm-up); the cost of an
+ * update comes from the whole span, from the first update sent until the last delivery arrived,
+ * so that work a loaded node did late (or Redis did for it) is still counted against the updates
+ * that caused it.
+ */
 export interface WindowFigures {
-  /** Length of the CPU and Redis measurement (seconds). */
+  /** Length of the steady window's CPU and Redis readings (seconds). */
   seconds: number;
   /** Length of the schedule's measured window: updates sent in it count as in the window. */
   scheduleSeconds: number;
@@ -73,18 +81,26 @@ export interface WindowFigures {
   offeredRate: number;
   achievedRate: number;
   sentInWindow: number;
+  /** Deliveries the window's updates should make, and made. */
   expected: number;
   delivered: number;
-  /** Deliveries of the updates sent in the window, per second of it. */
-  deliveriesPerSec: number;
-  deliveredByNode: number[];
   deliveryRatio: number;
   latency: LatencySummary;
-  /** CPU in cores over the window: each node, the nodes together, the load generator, others. */
+  /** CPU in cores over the steady window: each node, the nodes together, the load generator, others. */
   nodeCpu: number[];
   serverCpu: number;
   loadgenCpu: number;
   foreignCpu: number;
+  span: {
+    seconds: number;
+    /** Updates sent, warm-up included. */
+    updates: number;
+    deliveries: number;
+    /** Deliveries to the clients of each node. */
+    deliveriesByNode: number[];
+    /** CPU seconds of each node over the span. */
+    nodeCpuSeconds: number[];
+  };
   redis: RedisFigures;
 }
 
@@ -153,7 +169,7 @@ export interface IdleTaxResult {
   window: WindowFigures;
   /** Node A (index 0, every client) and node B (index 1, none). */
   memory: NodeMemory[];
-  /** B's CPU over A's, in the window. */
+  /** B's CPU seconds over A's, from the first update sent until the last delivery. */
   idleCpuShare: number;
   /** B's heap and RSS growth after a forced GC, per user of A (bytes). */
   idleHeapPerUser: number;
@@ -270,6 +286,8 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
           memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, connect.ready),
         });
         const [a, b] = window.nodeCpu;
+        // The share over the whole span: work B did late still counts.
+        const [spanA, spanB] = window.span.nodeCpuSeconds;
         const idleHeapPerUser = Math.round((memory[1].heapAfter - memory[1].heapBefore) / Math.max(1, connect.ready));
         const idleRssPerUser = Math.round((memory[1].rssAfter - memory[1].rssBefore) / Math.max(1, connect.ready));
         const result: IdleTaxResult = {
@@ -279,7 +297,7 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
           rate: o.idleRate,
           window,
           memory,
-          idleCpuShare: a > 0 ? round3(b / a) : 0,
+          idleCpuShare: spanA > 0 ? round3(spanB / spanA) : 0,
           idleHeapPerUser,
           idleRssPerUser,
           flags: windowFlags(window, connect.ready, users),
@@ -335,9 +353,8 @@ async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; 
           connectSeconds: round2(connect.elapsedMs / 1000),
           memory,
           window,
-          // CPU seconds per second over deliveries per second (of the updates sent in the window).
-          cpuPerDeliveryUs: perDeliveryUs(window.serverCpu, window.delivered, window),
-          nodeCpuPerDeliveryUs: window.nodeCpu.map((cores, i) => perDeliveryUs(cores, window.deliveredByNode[i], window)),
+          cpuPerDeliveryUs: perDeliveryUs(sum(window.span.nodeCpuSeconds), window.span.deliveries),
+          nodeCpuPerDeliveryUs: window.span.nodeCpuSeconds.map((cpu, i) => perDeliveryUs(cpu, window.span.deliveriesByNode[i])),
           heapPerUser: perUser((m) => m.heapPerUser),
           rssPerUser: perUser((m) => m.rssPerUser),
           flags: windowFlags(window, connect.ready, total),
@@ -388,9 +405,9 @@ function nodeMemory(before: ProbeResult[], after: ProbeResult[], users: number[]
 }
 
 /**
- * One measured window: an open-loop schedule of presence updates from every client at `rate`
- * (all nodes together), CPU of each process from /proc over the window after a warm-up of a
- * fifth of it, Redis counters over the same instants, then every delivery waited for.
+ * One measurement: an open-loop schedule of presence updates from every client at `rate` (all
+ * nodes together) with a warm-up of a fifth of its length; CPU of each process from /proc and the
+ * Redis counters read at the start and end of the steady window and of the whole span.
  */
 async function measureWindow(
   ctx: Context,
@@ -404,9 +421,6 @@ async function measureWindow(
   await loadgen.collect();
   const subscribers = (await redis.channels()).subscribers;
   const warmupMs = Math.round(plan.durationMs / 5);
-  const startAt = nowMs() + (ctx.opts.quick ? 100 : 300);
-  const from = startAt + warmupMs;
-  const to = startAt + plan.durationMs;
   const read = async () => ({
     nodes: running.servers.map((s) => s.cpuSeconds()),
     redis: running.redisCpuSeconds(),
@@ -416,7 +430,11 @@ async function measureWindow(
     at: nowMs(),
     info: await redis.snapshot(),
   });
-  const cpu = (async () => {
+  const spanStart = await read();
+  const startAt = nowMs() + (ctx.opts.quick ? 100 : 300);
+  const from = startAt + warmupMs;
+  const to = startAt + plan.durationMs;
+  const steady = (async () => {
     await sleep(Math.max(0, from - nowMs()));
     const start = await read();
     await sleep(Math.max(0, to - nowMs()));
@@ -425,23 +443,22 @@ async function measureWindow(
   const schedule = await loadgen.schedule('fanout', { rate: plan.rate, startAt, durationMs: plan.durationMs, warmupMs });
   const expected = schedule.sentInWindow * plan.deliveriesPerEvent;
   await drain(loadgen, expected);
-  const { start, end } = await cpu;
+  const { start, end } = await steady;
+  const spanEnd = await read();
   const collected = await loadgen.collect();
   const seconds = (end.at - start.at) / 1000;
   const perSec = (a: number, b: number) => (b - a) / seconds;
   const nodeCpu = end.nodes.map((v, i) => round3(perSec(start.nodes[i], v)));
-  const serverCpu = nodeCpu.reduce((a, b) => a + b, 0);
+  const serverCpu = sum(nodeCpu);
   const redisCpu = perSec(start.redis, end.redis);
   const loadgenCpu = perSec(start.loadgen, end.loadgen);
   const foreignCpu = Math.max(0, perSec(start.busy, end.busy) - serverCpu - redisCpu - loadgenCpu - perSec(start.self, end.self));
-  const delivered = collected.reduce((sum, c) => sum + c.deliveredInWindow, 0);
-  const deliveredByNode = running.servers.map((_, i) => collected.reduce((sum, c) => sum + (c.deliveredInWindowByNode[i] ?? 0), 0));
-  const info = redisDelta(start.info, end.info);
-  // Updates sent between the two Redis snapshots, at the rate the schedule achieved.
+  const delivered = sum(collected.map((c) => c.deliveredInWindow));
   const windowSeconds = (plan.durationMs - warmupMs) / 1000;
-  const updates = (schedule.sentInWindow / windowSeconds) * seconds;
+  const steadyInfo = redisDelta(start.info, end.info);
+  const spanInfo = redisDelta(spanStart.info, spanEnd.info);
   const channels = Object.entries(subscribers).filter(([, n]) => n > 0);
-  const perUpdate = (n: number) => (updates > 0 ? round3(n / updates) : 0);
+  const perUpdate = (n: number) => (schedule.sent > 0 ? round3(n / schedule.sent) : 0);
   return {
     seconds: round3(seconds),
     scheduleSeconds: windowSeconds,
@@ -450,30 +467,36 @@ async function measureWindow(
     sentInWindow: schedule.sentInWindow,
     expected,
     delivered,
-    deliveriesPerSec: Math.round(delivered / windowSeconds),
-    deliveredByNode,
     deliveryRatio: expected > 0 ? Math.round((delivered / expected) * 100000) / 100000 : 0,
     latency: summarize(mergeEncoded(collected.map((c) => c.histogram))),
     nodeCpu,
     serverCpu: round3(serverCpu),
     loadgenCpu: round3(loadgenCpu),
     foreignCpu: round3(foreignCpu),
+    span: {
+      seconds: round3((spanEnd.at - spanStart.at) / 1000),
+      updates: schedule.sent,
+      deliveries: sum(collected.map((c) => c.deliveredTotal)),
+      deliveriesByNode: running.servers.map((_, i) => sum(collected.map((c) => c.deliveredByNode[i] ?? 0))),
+      nodeCpuSeconds: spanEnd.nodes.map((v, i) => round3(v - spanStart.nodes[i])),
+    },
     redis: {
       cpu: round3(redisCpu),
-      commandsPerSec: Math.round(info.commands / seconds),
-      commandsPerUpdate: perUpdate(info.commands),
-      publishedPerUpdate: perUpdate(info.published),
-      pubsubDeliveriesPerUpdate: channels.length === 1 ? perUpdate(info.published * channels[0][1]) : channels.length === 0 ? 0 : null,
+      commandsPerSec: Math.round(steadyInfo.commands / seconds),
+      commandsPerUpdate: perUpdate(spanInfo.commands),
+      publishedPerUpdate: perUpdate(spanInfo.published),
+      pubsubDeliveriesPerUpdate: channels.length === 1 ? perUpdate(spanInfo.published * channels[0][1]) : channels.length === 0 ? 0 : null,
       subscribers,
-      callsPerUpdate: Object.fromEntries(Object.entries(info.calls).map(([name, n]) => [name, perUpdate(n)])),
+      callsPerUpdate: Object.fromEntries(Object.entries(spanInfo.calls).map(([name, n]) => [name, perUpdate(n)])),
       memoryPerUser: Math.round(plan.memoryPerUser),
       usedMemory: end.info.usedMemory,
     },
   };
 }
 
-function perDeliveryUs(cores: number, delivered: number, w: WindowFigures): number {
-  return delivered > 0 ? round2((cores / (delivered / w.scheduleSeconds)) * 1e6) : 0;
+/** CPU microseconds per delivery. */
+function perDeliveryUs(cpuSeconds: number, deliveries: number): number {
+  return deliveries > 0 ? round2((cpuSeconds / deliveries) * 1e6) : 0;
 }
 
 function windowFlags(w: WindowFigures, connected: number, users: number): string[] {
@@ -535,6 +558,10 @@ function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
 }
 
 function mean(values: number[]): number {
