@@ -267,7 +267,7 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
   try {
     return await withPopulation(
       ctx,
-      { system: 'presence', layout, total: users, nodes: 2, clientNodes: 1, redis: true, quietWaitMs: o.quietWaitMs },
+      { system: 'presence', layout, total: users, nodes: 2, clientNodes: 1, redis: true, quietWaitMs: 0 },
       async (running) => {
         await settle(ctx, running);
         baseline = await probeAll(running);
@@ -325,7 +325,7 @@ async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; 
   try {
     return await withPopulation(
       ctx,
-      { system: 'presence', layout, total, nodes: p.nodes, redis: true, quietWaitMs: o.quietWaitMs },
+      { system: 'presence', layout, total, nodes: p.nodes, redis: true, quietWaitMs: 0 },
       async (running) => {
         await settle(ctx, running);
         baseline = await probeAll(running);
