@@ -21,6 +21,7 @@ import { fanoutScenario } from './scenarios/fanout.js';
 import { joinStormScenario } from './scenarios/join-storm.js';
 import { Skip } from './scenarios/population.js';
 import { reconnectScenario } from './scenarios/reconnect.js';
+import { scaleoutScenario } from './scenarios/scaleout.js';
 
 async function attempt<T>(ctx: Context, label: string, run: () => Promise<T>): Promise<Outcome<T>> {
   try {
@@ -40,6 +41,8 @@ function defaultOut(opts: Options): string {
   if (opts.quick) return join(BENCH_DIR, 'scratch', 'quick.json');
   const complete = JSON.stringify(opts) === JSON.stringify({ ...defaultOptions(false), pin: opts.pin });
   if (complete) return join(BENCH_DIR, 'results', 'full.json');
+  const scaleoutOnly = JSON.stringify(opts) === JSON.stringify({ ...defaultOptions(false), pin: opts.pin, scenarios: ['scaleout'] });
+  if (scaleoutOnly) return join(BENCH_DIR, 'results', 'scaleout.json');
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   return join(BENCH_DIR, 'scratch', `run-${stamp}.json`);
 }
@@ -170,6 +173,14 @@ async function main(): Promise<void> {
       }
       scenarios.multinode[system] = await attempt(ctx, system, () => fanoutScenario(ctx, system, { ...opts.multinode, nodes: 2 }));
     });
+  }
+
+  if (want('scaleout')) {
+    const s = opts.scaleout;
+    ctx.log(`\n== scale-out: Presence through one Redis on ${s.nodes.join(', ')} nodes, ${s.users} users and ${s.rate} updates/s per node; idle-node tax with ${s.idleUsers} users`);
+    scenarios.scaleout = systems.includes('presence')
+      ? await attempt(ctx, 'presence', () => scaleoutScenario(ctx))
+      : { skipped: 'measures Presence only, and --systems leaves it out' };
   }
 
   const finished = new Date();

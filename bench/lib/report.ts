@@ -6,6 +6,7 @@ import type { Options, ScenarioName } from '../scenarios/context.js';
 import type { FanoutResult } from '../scenarios/fanout.js';
 import type { JoinStormResult } from '../scenarios/join-storm.js';
 import type { ReconnectResult } from '../scenarios/reconnect.js';
+import type { ScaleoutResult } from '../scenarios/scaleout.js';
 import type { LadderResult, StepResult } from '../scenarios/steps.js';
 import { SYSTEM_LABELS } from './systems.js';
 
@@ -19,6 +20,8 @@ export interface ScenarioResults {
   churn: Partial<Record<SystemName, Outcome<LadderResult & { members: number; fill: FillResult }>>>;
   reconnect: Partial<Record<SystemName, Outcome<ReconnectResult>>>;
   multinode: Partial<Record<SystemName, Outcome<FanoutResult>>>;
+  /** Presence alone (not per system); absent when the scenario did not run. */
+  scaleout?: Outcome<ScaleoutResult>;
 }
 
 export interface Target {
@@ -271,6 +274,7 @@ export function renderTables(results: Results): string {
     out.push(`\n### Multi-node fan-out (2 nodes + Redis, ${n(m.channels)} channels × ${m.members} members split across the nodes)\n`);
     out.push(table(ladderHeader, ladderRows(scenarios.multinode, systems, 'updates/s')));
   }
+  if (results.options.scenarios.includes('scaleout')) out.push(renderScaleout(scenarios.scaleout));
   out.push('\n### Targets\n');
   out.push(
     table(
@@ -279,5 +283,77 @@ export function renderTables(results: Results): string {
     ),
   );
   if (results.mode === 'quick') out.push('\n(quick mode: tiny scale, the figures only show that every scenario runs)');
+  return out.join('\n');
+}
+
+function renderScaleout(outcome: Outcome<ScaleoutResult> | undefined): string {
+  const out: string[] = [];
+  if (!isResult(outcome)) {
+    out.push(`\n### Scale-out\n\n${outcomeNote(outcome)}`);
+    return out.join('\n');
+  }
+  const o = outcome.options;
+  const pct = (share: number) => `${(share * 100).toFixed(share < 0.1 ? 1 : 0)}%`;
+  const met = (m: boolean | null) => (m === null ? 'n/a' : m ? 'yes' : 'NO');
+  const idle = outcome.idle;
+  out.push(`\n### Scale-out: idle-node tax (node A with the users and ${n(o.idleRate)} updates/s, node B without clients, one Redis)\n`);
+  if (!idle || !isResult(idle)) out.push(idle ? outcomeNote(idle) : 'not measured (scaleout.idle-users=0)');
+  else {
+    const [a, b] = idle.memory;
+    out.push(
+      table(
+        ['users on A', 'A CPU', 'B CPU', 'B / A CPU (goal ≤ 2 %)', 'B heap / A-user after GC (goal ≤ 0.5 KB)', 'B RSS / A-user', 'A heap / user', 'A RSS / user', 'B heap, RSS', 'notes'],
+        [
+          [
+            `${n(idle.connected)}/${n(idle.users)}`,
+            pct(idle.window.nodeCpu[0]),
+            pct(idle.window.nodeCpu[1]),
+            `${(idle.idleCpuShare * 100).toFixed(1)} %`,
+            `${kb(idle.idleHeapPerUser)} KB`,
+            `${kb(idle.idleRssPerUser)} KB`,
+            `${kb(a.heapPerUser ?? 0)} KB`,
+            `${kb(a.rssPerUser ?? 0)} KB`,
+            `${n(b.heapAfter / 1048576)} MB, ${n(b.rssAfter / 1048576)} MB`,
+            idle.flags.join('; '),
+          ],
+        ],
+      ),
+    );
+  }
+  out.push(
+    `\n### Scale-out: ${n(outcome.summary[0]?.usersPerNode ?? o.users)} users and ${n(o.rate)} updates/s per node, channels of ${o.channelSize}; ` +
+      `"cross": ${Math.round(o.crossFraction * 100)} % of each channel's members on other nodes; median of ${o.runs} run${o.runs > 1 ? 's' : ''}\n`,
+  );
+  out.push(
+    table(
+      ['variant', 'nodes', 'server CPU / delivery', 'vs 1 node', 'heap / user / node', 'RSS / user / node', 'server core', 'Redis CPU', 'Redis cmds/s', 'cmds / update', 'published / update', 'pub/sub deliveries / update', 'Redis mem / user', 'p99', 'flagged runs'],
+      outcome.summary.map((s) => [
+        s.variant,
+        String(s.nodes),
+        `${s.cpuPerDeliveryUs.toFixed(1)} µs`,
+        s.cpuPerDeliveryVsOneNode === null ? '–' : `${s.cpuPerDeliveryVsOneNode.toFixed(2)}×`,
+        `${kb(s.heapPerUser)} KB`,
+        `${kb(s.rssPerUser)} KB`,
+        pct(s.serverCpu),
+        pct(s.redisCpu),
+        n(s.redisCommandsPerSec),
+        s.redisCommandsPerUpdate.toFixed(2),
+        s.publishedPerUpdate.toFixed(2),
+        s.pubsubDeliveriesPerUpdate === null ? 'n/a' : s.pubsubDeliveriesPerUpdate.toFixed(2),
+        `${n(s.redisMemoryPerUser)} B`,
+        `${msf(s.p99Ms)} ms`,
+        `${s.flaggedRuns}/${s.runs}`,
+      ]),
+    ),
+  );
+  const g = outcome.goals;
+  out.push(
+    `\nGoals: idle node's CPU ≤ ${pct(g.idleCpuShare.goal)} of the loaded node's: ${g.idleCpuShare.value === null ? 'n/a' : `${(g.idleCpuShare.value * 100).toFixed(1)} %`} (${met(g.idleCpuShare.met)}); ` +
+      `its heap ≤ ${kb(g.idleHeapPerUser.goal)} KB per user of the loaded node: ${g.idleHeapPerUser.value === null ? 'n/a' : `${kb(g.idleHeapPerUser.value)} KB`} (${met(g.idleHeapPerUser.met)}); ` +
+      `local CPU per delivery flat within ${pct(g.flatness.goal)} of one node: ${g.flatness.value === null ? 'n/a' : `${g.flatness.value >= 0 ? '+' : ''}${Math.round(g.flatness.value * 100)} % at worst`} (${met(g.flatness.met)})`,
+  );
+  const flagged = outcome.summary.flatMap((s) => s.flags.map((f) => `${s.variant} ${s.nodes}: ${f}`));
+  if (flagged.length > 0) out.push(`\nFlags (server core and Redis over ${pct(0.8)} of their core, missing deliveries, other tenants):\n${flagged.map((f) => `- ${f}`).join('\n')}`);
+  for (const f of outcome.failures) out.push(`\n${f.variant} ${f.nodes} nodes, run ${f.run}: error ${f.error.split('\n')[0]}`);
   return out.join('\n');
 }

@@ -17,6 +17,8 @@ export interface RunningSystem {
   urls: string[];
   servers: Child[];
   redis?: Child;
+  /** `redis://127.0.0.1:PORT` of the system's Redis, when it has one. */
+  redisUrl?: string;
   serverCpuSeconds(): number;
   redisCpuSeconds(): number;
   probe(gc: boolean): Promise<ProbeResult[]>;
@@ -26,6 +28,8 @@ export interface RunningSystem {
 export interface StartOptions {
   pinning: Pinning;
   nodes?: number;
+  /** Presence: run through Redis even with one node (a cluster of one, to compare with larger ones). */
+  redis?: boolean;
   /** Extra environment for Presence (limits, offline delay, …). */
   env?: Record<string, string>;
   /** Extra node flags for the server processes (e.g. `--cpu-prof`). */
@@ -36,7 +40,7 @@ export interface StartOptions {
 
 export async function startSystem(name: SystemName, options: StartOptions): Promise<RunningSystem> {
   const nodes = options.nodes ?? 1;
-  const needsRedis = name === 'socketio' || (name === 'presence' && nodes > 1);
+  const needsRedis = name === 'socketio' || (name === 'presence' && (nodes > 1 || options.redis === true));
   const redis = needsRedis ? await startRedis(options.pinning.loadgen) : undefined;
   const servers: Child[] = [];
   const urls: string[] = [];
@@ -72,6 +76,7 @@ export async function startSystem(name: SystemName, options: StartOptions): Prom
     urls,
     servers,
     redis: redis?.child,
+    ...(redis ? { redisUrl: redis.url } : {}),
     serverCpuSeconds: () => servers.reduce((sum, s) => sum + s.cpuSeconds(), 0),
     redisCpuSeconds: () => redis?.child.cpuSeconds() ?? 0,
     probe: (gc) => Promise.all(servers.map((s) => s.probe(gc))),

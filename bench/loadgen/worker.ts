@@ -10,6 +10,7 @@
 import WebSocket from 'ws';
 import { LeanSocket } from './lean-socket.js';
 import { newHistogram, encodeHistogram, type Histogram } from '../lib/histogram.js';
+import { placeClient, type Layout } from './layout.js';
 import { JOIN_EVENT, LEAVE_EVENT, countOccurrences, scanLeaves, scanMarkers, scanTyping } from './scan.js';
 import { UPDATE_KINDS, WIRES, newMember, type BenchMember, type SystemName, type Wire, type WireClient } from './wire.js';
 
@@ -17,8 +18,7 @@ import { UPDATE_KINDS, WIRES, newMember, type BenchMember, type SystemName, type
 // Requests from the orchestrator
 // ---------------------------------------------------------------------------------------------
 
-/** Channels of `size` consecutive users, or one channel for everyone (joined quietly when `quiet`). */
-export type Layout = { kind: 'groups'; size: number } | { kind: 'single'; channel: string; quiet?: boolean };
+export type { Layout } from './layout.js';
 
 export interface InitRequest {
   system: SystemName;
@@ -95,6 +95,8 @@ export interface Collected {
   histogram: string;
   syncHistogram: string;
   deliveredInWindow: number;
+  /** Every delivery since the last collect, by the node (index into the init's `urls`) the receiver is on. */
+  deliveredByNode: number[];
   deliveredTotal: number;
   frames: number;
   bytes: number;
@@ -156,6 +158,8 @@ class Client implements WireClient {
     readonly channel: string,
     readonly url: string,
     readonly localAddress: string | undefined,
+    /** Index of `url` in the init's `urls`. */
+    readonly node: number,
   ) {
     this.member = newMember(idx, userId);
   }
@@ -175,6 +179,7 @@ let syncHistogram: Histogram = newHistogram();
 let windowStartUs = 0;
 let windowEndUs = 0;
 let deliveredInWindow = 0;
+let deliveredByNode: number[] = [];
 let deliveredTotal = 0;
 let frames = 0;
 let bytes = 0;
@@ -264,6 +269,7 @@ function onMarkers(c: Client, data: Buffer): void {
     seen.set(sender, seq);
     nowUs ||= nowMs() * 1000;
     record(sentUs, nowUs);
+    deliveredByNode[c.node] = (deliveredByNode[c.node] ?? 0) + 1;
   });
 }
 
@@ -598,23 +604,12 @@ function init(args: InitRequest): { clients: number } {
   system = args.system;
   clientKind = args.client ?? 'lean';
   clients = [];
+  deliveredByNode = args.urls.map(() => 0);
   const perAddress = Math.ceil(args.total / Math.max(1, args.sourceAddresses.length));
   for (let i = args.worker; i < args.total; i += args.workers) {
-    let channel: string;
-    let node: number;
-    if (args.layout.kind === 'groups') {
-      channel = `g${Math.floor(i / args.layout.size)}`;
-      // Consecutive users go to consecutive nodes: every channel's members are split across the
-      // nodes and every node gets the same share. (Member k of each channel on node k mod N
-      // was not even when N does not divide the channel size: 4 of 10 on the first of 3 nodes,
-      // 20,000 of 50,000, past one process's open-files limit.)
-      node = i % args.urls.length;
-    } else {
-      channel = args.layout.channel;
-      node = i % args.urls.length;
-    }
+    const { channel, node } = placeClient(i, args.layout, args.urls.length);
     const address = args.sourceAddresses.length > 0 ? args.sourceAddresses[Math.floor(i / perAddress)] : undefined;
-    const client = new Client(i, `u${i}`, channel, args.urls[node], address);
+    const client = new Client(i, `u${i}`, channel, args.urls[node], address, node);
     client.quiet = args.layout.kind === 'single' && args.layout.quiet === true;
     clients.push(client);
   }
@@ -626,6 +621,7 @@ function collect(): Collected {
     histogram: encodeHistogram(histogram),
     syncHistogram: encodeHistogram(syncHistogram),
     deliveredInWindow,
+    deliveredByNode,
     deliveredTotal,
     frames,
     bytes,
@@ -636,6 +632,7 @@ function collect(): Collected {
   histogram = newHistogram();
   syncHistogram = newHistogram();
   deliveredInWindow = deliveredTotal = frames = bytes = errorFrames = 0;
+  deliveredByNode = deliveredByNode.map(() => 0);
   closes = {};
   return result;
 }

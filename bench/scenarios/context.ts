@@ -2,8 +2,14 @@ import type { SystemName } from '../loadgen/wire.js';
 import type { Pinning } from '../lib/proc.js';
 import type { LadderPlan } from './steps.js';
 
-export const SCENARIOS = ['connections', 'fanout', 'joinstorm', 'typing', 'churn', 'reconnect', 'multinode'] as const;
+export const SCENARIOS = ['connections', 'fanout', 'joinstorm', 'typing', 'churn', 'reconnect', 'multinode', 'scaleout'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
+
+/**
+ * Scenarios a full run leaves out unless named: scale-out measures Presence alone, against itself
+ * on more nodes, and takes about a quarter of an hour. Quick mode runs every scenario.
+ */
+export const OPT_IN_SCENARIOS: readonly ScenarioName[] = ['scaleout'];
 
 export interface Options {
   quick: boolean;
@@ -42,6 +48,30 @@ export interface Options {
   joinstorm: { users: number };
   reconnect: { users: number; channelSize: number; concurrency: number; settleMs: number };
   multinode: { channels: number; members: number } & LadderPlan;
+  scaleout: ScaleoutOptions;
+}
+
+/** Presence on 1…N nodes through Redis (bench/scenarios/scaleout.ts). */
+export interface ScaleoutOptions {
+  /** Node counts of the scaling runs, each with the same load per node. */
+  nodes: number[];
+  /** Users per node (rounded up to whole channels). */
+  users: number;
+  /** Presence updates per second per node. */
+  rate: number;
+  channelSize: number;
+  /** Of each channel's members, the share on other nodes in the cross-node variant; 0 skips it. */
+  crossFraction: number;
+  /** Runs (fresh processes) of each node count and variant; the table shows their medians. */
+  runs: number;
+  /** The measured window of each run, after a warm-up of a fifth of it (ms). */
+  durationMs: number;
+  /** Idle-node tax: users on node A (node B has none; 0 skips the measurement). */
+  idleUsers: number;
+  /** Idle-node tax: presence updates per second on node A. */
+  idleRate: number;
+  /** Longest wait for other tenants' CPU use to calm down before each run (ms). */
+  quietWaitMs: number;
 }
 
 export interface Context {
@@ -56,7 +86,7 @@ export function defaultOptions(quick: boolean): Options {
   // What every run shares; the two modes differ only in scale.
   const common = {
     quick,
-    scenarios: [...SCENARIOS],
+    scenarios: SCENARIOS.filter((s) => quick || !OPT_IN_SCENARIOS.includes(s)),
     systems: ['presence', 'ws', 'socketio'],
     pin: true,
     serverFlags: [],
@@ -77,6 +107,7 @@ export function defaultOptions(quick: boolean): Options {
       joinstorm: { users: 60 },
       reconnect: { users: 100, channelSize: 5, concurrency: 100, settleMs: 300 },
       multinode: { channels: 20, members: 4, rates: [50], start: 50, factor: 2, maxSteps: 1, refine: 0 },
+      scaleout: { nodes: [1, 2], users: 200, rate: 40, channelSize: 10, crossFraction: 0.1, runs: 1, durationMs: 1000, idleUsers: 300, idleRate: 40, quietWaitMs: 0 },
     };
   }
   return {
@@ -92,6 +123,7 @@ export function defaultOptions(quick: boolean): Options {
     joinstorm: { users: 2000 },
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
+    scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 19_000, idleRate: 200, quietWaitMs: 20_000 },
   };
 }
 
@@ -102,6 +134,8 @@ the Redis adapter), prints a table, writes JSON and an SVG chart.
 
   --quick                       every scenario at tiny scale (under a minute)
   --scenarios=a,b               ${SCENARIOS.join(', ')}
+                                (default: all but ${OPT_IN_SCENARIOS.join(', ')}, which runs only when named;
+                                --quick runs them all)
   --systems=a,b                 presence, ws, socketio
   --out=FILE                    JSON path (chart beside it); default bench/results/full.json for a
                                 complete default run, bench/scratch/<name>.json otherwise
@@ -126,6 +160,18 @@ Scenario parameters, as --<scenario>.<name>=value:
   joinstorm.users=2000
   reconnect.users=10000 reconnect.channel-size=10 reconnect.concurrency=10000
   multinode.channels=1000 multinode.members=10 multinode.rates=… multinode.start=1000 …
+  scaleout.nodes=1,2,4,8        Presence alone, through one Redis, on each node count in turn
+  scaleout.users=1000 scaleout.rate=50
+                                users and presence updates/s per node (the same on every node)
+  scaleout.channel-size=10 scaleout.cross-fraction=0.1
+                                channels live on one node; in the cross-node variant this share of
+                                each channel's members sits on other nodes (0 = no such variant)
+  scaleout.runs=3 scaleout.duration-ms=10000
+                                runs per node count and variant (median shown), measured window
+  scaleout.idle-users=19000 scaleout.idle-rate=200
+                                idle-node tax: users and updates/s on node A, none on node B
+                                (0 users = not measured)
+  scaleout.quiet-wait-ms=20000  longest wait for other tenants to calm down before each run
 `;
 
 /** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */
@@ -150,7 +196,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     if (!section || typeof section !== 'object' || !(name in section || (name === 'rates' && 'start' in section))) {
       throw new Error(`unknown option --${group}.${key} (see --help)`);
     }
-    section[name] = name === 'rates' ? numberList(arg, value) : positiveNumber(arg, value);
+    section[name] = name === 'rates' || Array.isArray(section[name]) ? numberList(arg, value) : positiveNumber(arg, value);
   }
   return opts;
 }

@@ -14,6 +14,12 @@ export interface PopulationSpec {
   layout: Layout;
   total: number;
   nodes?: number;
+  /** The clients connect to the first `clientNodes` nodes only (default: all of them). */
+  clientNodes?: number;
+  /** Presence: through Redis even with one node. */
+  redis?: boolean;
+  /** How long to wait for other tenants' CPU use to calm down before connecting (default 60 s). */
+  quietWaitMs?: number;
   env?: Record<string, string>;
   /** Source addresses to spread the connections over; 0 picks one per 25,000 connections. */
   sourceAddresses?: number;
@@ -39,7 +45,8 @@ export interface Population {
 export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, before: ((system: RunningSystem) => Promise<void>) | undefined, body: (population: Population) => Promise<T>): Promise<T> {
   const nodes = spec.nodes ?? 1;
   const fileLimit = openFileLimit();
-  const perNode = Math.ceil(spec.total / nodes);
+  const clientNodes = Math.min(nodes, spec.clientNodes ?? nodes);
+  const perNode = Math.ceil(spec.total / clientNodes);
   if (perNode > fileLimit - 200) {
     throw new Skip(`needs ${perNode} sockets in one server process, but the open-files limit here is ${fileLimit} (raise it with ulimit -n, which needs privileges this machine does not grant)`);
   }
@@ -58,7 +65,7 @@ export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, befo
   });
   let system: RunningSystem;
   try {
-    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, env: spec.env, presenceEntry: ctx.opts.presenceEntry, nodeFlags: ctx.opts.serverFlags });
+    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, redis: spec.redis, env: spec.env, presenceEntry: ctx.opts.presenceEntry, nodeFlags: ctx.opts.serverFlags });
   } catch (error) {
     await (await loadgenStarting).close();
     if (error instanceof ChildExitedError) throw new Skip(`server refused to start: ${error.reason}`);
@@ -69,8 +76,8 @@ export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, befo
     loadgen = await loadgenStarting;
     const addressCount = spec.sourceAddresses && spec.sourceAddresses > 0 ? spec.sourceAddresses : Math.ceil(spec.total / 25_000);
     const sourceAddresses = addressCount > 1 ? Array.from({ length: addressCount }, (_, i) => `127.0.0.${i + 1}`) : [];
-    await loadgen.init({ system: spec.system, urls: system.urls, layout: spec.layout, total: spec.total, sourceAddresses, client: ctx.opts.client });
-    await waitForQuiet(ctx, [...system.servers.map((s) => s.pid), ...loadgen.pids]);
+    await loadgen.init({ system: spec.system, urls: system.urls.slice(0, clientNodes), layout: spec.layout, total: spec.total, sourceAddresses, client: ctx.opts.client });
+    await waitForQuiet(ctx, [...system.servers.map((s) => s.pid), ...(system.redis ? [system.redis.pid] : []), ...loadgen.pids], spec.quietWaitMs);
     if (before) await before(system);
     let peakRss = 0;
     const sample = () => {

@@ -49,8 +49,8 @@ function ourPids(system: RunningSystem, loadgen: LoadGen): number[] {
 }
 
 /** Waits (up to a limit) until nothing else on the machine uses a noticeable share of the CPU. */
-export async function waitForQuiet(ctx: Context, pids: number[]): Promise<void> {
-  const deadline = Date.now() + (ctx.opts.quick ? 0 : 60_000);
+export async function waitForQuiet(ctx: Context, pids: number[], maxWaitMs = 60_000): Promise<void> {
+  const deadline = Date.now() + (ctx.opts.quick ? 0 : maxWaitMs);
   let reported = false;
   for (;;) {
     const foreign = await foreignCpu(pids, ctx.opts.quick ? 50 : 500);
@@ -166,7 +166,7 @@ async function measureCpu(system: RunningSystem, loadgen: LoadGen, from: number,
  * Waits for the window's deliveries (or until they stop coming), then until the system is quiet,
  * so that a backlog from an overloaded step does not spill into the next one.
  */
-async function drain(loadgen: LoadGen, expected: number): Promise<void> {
+export async function drain(loadgen: LoadGen, expected: number): Promise<void> {
   let last = -1;
   let lastChange = nowMs();
   const deadline = nowMs() + 15_000;

@@ -69,7 +69,8 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
 
   it('reports every scenario for every system, each with figures or a reason it was skipped', () => {
     assert.equal(results.mode, 'quick');
-    for (const scenario of SCENARIOS) {
+    // Scale-out measures Presence alone (its own test below).
+    for (const scenario of SCENARIOS.filter((s) => s !== 'scaleout')) {
       for (const system of SYSTEMS) {
         const outcome = (results.scenarios[scenario] as Record<string, unknown>)[system];
         assert.ok(outcome !== undefined, `${scenario}/${system} missing`);
@@ -77,7 +78,7 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
       }
     }
     // Only multi-node may be skipped, and only where a node cannot run with Redis (yet).
-    for (const scenario of SCENARIOS.filter((s) => s !== 'multinode')) {
+    for (const scenario of SCENARIOS.filter((s) => s !== 'multinode' && s !== 'scaleout')) {
       for (const system of SYSTEMS) {
         assert.ok(!isOutcome((results.scenarios[scenario] as Record<string, unknown>)[system]), `${scenario}/${system} was skipped`);
       }
@@ -138,6 +139,45 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     const ws = results.scenarios.reconnect.ws;
     assert.ok(ws && !isOutcome(ws));
     assert.equal(ws.leavesAtObservers, ws.dropped);
+  });
+
+  it('measures Presence scaling out: the idle-node tax and every node count, local and cross-node', () => {
+    const r = results.scenarios.scaleout;
+    assert.ok(r && !isOutcome(r), `scaleout: ${JSON.stringify(r)?.slice(0, 2000)}`);
+    assert.deepEqual(r.failures, []);
+    const idle = r.idle;
+    assert.ok(idle && !isOutcome(idle), `idle-node tax: ${JSON.stringify(idle)?.slice(0, 2000)}`);
+    assert.equal(idle.connected, idle.users, 'every user on node A connected');
+    assert.deepEqual(idle.memory.map((m) => m.users), [idle.users, 0], 'the users are on node A, none on node B');
+    assert.equal(idle.window.span.deliveriesByNode[1], 0, 'nothing delivered on node B');
+    assert.ok(idle.window.delivered >= idle.window.expected * 0.95 && idle.window.delivered <= idle.window.expected, 'idle-node tax: deliveries accounted for');
+    assert.ok(idle.window.nodeCpu[0] > 0 && idle.idleCpuShare >= 0 && Number.isFinite(idle.idleHeapPerUser) && Number.isFinite(idle.idleRssPerUser));
+    const o = results.options.scaleout;
+    assert.deepEqual(
+      r.summary.map((s) => `${s.variant} ${s.nodes}`),
+      [...o.nodes.map((n) => `local ${n}`), ...o.nodes.filter((n) => n > 1).map((n) => `cross ${n}`)],
+      'a summary per node count and variant (cross needs two nodes)',
+    );
+    for (const run of r.runs) {
+      const where = `${run.variant} ${run.nodes} run ${run.run}`;
+      const w = run.window;
+      assert.equal(run.connected, run.users, `${where}: every user connected`);
+      assert.deepEqual(run.memory.map((m) => m.users), run.memory.map(() => run.users / run.nodes), `${where}: the same users on every node`);
+      assert.ok(w.delivered >= w.expected * 0.95 && w.delivered <= w.expected, `${where}: ${w.delivered} of ${w.expected} deliveries`);
+      assert.ok(w.span.deliveries >= w.delivered && w.span.deliveries <= w.span.updates * (results.options.scaleout.channelSize - 1), `${where}: deliveries over the span`);
+      assert.equal(w.span.deliveriesByNode.reduce((a, b) => a + b, 0), w.span.deliveries, `${where}: deliveries by node add up`);
+      assert.ok(w.span.deliveriesByNode.every((d) => d > 0), `${where}: every node delivered`);
+      assert.equal(w.latency.count, w.delivered, `${where}: one latency per delivery`);
+      assert.equal(w.nodeCpu.length, run.nodes);
+      assert.ok(run.cpuPerDeliveryUs > 0 && run.nodeCpuPerDeliveryUs.every((v) => v > 0), `${where}: CPU per delivery`);
+      assert.ok(run.memory.every((m) => m.heapAfter > 0 && m.rssAfter > 0 && m.heapPerUser !== null), `${where}: heap after GC on every node`);
+      assert.ok(w.redis.publishedPerUpdate > 0 && w.redis.commandsPerSec > 0, `${where}: Redis counters read`);
+      assert.ok(Object.keys(w.redis.subscribers).length > 0, `${where}: pub/sub channels read`);
+      assert.ok(Number.isFinite(w.redis.memoryPerUser), `${where}: Redis memory per user`);
+    }
+    const one = r.summary.find((s) => s.variant === 'local' && s.nodes === 1);
+    assert.equal(one?.cpuPerDeliveryVsOneNode, 1);
+    assert.ok(r.goals.flatness.value !== null && r.goals.idleCpuShare.value !== null);
   });
 
   it('judges the targets and draws a chart with one line per system', () => {

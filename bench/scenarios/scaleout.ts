@@ -1,0 +1,586 @@
+/**
+ * Scale-out: what a Presence cluster costs per node as it grows, and what a node with no clients
+ * of its own pays for the others (issue 14, point 5). Presence only, always through one Redis
+ * (a one-node run too, so that every node count pays the same Redis round trips).
+ *
+ * - Idle-node tax: node A holds `idleUsers` users in channels of `channelSize` and gets a steady
+ *   `idleRate` of presence updates; node B has no client. B's CPU as a share of A's over the
+ *   window, and B's heap (after a forced GC) and RSS growth per user of A.
+ * - Scaling: 1, 2, 4, 8… nodes with the same load per node (`users`, `rate`), each channel's
+ *   members on the channel's home node ("local"), and a variant where `crossFraction` of each
+ *   channel's members connect to another node ("cross"). Per run: server CPU seconds (from
+ *   /proc/<pid>/stat) per delivered update, heap and RSS growth per user on each node (after a
+ *   forced GC), Redis commands/s, messages published and pub/sub deliveries per update, Redis
+ *   memory per online user. `runs` fresh runs per node count and variant; the table shows medians.
+ *
+ * All server processes share the server core and Redis shares the other with the load generator,
+ * so "each node under 80 % of its core" here means all nodes together under 80 % of the one core;
+ * a run above it is flagged, not dropped.
+ */
+import { mergeEncoded, summarize, type LatencySummary } from '../lib/histogram.js';
+import type { LoadGen } from '../lib/loadgen.js';
+import { cpuSeconds, machineBusySeconds, selfCpuSeconds, sleep, type ProbeResult } from '../lib/proc.js';
+import { RedisStats, redisDelta, type RedisSnapshot } from '../lib/redis-stats.js';
+import type { RunningSystem } from '../lib/systems.js';
+import { usersPerNode, type Layout } from '../loadgen/layout.js';
+import type { Context, ScaleoutOptions } from './context.js';
+import { Skip, withPopulation } from './population.js';
+import { drain, waitForQuiet } from './steps.js';
+
+/** Goals of the issue, judged in the table. */
+export const SCALEOUT_GOALS = {
+  /** The idle node's CPU as a share of the loaded node's. */
+  idleCpuShare: 0.02,
+  /** The idle node's heap growth per user of the loaded node, bytes. */
+  idleHeapPerUser: 512,
+  /** Largest rise of CPU per delivery from 1 node to the most, local channels. */
+  flatness: 0.15,
+  /** Server core (all nodes) and Redis: at most this share of their core. */
+  coreShare: 0.8,
+} as const;
+
+/** Other tenants' CPU (cores) above which a window is flagged as disturbed. */
+const DISTURBED = 0.15;
+
+export interface RedisFigures {
+  /** Redis CPU over the steady window, in cores. */
+  cpu: number;
+  /** Commands clients sent per second of the steady window (a script counts once). */
+  commandsPerSec: number;
+  /** Per update sent, over the whole span (see `WindowFigures.span`). */
+  commandsPerUpdate: number;
+  /** PUBLISH/SPUBLISH calls (from clients and scripts) per update sent. */
+  publishedPerUpdate: number;
+  /**
+   * Messages Redis delivered to subscribers per update: published × subscribers, exact while
+   * everything is published on one channel; null when several channels have subscribers (then
+   * INFO does not say which channel each message went to).
+   */
+  pubsubDeliveriesPerUpdate: number | null;
+  /** Subscribers per pub/sub channel (ordinary and sharded). */
+  subscribers: Record<string, number>;
+  /** Command calls per update by command (`evalsha`, `publish`, …), scripts' inner calls included. */
+  callsPerUpdate: Record<string, number>;
+  /** used_memory growth per online user, bytes. */
+  memoryPerUser: number;
+  usedMemory: number;
+}
+
+/**
+ * One measurement. Utilisation comes from the steady window (after the warm-up); the cost of an
+ * update comes from the whole span, from the first update sent until the last delivery arrived,
+ * so that work a loaded node did late (or Redis did for it) is still counted against the updates
+ * that caused it.
+ */
+export interface WindowFigures {
+  /** Length of the steady window's CPU and Redis readings (seconds). */
+  seconds: number;
+  /** Length of the schedule's measured window: updates sent in it count as in the window. */
+  scheduleSeconds: number;
+  /** Updates per second offered and actually sent in the window, all nodes together. */
+  offeredRate: number;
+  achievedRate: number;
+  sentInWindow: number;
+  /** Deliveries the window's updates should make, and made. */
+  expected: number;
+  delivered: number;
+  deliveryRatio: number;
+  latency: LatencySummary;
+  /** CPU in cores over the steady window: each node, the nodes together, the load generator, others. */
+  nodeCpu: number[];
+  serverCpu: number;
+  loadgenCpu: number;
+  foreignCpu: number;
+  span: {
+    seconds: number;
+    /** Updates sent, warm-up included. */
+    updates: number;
+    deliveries: number;
+    /** Deliveries to the clients of each node. */
+    deliveriesByNode: number[];
+    /** CPU seconds of each node over the span. */
+    nodeCpuSeconds: number[];
+  };
+  redis: RedisFigures;
+}
+
+export interface NodeMemory {
+  users: number;
+  heapBefore: number;
+  heapAfter: number;
+  rssBefore: number;
+  rssAfter: number;
+  /** Growth after a forced GC per user of this node (bytes); null on a node without users. */
+  heapPerUser: number | null;
+  rssPerUser: number | null;
+}
+
+export interface ScaleoutRun {
+  variant: 'local' | 'cross';
+  nodes: number;
+  run: number;
+  users: number;
+  connected: number;
+  connectSeconds: number;
+  memory: NodeMemory[];
+  window: WindowFigures;
+  /** Server CPU microseconds per delivered update: all nodes' CPU over all deliveries. */
+  cpuPerDeliveryUs: number;
+  /** The same, each node's CPU over the deliveries to its own clients. */
+  nodeCpuPerDeliveryUs: number[];
+  /** Mean over the nodes of each node's heap growth per user of its own, bytes. */
+  heapPerUser: number;
+  rssPerUser: number;
+  /** Why the run's figures deserve caution: a core above its limit, missing deliveries, other tenants. */
+  flags: string[];
+}
+
+export interface ScaleoutSummary {
+  variant: 'local' | 'cross';
+  nodes: number;
+  runs: number;
+  usersPerNode: number;
+  ratePerNode: number;
+  /** Medians over the runs. */
+  cpuPerDeliveryUs: number;
+  /** Against the local one-node median (1 = flat). */
+  cpuPerDeliveryVsOneNode: number | null;
+  heapPerUser: number;
+  rssPerUser: number;
+  serverCpu: number;
+  redisCpu: number;
+  loadgenCpu: number;
+  redisCommandsPerSec: number;
+  redisCommandsPerUpdate: number;
+  publishedPerUpdate: number;
+  pubsubDeliveriesPerUpdate: number | null;
+  redisMemoryPerUser: number;
+  p99Ms: number;
+  /** Runs with at least one flag, and the distinct flags. */
+  flaggedRuns: number;
+  flags: string[];
+}
+
+export interface IdleTaxResult {
+  users: number;
+  connected: number;
+  connectSeconds: number;
+  rate: number;
+  window: WindowFigures;
+  /** Node A (index 0, every client) and node B (index 1, none). */
+  memory: NodeMemory[];
+  /** B's CPU seconds over A's, from the first update sent until the last delivery. */
+  idleCpuShare: number;
+  /** B's heap and RSS growth after a forced GC, per user of A (bytes). */
+  idleHeapPerUser: number;
+  idleRssPerUser: number;
+  flags: string[];
+}
+
+export interface ScaleoutResult {
+  options: ScaleoutOptions;
+  idle?: IdleTaxResult | { skipped: string } | { error: string };
+  runs: ScaleoutRun[];
+  /** Runs that failed, with the reason (their node count and variant have fewer samples). */
+  failures: Array<{ variant: 'local' | 'cross'; nodes: number; run: number; error: string }>;
+  summary: ScaleoutSummary[];
+  goals: {
+    idleCpuShare: { goal: number; value: number | null; met: boolean | null };
+    idleHeapPerUser: { goal: number; value: number | null; met: boolean | null };
+    /** Largest local CPU-per-delivery ratio to one node over the node counts measured. */
+    flatness: { goal: number; value: number | null; met: boolean | null };
+  };
+}
+
+export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
+  const o = ctx.opts.scaleout;
+  if (o.crossFraction < 0 || o.crossFraction >= 1) throw new Error(`--scaleout.cross-fraction must be at least 0 and below 1 (got ${o.crossFraction})`);
+  for (const n of o.nodes) if (!Number.isInteger(n) || n < 1) throw new Error(`--scaleout.nodes must list whole numbers of nodes (got ${o.nodes.join(',')})`);
+  const perNode = Math.max(o.channelSize, Math.ceil(o.users / o.channelSize) * o.channelSize);
+  const runs: ScaleoutRun[] = [];
+  const failures: ScaleoutResult['failures'] = [];
+
+  let idle: ScaleoutResult['idle'];
+  if (o.idleUsers > 0) {
+    ctx.log(`  idle-node tax: ${o.idleUsers} users and ${o.idleRate} updates/s on node A, no clients on node B`);
+    try {
+      idle = await idleTax(ctx, o);
+    } catch (error) {
+      idle = error instanceof Skip ? { skipped: error.message } : { error: error instanceof Error ? (error.stack ?? error.message) : String(error) };
+      ctx.log(`  idle-node tax: ${'skipped' in idle ? `skipped: ${idle.skipped}` : `ERROR ${idle.error}`}`);
+    }
+  }
+
+  // Runs go round the node counts (and variants) in turn, so that a disturbance on this shared
+  // machine lands on one run of several counts rather than on every run of one.
+  for (let run = 1; run <= o.runs; run += 1) {
+    for (const nodes of o.nodes) {
+      const variants: Array<'local' | 'cross'> = nodes > 1 && o.crossFraction > 0 ? ['local', 'cross'] : ['local'];
+      for (const variant of variants) {
+        const label = `${variant} ${nodes} node${nodes > 1 ? 's' : ''}, run ${run}/${o.runs}`;
+        try {
+          const result = await scalingRun(ctx, o, { nodes, variant, run, perNode });
+          runs.push(result);
+          ctx.log(`  ${label}: ${formatRun(result)}`);
+        } catch (error) {
+          const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+          failures.push({ variant, nodes, run, error: message });
+          ctx.log(`  ${label}: ERROR ${message}`);
+        }
+      }
+    }
+  }
+
+  const summary = summarizeRuns(runs, o, perNode);
+  const localOne = summary.find((s) => s.variant === 'local' && s.nodes === 1);
+  const worstLocal = summary.filter((s) => s.variant === 'local' && s.nodes > 1 && s.cpuPerDeliveryVsOneNode !== null).map((s) => s.cpuPerDeliveryVsOneNode!);
+  const idleResult = idle && !('skipped' in idle) && !('error' in idle) ? idle : undefined;
+  const flatness = localOne && worstLocal.length > 0 ? Math.max(...worstLocal) - 1 : null;
+  return {
+    options: o,
+    ...(idle ? { idle } : {}),
+    runs,
+    failures,
+    summary,
+    goals: {
+      idleCpuShare: { goal: SCALEOUT_GOALS.idleCpuShare, value: idleResult?.idleCpuShare ?? null, met: idleResult ? idleResult.idleCpuShare <= SCALEOUT_GOALS.idleCpuShare : null },
+      idleHeapPerUser: {
+        goal: SCALEOUT_GOALS.idleHeapPerUser,
+        value: idleResult?.idleHeapPerUser ?? null,
+        met: idleResult ? idleResult.idleHeapPerUser <= SCALEOUT_GOALS.idleHeapPerUser : null,
+      },
+      flatness: { goal: SCALEOUT_GOALS.flatness, value: flatness === null ? null : round3(flatness), met: flatness === null ? null : flatness <= SCALEOUT_GOALS.flatness },
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two measurements
+// ---------------------------------------------------------------------------------------------
+
+async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult> {
+  const layout: Layout = { kind: 'groups', size: o.channelSize };
+  const users = Math.ceil(o.idleUsers / o.channelSize) * o.channelSize;
+  let baseline: ProbeResult[] = [];
+  let redisStats: RedisStats | undefined;
+  let redisBefore: RedisSnapshot | undefined;
+  try {
+    return await withPopulation(
+      ctx,
+      { system: 'presence', layout, total: users, nodes: 2, clientNodes: 1, redis: true, quietWaitMs: 0 },
+      async (running) => {
+        await settle(ctx, running);
+        baseline = await probeAll(running);
+        redisStats = await RedisStats.connect(running.redisUrl!);
+        redisBefore = await redisStats.snapshot();
+      },
+      async ({ system: running, loadgen, connect }) => {
+        await settle(ctx, running);
+        const after = await probeAll(running);
+        const memory = nodeMemory(baseline, after, [connect.ready, 0]);
+        const redisAfter = await redisStats!.snapshot();
+        const window = await measureWindow(ctx, running, loadgen, redisStats!, {
+          rate: o.idleRate,
+          durationMs: o.durationMs,
+          deliveriesPerEvent: o.channelSize - 1,
+          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, connect.ready),
+        });
+        const [a, b] = window.nodeCpu;
+        // The share over the whole span: work B did late still counts.
+        const [spanA, spanB] = window.span.nodeCpuSeconds;
+        const idleHeapPerUser = Math.round((memory[1].heapAfter - memory[1].heapBefore) / Math.max(1, connect.ready));
+        const idleRssPerUser = Math.round((memory[1].rssAfter - memory[1].rssBefore) / Math.max(1, connect.ready));
+        const result: IdleTaxResult = {
+          users,
+          connected: connect.ready,
+          connectSeconds: round2(connect.elapsedMs / 1000),
+          rate: o.idleRate,
+          window,
+          memory,
+          idleCpuShare: spanA > 0 ? round3(spanB / spanA) : 0,
+          idleHeapPerUser,
+          idleRssPerUser,
+          flags: windowFlags(window, connect.ready, users),
+        };
+        ctx.log(
+          `  idle-node tax: A ${pct(a)} CPU, B ${pct(b)} (${(result.idleCpuShare * 100).toFixed(1)} % of A); ` +
+            `B +${kb(idleHeapPerUser)} KB heap and +${kb(idleRssPerUser)} KB RSS per user of A; A ${kb(memory[0].heapPerUser ?? 0)} KB heap per user` +
+            (result.flags.length > 0 ? ` (${result.flags.join('; ')})` : ''),
+        );
+        return result;
+      },
+    );
+  } finally {
+    redisStats?.close();
+  }
+}
+
+async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; variant: 'local' | 'cross'; run: number; perNode: number }): Promise<ScaleoutRun> {
+  const layout: Layout = { kind: 'homed', size: o.channelSize, crossFraction: p.variant === 'cross' ? o.crossFraction : 0 };
+  const total = p.perNode * p.nodes;
+  const planned = usersPerNode(total, layout, p.nodes);
+  let baseline: ProbeResult[] = [];
+  let redisStats: RedisStats | undefined;
+  let redisBefore: RedisSnapshot | undefined;
+  try {
+    return await withPopulation(
+      ctx,
+      { system: 'presence', layout, total, nodes: p.nodes, redis: true, quietWaitMs: 0 },
+      async (running) => {
+        await settle(ctx, running);
+        baseline = await probeAll(running);
+        redisStats = await RedisStats.connect(running.redisUrl!);
+        redisBefore = await redisStats.snapshot();
+      },
+      async ({ system: running, loadgen, connect }) => {
+        await settle(ctx, running);
+        const after = await probeAll(running);
+        const memory = nodeMemory(baseline, after, planned);
+        const redisAfter = await redisStats!.snapshot();
+        const window = await measureWindow(ctx, running, loadgen, redisStats!, {
+          rate: o.rate * p.nodes,
+          durationMs: o.durationMs,
+          deliveriesPerEvent: o.channelSize - 1,
+          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, connect.ready),
+        });
+        const perUser = (pick: (m: NodeMemory) => number | null) => Math.round(mean(memory.map(pick).filter((v): v is number => v !== null)));
+        return {
+          variant: p.variant,
+          nodes: p.nodes,
+          run: p.run,
+          users: total,
+          connected: connect.ready,
+          connectSeconds: round2(connect.elapsedMs / 1000),
+          memory,
+          window,
+          cpuPerDeliveryUs: perDeliveryUs(sum(window.span.nodeCpuSeconds), window.span.deliveries),
+          nodeCpuPerDeliveryUs: window.span.nodeCpuSeconds.map((cpu, i) => perDeliveryUs(cpu, window.span.deliveriesByNode[i])),
+          heapPerUser: perUser((m) => m.heapPerUser),
+          rssPerUser: perUser((m) => m.rssPerUser),
+          flags: windowFlags(window, connect.ready, total),
+        };
+      },
+    );
+  } finally {
+    redisStats?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------------------------
+
+const nowMs = () => performance.timeOrigin + performance.now();
+
+/** Waits until the servers have finished what connecting (and replicating) set off. */
+async function settle(ctx: Context, running: RunningSystem): Promise<void> {
+  const pids = running.servers.map((s) => s.pid);
+  const deadline = Date.now() + (ctx.opts.quick ? 2000 : 20_000);
+  await sleep(ctx.opts.quick ? 100 : 1000);
+  while (Date.now() < deadline) {
+    const before = pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    await sleep(300);
+    const used = (pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - before) / 0.3;
+    if (used < 0.05 + 0.01 * pids.length) return;
+  }
+}
+
+async function probeAll(running: RunningSystem): Promise<ProbeResult[]> {
+  const probes = await running.probe(true);
+  const silent = probes.flatMap((p, i) => (p.rss === 0 ? [`${running.servers[i].name}: ${p.error ?? (running.servers[i].alive ? 'no answer' : 'exited')}`] : []));
+  if (silent.length > 0) throw new Error(`no answer to the memory probe from ${silent.join('; ')}`);
+  return probes;
+}
+
+function nodeMemory(before: ProbeResult[], after: ProbeResult[], users: number[]): NodeMemory[] {
+  return after.map((a, i) => ({
+    users: users[i] ?? 0,
+    heapBefore: before[i].heapUsed,
+    heapAfter: a.heapUsed,
+    rssBefore: before[i].rss,
+    rssAfter: a.rss,
+    heapPerUser: users[i] > 0 ? Math.round((a.heapUsed - before[i].heapUsed) / users[i]) : null,
+    rssPerUser: users[i] > 0 ? Math.round((a.rss - before[i].rss) / users[i]) : null,
+  }));
+}
+
+/**
+ * One measurement: an open-loop schedule of presence updates from every client at `rate` (all
+ * nodes together) with a warm-up of a fifth of its length; CPU of each process from /proc and the
+ * Redis counters read at the start and end of the steady window and of the whole span.
+ */
+async function measureWindow(
+  ctx: Context,
+  running: RunningSystem,
+  loadgen: LoadGen,
+  redis: RedisStats,
+  plan: { rate: number; durationMs: number; deliveriesPerEvent: number; memoryPerUser: number },
+): Promise<WindowFigures> {
+  await loadgen.mode('markers');
+  await waitForQuiet(ctx, [...running.servers.map((s) => s.pid), running.redis!.pid, ...loadgen.pids], ctx.opts.scaleout.quietWaitMs);
+  await loadgen.collect();
+  const subscribers = (await redis.channels()).subscribers;
+  const warmupMs = Math.round(plan.durationMs / 5);
+  const read = async () => ({
+    nodes: running.servers.map((s) => s.cpuSeconds()),
+    redis: running.redisCpuSeconds(),
+    loadgen: loadgen.cpuSeconds(),
+    self: selfCpuSeconds(),
+    busy: machineBusySeconds(),
+    at: nowMs(),
+    info: await redis.snapshot(),
+  });
+  const spanStart = await read();
+  const startAt = nowMs() + (ctx.opts.quick ? 100 : 300);
+  const from = startAt + warmupMs;
+  const to = startAt + plan.durationMs;
+  const steady = (async () => {
+    await sleep(Math.max(0, from - nowMs()));
+    const start = await read();
+    await sleep(Math.max(0, to - nowMs()));
+    return { start, end: await read() };
+  })();
+  const schedule = await loadgen.schedule('fanout', { rate: plan.rate, startAt, durationMs: plan.durationMs, warmupMs });
+  const expected = schedule.sentInWindow * plan.deliveriesPerEvent;
+  await drain(loadgen, expected);
+  const { start, end } = await steady;
+  const spanEnd = await read();
+  const collected = await loadgen.collect();
+  const seconds = (end.at - start.at) / 1000;
+  const perSec = (a: number, b: number) => (b - a) / seconds;
+  const nodeCpu = end.nodes.map((v, i) => round3(perSec(start.nodes[i], v)));
+  const serverCpu = sum(nodeCpu);
+  const redisCpu = perSec(start.redis, end.redis);
+  const loadgenCpu = perSec(start.loadgen, end.loadgen);
+  const foreignCpu = Math.max(0, perSec(start.busy, end.busy) - serverCpu - redisCpu - loadgenCpu - perSec(start.self, end.self));
+  const delivered = sum(collected.map((c) => c.deliveredInWindow));
+  const windowSeconds = (plan.durationMs - warmupMs) / 1000;
+  const steadyInfo = redisDelta(start.info, end.info);
+  const spanInfo = redisDelta(spanStart.info, spanEnd.info);
+  const channels = Object.entries(subscribers).filter(([, n]) => n > 0);
+  const perUpdate = (n: number) => (schedule.sent > 0 ? round3(n / schedule.sent) : 0);
+  return {
+    seconds: round3(seconds),
+    scheduleSeconds: windowSeconds,
+    offeredRate: plan.rate,
+    achievedRate: Math.round(schedule.sentInWindow / windowSeconds),
+    sentInWindow: schedule.sentInWindow,
+    expected,
+    delivered,
+    deliveryRatio: expected > 0 ? Math.round((delivered / expected) * 100000) / 100000 : 0,
+    latency: summarize(mergeEncoded(collected.map((c) => c.histogram))),
+    nodeCpu,
+    serverCpu: round3(serverCpu),
+    loadgenCpu: round3(loadgenCpu),
+    foreignCpu: round3(foreignCpu),
+    span: {
+      seconds: round3((spanEnd.at - spanStart.at) / 1000),
+      updates: schedule.sent,
+      deliveries: sum(collected.map((c) => c.deliveredTotal)),
+      deliveriesByNode: running.servers.map((_, i) => sum(collected.map((c) => c.deliveredByNode[i] ?? 0))),
+      nodeCpuSeconds: spanEnd.nodes.map((v, i) => round3(v - spanStart.nodes[i])),
+    },
+    redis: {
+      cpu: round3(redisCpu),
+      commandsPerSec: Math.round(steadyInfo.commands / seconds),
+      commandsPerUpdate: perUpdate(spanInfo.commands),
+      publishedPerUpdate: perUpdate(spanInfo.published),
+      pubsubDeliveriesPerUpdate: channels.length === 1 ? perUpdate(spanInfo.published * channels[0][1]) : channels.length === 0 ? 0 : null,
+      subscribers,
+      callsPerUpdate: Object.fromEntries(Object.entries(spanInfo.calls).map(([name, n]) => [name, perUpdate(n)])),
+      memoryPerUser: Math.round(plan.memoryPerUser),
+      usedMemory: end.info.usedMemory,
+    },
+  };
+}
+
+/** CPU microseconds per delivery. */
+function perDeliveryUs(cpuSeconds: number, deliveries: number): number {
+  return deliveries > 0 ? round2((cpuSeconds / deliveries) * 1e6) : 0;
+}
+
+function windowFlags(w: WindowFigures, connected: number, users: number): string[] {
+  const flags: string[] = [];
+  if (w.serverCpu > SCALEOUT_GOALS.coreShare) flags.push(`server core ${pct(w.serverCpu)} > ${pct(SCALEOUT_GOALS.coreShare)}`);
+  if (w.redis.cpu > SCALEOUT_GOALS.coreShare) flags.push(`Redis ${pct(w.redis.cpu)} > ${pct(SCALEOUT_GOALS.coreShare)}`);
+  if (w.redis.cpu + w.loadgenCpu > 0.9) flags.push(`Redis + load generator core ${pct(w.redis.cpu + w.loadgenCpu)}`);
+  if (w.deliveryRatio < 0.999) flags.push(`${((1 - w.deliveryRatio) * 100).toFixed(2)} % of deliveries missing`);
+  if (w.achievedRate < w.offeredRate * 0.95) flags.push(`sent ${w.achievedRate} of ${w.offeredRate} updates/s`);
+  if (w.foreignCpu >= DISTURBED) flags.push(`other processes used ${w.foreignCpu.toFixed(2)} cores`);
+  if (connected < users) flags.push(`${users - connected} of ${users} users not connected`);
+  return flags;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Medians
+// ---------------------------------------------------------------------------------------------
+
+function summarizeRuns(runs: ScaleoutRun[], o: ScaleoutOptions, perNode: number): ScaleoutSummary[] {
+  const groups = new Map<string, ScaleoutRun[]>();
+  for (const r of runs) {
+    const key = `${r.variant}:${r.nodes}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const summaries: ScaleoutSummary[] = [];
+  for (const list of groups.values()) {
+    const m = (pick: (r: ScaleoutRun) => number) => median(list.map(pick));
+    const deliveries = list.map((r) => r.window.redis.pubsubDeliveriesPerUpdate);
+    summaries.push({
+      variant: list[0].variant,
+      nodes: list[0].nodes,
+      runs: list.length,
+      usersPerNode: perNode,
+      ratePerNode: o.rate,
+      cpuPerDeliveryUs: round2(m((r) => r.cpuPerDeliveryUs)),
+      cpuPerDeliveryVsOneNode: null,
+      heapPerUser: Math.round(m((r) => r.heapPerUser)),
+      rssPerUser: Math.round(m((r) => r.rssPerUser)),
+      serverCpu: round3(m((r) => r.window.serverCpu)),
+      redisCpu: round3(m((r) => r.window.redis.cpu)),
+      loadgenCpu: round3(m((r) => r.window.loadgenCpu)),
+      redisCommandsPerSec: Math.round(m((r) => r.window.redis.commandsPerSec)),
+      redisCommandsPerUpdate: round3(m((r) => r.window.redis.commandsPerUpdate)),
+      publishedPerUpdate: round3(m((r) => r.window.redis.publishedPerUpdate)),
+      pubsubDeliveriesPerUpdate: deliveries.every((d) => d !== null) ? round3(median(deliveries as number[])) : null,
+      redisMemoryPerUser: Math.round(m((r) => r.window.redis.memoryPerUser)),
+      p99Ms: round2(m((r) => r.window.latency.p99Ms)),
+      flaggedRuns: list.filter((r) => r.flags.length > 0).length,
+      flags: list.flatMap((r) => r.flags.map((f) => `run ${r.run}: ${f}`)),
+    });
+  }
+  const one = summaries.find((s) => s.variant === 'local' && s.nodes === 1);
+  for (const s of summaries) if (one && one.cpuPerDeliveryUs > 0) s.cpuPerDeliveryVsOneNode = round2(s.cpuPerDeliveryUs / one.cpuPerDeliveryUs);
+  return summaries.sort((a, b) => (a.variant === b.variant ? a.nodes - b.nodes : a.variant === 'local' ? -1 : 1));
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function mean(values: number[]): number {
+  return values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+function formatRun(r: ScaleoutRun): string {
+  const w = r.window;
+  return (
+    `${r.connected} users, ${w.achievedRate} updates/s: servers ${pct(w.serverCpu)}` +
+    (r.nodes > 1 ? ` (${w.nodeCpu.map(pct).join(' ')})` : '') +
+    `, Redis ${pct(w.redis.cpu)}, load generator ${pct(w.loadgenCpu)}; ${r.cpuPerDeliveryUs} µs CPU per delivery; ` +
+    `${kb(r.heapPerUser)} KB heap per user per node; Redis ${w.redis.commandsPerSec} commands/s, ${w.redis.publishedPerUpdate} published per update; ` +
+    `p99 ${w.latency.p99Ms} ms` +
+    (r.flags.length > 0 ? ` (${r.flags.join('; ')})` : '')
+  );
+}
+
+const pct = (cores: number) => `${Math.round(cores * 100)}%`;
+const kb = (bytes: number) => (bytes / 1024).toFixed(1);
+const round2 = (n: number) => Math.round(n * 100) / 100;
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
