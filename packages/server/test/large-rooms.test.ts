@@ -224,18 +224,36 @@ describe('windowed delivery in large channels', () => {
     assert.equal(messages[0].member.joinedAt, snapshot(world, 'room').find((m) => m.userId === 'u003')!.joinedAt);
   });
 
-  it('a leave inside the window is a leave with its lastSeen; invisible users count nowhere', () => {
+  it('a leave inside the window is a leave with its lastSeen', () => {
     const world = new World({ windowMembers: 3 });
     const sockets = world.fill('room', 4);
     world.clock.advance(WINDOW);
     for (const s of sockets) s.take();
-    sockets[3].send({ type: 'status', status: 'invisible' });
-    assert.equal(world.count('room'), 3);
+    sockets[3].send({ type: 'leave', channel: 'room' });
+    assert.deepEqual(sockets[0].frames, []);
     world.clock.advance(WINDOW);
     const [leave] = sockets[0].take();
     assert.equal(leave.type, 'presence.leave');
     assert.equal(leave.userId, 'u003');
     assert.equal(typeof leave.lastSeen, 'string');
+  });
+
+  it('going invisible closes the window at once: nobody, a joiner included, is shown an invisible user', () => {
+    const world = new World({ windowMembers: 3 });
+    const sockets = world.fill('room', 4);
+    world.clock.advance(WINDOW);
+    for (const s of sockets) s.take();
+    sockets[1].send({ type: 'status', status: 'busy' });
+    sockets[3].send({ type: 'status', status: 'invisible' });
+    assert.equal(world.count('room'), 3, 'counted nowhere');
+    // The window closed with the change before it.
+    assert.deepEqual(
+      sockets[0].take().map((m) => `${m.type} ${m.userId ?? m.member.userId}`),
+      ['presence.update u001', 'presence.leave u003'],
+    );
+    const [late] = world.fill('room', 1, 9);
+    const sync = late.take('presence.sync')[0];
+    assert.ok(!sync.members.some((m: Member) => m.userId === 'u003'), 'a joiner is not shown the invisible user');
   });
 
   it('ends at 0.9 of the threshold and starts again at it, seq running on without a gap', () => {
@@ -305,10 +323,20 @@ describe('occupancy mode in huge channels', () => {
     assert.deepEqual(whole.typing, []);
     assert.equal(plain.take('presence.join').length, 2, 'the plain connection still gets the members, windowed');
 
-    // An invisible member is counted nowhere; the counts go out with the window.
+    // An invisible member is counted nowhere, at once: going invisible closes the window.
     others[0].send({ type: 'status', status: 'invisible' });
+    const [hidden] = viewer.take();
+    assert.equal(hidden.count, 6);
+    assert.ok(!JSON.stringify(hidden).includes('"u000"') || hidden.removed?.includes('u000'), 'not kept in the sample');
+    assert.deepEqual(
+      plain.take().map((m) => m.type),
+      ['presence.leave'],
+      'the leave goes out at once',
+    );
+    // Other changes wait for the window.
     others[1].send({ type: 'status', status: 'busy' });
     others[2].send({ type: 'typing', channel: 'room', typing: true });
+    assert.deepEqual(viewer.frames, []);
     world.clock.advance(WINDOW);
     const counts = viewer.take();
     assert.deepEqual(
@@ -321,7 +349,7 @@ describe('occupancy mode in huge channels', () => {
     assert.equal(counts[0].sample, undefined, 'no whole sample after the switch');
     assert.deepEqual(
       plain.take().map((m) => m.type),
-      ['typing', 'presence.leave', 'presence.update'],
+      ['typing', 'presence.update'],
     );
   });
 

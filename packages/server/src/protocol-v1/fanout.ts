@@ -5,14 +5,11 @@ import type { MemberEvent, PresenceEvent, UserEvent } from '../presence/events.j
 import type { Channel, PresenceState, Session, SessionOutput, SessionSink } from '../presence/state.js';
 import { hiddenView, mayView } from '../presence/user-presence.js';
 import type { WatcherIndex } from '../presence/watchers.js';
-import { LargeRooms, syncMessage } from './large-rooms.js';
+import { LargeRooms, syncMessage, type RoomObserver } from './large-rooms.js';
 import { memberJson } from './member-json.js';
 
 /** Counters the v1 writer reports to; metrics implement it. */
-export interface FanoutObserver {
-  /** `receivers` connections were sent one message of `type`. */
-  sent(type: ServerMessage['type'], receivers: number): void;
-}
+export type FanoutObserver = RoomObserver;
 
 export interface FanoutOptions {
   state: PresenceState;
@@ -41,7 +38,16 @@ export class ProtocolV1Fanout implements SessionOutput {
     this.state = options.state;
     this.watchers = options.watchers;
     this.observer = options.observer;
-    this.rooms = new LargeRooms(options.state, options.clock, options.largeRooms, (type, receivers) => this.observer?.sent(type, receivers));
+    const observer = options.observer;
+    this.rooms = new LargeRooms(options.state, options.clock, options.largeRooms, {
+      sent: (type, receivers) => observer?.sent(type, receivers),
+      modeChanged: (mode, on) => observer?.modeChanged?.(mode, on),
+    });
+  }
+
+  /** What of a channel's changes is still to go out (large rooms; see LargeRooms.pending). */
+  pending(channel: string): { window: boolean; timer: boolean } {
+    return this.rooms.pending(channel);
   }
 
   /** The presence-event listener. */
@@ -64,6 +70,7 @@ export class ProtocolV1Fanout implements SessionOutput {
       }
       default:
         this.toWatchers(event);
+        if (event.type === 'user.offline') this.rooms.userHidden(event.userId);
     }
   };
 

@@ -17,8 +17,13 @@ import {
   type SampleDiff,
 } from './occupancy-sample.js';
 
-/** Counts the messages sent (the fan-out's observer). */
-export type SentCounter = (type: ServerMessage['type'], receivers: number) => void;
+/** What a room tells the fan-out's observer. */
+export interface RoomObserver {
+  /** `receivers` connections were sent one message of `type`. */
+  sent(type: ServerMessage['type'], receivers: number): void;
+  /** A room's mode started or ended. */
+  modeChanged?(mode: 'window' | 'occupancy', on: boolean): void;
+}
 
 /** Recent joiners a room remembers for its sample, in multiples of the sample size. */
 const RECENT_JOINS = 2;
@@ -51,6 +56,8 @@ class Room {
   readonly personal = new Map<Session, Sample>();
   sampledAt = -Infinity;
   sampleDirty = false;
+  /** A member of a sample went invisible: the next window sends the sample without them, due or not. */
+  sampleNow = false;
   /** Recent joins, newest last (bounded): the sample's last rank. */
   readonly recentJoins: string[] = [];
 
@@ -89,13 +96,31 @@ function isOccupancyViewer(room: Room, sink: SessionSink): boolean {
  */
 export class LargeRooms {
   private readonly rooms = new WeakMap<Channel, Room>();
+  /** The same rooms, to find those that show a user (a room whose channel ended is dropped on sight). */
+  private readonly live = new Set<Room>();
 
   constructor(
     private readonly state: PresenceState,
     private readonly clock: Clock,
     private readonly settings: LargeRoomSettings,
-    private readonly sent: SentCounter,
+    private readonly observer: RoomObserver,
   ) {}
+
+  private sent(type: ServerMessage['type'], receivers: number): void {
+    this.observer.sent(type, receivers);
+  }
+
+  /**
+   * What of a channel's changes has not gone out yet: `window`, a window's membership messages
+   * (v1 receivers' lists lag until it closes); `timer`, anything at all (counts, a sample, a mode
+   * switch). Tests check every receiver's view once they went.
+   */
+  pending(name: string): { window: boolean; timer: boolean } {
+    const channel = this.state.channels.get(name);
+    const room = channel && this.rooms.get(channel);
+    if (!room) return { window: false, timer: false };
+    return { window: room.windowed && room.pending.size > 0, timer: room.timer !== undefined };
+  }
 
   /** Whether a channel without a room has reached a threshold (read after each of its events). */
   reached(channel: Channel): boolean {
@@ -116,6 +141,7 @@ export class LargeRooms {
   open(channel: Channel): void {
     const room = new Room(channel, channel.seq);
     this.rooms.set(channel, room);
+    this.live.add(room);
     this.arm(room, this.settings.windowMs);
   }
 
@@ -136,6 +162,27 @@ export class LargeRooms {
     // reconsidered.
     this.arm(room, this.settings.windowMs);
     return true;
+  }
+
+  /**
+   * A user went out of sight. One who went invisible is never shown anew, not even for the rest of
+   * a window: every room whose receivers or samples still hold them closes its window now (their
+   * leave goes out at once, a joiner's list no longer holds them, no sample keeps them). A user who
+   * went offline is only stale there, as any change is until its window closes.
+   */
+  userHidden(userId: string): void {
+    if (this.state.users.get(userId)?.record.manual.status !== 'invisible') return;
+    for (const room of this.live) {
+      if (this.state.channels.get(room.channel.name) !== room.channel) {
+        this.live.delete(room);
+        continue;
+      }
+      const sampled = room.occupancy && inSample(room, userId);
+      if (!room.held?.has(userId) && !sampled) continue;
+      if (sampled) room.sampleNow = true;
+      if (room.timer !== undefined) this.clock.clearTimer(room.timer);
+      this.flush(room);
+    }
   }
 
   /** A typing change: false when the channel is no room. `skip` tells the fan-out whom to leave out. */
@@ -199,7 +246,10 @@ export class LargeRooms {
     room.timer = undefined;
     const { channel } = room;
     // The channel emptied and ended: nobody is left to tell.
-    if (this.state.channels.get(channel.name) !== channel) return;
+    if (this.state.channels.get(channel.name) !== channel) {
+      this.live.delete(room);
+      return;
+    }
     const window = room.windowed ? this.closeWindow(room) : undefined;
     const occupancy = room.occupancy ? this.occupancyUpdate(room) : undefined;
     if (window || occupancy) {
@@ -266,7 +316,7 @@ export class LargeRooms {
     const counts = countsFields(channel);
     const countsChanged = counts !== room.countsSent;
     const now = this.clock.now();
-    const sampleDue = room.sampleDirty && now - room.sampledAt >= this.settings.sampleIntervalMs;
+    const sampleDue = room.sampleNow || (room.sampleDirty && now - room.sampledAt >= this.settings.sampleIntervalMs);
     if (!countsChanged && !sampleDue) return undefined;
     room.countsSent = counts;
     const head = `{"type":"presence.occupancy","channel":${JSON.stringify(channel.name)},${counts}`;
@@ -278,6 +328,7 @@ export class LargeRooms {
     room.shared = next;
     room.sampledAt = now;
     room.sampleDirty = false;
+    room.sampleNow = false;
     const sharedDiff = diffSamples(previous, next);
     const sharedText = isEmptyDiff(sharedDiff) ? countsOnly : `${head},${diffFields(sharedDiff, next)}}`;
     const personal = room.personal;
@@ -319,8 +370,14 @@ export class LargeRooms {
     } else {
       room.personal.delete(session);
     }
-    sink.send(`{"type":"presence.occupancy","channel":${JSON.stringify(channel.name)},${countsFields(channel)},${wholeSample(sample)}}`, 'presence.occupancy');
+    const counts = countsFields(channel);
+    sink.send(`{"type":"presence.occupancy","channel":${JSON.stringify(channel.name)},${counts},${wholeSample(sample)}}`, 'presence.occupancy');
     this.sent('presence.occupancy', 1);
+    if (counts !== room.countsSent) {
+      // The others were sent other counts: the next window sends everyone these (or newer) ones.
+      room.countsSent = '';
+      this.arm(room, this.settings.windowMs);
+    }
   }
 
   /**
@@ -335,10 +392,12 @@ export class LargeRooms {
       room.windowed = true;
       room.held = new Map();
       for (const [userId, member] of channel.members) if (member.user.announcedVisible) room.held.set(userId, memberJson(member));
+      this.observer.modeChanged?.('window', true);
     } else if (room.windowed && room.pending.size === 0 && (windowMembers === 0 || visible * 10 <= windowMembers * 9)) {
       room.windowed = false;
       room.held = undefined;
       room.heldSync = undefined;
+      this.observer.modeChanged?.('window', false);
     }
     const startOccupancy = !room.occupancy && occupancyMembers > 0 && visible >= occupancyMembers;
     const endOccupancy = room.occupancy && (occupancyMembers === 0 || visible * 10 <= occupancyMembers * 9);
@@ -362,6 +421,7 @@ export class LargeRooms {
         }
       }
     }
+    this.observer.modeChanged?.('occupancy', startOccupancy);
     if (endOccupancy) {
       room.occupancy = false;
       room.shared = EMPTY_SAMPLE;
@@ -369,6 +429,12 @@ export class LargeRooms {
       room.countsSent = '';
     }
   }
+}
+
+function inSample(room: Room, userId: string): boolean {
+  if (room.shared.json.has(userId)) return true;
+  for (const sample of room.personal.values()) if (sample.json.has(userId)) return true;
+  return false;
 }
 
 /** The visible members' JSON, in channel order. */
