@@ -146,7 +146,7 @@ export function defaultOptions(quick: boolean): Options {
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
     scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 19_000, idleRate: 200, quietWaitMs: 20_000 },
-    largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 100, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
+    largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
   };
 }
 
@@ -198,7 +198,7 @@ Scenario parameters, as --<scenario>.<name>=value:
   largeroom.members=2000 largeroom.rate=30 largeroom.duration-ms=10000 largeroom.window-members=200
                                 busy room: visible members, status changes/s among them, the step,
                                 and from how many visible members the windowed run windows
-  largeroom.huge-members=10000 largeroom.fill-seconds=10 largeroom.occupancy-members=100
+  largeroom.huge-members=10000 largeroom.fill-seconds=10 largeroom.occupancy-members=50
                                 huge room: users joining one channel, in how long, and from how
                                 many visible members the occupancy run sends counts
   largeroom.per-event-sizes=1000,2000,4000 largeroom.settle-ms=30000

@@ -6,12 +6,13 @@
  *   against Presence sending every change at once (both thresholds 0), the bare ws relay and
  *   Socket.IO + Redis (which relay every change as it comes, as in the other scenarios). Reported:
  *   frames per member per second, the server's CPU, the change-to-member latency.
- * - huge room: `members` users join one channel within `fillSeconds` (open loop, one join after
- *   the other), every client with `features=occupancy`. Presence with occupancy from
+ * - huge room: `hugeMembers` users join one channel within `fillSeconds` (open loop, one join
+ *   after the other), every client with `features=occupancy`. Presence with occupancy from
  *   `occupancyMembers` on: whether every member's count is right, and how long after the last
  *   join; bytes per member over the whole fill; server CPU and peak RSS. Against Presence with
  *   both modes off (every member gets every join and the whole list) at the sizes of
- *   `perEventSizes`, up to the largest that finishes within `settleMs` of its last join.
+ *   `perEventSizes`, at the same join rate, up to the largest that finishes within `settleMs` of
+ *   its last join.
  *
  * The 100,000-listener room over several nodes of the issue is not here: it needs the scale-out
  * cluster, and comes with it.
@@ -161,7 +162,8 @@ async function hugeRoom(ctx: Context, members: number, occupancy: boolean): Prom
     let report: CountReport;
     let filled: { ready: number; failed: number; lastJoinAt: number };
     try {
-      filled = await loadgen.fill({ rate: members / fillSeconds, startAt });
+      // Every size at the same join rate: the huge room's.
+      filled = await loadgen.fill({ rate: ctx.opts.largeroom.hugeMembers / fillSeconds, startAt });
       // Until every count is right (or the time is up), then until nothing changes any more.
       const deadline = filled.lastJoinAt + settleMs;
       for (;;) {

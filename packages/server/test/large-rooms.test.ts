@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import type { ClientMessage, Member } from '@presence/protocol';
 import { resolveConfig } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
+import { decodeCommand } from '../src/presence/commands.js';
 import type { Attachment } from '../src/presence/engine.js';
 import type { SessionSink, WindowFrame } from '../src/presence/state.js';
 import { PresenceNode } from '../src/presence-node.js';
@@ -458,6 +459,13 @@ describe('the members command', () => {
     );
     assert.equal(next.nextCursor, undefined);
     assert.throws(() => reader.send({ type: 'members', channel: 'elsewhere' }), { code: 'NOT_IN_CHANNEL' });
+  });
+
+  it('refuses a malformed members command with INVALID_MESSAGE, naming the field', () => {
+    assert.throws(() => decodeCommand({ type: 'members' }), { code: 'INVALID_MESSAGE', message: 'members: "channel" must be a string' });
+    assert.throws(() => decodeCommand({ type: 'members', channel: 'room', limit: 0 }), (e: Frame) => e.code === 'INVALID_MESSAGE' && /"limit"/.test(e.message));
+    assert.throws(() => decodeCommand({ type: 'members', channel: 'room', cursor: 7 }), (e: Frame) => e.code === 'INVALID_MESSAGE' && /"cursor"/.test(e.message));
+    assert.deepEqual(decodeCommand({ type: 'members', channel: 'room', cursor: 'u1', limit: 5 }), { type: 'members', channel: 'room', cursor: 'u1', limit: 5 });
   });
 });
 

@@ -126,9 +126,14 @@ class Socket {
       send: (json) => {
         this.frames.push(...serverMessages(json));
       },
-      sendWindow: (frame: WindowFrame) => {
-        this.frames.push(...serverMessages(frame.text));
-      },
+      // Every third socket has no `sendWindow`, as an HTTP session's sink: its windows come message by message.
+      ...(n % 3 === 0
+        ? {}
+        : {
+            sendWindow: (frame: WindowFrame) => {
+              this.frames.push(...serverMessages(frame.text));
+            },
+          }),
       close: (code, reason) => {
         this.closed ??= { code, reason };
       },
