@@ -135,14 +135,15 @@ export class LargeRooms {
 
   /**
    * Makes the channel a room. Its v1 receivers are up to date (its events were sent one by one
-   * until now), so the room starts from the channel's `seq`; its modes start when its first window
-   * closes, like every later switch (a joiner whose join crossed the line gets one answer, not two).
+   * until now), so the room starts from the channel's `seq`. Its modes start right after the
+   * change that crossed the line (on the next turn, so that a joiner whose join crossed it gets its
+   * answer first), like every later switch.
    */
   open(channel: Channel): void {
     const room = new Room(channel, channel.seq);
     this.rooms.set(channel, room);
     this.live.add(room);
-    this.arm(room, this.settings.windowMs);
+    this.arm(room, 0);
   }
 
   /** A membership event of a room's channel. */
@@ -158,9 +159,10 @@ export class LargeRooms {
       send(room.seq, (sink) => isOccupancyViewer(room, sink));
     }
     if (room.occupancy) room.sampleDirty = true;
-    // The window closes even when nothing is windowed: the counts go out then, and the modes are
-    // reconsidered.
-    this.arm(room, this.settings.windowMs);
+    // The window closes even when nothing is windowed: the counts go out then. A change that crossed
+    // a threshold closes it at once: every change sent the old way after the line is a cost (a room
+    // filling at 1,000 joins a second would send each early member a window's worth of joins).
+    this.arm(room, this.switchDue(room) ? 0 : this.settings.windowMs);
     return true;
   }
 
@@ -380,9 +382,21 @@ export class LargeRooms {
     }
   }
 
+  /** Whether the room's visible members call for a mode to start or end. */
+  private switchDue(room: Room): boolean {
+    const { windowMembers, occupancyMembers } = this.settings;
+    const visible = visibleCount(room.channel);
+    const ends = (threshold: number) => threshold === 0 || visible * 10 <= threshold * 9;
+    const starts = (threshold: number) => threshold > 0 && visible >= threshold;
+    const windows = room.windowed ? ends(windowMembers) : starts(windowMembers);
+    const occupancy = room.occupancy ? ends(occupancyMembers) : starts(occupancyMembers);
+    return windows || occupancy;
+  }
+
   /**
    * Starts or ends the room's modes by its visible members: each starts at its threshold and ends
-   * at 0.9 of it. Called when a window closes, when the v1 receivers hold the current state. Occupancy viewers get a whole new state at each switch of theirs.
+   * at 0.9 of it. Called when a window closes (at once when a change crossed a line), when the v1
+   * receivers hold the current state. Occupancy viewers get a whole new state at each switch of theirs.
    */
   private evaluate(room: Room): void {
     const { channel } = room;
