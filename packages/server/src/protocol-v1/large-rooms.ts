@@ -129,10 +129,6 @@ export class LargeRooms {
     return (windowMembers > 0 && visible >= windowMembers) || (occupancyMembers > 0 && visible >= occupancyMembers);
   }
 
-  has(channel: Channel): boolean {
-    return this.rooms.has(channel);
-  }
-
   /**
    * Makes the channel a room. Its v1 receivers are up to date (its events were sent one by one
    * until now), so the room starts from the channel's `seq`. Its modes start right after the
@@ -146,7 +142,11 @@ export class LargeRooms {
     this.arm(room, 0);
   }
 
-  /** A membership event of a room's channel. */
+  /**
+   * A membership event: false when the channel is no room (the fan-out sends it at once). In a
+   * windowed room the member is noted for the window; otherwise `send` sends it now with the room's
+   * next `seq`, leaving out the sessions `skip` names (occupancy viewers).
+   */
   memberEvent(channel: Channel, event: MemberEvent, send: (seq: number, skip: (sink: SessionSink) => boolean) => void): boolean {
     const room = this.rooms.get(channel);
     if (!room) return false;
@@ -187,7 +187,7 @@ export class LargeRooms {
     }
   }
 
-  /** A typing change: false when the channel is no room. `skip` tells the fan-out whom to leave out. */
+  /** A typing change: whom of the channel's sessions to leave out, or undefined when it is no room. */
   typing(channel: Channel): ((sink: SessionSink) => boolean) | undefined {
     const room = this.rooms.get(channel);
     if (!room) return undefined;
