@@ -19,6 +19,7 @@ import { connectionsScenario } from './scenarios/connections.js';
 import { HELP, SCENARIOS, defaultOptions, parseOptions, type Context, type Options } from './scenarios/context.js';
 import { fanoutScenario } from './scenarios/fanout.js';
 import { joinStormScenario } from './scenarios/join-storm.js';
+import { largeRoomScenario } from './scenarios/large-room.js';
 import { Skip } from './scenarios/population.js';
 import { reconnectScenario } from './scenarios/reconnect.js';
 import { scaleoutScenario } from './scenarios/scaleout.js';
@@ -43,6 +44,8 @@ function defaultOut(opts: Options): string {
   if (complete) return join(BENCH_DIR, 'results', 'full.json');
   const scaleoutOnly = JSON.stringify(opts) === JSON.stringify({ ...defaultOptions(false), pin: opts.pin, scenarios: ['scaleout'] });
   if (scaleoutOnly) return join(BENCH_DIR, 'results', 'scaleout.json');
+  const largeRoomOnly = JSON.stringify(opts) === JSON.stringify({ ...defaultOptions(false), pin: opts.pin, scenarios: ['largeroom'] });
+  if (largeRoomOnly) return join(BENCH_DIR, 'results', 'largeroom.json');
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   return join(BENCH_DIR, 'scratch', `run-${stamp}.json`);
 }
@@ -181,6 +184,12 @@ async function main(): Promise<void> {
     scenarios.scaleout = systems.includes('presence')
       ? await attempt(ctx, 'presence', () => scaleoutScenario(ctx))
       : { skipped: 'measures Presence only, and --systems leaves it out' };
+  }
+
+  if (want('largeroom')) {
+    const l = opts.largeroom;
+    ctx.log(`\n== large rooms on one node: a busy room of ${l.members}, a huge room of ${l.hugeMembers}`);
+    scenarios.largeroom = await attempt(ctx, 'largeroom', () => largeRoomScenario(ctx));
   }
 
   const finished = new Date();

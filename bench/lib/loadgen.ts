@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Collected, ConnectResult, InitRequest, Mode, ScheduleRequest, ScheduleResult } from '../loadgen/worker.js';
+import type { Collected, ConnectResult, CountReport, FillRequest, InitRequest, Mode, ScheduleRequest, ScheduleResult } from '../loadgen/worker.js';
 import { BENCH_DIR, Child } from './proc.js';
 
 /** Connections one load-generator process may hold, under the open-files limit with a margin. */
@@ -71,6 +71,27 @@ export class LoadGen {
       expectedInWindow: sum(results, (r) => r.expectedInWindow),
       sendLagP99Ms: Math.max(...results.map((r) => r.sendLagP99Ms)),
       sendLagMaxMs: Math.max(...results.map((r) => r.sendLagMaxMs)),
+    };
+  }
+
+  /** A large room's fill at `rate` joins per second over every worker (each its share, phase-shifted). */
+  async fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number }> {
+    const n = this.workers.length;
+    const results = (await Promise.all(
+      this.workers.map((w, i) => w.call('fill', { rate: request.rate / n, startAt: request.startAt + (i * 1000) / request.rate })),
+    )) as Array<{ ready: number; failed: number; lastJoinAt: number }>;
+    return { ready: sum(results, (r) => r.ready), failed: sum(results, (r) => r.failed), lastJoinAt: Math.max(...results.map((r) => r.lastJoinAt)) };
+  }
+
+  /** Every client's count of its channel (mode `count`), over every worker. */
+  async counts(): Promise<CountReport> {
+    const reports = (await Promise.all(this.workers.map((w) => w.call('counts', {})))) as CountReport[];
+    return {
+      counts: reports.flatMap((r) => r.counts),
+      changedAt: reports.flatMap((r) => r.changedAt),
+      bytes: reports.flatMap((r) => r.bytes),
+      lastJoinAt: Math.max(...reports.map((r) => r.lastJoinAt)),
+      failed: sum(reports, (r) => r.failed),
     };
   }
 

@@ -5,6 +5,7 @@ import type { ConnectionsResult } from '../scenarios/connections.js';
 import type { Options, ScenarioName } from '../scenarios/context.js';
 import type { FanoutResult } from '../scenarios/fanout.js';
 import type { JoinStormResult } from '../scenarios/join-storm.js';
+import type { BusyVariant, LargeRoomResult } from '../scenarios/large-room.js';
 import type { ReconnectResult } from '../scenarios/reconnect.js';
 import type { ScaleoutResult } from '../scenarios/scaleout.js';
 import type { LadderResult, StepResult } from '../scenarios/steps.js';
@@ -22,6 +23,8 @@ export interface ScenarioResults {
   multinode: Partial<Record<SystemName, Outcome<FanoutResult>>>;
   /** Presence alone (not per system); absent when the scenario did not run. */
   scaleout?: Outcome<ScaleoutResult>;
+  /** Large rooms: Presence's modes on and off, and the relays; absent when the scenario did not run. */
+  largeroom?: Outcome<LargeRoomResult>;
 }
 
 export interface Target {
@@ -275,6 +278,7 @@ export function renderTables(results: Results): string {
     out.push(table(ladderHeader, ladderRows(scenarios.multinode, systems, 'updates/s')));
   }
   if (results.options.scenarios.includes('scaleout')) out.push(renderScaleout(scenarios.scaleout));
+  if (results.options.scenarios.includes('largeroom')) out.push(renderLargeRoom(scenarios.largeroom, results.options));
   out.push('\n### Targets\n');
   out.push(
     table(
@@ -283,6 +287,65 @@ export function renderTables(results: Results): string {
     ),
   );
   if (results.mode === 'quick') out.push('\n(quick mode: tiny scale, the figures only show that every scenario runs)');
+  return out.join('\n');
+}
+
+const BUSY_LABELS: Record<BusyVariant, string> = {
+  windowed: 'Presence, windows (250 ms)',
+  perEvent: 'Presence, every change at once',
+  ws: SYSTEM_LABELS.ws,
+  socketio: SYSTEM_LABELS.socketio,
+};
+
+function renderLargeRoom(outcome: Outcome<LargeRoomResult> | undefined, options: Options): string {
+  const out: string[] = [];
+  const o = options.largeroom;
+  if (!isResult(outcome)) return `\n### Large rooms\n\n${outcomeNote(outcome)}`;
+  out.push(`\n### Large rooms: a busy room (${n(o.members)} visible members, ${o.rate} status changes/s)\n`);
+  out.push(
+    table(
+      ['system', 'frames / member / s', 'bytes / member / s', 'server CPU', 'p50 / p99 / max ms', 'delivered', 'fill'],
+      (Object.keys(outcome.busy) as BusyVariant[]).map((variant) => {
+        const r = outcome.busy[variant];
+        if (!isResult(r)) return [BUSY_LABELS[variant], outcomeNote(r), '', '', '', '', ''];
+        const l = r.step.latency;
+        return [
+          BUSY_LABELS[variant],
+          String(r.framesPerMemberPerSec),
+          n(r.bytesPerMemberPerSec),
+          `${Math.round(r.step.serverCpu * 100)}%`,
+          `${msf(l.p50Ms)} / ${msf(l.p99Ms)} / ${msf(l.maxMs)}`,
+          `${n(r.step.delivered)}/${n(r.step.expected)}`,
+          `${r.fillSeconds}s`,
+        ];
+      }),
+    ),
+  );
+  out.push(`\n### Large rooms: a huge room (users join one channel at ${n(o.hugeMembers / o.fillSeconds)}/s, every client with features=occupancy)\n`);
+  const huge = [
+    ['Presence, occupancy', outcome.huge.occupancy] as const,
+    ...outcome.huge.perEvent.map((r, i) => ['Presence, both modes off', r, o.perEventSizes[i]] as const),
+  ];
+  out.push(
+    table(
+      ['system', 'members', 'counts right', 'last right after the last join', 'p99', 'KB / member (max)', 'server CPU s', 'peak RSS'],
+      huge.map(([label, r]) => {
+        if (!isResult(r)) return [label, outcomeNote(r), '', '', '', '', '', ''];
+        return [
+          label,
+          n(r.members),
+          `${n(r.countsRight)}/${n(r.members)}`,
+          r.lastRightMs === null ? `not within ${o.settleMs} ms` : `${n(r.lastRightMs)} ms`,
+          r.p99RightMs === null ? '–' : `${n(r.p99RightMs)} ms`,
+          `${(r.bytesPerMemberMean / 1024).toFixed(1)} (${(r.bytesPerMemberMax / 1024).toFixed(1)})`,
+          String(r.serverCpuSeconds),
+          `${n(r.peakRss / 1048576)} MB`,
+        ];
+      }),
+    ),
+  );
+  out.push('\nGoals:\n');
+  out.push(table(['goal', 'objective', 'measured', 'met'], outcome.goals.map((g) => [g.name, g.goal, g.value, g.met === null ? 'n/a' : g.met ? 'yes' : 'NO'])));
   return out.join('\n');
 }
 

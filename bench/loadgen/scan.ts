@@ -96,6 +96,29 @@ export function countOccurrences(frame: Buffer, needle: Buffer): number {
   return count;
 }
 
+const OCCUPANCY = Buffer.from('"presence.occupancy"');
+const COUNT = Buffer.from('"count":');
+const JOINED_AT = Buffer.from('"joinedAt":');
+const UPDATE = Buffer.from('"presence.update"');
+
+/**
+ * How many are in the channel after this frame, as a client would tell (`previous` before it): the
+ * `count` of the last `presence.occupancy`; else the members of a `presence.sync` (one `joinedAt`
+ * each, the joins after it in the frame included) less its leaves; else the previous count plus
+ * joins less leaves.
+ */
+export function channelCount(frame: Buffer, previous: number): number {
+  const occupancy = frame.lastIndexOf(OCCUPANCY);
+  if (occupancy !== -1) {
+    let p = frame.indexOf(COUNT, occupancy) + COUNT.length;
+    let count = 0;
+    for (let b = frame[p]; b >= ZERO && b <= ZERO + 9; b = frame[++p]) count = count * 10 + (b - ZERO);
+    return count;
+  }
+  if (frame.indexOf(SYNC) !== -1) return countOccurrences(frame, JOINED_AT) - countOccurrences(frame, UPDATE) - countOccurrences(frame, LEAVE);
+  return previous + countOccurrences(frame, JOIN) - countOccurrences(frame, LEAVE);
+}
+
 export const JOIN_EVENT = JOIN;
 export const LEAVE_EVENT = LEAVE;
 export const SYNC_EVENT = SYNC;

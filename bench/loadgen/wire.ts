@@ -61,7 +61,8 @@ export type UpdateKind = (typeof UPDATE_KINDS)[number];
 
 export interface Wire {
   readonly system: SystemName;
-  url(base: string, client: WireClient): string;
+  /** `features`: Presence connect features (`occupancy` for large rooms). */
+  url(base: string, client: WireClient, features?: string): string;
   /** Confirms a join: Presence and Socket.IO send a member snapshot, the bare server `joined`. */
   readonly joinedToken: Buffer;
   join(client: WireClient, marker?: string): string;
@@ -83,9 +84,10 @@ const q = encodeURIComponent;
 
 const presenceWire: Wire = {
   system: 'presence',
-  url(base, c) {
+  url(base, c, features) {
     const session = c.sessionId ? `&sessionId=${q(c.sessionId)}` : '';
-    return `${base}/realtime?userId=${q(c.userId)}&device=bench&name=${q(displayName(c.idx))}&avatar=${q(avatar(c.idx))}${session}`;
+    const wanted = features ? `&features=${q(features)}` : '';
+    return `${base}/realtime?userId=${q(c.userId)}&device=bench&name=${q(displayName(c.idx))}&avatar=${q(avatar(c.idx))}${session}${wanted}`;
   },
   joinedToken: Buffer.from('"presence.sync"'),
   join(c, marker) {

@@ -11,8 +11,8 @@ import WebSocket from 'ws';
 import { LeanSocket } from './lean-socket.js';
 import { newHistogram, encodeHistogram, type Histogram } from '../lib/histogram.js';
 import { placeClient, type Layout } from './layout.js';
-import { JOIN_EVENT, LEAVE_EVENT, countOccurrences, scanLeaves, scanMarkers, scanTyping } from './scan.js';
-import { UPDATE_KINDS, WIRES, newMember, type BenchMember, type SystemName, type Wire, type WireClient } from './wire.js';
+import { JOIN_EVENT, LEAVE_EVENT, channelCount, countOccurrences, scanLeaves, scanMarkers, scanTyping } from './scan.js';
+import { UPDATE_KINDS, WIRES, newMember, type BenchMember, type SystemName, type UpdateKind, type Wire, type WireClient } from './wire.js';
 
 // ---------------------------------------------------------------------------------------------
 // Requests from the orchestrator
@@ -33,6 +33,8 @@ export interface InitRequest {
   sourceAddresses: string[];
   /** The WebSocket client: the lean one (default) or the `ws` library's, to cross-check it. */
   client?: ClientKind;
+  /** Presence connect features (`occupancy`: large rooms send counts instead of member lists). */
+  features?: string;
 }
 
 export type ClientKind = 'lean' | 'ws';
@@ -66,7 +68,7 @@ function openSocket(kind: ClientKind, url: string, localAddress: string | undefi
   return ws;
 }
 
-export type Mode = 'idle' | 'markers' | 'typing' | 'churn' | 'events';
+export type Mode = 'idle' | 'markers' | 'typing' | 'churn' | 'events' | 'count';
 
 export interface ScheduleRequest {
   /** Events per second for this worker. */
@@ -78,6 +80,27 @@ export interface ScheduleRequest {
   warmupMs: number;
   /** Typing storm: number of typists; churn: number of churners. */
   actors?: number;
+  /** Fan-out: send only this kind of update (default: meta, status and channel meta in turn). */
+  kind?: UpdateKind;
+}
+
+/** A large room's fill: this worker's clients connect and join at `rate` per second from `startAt`. */
+export interface FillRequest {
+  rate: number;
+  startAt: number;
+}
+
+/** What the clients made of a large room's fill (mode `count`). */
+export interface CountReport {
+  /** Each client's last count of the channel's members. */
+  counts: number[];
+  /** When each client's count last changed (ms, the shared clock); 0 if it never had one. */
+  changedAt: number[];
+  /** Bytes each client received since it connected. */
+  bytes: number[];
+  /** When the last join of this worker was sent. */
+  lastJoinAt: number;
+  failed: number;
 }
 
 export interface ScheduleResult {
@@ -100,6 +123,9 @@ export interface Collected {
   deliveredTotal: number;
   frames: number;
   bytes: number;
+  /** Frames (and their bytes) that arrived inside the measured window. */
+  framesInWindow: number;
+  bytesInWindow: number;
   errorFrames: number;
   closes: Record<string, number>;
   events: { joinsAtObservers: number; leavesAtObservers: number; joinsAtOthers: number; leavesAtOthers: number };
@@ -121,6 +147,8 @@ type Request =
   | { op: 'fanout'; args: ScheduleRequest }
   | { op: 'typing'; args: ScheduleRequest }
   | { op: 'churn'; args: ScheduleRequest }
+  | { op: 'fill'; args: FillRequest }
+  | { op: 'counts'; args: Record<string, never> }
   | { op: 'storm'; args: { observerEvery: number; concurrency: number; settleMs: number } }
   | { op: 'reveal'; args: { first: number; last: number } }
   | { op: 'poll'; args: Record<string, never> }
@@ -150,6 +178,10 @@ class Client implements WireClient {
   observer = false;
   /** Joins without an announcement until revealed (filling a large channel). */
   quiet = false;
+  /** Mode `count`: the channel's members as this client knows them, and when that last changed. */
+  count = 0;
+  countChangedAt = 0;
+  bytes = 0;
   onReady: ((ok: boolean, reason: string) => void) | null = null;
 
   constructor(
@@ -168,6 +200,7 @@ class Client implements WireClient {
 let wire: Wire;
 let system: SystemName;
 let clientKind: ClientKind = 'lean';
+let features: string | undefined;
 let clients: Client[] = [];
 let mode: Mode = 'idle';
 
@@ -183,6 +216,10 @@ let deliveredByNode: number[] = [];
 let deliveredTotal = 0;
 let frames = 0;
 let bytes = 0;
+let framesInWindow = 0;
+let bytesInWindow = 0;
+/** When this worker last sent a join (a large room's fill ends with it). */
+let lastJoinSentAt = 0;
 let errorFrames = 0;
 let closes: Record<string, number> = {};
 let events = { joinsAtObservers: 0, leavesAtObservers: 0, joinsAtOthers: 0, leavesAtOthers: 0 };
@@ -191,6 +228,7 @@ const leaveSentAt = new Map<string, number>();
 
 const ERROR_FRAME = Buffer.from('"type":"error"');
 const WELCOME = Buffer.from('"type":"welcome"');
+const OCCUPANCY = Buffer.from('"presence.occupancy"');
 
 function record(sentUs: number, nowUs: number): void {
   deliveredTotal += 1;
@@ -202,6 +240,14 @@ function record(sentUs: number, nowUs: number): void {
 function onFrame(c: Client, data: Buffer): void {
   frames += 1;
   bytes += data.length;
+  c.bytes += data.length;
+  if (windowEndUs > 0) {
+    const us = nowMs() * 1000;
+    if (us >= windowStartUs && us < windowEndUs) {
+      framesInWindow += 1;
+      bytesInWindow += data.length;
+    }
+  }
   if (system === 'socketio') {
     const packet = data[0];
     if (packet === 0x32 /* 2: ping */) {
@@ -231,6 +277,14 @@ function onFrame(c: Client, data: Buffer): void {
       return onMarkers(c, data);
     case 'typing':
       return onTyping(data);
+    case 'count': {
+      const count = channelCount(data, c.count);
+      if (count !== c.count) {
+        c.count = count;
+        c.countChangedAt = nowMs();
+      }
+      return;
+    }
     case 'churn':
       onMarkers(c, data);
       if (c.joinSentAt > 0 && data.indexOf(wire.joinedToken) !== -1) {
@@ -292,7 +346,9 @@ function setupFrame(c: Client, data: Buffer): void {
     c.resumed = /"resumed":true/.test(head);
     hello(c);
   }
-  if (c.helloSeen && data.indexOf(c.quiet ? wire.quietJoinedToken : wire.joinedToken) !== -1) {
+  // With features=occupancy, a large room answers a join with its counts instead of the list.
+  const joined = data.indexOf(c.quiet ? wire.quietJoinedToken : wire.joinedToken) !== -1 || (features !== undefined && data.indexOf(OCCUPANCY) !== -1);
+  if (c.helloSeen && joined) {
     c.state = 'ready';
     c.inChannel = true;
     c.onReady?.(true, 'ok');
@@ -306,6 +362,7 @@ function hello(c: Client): void {
   c.eventSeq += 1;
   if (c.quiet) for (const frame of wire.quietJoin(c)) c.ws?.send(frame);
   else c.ws?.send(wire.join(c));
+  lastJoinSentAt = nowMs();
 }
 
 /**
@@ -335,7 +392,7 @@ function connectOnce(c: Client, errors: Record<string, number>): Promise<string>
     c.resumed = false;
     if (system !== 'presence') c.inChannel = false;
     let opened = false;
-    const ws = openSocket(clientKind, wire.url(c.url, c), c.localAddress, {
+    const ws = openSocket(clientKind, wire.url(c.url, c, features), c.localAddress, {
       open: () => {
         opened = true;
       },
@@ -497,7 +554,7 @@ async function fanout(request: ScheduleRequest): Promise<ScheduleResult> {
     const c = senders[k % senders.length];
     if (!c || c.state !== 'ready') return;
     c.eventSeq += 1;
-    const kind = UPDATE_KINDS[c.eventSeq % UPDATE_KINDS.length];
+    const kind = request.kind ?? UPDATE_KINDS[c.eventSeq % UPDATE_KINDS.length];
     c.ws!.send(wire.update(c, kind, `L:${c.idx}:${c.eventSeq}:${Math.round(at * 1000)}`));
     if (inWindow(at)) sentInWindow += 1;
   });
@@ -572,6 +629,42 @@ async function churn(request: ScheduleRequest): Promise<ScheduleResult> {
 }
 
 /**
+ * A large room's fill: the clients connect (each joins as it is welcomed) one after the other at
+ * `rate` per second from `startAt`, open loop; resolves once every one has answered.
+ */
+async function fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number }> {
+  const errors: Record<string, number> = {};
+  const list = clients.filter((c) => c.state !== 'ready');
+  let ready = 0;
+  let failed = 0;
+  const attempts: Promise<void>[] = [];
+  for (let i = 0; i < list.length; i += 1) {
+    const at = request.startAt + (i * 1000) / request.rate;
+    const wait = at - nowMs();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const c = list[i];
+    attempts.push(
+      connectClient(c, errors).then((ok) => {
+        if (ok) ready += 1;
+        else failed += 1;
+      }),
+    );
+  }
+  await Promise.all(attempts);
+  return { ready, failed, lastJoinAt: lastJoinSentAt };
+}
+
+function countReport(): CountReport {
+  return {
+    counts: clients.map((c) => c.count),
+    changedAt: clients.map((c) => c.countChangedAt),
+    bytes: clients.map((c) => c.bytes),
+    lastJoinAt: lastJoinSentAt,
+    failed: clients.filter((c) => c.state !== 'ready').length,
+  };
+}
+
+/**
  * Reconnect storm: every client but the observers (one per channel) is cut at once from this
  * side, then reconnects at once, resuming its session where the system has sessions.
  */
@@ -603,6 +696,7 @@ function init(args: InitRequest): { clients: number } {
   wire = WIRES[args.system];
   system = args.system;
   clientKind = args.client ?? 'lean';
+  features = args.features;
   clients = [];
   deliveredByNode = args.urls.map(() => 0);
   const perAddress = Math.ceil(args.total / Math.max(1, args.sourceAddresses.length));
@@ -625,13 +719,15 @@ function collect(): Collected {
     deliveredTotal,
     frames,
     bytes,
+    framesInWindow,
+    bytesInWindow,
     errorFrames,
     closes,
     events: { ...events },
   };
   histogram = newHistogram();
   syncHistogram = newHistogram();
-  deliveredInWindow = deliveredTotal = frames = bytes = errorFrames = 0;
+  deliveredInWindow = deliveredTotal = frames = bytes = framesInWindow = bytesInWindow = errorFrames = 0;
   deliveredByNode = deliveredByNode.map(() => 0);
   closes = {};
   return result;
@@ -656,6 +752,10 @@ async function handle(request: Request): Promise<unknown> {
       return churn(request.args);
     case 'storm':
       return storm(request.args);
+    case 'fill':
+      return fill(request.args);
+    case 'counts':
+      return countReport();
     case 'reveal': {
       // The first `first` and the last `last` clients of this shard become visible (actors).
       let sent = 0;

@@ -2,14 +2,15 @@ import type { SystemName } from '../loadgen/wire.js';
 import type { Pinning } from '../lib/proc.js';
 import type { LadderPlan } from './steps.js';
 
-export const SCENARIOS = ['connections', 'fanout', 'joinstorm', 'typing', 'churn', 'reconnect', 'multinode', 'scaleout'] as const;
+export const SCENARIOS = ['connections', 'fanout', 'joinstorm', 'typing', 'churn', 'reconnect', 'multinode', 'scaleout', 'largeroom'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /**
  * Scenarios a full run leaves out unless named: scale-out measures Presence alone, against itself
- * on more nodes, and takes about a quarter of an hour. Quick mode runs every scenario.
+ * on more nodes, and takes about a quarter of an hour; large rooms compare Presence's large-room
+ * modes with themselves off (and the relays), one room at a time. Quick mode runs every scenario.
  */
-export const OPT_IN_SCENARIOS: readonly ScenarioName[] = ['scaleout'];
+export const OPT_IN_SCENARIOS: readonly ScenarioName[] = ['scaleout', 'largeroom'];
 
 export interface Options {
   quick: boolean;
@@ -49,6 +50,26 @@ export interface Options {
   reconnect: { users: number; channelSize: number; concurrency: number; settleMs: number };
   multinode: { channels: number; members: number } & LadderPlan;
   scaleout: ScaleoutOptions;
+  largeroom: LargeRoomOptions;
+}
+
+/** Large rooms on one node (bench/scenarios/large-room.ts). */
+export interface LargeRoomOptions {
+  /** Busy room: visible members, status changes per second among them, the measured step (ms). */
+  members: number;
+  /** Busy room, windowed run: PRESENCE_LARGE_CHANNEL_MEMBERS (the product's default, 200). */
+  windowMembers: number;
+  rate: number;
+  durationMs: number;
+  /** Huge room: users joining one channel, over how many seconds. */
+  hugeMembers: number;
+  fillSeconds: number;
+  /** Huge room, occupancy run: PRESENCE_OCCUPANCY_ONLY_MEMBERS. */
+  occupancyMembers: number;
+  /** Huge room with both modes off: these sizes in turn, up to the first that does not finish. */
+  perEventSizes: number[];
+  /** How long after the last join every count must be right for a huge room to finish (ms). */
+  settleMs: number;
 }
 
 /** Presence on 1…N nodes through Redis (bench/scenarios/scaleout.ts). */
@@ -108,6 +129,7 @@ export function defaultOptions(quick: boolean): Options {
       reconnect: { users: 100, channelSize: 5, concurrency: 100, settleMs: 300 },
       multinode: { channels: 20, members: 4, rates: [50], start: 50, factor: 2, maxSteps: 1, refine: 0 },
       scaleout: { nodes: [1, 2], users: 200, rate: 40, channelSize: 10, crossFraction: 0.1, runs: 1, durationMs: 1000, idleUsers: 300, idleRate: 40, quietWaitMs: 0 },
+      largeroom: { members: 40, windowMembers: 10, rate: 4, durationMs: 1500, hugeMembers: 150, fillSeconds: 1, occupancyMembers: 20, perEventSizes: [50], settleMs: 5000 },
     };
   }
   return {
@@ -124,6 +146,7 @@ export function defaultOptions(quick: boolean): Options {
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
     scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 19_000, idleRate: 200, quietWaitMs: 20_000 },
+    largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
   };
 }
 
@@ -172,6 +195,15 @@ Scenario parameters, as --<scenario>.<name>=value:
                                 idle-node tax: users and updates/s on node A, none on node B
                                 (0 users = not measured)
   scaleout.quiet-wait-ms=20000  longest wait for other tenants to calm down before each run
+  largeroom.members=2000 largeroom.rate=30 largeroom.duration-ms=10000 largeroom.window-members=200
+                                busy room: visible members, status changes/s among them, the step,
+                                and from how many visible members the windowed run windows
+  largeroom.huge-members=10000 largeroom.fill-seconds=10 largeroom.occupancy-members=50
+                                huge room: users joining one channel, in how long, and from how
+                                many visible members the occupancy run sends counts
+  largeroom.per-event-sizes=1000,2000,4000 largeroom.settle-ms=30000
+                                huge room with both modes off: sizes up to the first that does not
+                                get every count right within settle-ms of its last join
 `;
 
 /** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */

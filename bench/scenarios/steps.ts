@@ -8,6 +8,7 @@ import { mergeEncoded, summarize, type LatencySummary } from '../lib/histogram.j
 import type { LoadGen } from '../lib/loadgen.js';
 import { foreignCpu, machineBusySeconds, selfCpuSeconds, sleep } from '../lib/proc.js';
 import type { RunningSystem } from '../lib/systems.js';
+import type { UpdateKind } from '../loadgen/wire.js';
 import type { Context } from './context.js';
 
 export interface StepResult {
@@ -17,6 +18,9 @@ export interface StepResult {
   achievedRate: number;
   /** Deliveries per second received inside the window (each event reaches many members). */
   deliveriesPerSec: number;
+  /** WebSocket frames (and bytes) per second that reached the clients inside the window, all of them together. */
+  framesPerSec: number;
+  bytesPerSec: number;
   expected: number;
   delivered: number;
   deliveryRatio: number;
@@ -72,6 +76,8 @@ export interface StepPlan {
   deliveriesPerEvent?: number;
   /** Clients that must be connected before a step (lost ones are reconnected first). */
   population: number;
+  /** Fan-out: the kind of update every sender sends (default: meta, status and channel meta in turn). */
+  kind?: UpdateKind;
   /** The p99 objective of this scenario (ms); the run's --slo-ms when absent. */
   sloMs?: number;
 }
@@ -97,6 +103,7 @@ export async function runStep(ctx: Context, system: RunningSystem, loadgen: Load
     durationMs: plan.durationMs,
     warmupMs: plan.warmupMs,
     actors: plan.actors?.(rate),
+    ...(plan.kind ? { kind: plan.kind } : {}),
   });
   const expected = plan.deliveriesPerEvent !== undefined ? schedule.sentInWindow * plan.deliveriesPerEvent : schedule.expectedInWindow;
   await drain(loadgen, expected);
@@ -126,6 +133,8 @@ export async function runStep(ctx: Context, system: RunningSystem, loadgen: Load
     offeredRate: rate,
     achievedRate: round(achievedRate),
     deliveriesPerSec: round(delivered / windowSeconds),
+    framesPerSec: round(collected.reduce((sum, c) => sum + c.framesInWindow, 0) / windowSeconds),
+    bytesPerSec: round(collected.reduce((sum, c) => sum + c.bytesInWindow, 0) / windowSeconds),
     expected,
     delivered,
     deliveryRatio: Math.round(deliveryRatio * 100000) / 100000,

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { Results } from '../lib/report.js';
 import { SCENARIOS } from '../scenarios/context.js';
+import type { LargeRoomResult } from '../scenarios/large-room.js';
 import type { StepResult } from '../scenarios/steps.js';
 
 const BENCH = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -69,8 +70,8 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
 
   it('reports every scenario for every system, each with figures or a reason it was skipped', () => {
     assert.equal(results.mode, 'quick');
-    // Scale-out measures Presence alone (its own test below).
-    for (const scenario of SCENARIOS.filter((s) => s !== 'scaleout')) {
+    // Scale-out and large rooms are not per system (their own tests below).
+    for (const scenario of SCENARIOS.filter((s) => s !== 'scaleout' && s !== 'largeroom')) {
       for (const system of SYSTEMS) {
         const outcome = (results.scenarios[scenario] as Record<string, unknown>)[system];
         assert.ok(outcome !== undefined, `${scenario}/${system} missing`);
@@ -78,7 +79,7 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
       }
     }
     // Only multi-node may be skipped, and only where a node cannot run with Redis (yet).
-    for (const scenario of SCENARIOS.filter((s) => s !== 'multinode' && s !== 'scaleout')) {
+    for (const scenario of SCENARIOS.filter((s) => s !== 'multinode' && s !== 'scaleout' && s !== 'largeroom')) {
       for (const system of SYSTEMS) {
         assert.ok(!isOutcome((results.scenarios[scenario] as Record<string, unknown>)[system]), `${scenario}/${system} was skipped`);
       }
@@ -178,6 +179,28 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     const one = r.summary.find((s) => s.variant === 'local' && s.nodes === 1);
     assert.equal(one?.cpuPerDeliveryVsOneNode, 1);
     assert.ok(r.goals.flatness.value !== null && r.goals.idleCpuShare.value !== null);
+  });
+
+  it('measures large rooms: the busy room in each variant, the huge room with occupancy and without', () => {
+    const r = results.scenarios.largeroom;
+    assert.ok(r && !isOutcome(r), `largeroom: ${JSON.stringify(r)?.slice(0, 2000)}`);
+    for (const variant of ['windowed', 'perEvent', 'ws', 'socketio'] as const) {
+      const busy: LargeRoomResult['busy'][typeof variant] = r.busy[variant];
+      assert.ok(busy && !isOutcome(busy), `busy ${variant}: ${JSON.stringify(busy)?.slice(0, 500)}`);
+      assert.equal(busy.connected, busy.members, `busy ${variant}: every member connected`);
+      assertSaneStep(busy.step, `busy ${variant}`);
+      assert.ok(busy.framesPerMemberPerSec > 0 && busy.bytesPerMemberPerSec > 0, `busy ${variant}: frames and bytes counted`);
+    }
+    const windowed = r.busy.windowed;
+    const perEvent = r.busy.perEvent;
+    assert.ok(windowed && !isOutcome(windowed) && perEvent && !isOutcome(perEvent));
+    assert.ok(windowed.framesPerMemberPerSec < perEvent.framesPerMemberPerSec, 'windows send fewer frames than one per change');
+    const occupancy = r.huge.occupancy;
+    assert.ok(occupancy && !isOutcome(occupancy), `huge occupancy: ${JSON.stringify(occupancy)?.slice(0, 500)}`);
+    assert.equal(occupancy.countsRight, occupancy.members, 'every member ends with the right count');
+    assert.ok(occupancy.finished && occupancy.lastRightMs !== null && occupancy.bytesPerMemberMax > 0 && occupancy.peakRss > 0);
+    assert.ok(r.huge.perEvent.length >= 1);
+    assert.ok(r.goals.length >= 4 && r.goals.every((g) => g.name && g.goal && g.value));
   });
 
   it('judges the targets and draws a chart with one line per system', () => {

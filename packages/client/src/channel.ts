@@ -2,6 +2,7 @@ import type {
   AckMessage,
   Meta,
   PresenceJoinMessage,
+  PresenceOccupancyMessage,
   PresenceLeaveMessage,
   PresenceSyncMessage,
   PresenceUpdateMessage,
@@ -17,6 +18,27 @@ import type { Member, MetaPatch } from './types.js';
 
 /** `idle`: not a member (never joined, or left); `joining`: join sent or queued; `joined`: acked. */
 export type ChannelState = 'idle' | 'joining' | 'joined';
+
+/**
+ * How many are in a channel. `members`: the whole member list is known (`channel.members`), and
+ * these are its counts; `occupancy`: a large room sends counts and a sample instead (docs/protocol.md,
+ * "Large rooms"), and `channel.members` holds the sample.
+ */
+export interface Occupancy {
+  mode: 'members' | 'occupancy';
+  /** Visible members (invisible users are never counted). */
+  count: number;
+  statuses: { online: number; away: number; busy: number };
+}
+
+/** One page of a channel's members (`channel.fetchMembers`), by user id. */
+export interface MembersPage<M extends Member = Member> {
+  count: number;
+  statuses: Occupancy['statuses'];
+  members: M[];
+  /** Pass as `cursor` for the next page; absent on the last one. */
+  nextCursor?: string;
+}
 
 export interface ChannelEvents<M extends Member = Member> {
   /** A user became a member (not fired for the members of the first sync). */
@@ -62,6 +84,10 @@ export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Me
   private failure: PresenceError | undefined;
   private memberMap: ReadonlyMap<string, Member<UserMeta, ChannelMeta, State>> = new Map();
   private typingSet: ReadonlySet<string> = new Set();
+  /** Set in occupancy mode: what the server last counted. */
+  private occ: Occupancy | undefined;
+  /** The counts of a member list, kept with the list they count. */
+  private counted: [ReadonlyMap<string, Member>, Occupancy] | undefined;
   /** `seq` of the last event applied; events are only trusted after a sync on this connection. */
   private seq = 0;
   private synced = false;
@@ -102,6 +128,27 @@ export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Me
   /** Members by user id (this user included while visible). */
   get members(): ReadonlyMap<string, Member<UserMeta, ChannelMeta, State>> {
     return this.memberMap;
+  }
+
+  /** How many are in the channel: counted from `members`, or as the server counts a large room. */
+  get occupancy(): Occupancy {
+    if (this.occ) return this.occ;
+    const map = this.memberMap;
+    if (this.counted?.[0] !== map) {
+      const statuses = { online: 0, away: 0, busy: 0 };
+      for (const m of map.values()) if (m.status !== 'offline') statuses[m.status] += 1;
+      this.counted = [map, { mode: 'members', count: map.size, statuses }];
+    }
+    return this.counted[1];
+  }
+
+  /**
+   * One page of the channel's visible members as they are now, by user id (the whole list of a
+   * room in occupancy mode, read page by page). Needs the channel joined.
+   */
+  fetchMembers(options: { cursor?: string; limit?: number } = {}): Promise<MembersPage<Member<UserMeta, ChannelMeta, State>>> {
+    // Answered by `presence.page` in place of an ack.
+    return this.host.submit({ type: 'members', channel: this.name, ...options }, 'durable') as Promise<unknown> as Promise<MembersPage<Member<UserMeta, ChannelMeta, State>>>;
   }
 
   /** User ids of members typing now (never this user). */
@@ -210,6 +257,7 @@ export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Me
     this.awaitingSync = false;
     this.resyncing = false;
     this.seq = 0;
+    this.occ = undefined;
     this.memberMap = new Map();
     this.typingSet = new Set();
     this.currentState = 'idle';
@@ -218,6 +266,11 @@ export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Me
 
   applySync(message: PresenceSyncMessage): void {
     if (this.currentState === 'idle') return;
+    // The end of occupancy mode: the whole list is a new starting point, not a series of joins.
+    if (this.occ) {
+      this.occ = undefined;
+      this.synced = false;
+    }
     this.seq = message.seq;
     this.awaitingSync = false;
     this.resyncing = false;
@@ -245,9 +298,26 @@ export class Channel<UserMeta extends Meta = Meta, ChannelMeta extends Meta = Me
     this.emit('change');
   }
 
+  /** Occupancy mode: the counts, and the sample as `members` (a whole one, or a diff of it). */
+  applyOccupancy(message: PresenceOccupancyMessage): void {
+    if (this.currentState === 'idle') return;
+    const { sample, added, removed, typing } = message;
+    if (sample || added || removed) {
+      const next = new Map(sample ? [] : this.memberMap);
+      for (const userId of removed ?? []) next.delete(userId);
+      for (const member of sample ?? added ?? []) next.set(member.userId, member as Member<UserMeta, ChannelMeta, State>);
+      this.memberMap = next;
+    }
+    if (typing) this.typingSet = new Set(typing.filter((userId) => userId !== this.host.ownUserId()));
+    this.occ = { mode: 'occupancy', count: message.count, statuses: message.statuses };
+    this.synced = true;
+    this.awaitingSync = this.resyncing = false;
+    this.emit('change');
+  }
+
   applyEvent(message: PresenceJoinMessage | PresenceLeaveMessage | PresenceUpdateMessage): void {
     // Until this connection's sync arrives, the sync is the truth: it includes these events.
-    if (this.currentState === 'idle' || this.awaitingSync || !this.synced) return;
+    if (this.currentState === 'idle' || this.awaitingSync || !this.synced || this.occ) return;
     if (message.seq <= this.seq) return;
     const gap = message.seq > this.seq + 1;
     this.seq = message.seq;

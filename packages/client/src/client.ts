@@ -40,6 +40,12 @@ export interface PresenceClientOptions extends TypingOptions {
   /** More query parameters for the connect URL. */
   params?: Record<string, string>;
   /**
+   * Large rooms: in a channel past the server's occupancy threshold, receive counts and a sample
+   * (`channel.occupancy`, `channel.members`) instead of the whole member list. `false` keeps the
+   * whole list in every channel (at its cost in large rooms). @default true
+   */
+  occupancy?: boolean;
+  /**
    * The WebSocket implementation. Browsers have one; in Node 20 pass the `ws` package's class.
    * @default globalThis.WebSocket
    */
@@ -149,6 +155,7 @@ export class PresenceClient<UserMeta extends Meta = Meta, ChannelMeta extends Me
     const params: Record<string, string> = { ...options.params };
     if (options.device) params.device = options.device;
     if (options.userId) params.userId = options.userId;
+    if (options.occupancy !== false) params.features = 'occupancy';
     this.connection = new Connection({
       url: options.url,
       ...(options.getToken ? { getToken: options.getToken } : {}),
@@ -393,6 +400,12 @@ export class PresenceClient<UserMeta extends Meta = Meta, ChannelMeta extends Me
         return;
       case 'presence.leave':
         this.channelMap.get(message.channel)?.applyEvent(message);
+        return;
+      case 'presence.occupancy':
+        this.channelMap.get(message.channel)?.applyOccupancy(message);
+        return;
+      case 'presence.page':
+        this.queue.answer(message);
         return;
       case 'typing':
         this.channelMap.get(message.channel)?.applyTyping(message);

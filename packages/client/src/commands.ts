@@ -1,4 +1,4 @@
-import type { AckMessage, ClientMessage, ErrorMessage, Ref } from '@presence/protocol';
+import type { AckMessage, ClientMessage, ErrorMessage, PresencePageMessage, Ref } from '@presence/protocol';
 import { PresenceError } from './errors.js';
 
 /** A command as the application builds it; the queue adds the `ref`. */
@@ -109,13 +109,13 @@ export class CommandQueue {
     for (const pending of all) pending.reject(error);
   }
 
-  /** Settles the command an `ack` or `error` answers; false when the ref is not ours. */
-  answer(message: AckMessage | ErrorMessage): boolean {
+  /** Settles the command an `ack` or `error` (or the `presence.page` of `members`) answers; false when the ref is not ours. */
+  answer(message: AckMessage | ErrorMessage | PresencePageMessage): boolean {
     if (message.ref === undefined) return false;
     const pending = this.inFlight.get(message.ref);
     if (!pending) return false;
     this.inFlight.delete(message.ref);
-    if (message.type === 'ack') pending.resolve(message);
+    if (message.type !== 'error') pending.resolve(message as AckMessage);
     else pending.reject(new PresenceError(message.code as PresenceError['code'], message.message, { ref: message.ref }));
     return true;
   }

@@ -1,5 +1,5 @@
 export { PresenceClient, type PresenceClientOptions, type PresenceClientEvents, type StatusUpdate } from './client.js';
-export { Channel, type ChannelEvents, type ChannelState } from './channel.js';
+export { Channel, type ChannelEvents, type ChannelState, type MembersPage, type Occupancy } from './channel.js';
 export type { ConnectionStatus, ConnectionLost } from './connection.js';
 export { PresenceError, isPresenceError, CLIENT_ERRORS, type ClientErrorCode, type PresenceErrorCode } from './errors.js';
 export { TypingIndicator, type TypingOptions } from './typing.js';

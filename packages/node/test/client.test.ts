@@ -143,7 +143,7 @@ describe('PresenceServerClient against a real server', () => {
     const all = [];
     for await (const member of api.iterateChannelPresence('cli:room')) all.push(member.userId);
     assert.deepEqual(all, members);
-    assert.deepEqual(await api.getChannelPresence('cli:empty'), { channel: 'cli:empty', count: 0, members: [] });
+    assert.deepEqual(await api.getChannelPresence('cli:empty'), { channel: 'cli:empty', count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] });
   });
 
   test("getUserChannels: the API key for anyone, a user's token for their own", async () => {

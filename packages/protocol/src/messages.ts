@@ -50,6 +50,8 @@ export interface TypingCommand extends Static<typeof S.TypingCommand> {}
 export interface WatchCommand extends Static<typeof S.WatchCommand> {}
 export interface UnwatchCommand extends Static<typeof S.UnwatchCommand> {}
 export interface PingCommand extends Static<typeof S.PingCommand> {}
+/** `members` pages through a joined channel's visible members; answered by `presence.page`. */
+export interface MembersCommand extends Static<typeof S.MembersCommand> {}
 export interface LogoutCommand extends Static<typeof S.LogoutCommand> {}
 
 /** Every command (a type test checks it is the schema's `ClientMessage`). */
@@ -65,6 +67,7 @@ export type ClientMessage =
   | WatchCommand
   | UnwatchCommand
   | PingCommand
+  | MembersCommand
   | LogoutCommand;
 
 export type ClientMessageType = ClientMessage['type'];
@@ -82,6 +85,7 @@ export const CLIENT_MESSAGE_TYPES: readonly ClientMessageType[] = [
   'watch',
   'unwatch',
   'ping',
+  'members',
   'logout',
 ];
 
@@ -102,6 +106,12 @@ export interface PresenceJoinMessage extends Static<typeof S.PresenceJoinMessage
 export interface PresenceLeaveMessage extends Static<typeof S.PresenceLeaveMessage> {}
 /** Status, meta or channel meta of a member changed. To all members, the user's own sessions too. */
 export interface PresenceUpdateMessage extends Static<typeof S.PresenceUpdateMessage> {}
+/** Visible members of a channel by status. */
+export interface StatusCounts extends Static<typeof S.StatusCounts> {}
+/** Occupancy mode: counts, and a sample of members with its diffs, instead of the member list. */
+export interface PresenceOccupancyMessage extends Static<typeof S.PresenceOccupancyMessage> {}
+/** Answer to `members`: one page of a channel's visible members. */
+export interface PresencePageMessage extends Static<typeof S.PresencePageMessage> {}
 /** Typing started or stopped. To the channel's other members (never to the typer). */
 export interface TypingMessage extends Static<typeof S.TypingMessage> {}
 /** Answer to `watch`: the current presence of the watched users (privacy applied). */
@@ -124,6 +134,8 @@ export type ServerMessage =
   | PresenceJoinMessage
   | PresenceLeaveMessage
   | PresenceUpdateMessage
+  | PresenceOccupancyMessage
+  | PresencePageMessage
   | TypingMessage
   | UserSyncMessage
   | UserUpdateMessage

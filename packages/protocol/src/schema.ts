@@ -223,6 +223,20 @@ export const TypingCommand = command(
 export const WatchCommand = command('watch', { users: userIds('User ids to watch.') }, "Watch users' presence; answered by `user.sync`.");
 export const UnwatchCommand = command('unwatch', { users: userIds('User ids to stop watching.') }, 'Stop watching users.');
 export const PingCommand = command('ping', {}, 'Answered by `pong`.');
+export const MembersCommand = command(
+  'members',
+  {
+    channel: ChannelName,
+    cursor: Type.Optional(Type.String({ description: 'The `nextCursor` of the previous page; absent for the first page.' })),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'Members per page (default 100); more than the server\'s `PRESENCE_MAX_PAGE_SIZE` gives pages of that size.',
+      }),
+    ),
+  },
+  "One page of a joined channel's visible members, by user id (NOT_IN_CHANNEL otherwise); answered by `presence.page` instead of an ack. How a client in occupancy mode reads the whole list.",
+);
 export const LogoutCommand = command('logout', {}, 'Offline at once on every session, then close.');
 
 /** Every command, by its `type`: the server decodes a frame with the schema its type names. */
@@ -238,6 +252,7 @@ export const COMMANDS = {
   watch: WatchCommand,
   unwatch: UnwatchCommand,
   ping: PingCommand,
+  members: MembersCommand,
   logout: LogoutCommand,
 };
 
@@ -256,6 +271,7 @@ export const ClientMessage = named(
       WatchCommand,
       UnwatchCommand,
       PingCommand,
+      MembersCommand,
       LogoutCommand,
     ],
     { description: 'A frame from the client: one command as a JSON object. Unknown fields are ignored.' },
@@ -297,6 +313,18 @@ export const Limits = named(
 );
 
 const seq = Type.Integer({ minimum: 0, description: "Increases by one per event of the channel: a gap means events were missed (resync)." });
+
+export const StatusCounts = named(
+  'StatusCounts',
+  Type.Object(
+    {
+      online: count('Visible members whose status is `online`.'),
+      away: count('Visible members whose status is `away`.'),
+      busy: count('Visible members whose status is `busy`.'),
+    },
+    { description: 'Visible members of a channel by status (invisible users are counted nowhere); they add up to `count`.' },
+  ),
+);
 const serverStatus = literals(['online', 'away', 'busy']);
 
 export const WelcomeMessage = named(
@@ -361,6 +389,51 @@ export const TypingMessage = named(
   Type.Object(
     { type: Type.Literal('typing'), channel: ChannelName, userId: UserId, typing: Type.Boolean() },
     { description: "Typing started or stopped. To the channel's other members (never to the typer)." },
+  ),
+);
+export const PresenceOccupancyMessage = named(
+  'PresenceOccupancyMessage',
+  Type.Object(
+    {
+      type: Type.Literal('presence.occupancy'),
+      channel: ChannelName,
+      count: count('Visible members of the channel (invisible users are never counted).'),
+      statuses: StatusCounts,
+      sample: Type.Optional(
+        Type.Array(Member, {
+          description:
+            'The whole sample, replacing any held before: sent when the channel enters occupancy mode for this connection, and as the answer to `join`. Watched users and contacts present come first, then who is typing, then recent joiners.',
+        }),
+      ),
+      added: Type.Optional(Type.Array(Member, { description: 'Sample diff: members now in the sample, or in it with a changed presence.' })),
+      removed: Type.Optional(Type.Array(UserId, { description: 'Sample diff: user ids no longer in the sample.' })),
+      typing: Type.Optional(
+        Type.Array(UserId, { description: 'Who of the sample is typing now (the whole list, with every sample or sample diff).' }),
+      ),
+    },
+    {
+      description:
+        'Occupancy mode (large channels, connections with `features=occupancy`): counts every window when they changed, the sample and its diffs at most every sample interval. Replaces the member list and member events; `presence.sync` ends it.',
+    },
+  ),
+);
+/** One page of a channel's members: the `members` command's answer and the HTTP API's. */
+const channelPageFields = {
+  channel: ChannelName,
+  count: count('Visible members in the whole channel (not only this page).'),
+  statuses: StatusCounts,
+  members: Type.Array(Member, { description: 'One page of members, by user id.' }),
+  nextCursor: Type.Optional(Type.String({ description: 'Pass as `cursor` to get the next page; absent on the last page.' })),
+};
+export const PresencePageMessage = named(
+  'PresencePageMessage',
+  Type.Object(
+    {
+      type: Type.Literal('presence.page'),
+      ref: Type.Optional(refine(Ref, { description: 'The `ref` of the `members` command this answers.' })),
+      ...channelPageFields,
+    },
+    { description: 'Answer to `members`: one page of the channel as it is now.' },
   ),
 );
 export const UserSyncMessage = named(
@@ -435,6 +508,8 @@ export const ServerMessage = named(
     PresenceJoinMessage,
     PresenceLeaveMessage,
     PresenceUpdateMessage,
+    PresenceOccupancyMessage,
+    PresencePageMessage,
     TypingMessage,
     UserSyncMessage,
     UserUpdateMessage,
@@ -469,15 +544,7 @@ export const ErrorResponse = named(
   ),
 );
 
-export const ChannelPresenceResponse = named(
-  'ChannelPresenceResponse',
-  Type.Object({
-    channel: ChannelName,
-    count: count('Visible members in the whole channel (not only this page).'),
-    members: Type.Array(Member, { description: 'One page of members, by user id.' }),
-    nextCursor: Type.Optional(Type.String({ description: 'Pass as `cursor` to get the next page; absent on the last page.' })),
-  }),
-);
+export const ChannelPresenceResponse = named('ChannelPresenceResponse', Type.Object(channelPageFields));
 
 export const UpdatePresenceRequest = named(
   'UpdatePresenceRequest',

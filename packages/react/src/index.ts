@@ -14,6 +14,7 @@ export {
   type TypingState,
 } from './hooks.js';
 export {
+  useOccupancy,
   useOthers,
   usePresence,
   usePresenceListener,
@@ -26,4 +27,5 @@ export {
   type SelectOptions,
 } from './presence-hooks.js';
 export { shallow } from './selector.js';
+export type { Occupancy } from '@presence/client';
 export { createPresenceHooks, type PresenceHooks } from './typed.js';

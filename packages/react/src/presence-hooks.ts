@@ -1,5 +1,5 @@
-import { useCallback, useEffect, useMemo, useRef } from 'react';
-import type { Channel, Member, Meta, PresenceClient, PresenceError } from '@presence/client';
+import { useCallback, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
+import type { Channel, Member, Meta, Occupancy, PresenceClient, PresenceError } from '@presence/client';
 import { usePresenceContext } from './context.js';
 import { useChannel, type ChannelOptions } from './hooks.js';
 import { shallow, useSyncSelector } from './selector.js';
@@ -15,7 +15,8 @@ export interface ChannelPresence<M extends Member = Member> {
   /**
    * The members (this user included while visible), ordered by `joinedAt`, earliest first, then
    * by user id: the same order on every client, unchanged by updates. At most `limit` of them.
-   * Shared by every hook reading the channel: read it, do not sort or change it in place.
+   * Shared by every hook reading the channel: read it, do not sort or change it in place. In a
+   * large room in occupancy mode, the server's sample of them (see `useOccupancy`).
    */
   members: readonly M[];
 }
@@ -183,6 +184,18 @@ export function useSelf<Selection>(name: string, options: ChannelOptions & Selec
     pick,
     options.isEqual as ((a: Member | null | Selection, b: Member | null | Selection) => boolean) | undefined,
   );
+}
+
+/**
+ * How many are in a channel, joining it while mounted: `{ mode, count, statuses }`. Counted from the
+ * member list, or, in a large room in occupancy mode, as the server counts it (then `usePresence`
+ * gives the sample). Re-renders when a count or the mode changes.
+ */
+export function useOccupancy(name: string, options: ChannelOptions = {}): Occupancy {
+  const channel = useChannel(name, options);
+  const subscribe = useCallback((onChange: () => void) => channel.on('change', onChange), [channel]);
+  const read = () => channel.occupancy;
+  return useSyncExternalStore(subscribe, read, read);
 }
 
 /**

@@ -1,8 +1,9 @@
 import type { ReactNode } from 'react';
-import type { Channel, ConnectionStatus, Member, Meta, PresenceClient, UserPresence } from '@presence/client';
+import type { Channel, ConnectionStatus, Member, Meta, Occupancy, PresenceClient, UserPresence } from '@presence/client';
 import { usePresenceClient } from './context.js';
 import { useChannel, useConnectionStatus, useMyPresence, useTyping, useUsers, type ChannelOptions, type MyPresence, type TypingState } from './hooks.js';
 import {
+  useOccupancy,
   useOthers,
   usePresence,
   usePresenceListener,
@@ -34,6 +35,7 @@ export interface PresenceHooks<UserMeta extends Meta = Meta, ChannelMeta extends
   useSelf(name: string, options?: ChannelOptions<ChannelMeta> & NoSelect): Member<UserMeta, ChannelMeta, State> | null;
   useSelf<Selection>(name: string, options: ChannelOptions<ChannelMeta> & SelectOptions<Member<UserMeta, ChannelMeta, State> | null, Selection>): Selection;
   usePresenceListener(name: string, handler: (event: PresenceEvent<Member<UserMeta, ChannelMeta, State>>) => void): void;
+  useOccupancy(name: string, options?: ChannelOptions<ChannelMeta>): Occupancy;
   useTyping(name: string): TypingState;
   useMyPresence(): MyPresence<UserMeta, State>;
   useUsers(userIds: readonly string[]): UserPresence<UserMeta, State>[];
@@ -48,6 +50,7 @@ const hooks: PresenceHooks = {
   useOthers,
   useSelf,
   usePresenceListener,
+  useOccupancy,
   useTyping,
   useMyPresence,
   useUsers,

@@ -48,7 +48,13 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
       newSessionId: options.newSessionId,
       sessionTokens: this.sessionTokens,
     });
-    this.fanout = new ProtocolV1Fanout(this.engine.state, this.engine.watchers, options.observer);
+    this.fanout = new ProtocolV1Fanout({
+      state: this.engine.state,
+      watchers: this.engine.watchers,
+      clock: options.clock,
+      largeRooms: options.config.largeRooms,
+      observer: options.observer,
+    });
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     this.replica = new Replica(this.engine, options.cluster);

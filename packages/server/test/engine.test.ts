@@ -961,7 +961,7 @@ describe('channels', () => {
     const second = w.engine.channelPresence('room', { limit: 3, cursor: first.nextCursor });
     assert.deepEqual(second.members.map((m) => m.userId), ['dave']);
     assert.equal(second.nextCursor, undefined);
-    assert.deepEqual(w.engine.channelPresence('unknown', { limit: 3 }), { channel: 'unknown', count: 0, members: [] });
+    assert.deepEqual(w.engine.channelPresence('unknown', { limit: 3 }), { channel: 'unknown', count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] });
   });
 });
 

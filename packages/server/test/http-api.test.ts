@@ -58,9 +58,9 @@ class FakeQueries implements PresenceQueries {
 
   channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage {
     this.check('channelPresence', [channel, page]);
-    if (channel !== 'room-1') return { channel, count: 0, members: [] };
+    if (channel !== 'room-1') return { channel, count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] };
     const member: Member = { ...presence('alice'), channelMeta: { mode: 'editing' }, joinedAt: '2024-01-01T00:00:00.000Z' };
-    return { channel, count: 2, members: [member], nextCursor: 'c1' };
+    return { channel, count: 2, statuses: { online: 2, away: 0, busy: 0 }, members: [member], nextCursor: 'c1' };
   }
 
   userPresence(userId: string, viewer: ViewerId): UserPresence {
@@ -211,6 +211,7 @@ describe('HTTP API in development mode', () => {
     const body = await json(response);
     assert.equal(body.channel, 'room-1');
     assert.equal(body.count, 2);
+    assert.deepEqual(body.statuses, { online: 2, away: 0, busy: 0 });
     assert.equal((body.members as Member[]).length, 1);
     assert.equal((body.members as Member[])[0].userId, 'alice');
     assert.equal(body.nextCursor, 'c1');
@@ -221,7 +222,7 @@ describe('HTTP API in development mode', () => {
   test('unknown channel is 200 with count 0 and no nextCursor', async () => {
     const response = await fetch(`${h.base}/realtime/channels/nobody-here/presence`);
     assert.equal(response.status, 200);
-    assert.deepEqual(await json(response), { channel: 'nobody-here', count: 0, members: [] });
+    assert.deepEqual(await json(response), { channel: 'nobody-here', count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] });
   });
 
   test('limit and cursor are passed on; limit is capped at maxPageSize', async () => {

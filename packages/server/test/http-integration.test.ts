@@ -269,7 +269,7 @@ describe('HTTP reads against live clients', () => {
 
     const unknown = await api(server, '/realtime/channels/no-such-room/presence');
     assert.equal(unknown.status, 200);
-    assert.deepEqual(unknown.body, { channel: 'no-such-room', count: 0, members: [] });
+    assert.deepEqual(unknown.body, { channel: 'no-such-room', count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] });
   });
 
   test('GET user presence is live while connected and keeps lastSeen after the disconnect', async () => {

@@ -14,20 +14,27 @@
  * - a membership that did not change produced no join or leave (no flapping), typing reaches
  *   exactly those who should know of it, and errors are the ones the reference expects.
  *
+ * A second property runs the same with more users and tiny large-room thresholds (windows from 3
+ * visible members, occupancy from 4 for every other connection), so channels cross both thresholds
+ * in both directions: each v1 receiver's list is checked against the model whenever its window has
+ * closed (joins and leaves exactly once per change of membership between two checks), and each
+ * occupancy viewer's counts, statuses, sample and typing whenever nothing is pending.
+ *
  * PRESENCE_MODEL_RUNS sets the number of runs (default 1000); PRESENCE_MODEL_SEED replays one.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { ClientMessage, Member, Meta, ServerMessage, UserPresence } from '@presence/protocol';
-import { resolveConfig } from '../src/config/config.js';
+import { resolveConfig, type LargeRoomSettings } from '../src/config/config.js';
 import { ManualClock } from '../src/presence/clock.js';
 import type { Attachment } from '../src/presence/engine.js';
 import { PresenceNode } from '../src/presence-node.js';
 import type { SessionSink } from '../src/presence/state.js';
-import { ObserverLog, sorted, type StepReport } from './support/model-observer.js';
+import { ObserverLog, sorted, type ChannelView, type StepReport } from './support/model-observer.js';
 import { ReferenceModel, type ExpectedMember, type StatusPatch } from './support/reference-model.js';
 import { CHANNELS, DEVICES, STATES, TRUSTED, USERS, channel, index, iso, metaPatch, toPatch, type StatusGen } from './support/model-vocabulary.js';
+import type { WindowFrame } from '../src/presence/state.js';
 import { serverMessages } from './support/harness.js';
 
 const RUNS = Number(process.env.PRESENCE_MODEL_RUNS ?? 1000);
@@ -76,8 +83,8 @@ const advanceMs = fc.oneof(
   fc.integer({ min: 1, max: 3000 }),
 );
 
-const action: fc.Arbitrary<Action> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant('connect' as const), user: fc.nat({ max: USERS.length - 1 }), device: fc.nat({ max: 1 }), restore: fc.option(statusGen, { nil: undefined, freq: 6 }) }) },
+const actionFor = (users: number): fc.Arbitrary<Action> => fc.oneof(
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('connect' as const), user: fc.nat({ max: users - 1 }), device: fc.nat({ max: 1 }), restore: fc.option(statusGen, { nil: undefined, freq: 6 }) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('resume' as const), pick: index, asOther: fc.constant(false), device: fc.nat({ max: 1 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('resume' as const), pick: index, asOther: fc.constant(true), device: fc.nat({ max: 1 }) }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('disconnect' as const), client: index }) },
@@ -93,6 +100,7 @@ const action: fc.Arbitrary<Action> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('logout' as const), client: index }) },
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: advanceMs }) },
 );
+const action = actionFor(USERS.length);
 
 // ---------------------------------------------------------------------------------------------
 // The run: one engine, one reference model, one observer log per socket
@@ -104,20 +112,33 @@ class Socket {
   closed?: { code: number; reason: string };
   attachment!: Attachment;
   readonly log: ObserverLog;
-  readonly sink: SessionSink = {
-    send: (json) => {
-      this.frames.push(...serverMessages(json));
-    },
-    close: (code, reason) => {
-      this.closed ??= { code, reason };
-    },
-  };
+  readonly sink: SessionSink;
 
   constructor(
     readonly userId: string,
     readonly n: number,
+    /** The connection opted in to occupancy mode (`features=occupancy`). */
+    occupancy = false,
+    windowed = false,
   ) {
-    this.log = new ObserverLog(userId, `socket ${n} (${userId})`);
+    this.log = new ObserverLog(userId, `socket ${n} (${userId}${occupancy ? ', occupancy' : ''})`, windowed);
+    this.sink = {
+      send: (json) => {
+        this.frames.push(...serverMessages(json));
+      },
+      // Every third socket has no `sendWindow`, as an HTTP session's sink: its windows come message by message.
+      ...(n % 3 === 0
+        ? {}
+        : {
+            sendWindow: (frame: WindowFrame) => {
+              this.frames.push(...serverMessages(frame.text));
+            },
+          }),
+      close: (code, reason) => {
+        this.closed ??= { code, reason };
+      },
+      occupancy,
+    };
   }
 
   get sessionId(): string {
@@ -158,6 +179,19 @@ function asExpected(member: Member): ExpectedMember {
   return e;
 }
 
+/** What a run varies: its users, and large-room settings (none: thresholds out of reach). */
+interface RunShape {
+  users: readonly string[];
+  largeRooms?: Partial<LargeRoomSettings>;
+  /** Every how manyth connection opts in to occupancy mode (0: none). */
+  occupancyEvery: number;
+}
+
+const SMALL: RunShape = { users: USERS, occupancyEvery: 0 };
+
+/** How often each large-room mode started and ended over all runs: the generator must reach them. */
+const SWITCHES = new Map<string, number>();
+
 class ModelRun {
   readonly clock = new ManualClock();
   readonly engine: PresenceNode;
@@ -172,19 +206,31 @@ class ModelRun {
   /** `lastSeen`/`lastActive` of users out of sight, as first seen out of sight. */
   private readonly frozen = new Map<string, string>();
   readonly trace: string[] = [];
+  readonly users: readonly string[];
+  readonly sampleSize: number;
 
-  constructor() {
+  constructor(readonly shape: RunShape = SMALL) {
+    this.users = shape.users;
     const config = resolveConfig({
       offlineDelayMs: OFFLINE_DELAY,
       idleTimeoutMs: IDLE_TIMEOUT,
       typingTimeoutMs: TYPING_TIMEOUT,
       states: { ...STATES },
       limits: { maxSessionsPerUser: MAX_SESSIONS },
+      largeRooms: shape.largeRooms ?? {},
     });
+    this.sampleSize = config.largeRooms.sampleSize;
     this.engine = new PresenceNode({
       config,
       clock: this.clock,
       newSessionId: () => `session-${String(++this.sessionCounter).padStart(4, '0')}`,
+      observer: {
+        sent() {},
+        modeChanged(mode, on) {
+          const k = `${mode} ${on ? 'on' : 'off'}`;
+          SWITCHES.set(k, (SWITCHES.get(k) ?? 0) + 1);
+        },
+      },
     });
     this.ref = new ReferenceModel(
       { offlineDelayMs: OFFLINE_DELAY, idleTimeoutMs: IDLE_TIMEOUT, typingTimeoutMs: TYPING_TIMEOUT, states: { ...STATES }, maxSessionsPerUser: MAX_SESSIONS },
@@ -202,8 +248,11 @@ class ModelRun {
     if (a.kind === 'advance') {
       const target = this.clock.now() + a.ms;
       do {
+        // Stop at whatever falls due first in the reference or the engine (a window closing).
         const due = this.ref.nextDue();
-        const to = due !== undefined && due < target ? due : target;
+        const timer = this.clock.nextDueAt;
+        let to = due !== undefined && due < target ? due : target;
+        if (timer !== undefined && timer > this.clock.now() && timer < to) to = timer;
         this.step(() => {
           this.clock.advance(to - this.clock.now());
           this.ref.advanceTo(to);
@@ -220,16 +269,18 @@ class ModelRun {
       let userId: string;
       let sessionId: string | undefined;
       if (a.kind === 'connect') {
-        userId = USERS[a.user];
+        userId = this.users[a.user];
       } else {
         const known = this.issued.length > 0 && a.pick % 5 !== 4;
         sessionId = known ? this.issued[a.pick % this.issued.length] : `custom-${++this.customCounter}`;
-        const owner = this.ref.sessions.get(sessionId)?.userId ?? this.engineOwner(sessionId) ?? USERS[a.pick % USERS.length];
-        userId = a.asOther ? USERS[(USERS.indexOf(owner) + 1) % USERS.length] : owner;
+        const owner = this.ref.sessions.get(sessionId)?.userId ?? this.engineOwner(sessionId) ?? this.users[a.pick % this.users.length];
+        userId = a.asOther ? this.users[(this.users.indexOf(owner) + 1) % this.users.length] : owner;
       }
       const device = DEVICES[a.device];
       const restore = a.kind === 'connect' && a.restore ? toPatch(a.restore, now) : undefined;
-      const socket = new Socket(userId, ++this.sockets);
+      const n = ++this.sockets;
+      const every = this.shape.occupancyEvery;
+      const socket = new Socket(userId, n, every > 0 && n % every === 0, this.shape.largeRooms !== undefined);
       let attached: Attachment | undefined;
       const engineError = codeOf(() => {
         attached = this.engine.connect(
@@ -333,9 +384,7 @@ class ModelRun {
   /** One step: apply, let due timers run (as the event loop would), then check everything. */
   private step(apply: () => void): void {
     this.ref.step += 1;
-    const invisibleBefore = new Set(USERS.filter((u) => this.ref.isInvisible(u)));
-    const membersBefore = new Map(CHANNELS.map((c) => [c, new Set(this.ref.expectedMembers(c).keys())]));
-    const observedBefore = new Map(this.live.map((s) => [s, new Set(s.log.views.keys())]));
+    const invisibleBefore = new Set(this.users.filter((u) => this.ref.isInvisible(u)));
     apply();
     this.clock.advance(0);
     this.ref.advanceTo(this.clock.now());
@@ -358,7 +407,6 @@ class ModelRun {
     this.checkUsers();
     this.checkObservers(membersAfter);
     this.checkNoLeaks(reports, invisibleBefore);
-    this.checkNoFlaps(reports, observedBefore, membersBefore, membersAfter);
   }
 
   /** Member lists (the HTTP snapshot) against the reference; every member has a live or lingering session. */
@@ -384,7 +432,7 @@ class ModelRun {
 
   /** User queries: status as the model says; nothing moves while a user is out of sight. */
   private checkUsers(): void {
-    const views = this.engine.queryUsers(USERS, TRUSTED);
+    const views = this.engine.queryUsers([...this.users], TRUSTED);
     for (const view of views) {
       const u = view.userId;
       assert.equal(view.status, this.ref.statusOf(u), `status of ${u}`);
@@ -410,7 +458,12 @@ class ModelRun {
     }
   }
 
-  /** Each open socket's replayed lists equal the snapshot; everyone in a channel is at the same seq; typing as expected. */
+  /**
+   * Each open socket's view of each channel, whenever what it is owed went out: a v1 list (its sync
+   * with every event since) equals the snapshot, everyone in a channel is at the same seq, typing is
+   * as expected, and joins and leaves since the last check match the changes of membership; an
+   * occupancy viewer's counts, statuses, sample and typing match the model.
+   */
   private checkObservers(expected: Map<string, Map<string, ExpectedMember>>): void {
     const seqs = new Map<string, number>();
     for (const socket of this.live) {
@@ -418,6 +471,13 @@ class ModelRun {
       for (const c of session.channels) {
         const view = socket.log.views.get(c);
         assert.ok(view, `${socket.log.label} is in ${c} but never got its sync`);
+        const pending = this.engine.fanout.pending(c);
+        if (view.mode === 'occupancy') {
+          if (!pending.timer) this.checkOccupancy(socket, view, c, expected.get(c)!);
+          continue;
+        }
+        // A window still open: this receiver's list lags by design until it closes.
+        if (pending.window) continue;
         const snapshot = this.engine.channelPresence(c, { limit: 1000 }).members;
         assert.deepEqual(sorted(view.members), snapshot, `${socket.log.label}: the sync of ${c} plus every event since differs from the current snapshot`);
         assert.equal(view.members.size, expected.get(c)!.size);
@@ -427,8 +487,37 @@ class ModelRun {
         const typing = new Set<string>();
         for (const [u, startedStep] of this.ref.typingIn(c)) if (u !== socket.userId && startedStep > view.syncStep) typing.add(u);
         assert.deepEqual([...view.typing].sort(), [...typing].sort(), `${socket.log.label}: who is typing in ${c}`);
+        this.checkFlips(socket, view, c);
       }
     }
+  }
+
+  /** Since the view's last check: one join or leave of each user whose membership changed, none of the others. */
+  private checkFlips(socket: Socket, view: ChannelView, c: string): void {
+    const now = new Set(view.members.keys());
+    for (const u of this.users) {
+      if (u === socket.userId) continue;
+      const changed = view.baseline.has(u) !== now.has(u);
+      const flips = view.flips.get(u) ?? 0;
+      assert.equal(flips, changed ? 1 : 0, `${socket.log.label}: ${flips} joins/leaves of ${u} in ${c} for ${changed ? 'one change' : 'no change'} of membership`);
+    }
+    view.baseline = now;
+    view.flips.clear();
+  }
+
+  /** An occupancy viewer with nothing pending: exact counts (invisible users nowhere), a full, current sample. */
+  private checkOccupancy(socket: Socket, view: ChannelView, c: string, members: Map<string, ExpectedMember>): void {
+    const label = socket.log.label;
+    if (STATS) STATS.set('occupancy views checked', (STATS.get('occupancy views checked') ?? 0) + 1);
+    const statuses = { online: 0, away: 0, busy: 0 };
+    for (const m of members.values()) statuses[m.status as keyof typeof statuses] += 1;
+    assert.equal(view.count, members.size, `${label}: the count of ${c}`);
+    assert.deepEqual(view.statuses, statuses, `${label}: the counts by status of ${c}`);
+    const snapshot = new Map(this.engine.channelPresence(c, { limit: 1000 }).members.map((m) => [m.userId, m]));
+    for (const m of view.members.values()) assert.deepEqual(m, snapshot.get(m.userId), `${label}: ${m.userId} in the sample of ${c} as the snapshot shows them`);
+    assert.equal(view.members.size, Math.min(this.sampleSize, members.size), `${label}: the sample of ${c} is full`);
+    const typing = [...this.ref.typingIn(c).keys()].filter((u) => view.members.has(u)).sort();
+    assert.deepEqual([...view.typing].sort(), typing, `${label}: who of the sample of ${c} is typing`);
   }
 
   /** Nothing shows a user who was invisible before and after this step. */
@@ -437,28 +526,6 @@ class ModelRun {
       for (const shown of report.shown) {
         if (invisibleBefore.has(shown.userId) && this.ref.isInvisible(shown.userId)) {
           assert.fail(`${socket.log.label} was shown invisible ${shown.userId} (${shown.how} in ${shown.channel})`);
-        }
-      }
-    }
-  }
-
-  /** An observer in a channel throughout sees one join or leave per real change of membership, and none otherwise. */
-  private checkNoFlaps(
-    reports: Map<Socket, StepReport>,
-    observedBefore: Map<Socket, Set<string>>,
-    before: Map<string, Set<string>>,
-    after: Map<string, Map<string, ExpectedMember>>,
-  ): void {
-    for (const [socket, report] of reports) {
-      const was = observedBefore.get(socket);
-      if (!was) continue;
-      for (const c of CHANNELS) {
-        if (!was.has(c) || !socket.log.views.has(c)) continue;
-        for (const u of USERS) {
-          if (u === socket.userId) continue;
-          const changed = before.get(c)!.has(u) !== after.get(c)!.has(u);
-          const flips = report.flips.get(`${c}\u0000${u}`) ?? 0;
-          assert.equal(flips, changed ? 1 : 0, `${socket.log.label}: ${flips} joins/leaves of ${u} in ${c} for ${changed ? 'one change' : 'no change'} of membership`);
         }
       }
     }
@@ -473,19 +540,45 @@ class ModelRun {
   }
 }
 
+function runAll(shape: RunShape, actions: Action[]): void {
+  const run = new ModelRun(shape);
+  try {
+    for (const a of actions) run.run(a);
+    run.finish();
+  } catch (error) {
+    (error as Error).message += `\n  after: ${run.trace.slice(-8).join('\n         ')}`;
+    throw error;
+  }
+}
+
+const LARGE_USERS = ['ann', 'bob', 'cid', 'dee', 'eve', 'fay', 'gus'];
+const LARGE: RunShape = {
+  users: LARGE_USERS,
+  largeRooms: { windowMembers: 3, occupancyMembers: 4, windowMs: 50, sampleSize: 2, sampleIntervalMs: 200 },
+  occupancyEvery: 2,
+};
+
 describe('model-based: the engine against the reference model', () => {
+  it(`large channels: windows and occupancy, both thresholds crossed both ways (${Math.ceil(RUNS / 2)} runs)`, () => {
+    SWITCHES.clear();
+    // Joins weigh more here, so that rooms fill past both thresholds and empty again.
+    const large = fc.oneof(
+      { weight: 3, arbitrary: actionFor(LARGE_USERS.length) },
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant('join' as const), client: index, channel: fc.constant(0) }) },
+    );
+    fc.assert(
+      fc.property(fc.array(large, { minLength: 1, maxLength: 120, size: 'max' }), (actions) => runAll(LARGE, actions)),
+      { numRuns: Math.ceil(RUNS / 2), includeErrorInReport: true, ...(SEED !== undefined ? { seed: SEED } : {}) },
+    );
+    if (STATS) console.error(`large-room switches: ${JSON.stringify(Object.fromEntries(SWITCHES))}`);
+    for (const k of ['window on', 'window off', 'occupancy on', 'occupancy off']) {
+      assert.ok((SWITCHES.get(k) ?? 0) > 0, `no run reached "${k}": ${JSON.stringify(Object.fromEntries(SWITCHES))}`);
+    }
+  });
+
   it(`random command sequences keep every invariant (${RUNS} runs)`, () => {
     fc.assert(
-      fc.property(fc.array(action, { minLength: 1, maxLength: 60, size: 'max' }), (actions) => {
-        const run = new ModelRun();
-        try {
-          for (const a of actions) run.run(a);
-          run.finish();
-        } catch (error) {
-          (error as Error).message += `\n  after: ${run.trace.slice(-8).join('\n         ')}`;
-          throw error;
-        }
-      }),
+      fc.property(fc.array(action, { minLength: 1, maxLength: 60, size: 'max' }), (actions) => runAll(SMALL, actions)),
       { numRuns: RUNS, includeErrorInReport: true, ...(SEED !== undefined ? { seed: SEED } : {}) },
     );
   });

@@ -330,7 +330,8 @@ describe('the command decoder', () => {
     );
     const frame = fc.record(
       {
-        type: fc.oneof(fc.constantFrom(...CLIENT_MESSAGE_TYPES, 'subscribe', 'PING', '__proto__', 'constructor'), anyJson),
+        // `members` came after the hand-written decoder; large-rooms.test.ts checks its refusals.
+        type: fc.oneof(fc.constantFrom(...CLIENT_MESSAGE_TYPES.filter((t) => t !== 'members'), 'subscribe', 'PING', '__proto__', 'constructor'), anyJson),
         ref: fc.oneof(fc.integer(), fc.double(), fc.string({ maxLength: 70 }), anyJson),
         channel: field,
         meta: fc.oneof(fc.dictionary(fc.string({ maxLength: 3 }), anyJson, { maxKeys: 2 }), field),

@@ -83,6 +83,37 @@ export const DEFAULT_WEBHOOK_SETTINGS = {
   giveUpMs: 3_600_000,
 } as const;
 
+/**
+ * Large rooms (docs/protocol.md, "Large rooms"). Thresholds count a channel's visible members; a
+ * mode starts at its threshold and ends at 0.9 of it, so a room near the line does not flap.
+ */
+export interface LargeRoomSettings {
+  /**
+   * From this many visible members, a channel's joins, leaves and updates reach each member once
+   * per window, as one frame of the window's events. 0: never. @default 200
+   */
+  windowMembers: number;
+  /** The window of large channels, and the pace of occupancy counts. @default 250 */
+  windowMs: number;
+  /**
+   * From this many visible members, connections that opted in (`features=occupancy`) receive
+   * counts and a sample (`presence.occupancy`) instead of the member list. 0: never. @default 5000
+   */
+  occupancyMembers: number;
+  /** Members in an occupancy sample. @default 50 */
+  sampleSize: number;
+  /** An occupancy sample changes at most this often. @default 2000 */
+  sampleIntervalMs: number;
+}
+
+export const DEFAULT_LARGE_ROOMS: LargeRoomSettings = {
+  windowMembers: 200,
+  windowMs: 250,
+  occupancyMembers: 5000,
+  sampleSize: 50,
+  sampleIntervalMs: 2000,
+};
+
 export interface ServerConfig {
   /** @default 8080 */
   port: number;
@@ -159,6 +190,7 @@ export interface ServerConfig {
    * @default 0
    */
   trustProxyHops: number;
+  largeRooms: LargeRoomSettings;
   limits: ServerLimits;
 }
 
@@ -219,6 +251,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   production: false,
   permessageDeflate: false,
   trustProxyHops: 0,
+  largeRooms: DEFAULT_LARGE_ROOMS,
   limits: DEFAULT_LIMITS,
 };
 
@@ -227,15 +260,17 @@ export function isDevMode(config: Pick<ServerConfig, 'auth'>): boolean {
   return !config.auth.jwtSecret && !config.auth.jwtPublicKey && !config.auth.apiKey;
 }
 
-/** Deep-ish merge for programmatic use and tests: `limits` and `auth` merge field by field. */
-export function resolveConfig(overrides: Partial<Omit<ServerConfig, 'limits' | 'auth'>> & {
+/** Deep-ish merge for programmatic use and tests: `limits`, `auth` and `largeRooms` merge field by field. */
+export function resolveConfig(overrides: Partial<Omit<ServerConfig, 'limits' | 'auth' | 'largeRooms'>> & {
   limits?: Partial<ServerLimits>;
   auth?: AuthConfig;
+  largeRooms?: Partial<LargeRoomSettings>;
 } = {}): ServerConfig {
   return {
     ...DEFAULT_CONFIG,
     ...overrides,
     auth: { ...DEFAULT_CONFIG.auth, ...overrides.auth },
+    largeRooms: { ...DEFAULT_LARGE_ROOMS, ...overrides.largeRooms },
     limits: { ...DEFAULT_LIMITS, ...overrides.limits },
   };
 }

@@ -11,6 +11,7 @@ import {
   DEFAULT_STATES,
   DEFAULT_WEBHOOK_SETTINGS,
   type AuthConfig,
+  type LargeRoomSettings,
   type LogFormat,
   type LogLevel,
   type ServerConfig,
@@ -443,6 +444,13 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   const heartbeatIntervalMs = int('PRESENCE_HEARTBEAT_INTERVAL_MS', d.heartbeatIntervalMs, 10, MAX_TIMER_MS);
   const httpHeartbeatIntervalMs = int('PRESENCE_HTTP_HEARTBEAT_INTERVAL_MS', d.httpHeartbeatIntervalMs, 100, Math.floor(MAX_TIMER_MS / 2));
   const unloadGraceMs = int('PRESENCE_UNLOAD_GRACE_MS', d.unloadGraceMs, 0, MAX_TIMER_MS);
+  const largeRooms: LargeRoomSettings = {
+    windowMembers: int('PRESENCE_LARGE_CHANNEL_MEMBERS', d.largeRooms.windowMembers, 0, MAX_TIMER_MS),
+    windowMs: int('PRESENCE_LARGE_CHANNEL_WINDOW_MS', d.largeRooms.windowMs, 10, 60_000),
+    occupancyMembers: int('PRESENCE_OCCUPANCY_ONLY_MEMBERS', d.largeRooms.occupancyMembers, 0, MAX_TIMER_MS),
+    sampleSize: int('PRESENCE_OCCUPANCY_SAMPLE', d.largeRooms.sampleSize, 0, 1000),
+    sampleIntervalMs: int('PRESENCE_OCCUPANCY_SAMPLE_INTERVAL_MS', d.largeRooms.sampleIntervalMs, 10, MAX_TIMER_MS),
+  };
 
   const auth: AuthConfig = {};
   // Secrets are taken verbatim (no trim): they must match what token issuers sign with.
@@ -531,6 +539,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     production,
     permessageDeflate,
     trustProxyHops,
+    largeRooms,
     limits,
   };
   if (redisUrl !== undefined) config.redisUrl = redisUrl;

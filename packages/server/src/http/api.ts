@@ -141,6 +141,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       const body: Record<string, unknown> = {
         channel: result.channel,
         count: result.count,
+        statuses: result.statuses,
         members: result.members,
       };
       if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;

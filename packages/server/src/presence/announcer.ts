@@ -1,3 +1,4 @@
+import type { Status } from '@presence/protocol';
 import type { StateBase } from '../config/config.js';
 import type { ChangeCauses, PresenceEvent, PresenceEventListener, UserEvent } from './events.js';
 import type { Channel, ChannelMember, PresenceState, Session, UserState } from './state.js';
@@ -64,8 +65,12 @@ export class Announcer {
         this.memberJoined(channel, member);
       } else if (!visible && wasVisible) {
         this.beforeHidden(channel, user);
-        this.memberLeft(channel, user, view.lastSeen);
+        this.memberLeft(channel, user, view.lastSeen, before.status);
       } else if (visible) {
+        if (view.status !== before.status) {
+          count(channel, before.status, -1);
+          count(channel, view.status, 1);
+        }
         this.memberChanged('member.updated', channel, member);
       }
     }
@@ -82,6 +87,7 @@ export class Announcer {
 
   /** The user is a new visible member (or came into sight there). */
   memberJoined(channel: Channel, member: ChannelMember, answered?: Session): void {
+    count(channel, member.user.published.status, 1);
     this.memberChanged('member.joined', channel, member, answered);
   }
 
@@ -105,8 +111,13 @@ export class Announcer {
     });
   }
 
-  /** A visible member is gone from the channel (the caller has removed them already, or will). */
-  memberLeft(channel: Channel, user: UserState, lastSeen: string | null): void {
+  /**
+   * A visible member is gone from the channel (the caller has removed them already, or will).
+   * `countedStatus`: the status they were counted under (the announced one, unless the caller
+   * is announcing a new view right now).
+   */
+  memberLeft(channel: Channel, user: UserState, lastSeen: string | null, countedStatus: Status = user.published.status): void {
+    count(channel, countedStatus, -1);
     const userId = user.record.userId;
     const cause = this.causes.now();
     const id = `${cause.id}/member.left/${channel.name}/${userId}`;
@@ -132,3 +143,8 @@ export class Announcer {
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** Moves a visible member in or out of the channel's count of their status. */
+function count(channel: Channel, status: Status, delta: 1 | -1): void {
+  if (status !== 'offline') channel.counts[status] += delta;
+}

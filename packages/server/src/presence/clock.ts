@@ -60,6 +60,13 @@ export class ManualClock implements Clock {
     if (handle) this.timers.delete(handle.__timer as number);
   }
 
+  /** When the next pending timer is due, if any (tests step from one to the next). */
+  get nextDueAt(): number | undefined {
+    let next: number | undefined;
+    for (const timer of this.timers.values()) if (next === undefined || timer.dueAt < next) next = timer.dueAt;
+    return next;
+  }
+
   /** Number of timers still pending: a leak detector for tests. */
   get pendingTimers(): number {
     return this.timers.size;

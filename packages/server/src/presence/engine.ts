@@ -98,6 +98,8 @@ const NO_OUTPUT: SessionOutput = {
 /** What an `ack` carries; a promise when the command first had to load user records. */
 export type AckData = Record<string, unknown> | undefined;
 
+/** Members in a `members` page when the command names no `limit`. */
+const DEFAULT_MEMBERS_PAGE = 100;
 const SESSION_ID = /^[A-Za-z0-9_-]{8,64}$/;
 const DEVICE = /^[A-Za-z0-9_.-]{1,32}$/;
 /** setTimeout cannot wait longer than this; longer expiries re-arm. */
@@ -502,6 +504,14 @@ export class PresenceEngine {
       case 'ping':
         this.output.send(session, { type: 'pong', ...(command.ref !== undefined ? { ref: command.ref } : {}), serverTime: toIso(this.clock.now()) });
         return undefined;
+      case 'members': {
+        // The answer is the page itself (with the ref), as `pong` answers `ping`.
+        const channel = this.joinedChannel(session, command.channel);
+        const limit = Math.min(command.limit ?? DEFAULT_MEMBERS_PAGE, this.config.limits.maxPageSize);
+        const page = this.reader.channelPresence(channel.name, command.cursor === undefined ? { limit } : { limit, cursor: command.cursor });
+        this.output.send(session, { type: 'presence.page', ...(command.ref !== undefined ? { ref: command.ref } : {}), ...page });
+        return undefined;
+      }
       case 'logout':
         if (command.ref !== undefined) this.output.send(session, { type: 'ack', ref: command.ref });
         this.logout(user.record.userId);
@@ -537,7 +547,7 @@ export class PresenceEngine {
     const user = session.user;
     let channel = this.channels.get(name);
     if (!channel) {
-      channel = { name, seq: 0, members: new Map(), typing: new Map() };
+      channel = { name, seq: 0, members: new Map(), typing: new Map(), counts: { online: 0, away: 0, busy: 0 } };
       this.channels.set(name, channel);
     }
     let member = channel.members.get(user.record.userId);

@@ -1,4 +1,4 @@
-import type { Member, UserChannel, UserPresence } from '@presence/protocol';
+import type { UserChannel, UserPresence } from '@presence/protocol';
 import type { ServerConfig } from '../config/config.js';
 import { PresenceError } from '../errors.js';
 import type { UserStore } from '../store/user-store.js';
@@ -38,20 +38,31 @@ export class PresenceReader {
     return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, this.config.states);
   }
 
+  /**
+   * One page of a channel's visible members, by user id, starting after `cursor`. Only the page is
+   * sorted and built (a bounded insertion), so a page of a room of 10,000 costs one pass over its
+   * members; the counts come from the channel's running tally.
+   */
   channelPresence(name: string, page: { limit: number; cursor?: string }): ChannelPage {
     assertChannelName(name, this.config.limits);
     const channel = this.state.channels.get(name);
-    if (!channel) return { channel: name, count: 0, members: [] };
-    const all: Member[] = [];
-    for (const member of channel.members.values()) {
-      if (member.user.announcedVisible) all.push(memberView(member.user.published, member.channelMeta, shownJoinedAt(member)));
+    if (!channel) return { channel: name, count: 0, statuses: { online: 0, away: 0, busy: 0 }, members: [] };
+    const { cursor, limit } = page;
+    const ids: string[] = [];
+    let after = 0;
+    for (const [id, member] of channel.members) {
+      if (!member.user.announcedVisible) continue;
+      if (cursor !== undefined && id <= cursor) continue;
+      after += 1;
+      insertBounded(ids, id, limit);
     }
-    all.sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
-    const start = page.cursor === undefined ? 0 : all.findIndex((m) => m.userId > page.cursor!);
-    const from = start < 0 ? all.length : start;
-    const members = all.slice(from, from + page.limit);
-    const result: ChannelPage = { channel: name, count: all.length, members };
-    if (from + page.limit < all.length) result.nextCursor = members[members.length - 1].userId;
+    const members = ids.map((id) => {
+      const member = channel.members.get(id)!;
+      return memberView(member.user.published, member.channelMeta, shownJoinedAt(member));
+    });
+    const { online, away, busy } = channel.counts;
+    const result: ChannelPage = { channel: name, count: online + away + busy, statuses: { online, away, busy }, members };
+    if (after > ids.length) result.nextCursor = ids[ids.length - 1];
     return result;
   }
 

@@ -1,4 +1,4 @@
-import type { Member, SelfPresence, UpdatePresenceRequest, UserChannel, UserPresence } from '@presence/protocol';
+import type { Member, SelfPresence, StatusCounts, UpdatePresenceRequest, UserChannel, UserPresence } from '@presence/protocol';
 
 /** Who a presence view is computed for: privacy (`visibility`, contacts) depends on it. */
 export type ViewerId = { trusted: true } | { trusted: false; userId: string };
@@ -14,6 +14,8 @@ export interface ChannelPage {
   channel: string;
   /** Visible members in the whole channel (not only this page). */
   count: number;
+  /** The same by status. */
+  statuses: StatusCounts;
   members: Member[];
   /** Pass as `cursor` to get the next page; absent on the last page. */
   nextCursor?: string;

@@ -15,12 +15,31 @@ export interface SessionSink {
    * needs both without parsing the JSON again).
    */
   send(json: string, type: ServerMessage['type'], channel?: string, seq?: number): void;
+  /**
+   * Queues a large channel's window: several membership messages as one frame, the same object
+   * for every receiver (a socket writes its text as one frame, encoded once for all of them).
+   * Optional: a sink without it is sent the messages one by one through `send`.
+   */
+  sendWindow?(frame: WindowFrame): void;
+  /**
+   * The connection asked for occupancy mode (`features=occupancy`): in a channel past the
+   * occupancy threshold it is sent counts and a sample instead of the member list.
+   */
+  readonly occupancy?: boolean;
   close(code: number, reason: string): void;
   /**
    * The session's page said it is going away (the unload beacon). A sink that cannot see that by
    * itself (an HTTP session's: it would only notice when heartbeats stop) lets go of the session now.
    */
   unloaded?(): void;
+}
+
+/** One window of a large channel: its membership messages, and the JSON array of them. */
+export interface WindowFrame {
+  readonly channel: string;
+  /** `[m1,m2,…]`: the frame every receiver is sent. */
+  readonly text: string;
+  readonly messages: readonly { readonly json: string; readonly type: ServerMessage['type']; readonly seq: number }[];
 }
 
 /**
@@ -104,9 +123,21 @@ export interface ChannelMember {
   rendered?: { published: UserPresence; channelMeta: Meta; json: string };
 }
 
+/** Visible members of a channel by status, as last announced. */
+export interface StatusCounts {
+  online: number;
+  away: number;
+  busy: number;
+}
+
 export interface Channel {
   readonly name: string;
   seq: number;
   members: Map<string, ChannelMember>;
   typing: Map<string, TimerHandle>;
+  /**
+   * Visible members by their announced status, kept by the announcer as it announces joins,
+   * leaves and status changes: a large channel's occupancy costs nothing to read.
+   */
+  readonly counts: StatusCounts;
 }

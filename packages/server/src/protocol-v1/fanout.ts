@@ -1,13 +1,23 @@
 import type { ServerMessage } from '@presence/protocol';
-import type { PresenceEvent, UserEvent } from '../presence/events.js';
-import type { Channel, ChannelMember, PresenceState, Session, SessionOutput } from '../presence/state.js';
-import { hiddenView, mayView, memberView, shownJoinedAt } from '../presence/user-presence.js';
+import type { LargeRoomSettings } from '../config/config.js';
+import type { Clock } from '../presence/clock.js';
+import type { MemberEvent, PresenceEvent, UserEvent } from '../presence/events.js';
+import type { Channel, PresenceState, Session, SessionOutput, SessionSink } from '../presence/state.js';
+import { hiddenView, mayView } from '../presence/user-presence.js';
 import type { WatcherIndex } from '../presence/watchers.js';
+import { LargeRooms, syncMessage, type RoomObserver } from './large-rooms.js';
+import { memberJson } from './member-json.js';
 
 /** Counters the v1 writer reports to; metrics implement it. */
-export interface FanoutObserver {
-  /** `receivers` connections were sent one message of `type`. */
-  sent(type: ServerMessage['type'], receivers: number): void;
+export type FanoutObserver = RoomObserver;
+
+export interface FanoutOptions {
+  state: PresenceState;
+  watchers: WatcherIndex;
+  /** The windows of large rooms run on it (the model's clock: tests advance it by hand). */
+  clock: Clock;
+  largeRooms: LargeRoomSettings;
+  observer?: FanoutObserver;
 }
 
 /**
@@ -15,43 +25,52 @@ export interface FanoutObserver {
  * frame for every session that should see it (channel members, watchers), and the model's direct
  * answers to one session. A channel message is serialized once and the same string goes to every
  * receiver: fan-out costs one serialization plus one queue push per socket. Members are spliced in
- * from a cached JSON string, so a sync of a big channel costs one string join.
+ * from a cached JSON string, so a sync of a big channel costs one string join. Channels past a
+ * large-room threshold are handed to `LargeRooms` (windows, occupancy).
  */
 export class ProtocolV1Fanout implements SessionOutput {
-  constructor(
-    private readonly state: PresenceState,
-    private readonly watchers: WatcherIndex,
-    private readonly observer?: FanoutObserver,
-  ) {}
+  private readonly state: PresenceState;
+  private readonly watchers: WatcherIndex;
+  private readonly observer: FanoutObserver | undefined;
+  private readonly rooms: LargeRooms;
+
+  constructor(options: FanoutOptions) {
+    this.state = options.state;
+    this.watchers = options.watchers;
+    this.observer = options.observer;
+    const observer = options.observer;
+    this.rooms = new LargeRooms(options.state, options.clock, options.largeRooms, {
+      sent: (type, receivers) => observer?.sent(type, receivers),
+      modeChanged: (mode, on) => observer?.modeChanged?.(mode, on),
+    });
+  }
+
+  /** What of a channel's changes is still to go out (large rooms; see LargeRooms.pending). */
+  pending(channel: string): { window: boolean; timer: boolean } {
+    return this.rooms.pending(channel);
+  }
 
   /** The presence-event listener. */
   readonly onEvent = (event: PresenceEvent): void => {
     switch (event.type) {
       case 'member.joined':
-        this.memberMessage('presence.join', event.channel, event.member, event.seq, event.answered);
-        break;
       case 'member.updated':
       case 'member.meta':
-        this.memberMessage('presence.update', event.channel, event.member, event.seq, event.answered);
+      case 'member.left':
+        this.memberEvent(event);
         break;
-      case 'member.left': {
-        const channel = this.state.channels.get(event.channel);
-        if (!channel) break;
-        const message = { type: 'presence.leave', channel: event.channel, userId: event.userId, lastSeen: event.lastSeen, seq: event.seq } as const;
-        this.toChannel(channel, 'presence.leave', JSON.stringify(message), event.seq);
-        break;
-      }
       case 'typing.started':
       case 'typing.stopped': {
         const channel = this.state.channels.get(event.channel);
         if (!channel) break;
         const message = { type: 'typing', channel: event.channel, userId: event.userId, typing: event.type === 'typing.started' } as const;
-        // Never to the typer's own sessions.
-        this.toChannel(channel, 'typing', JSON.stringify(message), undefined, undefined, event.userId);
+        // Never to the typer's own sessions, nor to a large room's occupancy viewers.
+        this.toChannel(channel, 'typing', JSON.stringify(message), undefined, undefined, event.userId, this.rooms.typing(channel));
         break;
       }
       default:
         this.toWatchers(event);
+        if (event.type === 'user.offline') this.rooms.userHidden(event.userId);
     }
   };
 
@@ -63,39 +82,54 @@ export class ProtocolV1Fanout implements SessionOutput {
 
   /** `presence.sync`, assembled from each member's cached JSON (the same shape JSON.stringify gives). */
   sync(session: Session, channel: Channel): void {
-    if (!session.sink) return;
+    if (!session.sink || this.rooms.sync(session, channel)) return;
     const parts: string[] = [];
     for (const member of channel.members.values()) {
       if (member.user.announcedVisible) parts.push(memberJson(member));
     }
-    session.sink.send(
-      `{"type":"presence.sync","channel":${JSON.stringify(channel.name)},"members":[${parts.join(',')}],"seq":${channel.seq}}`,
-      'presence.sync',
-      channel.name,
-      channel.seq,
-    );
+    session.sink.send(syncMessage(channel.name, parts, channel.seq), 'presence.sync', channel.name, channel.seq);
     this.observer?.sent('presence.sync', 1);
   }
 
   /**
-   * `presence.join` / `presence.update` with the member's cached JSON spliced in: the same bytes
-   * `JSON.stringify` gives for the message, without building or serializing the member again.
+   * A join, leave or update: to every session in the channel at once, or to a large room's window.
+   * The message is built once, with the member's cached JSON spliced in (the same bytes
+   * `JSON.stringify` gives, without building or serializing the member again).
    */
-  private memberMessage(type: 'presence.join' | 'presence.update', name: string, member: ChannelMember, seq: number, answered?: Session): void {
-    const channel = this.state.channels.get(name);
+  private memberEvent(event: MemberEvent): void {
+    const channel = this.state.channels.get(event.channel);
     if (!channel) return;
-    const json = `{"type":"${type}","channel":${JSON.stringify(name)},"member":${memberJson(member)},"seq":${seq}}`;
-    this.toChannel(channel, type, json, seq, answered);
+    const message = (seq: number) => {
+      if (event.type === 'member.left') {
+        return JSON.stringify({ type: 'presence.leave', channel: event.channel, userId: event.userId, lastSeen: event.lastSeen, seq });
+      }
+      const type = event.type === 'member.joined' ? 'presence.join' : 'presence.update';
+      return `{"type":"${type}","channel":${JSON.stringify(event.channel)},"member":${memberJson(event.member)},"seq":${seq}}`;
+    };
+    const type = event.type === 'member.left' ? 'presence.leave' : event.type === 'member.joined' ? 'presence.join' : 'presence.update';
+    const answered = event.type === 'member.left' ? undefined : event.answered;
+    const inRoom = this.rooms.memberEvent(channel, event, (seq, skip) => this.toChannel(channel, type, message(seq), seq, answered, undefined, skip));
+    if (inRoom) return;
+    this.toChannel(channel, type, message(event.seq), event.seq, answered);
+    if (this.rooms.reached(channel)) this.rooms.open(channel);
   }
 
   /** Sends one pre-built message to every session in the channel but the excluded ones. */
-  private toChannel(channel: Channel, type: ServerMessage['type'], json: string, seq: number | undefined, exceptSession?: Session, exceptUserId?: string): void {
+  private toChannel(
+    channel: Channel,
+    type: ServerMessage['type'],
+    json: string,
+    seq: number | undefined,
+    exceptSession?: Session,
+    exceptUserId?: string,
+    skip?: (sink: SessionSink) => boolean,
+  ): void {
     let receivers = 0;
     for (const member of channel.members.values()) {
       if (exceptUserId !== undefined && member.user.record.userId === exceptUserId) continue;
       for (const session of member.sessions) {
         const sink = session.sink;
-        if (sink === null || session === exceptSession) continue;
+        if (sink === null || session === exceptSession || skip?.(sink)) continue;
         sink.send(json, type, channel.name, seq);
         receivers += 1;
       }
@@ -134,25 +168,3 @@ export class ProtocolV1Fanout implements SessionOutput {
   }
 }
 
-/**
- * The member as JSON, cached while the user's announced view and the channel meta stay the same
- * objects. Only the string is kept (not the view it came from): it is all a sync or an event
- * needs, and a view with its date strings would double what every membership holds.
- */
-function memberJson(member: ChannelMember): string {
-  const { rendered } = member;
-  if (rendered && rendered.published === member.user.published && rendered.channelMeta === member.channelMeta) return rendered.json;
-  const json = flat(JSON.stringify(memberView(member.user.published, member.channelMeta, shownJoinedAt(member))));
-  member.rendered = { published: member.user.published, channelMeta: member.channelMeta, json };
-  return json;
-}
-
-/**
- * The same string, stored flat. V8 builds a long JSON.stringify result as a tree of pieces; this
- * one is kept for as long as the membership lasts, and the tree costs about 100 bytes more than
- * one flat string. Converting it to a number makes V8 flatten it in place (the result is unused).
- */
-function flat(text: string): string {
-  Number(text);
-  return text;
-}

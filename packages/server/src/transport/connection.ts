@@ -1,5 +1,6 @@
 import type { ClientMessage, ErrorCode, Ref, ServerMessage } from '@presence/protocol';
 import type { Attachment, SessionSink } from '../presence/engine.js';
+import type { WindowFrame } from '../presence/state.js';
 import type { PresenceNode } from '../presence-node.js';
 import { decodeCommand, refOf } from '../presence/commands.js';
 import { PresenceError, isPresenceError } from '../errors.js';
@@ -61,6 +62,8 @@ export class Connection implements SessionSink, Flushable {
   sweepSlice = 0;
   /** When the session token given in `welcome` is due for renewal (wall clock; the sweep renews it). */
   tokenRenewAt = Infinity;
+  /** The client asked for occupancy mode in large channels (`features=occupancy` at connect). */
+  occupancy = false;
   private readonly limiter: RateLimiter;
   private readonly outbox: string[] = [];
   private flushScheduled = false;
@@ -93,6 +96,15 @@ export class Connection implements SessionSink, Flushable {
       this.flushScheduled = true;
       scheduleFlush(this);
     }
+  }
+
+  /**
+   * A large channel's window: its text (an array of messages) is queued as it is, and written as a
+   * frame of its own, encoded once for every socket of this pass. Another message in the same turn
+   * makes the frame one flat array of all of them.
+   */
+  sendWindow(frame: WindowFrame): void {
+    this.send(frame.text);
   }
 
   close(code: number, reason: string): void {
@@ -200,7 +212,9 @@ export class Connection implements SessionSink, Flushable {
     this.flushScheduled = false;
     if (this.closed || this.outbox.length === 0) return;
     const { outbox } = this;
-    const frame = outbox.length === 1 ? outbox[0] : frames !== undefined ? frames.batch(outbox) : `[${outbox.join(',')}]`;
+    // A lone window (an array already) is shared by every receiver of the channel, however long.
+    const window = outbox.length === 1 && outbox[0].charCodeAt(0) === LEFT_BRACKET;
+    const frame = outbox.length === 1 ? outbox[0] : batchOf(outbox, frames);
     outbox.length = 0;
     // A client that does not read must not make the server buffer without bound, nor slow the
     // others: once its backlog (what earlier writes left unsent) is over the limit it is dropped,
@@ -223,10 +237,18 @@ export class Connection implements SessionSink, Flushable {
     }
     // Usually a frame that many sockets get in this pass: encoded and framed once (flush-queue.ts).
     const { raw } = this;
-    const framed = raw !== undefined && frames !== undefined ? frames.framed(frame) : undefined;
+    const framed = raw !== undefined && frames !== undefined ? frames.framed(frame, window) : undefined;
     if (framed === undefined) this.socket.send(frame);
     else if (this.socket.readyState === OPEN) raw!.write(framed);
   }
+}
+
+const LEFT_BRACKET = 0x5b;
+
+/** One frame of several queued messages; a queued window's messages go into it one by one. */
+function batchOf(outbox: readonly string[], frames: SharedFrames | undefined): string {
+  if (!outbox.some((text) => text.charCodeAt(0) === LEFT_BRACKET)) return frames !== undefined ? frames.batch(outbox) : `[${outbox.join(',')}]`;
+  return `[${outbox.map((text) => (text.charCodeAt(0) === LEFT_BRACKET ? text.slice(1, -1) : text)).join(',')}]`;
 }
 
 /** The JSON value of a text frame, or undefined when it is not JSON (JSON itself has no undefined). */

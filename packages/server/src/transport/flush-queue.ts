@@ -35,8 +35,9 @@ export class SharedFrames {
    * sharing, else undefined. Every socket that gets the text this pass is handed these same bytes,
    * written with one call: no per-socket encoding, header or two-part write.
    */
-  framed(text: string): Buffer | undefined {
-    if (text.length > SHARE_MAX_CHARS) return undefined;
+  framed(text: string, shared = false): Buffer | undefined {
+    // `shared`: the caller knows many sockets get this text (a large channel's window), whatever its size.
+    if (text.length > SHARE_MAX_CHARS && !shared) return undefined;
     let frame = this.encoded.get(text);
     if (frame === undefined) {
       frame = textFrame(text);

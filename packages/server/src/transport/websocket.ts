@@ -242,6 +242,7 @@ export class WebSocketTransport {
         connection.reject(failure ?? new PresenceError('UNAUTHORIZED'));
         return;
       }
+      connection.occupancy = wantsOccupancy(url.searchParams);
       try {
         connection.attachment = engine.connect(connect, connection);
       } catch (error) {
@@ -435,6 +436,12 @@ function connectRequest(identity: Identity, params: URLSearchParams): ConnectReq
     device: params.get('device') ?? undefined,
     restore: restoreHint(params),
   };
+}
+
+/** `features=occupancy` (a comma list: features this server does not know are ignored). */
+function wantsOccupancy(params: URLSearchParams): boolean {
+  const features = params.get('features');
+  return features !== null && features.split(',').some((feature) => feature.trim() === 'occupancy');
 }
 
 /** The manual status fields of the `status` command, each with its compiled check. */

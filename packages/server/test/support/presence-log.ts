@@ -6,11 +6,13 @@ import type { ServerMessage } from '@presence/protocol';
  * process and across processes) compare.
  */
 
-export type PresenceEvent = Extract<ServerMessage, { type: `presence.${string}` }>;
+export type PresenceEvent = Extract<ServerMessage, { type: 'presence.sync' | 'presence.join' | 'presence.leave' | 'presence.update' }>;
 
-/** Presence messages of one channel, in arrival order. */
+const MEMBERSHIP = new Set<string>(['presence.sync', 'presence.join', 'presence.leave', 'presence.update']);
+
+/** Membership messages of one channel, in arrival order. */
 export function presenceEvents(messages: ServerMessage[], channel: string): PresenceEvent[] {
-  return messages.filter((m): m is PresenceEvent => m.type.startsWith('presence.') && (m as PresenceEvent).channel === channel);
+  return messages.filter((m): m is PresenceEvent => MEMBERSHIP.has(m.type) && (m as PresenceEvent).channel === channel);
 }
 
 /** `join`/`leave` of one user in one channel, in order: a flap shows as an extra pair. */
