@@ -96,6 +96,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   if (config.webhooks && (config.redisUrl || options.sharedService)) {
     throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
+  if (config.pusher && (config.redisUrl || options.sharedService)) {
+    throw new Error('the Pusher endpoint cannot be combined with a cluster yet: client events and triggered events are not relayed between nodes (docs/pusher.md)');
+  }
   const sharedService = options.sharedService ?? (config.redisUrl ? new RedisService({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
   const cluster = sharedService
     ? new ClusterLink({
@@ -127,6 +130,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     store,
     cluster,
     observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
+    log,
   });
   let webhooks: Webhooks | undefined;
   if (config.webhooks) {
