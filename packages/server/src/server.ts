@@ -7,6 +7,7 @@ import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createAdminStats } from './http/admin-stats.js';
 import { ROUTES, createHttpApi } from './http/api.js';
+import { PUSHER_API_PREFIX, createPusherApi } from './http/pusher-api.js';
 import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
@@ -196,9 +197,12 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
-  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const pusherApi = engine.pusher
+    ? createPusherApi({ pusher: engine.pusher, config, log, count: (route, status) => metrics.httpRequests.inc({ route, status: String(status) }) })
+    : undefined;
+  const api = createHttpApi({ pusherApi, queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
-    ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
+    ? createStaticFiles({ root: options.publicDir, reserved: [...new Set([...Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`), PUSHER_API_PREFIX.slice(0, -1)])] })
     : undefined;
   const httpServer = createServer(
     staticFiles

@@ -4,6 +4,7 @@
  * SDK users in the same rooms. Raw `ws` clients check the wire where the libraries hide it.
  */
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import type { PresenceChannel } from 'pusher-js';
@@ -334,3 +335,122 @@ describe('Pusher endpoint: close codes', () => {
     assert.equal((await client.closed).code, 4200);
   });
 });
+
+describe('Pusher endpoint: the HTTP API with the pusher server library', () => {
+  let server: PusherTestServer;
+  before(async () => {
+    server = await startPusherServer();
+  });
+  after(() => server.shutdown());
+
+  it('trigger reaches every subscriber of each channel, but the socket_id given; string data arrives as JSON', async () => {
+    const a = await pusherJs(server, { userId: 'a' });
+    const b = await pusherJs(server, { userId: 'b' });
+    const got: string[] = [];
+    for (const [client, who] of [[a, 'a'], [b, 'b']] as const) {
+      for (const name of ['news', 'private-orders', 'presence-room']) {
+        const channel = client.subscribe(name);
+        channel.bind('order-shipped', (data: { id: number }) => got.push(`${who} ${name} ${data.id}`));
+        await new Promise((resolve) => channel.bind('pusher:subscription_succeeded', resolve));
+      }
+    }
+    const response = await server.backend.trigger(['news', 'private-orders', 'presence-room'], 'order-shipped', { id: 7 });
+    assert.equal(response.status, 200);
+    await eventually(() => (got.length === 6 ? true : undefined), 'six deliveries');
+    assert.deepEqual(got.sort(), ['a news 7', 'a presence-room 7', 'a private-orders 7', 'b news 7', 'b presence-room 7', 'b private-orders 7']);
+
+    got.length = 0;
+    await server.backend.trigger('news', 'order-shipped', { id: 8 }, { socket_id: a.connection.socket_id });
+    await server.backend.triggerBatch([
+      { channel: 'private-orders', name: 'order-shipped', data: JSON.stringify({ id: 9 }) },
+      { channel: 'presence-room', name: 'order-shipped', data: JSON.stringify({ id: 10 }), socket_id: b.connection.socket_id },
+    ]);
+    await eventually(() => (got.length === 4 ? true : undefined), 'four deliveries');
+    assert.deepEqual(got.sort(), ['a presence-room 10', 'a private-orders 9', 'b news 8', 'b private-orders 9']);
+    disconnect(a, b);
+  });
+
+  it('answers the channel queries: occupied channels, user and subscription counts, users', async () => {
+    const a = await pusherJs(server, { userId: 'ann', info: { name: 'Ann' } });
+    const b = await pusherJs(server, { userId: 'ann' });
+    const c = await pusherJs(server, { userId: 'cid' });
+    for (const client of [a, b, c]) {
+      const channel = client.subscribe('presence-q.stats');
+      await new Promise((resolve) => channel.bind('pusher:subscription_succeeded', resolve));
+    }
+    const pub = a.subscribe('q.ticker');
+    await new Promise((resolve) => pub.bind('pusher:subscription_succeeded', resolve));
+    const native = await TestClient.connect({ wsUrl: server.wsUrl }, { userId: 'nat' });
+    await native.request({ type: 'join', channel: 'q.stats' });
+    await native.request({ type: 'join', channel: 'q.native-only' });
+
+    const get = async (path: string, params?: Record<string, string>) => {
+      const response = await server.backend.get({ path, params });
+      return (await response.json()) as Record<string, unknown>;
+    };
+    assert.deepEqual(await get('/channels/presence-q.stats', { info: 'user_count,subscription_count' }), { occupied: true, user_count: 3, subscription_count: 3 });
+    assert.deepEqual(await get('/channels/q.ticker', { info: 'subscription_count' }), { occupied: true, subscription_count: 1 });
+    assert.deepEqual(await get('/channels/empty'), { occupied: false });
+    assert.deepEqual(await get('/channels/presence-q.stats/users'), { users: [{ id: 'ann' }, { id: 'cid' }, { id: 'nat' }] });
+    assert.deepEqual(await get('/channels', { filter_by_prefix: 'presence-q.', info: 'user_count' }), {
+      channels: { 'presence-q.native-only': { user_count: 1 }, 'presence-q.stats': { user_count: 3 } },
+    });
+    assert.deepEqual(await get('/channels', { filter_by_prefix: 'q.' }), { channels: { 'q.ticker': {} } });
+    await assert.rejects(server.backend.get({ path: '/channels', params: { info: 'user_count' } }), (error: { status: number }) => error.status === 400);
+    await assert.rejects(server.backend.get({ path: '/channels/q.ticker/users' }), (error: { status: number }) => error.status === 400);
+    await native.close();
+    disconnect(a, b, c);
+  });
+
+  it('terminate_connections ends every connection of the user, pusher-js ones with 4009 (and no reconnect), at once for the others', async () => {
+    const watcher = await pusherJs(server, { userId: 'watcher' });
+    const room = watcher.subscribe('presence-kick') as PresenceChannel;
+    const removed: string[] = [];
+    room.bind('pusher:member_removed', (m: { id: string }) => removed.push(m.id));
+    await new Promise((resolve) => room.bind('pusher:subscription_succeeded', resolve));
+    const target = await raw(server);
+    const channelData = JSON.stringify({ user_id: 'troll' });
+    target.send({ event: 'pusher:subscribe', data: { channel: 'presence-kick', auth: server.backend.authorizeChannel(target.socketId, 'presence-kick', { user_id: 'troll' }).auth, channel_data: channelData } });
+    await target.next('pusher_internal:subscription_succeeded');
+    const native = await TestClient.connect({ wsUrl: server.wsUrl }, { userId: 'troll' });
+
+    await server.backend.terminateUserConnections('troll');
+    assert.equal((await target.closed).code, 4009);
+    assert.equal((await native.closed).code, 1000);
+    await eventually(() => (removed.includes('troll') ? true : undefined), 'member_removed without the offline delay');
+    watcher.disconnect();
+  });
+
+  it('refuses unsigned, forged, stale and misaddressed requests', async () => {
+    const forged = new (server.backend.constructor as typeof server.backend.constructor & (new (o: object) => typeof server.backend))({
+      appId: APP.appId, key: APP.key, secret: 'wrong-secret', host: '127.0.0.1', port: String(server.port), useTLS: false,
+    });
+    await assert.rejects(forged.trigger('news', 'x', {}), (error: { status: number }) => error.status === 401);
+    const otherApp = new (server.backend.constructor as new (o: object) => typeof server.backend)({
+      appId: '999', key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(server.port), useTLS: false,
+    });
+    await assert.rejects(otherApp.trigger('news', 'x', {}), (error: { status: number }) => error.status === 404);
+
+    const unsigned = await fetch(`${server.url}/apps/${APP.appId}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'x', data: '{}', channel: 'news' }) });
+    assert.equal(unsigned.status, 401);
+    assert.equal(((await unsigned.json()) as { error: { code: string } }).error.code, 'UNAUTHORIZED');
+
+    // A request signed ten minutes and more ago is refused, however well signed.
+    const stale = signedUrl(`/apps/${APP.appId}/channels`, 'GET', Math.floor(Date.now() / 1000) - 700);
+    assert.equal((await fetch(`${server.url}${stale}`)).status, 401);
+    const fresh = signedUrl(`/apps/${APP.appId}/channels`, 'GET', Math.floor(Date.now() / 1000));
+    assert.equal((await fetch(`${server.url}${fresh}`)).status, 200);
+
+    // Valid for Pusher, not for Presence: `=` is refused here.
+    await assert.rejects(server.backend.trigger('news=1', 'x', {}), (error: { status: number; body: string }) => error.status === 400 && error.body.includes('INVALID_CHANNEL'));
+    await assert.rejects(server.backend.trigger('news', 'pusher:x', {}), (error: { status: number }) => error.status === 400);
+  });
+});
+
+/** A GET path signed as Pusher's libraries sign it, at `timestamp` (seconds). */
+function signedUrl(path: string, method: string, timestamp: number): string {
+  const params = new URLSearchParams({ auth_key: APP.key, auth_timestamp: String(timestamp), auth_version: '1.0' });
+  const text = `${method}\n${path}\n${[...params].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join('&')}`;
+  params.set('auth_signature', createHmac('sha256', APP.secret).update(text).digest('hex'));
+  return `${path}?${params}`;
+}
