@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
-import type { ServerConfig } from './config/config.js';
+import { DEFAULT_WEBHOOK_SETTINGS, type ServerConfig } from './config/config.js';
 import { isDevMode } from './config/config.js';
 import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
@@ -22,6 +22,7 @@ import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { connectionCeiling, readOpenFileLimit, reservedFiles } from './transport/open-files.js';
 import { WebSocketTransport } from './transport/websocket.js';
 import { Webhooks, type WebhooksOptions } from './webhooks/webhooks.js';
+import { pusherFormat, pusherProtocolHooks } from './webhooks/pusher-format.js';
 
 export interface ServerOptions {
   log: Logger;
@@ -63,6 +64,8 @@ export interface RunningServer {
   cluster?: ClusterLink;
   /** Set when webhooks are configured. */
   webhooks?: Webhooks;
+  /** Set when Pusher-format webhooks are configured (`PRESENCE_PUSHER_WEBHOOK_URLS`). */
+  pusherWebhooks?: Webhooks;
   /** This node's presence metrics; `/metrics` renders them after the process-wide `process_*`/`nodejs_*` ones. */
   metrics: PresenceMetrics;
   /** `http://host:port/metrics` when the metrics have a port of their own (`metricsPort`). */
@@ -134,32 +137,48 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     log,
   });
   let webhooks: Webhooks | undefined;
-  if (config.webhooks) {
+  let pusherWebhooks: Webhooks | undefined;
+  const pusherWebhookUrls = config.pusher?.webhookUrls ?? [];
+  if (config.webhooks || pusherWebhookUrls.length > 0) {
     const node = engine;
     const webhookMetrics = createWebhookMetrics(registry, () =>
-      (webhooks?.targets ?? []).map(({ label, queue }) => ({
+      [...(webhooks?.targets ?? []), ...(pusherWebhooks?.targets ?? [])].map(({ label, queue }) => ({
         url: label,
         backlog: queue.backlog,
         oldestPendingSeconds: queue.oldestQueuedAt === undefined ? 0 : Math.max(0, (baseClock.now() - queue.oldestQueuedAt) / 1000),
       })),
     );
+    const common = {
+      clock: baseClock,
+      log,
+      occupancy: node.engine.reader,
+      userView: (userId: string) => node.engine.reader.viewOf(userId, undefined),
+      dataDir: config.dataDir,
+      observer: (url: string) => webhookMetrics.observerFor(url),
+      ...options.webhooks,
+    };
     try {
       // Before anyone connects: what the previous run still owed is queued ahead of any new event.
-      webhooks = new Webhooks({
-        config: config.webhooks,
-        clock: baseClock,
-        log,
-        occupancy: node.engine.reader,
-        userView: (userId) => node.engine.reader.viewOf(userId, undefined),
-        dataDir: config.dataDir,
-        observer: (url) => webhookMetrics.observerFor(url),
-        ...options.webhooks,
-      });
+      if (config.webhooks) webhooks = new Webhooks({ config: config.webhooks, ...common });
+      if (config.pusher && pusherWebhookUrls.length > 0) {
+        const { key, secret } = config.pusher;
+        pusherWebhooks = new Webhooks({
+          // Pusher's webhooks are signed with the app secret; the delivery settings are the defaults.
+          config: { urls: pusherWebhookUrls, secrets: [secret], events: [], ...DEFAULT_WEBHOOK_SETTINGS },
+          ...common,
+          format: pusherFormat({ key, secret, timeoutMs: DEFAULT_WEBHOOK_SETTINGS.timeoutMs, occupancy: node.engine.reader, now: () => baseClock.now() }),
+        });
+      }
     } catch (error) {
+      webhooks?.close();
       if (store !== options.store) await store.close().catch(() => {});
       throw error;
     }
-    node.subscribe(webhooks.onEvent);
+    if (webhooks) node.subscribe(webhooks.onEvent);
+    if (pusherWebhooks) {
+      node.subscribe(pusherWebhooks.onEvent);
+      node.pusher!.hooks = pusherProtocolHooks(pusherWebhooks, () => baseClock.now());
+    }
   }
   if (cluster) {
     try {
@@ -236,6 +255,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   }).catch(async (error: unknown) => {
     // A data directory stays locked while its store is open; a failed start must not keep it.
     webhooks?.close();
+    pusherWebhooks?.close();
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
   });
@@ -286,6 +306,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       // Sessions are disposed without events below; the next start (with a data directory) tells
       // receivers that this run's users are gone.
       webhooks?.close();
+      pusherWebhooks?.close();
       engine!.dispose();
       metrics.close();
       lagWindow.close();
@@ -295,7 +316,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, cluster, webhooks, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, webhooks, pusherWebhooks, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
 }
 
 function skewed(clock: Clock, skewMs: number): Clock {
