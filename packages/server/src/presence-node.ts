@@ -10,7 +10,7 @@ import { Replica } from './presence/replica.js';
 import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
-import { PusherProtocol, type PusherObserver } from './protocol-pusher/pusher-protocol.js';
+import { PusherProtocol } from './protocol-pusher/pusher-protocol.js';
 import type { Logger } from './log.js';
 import { HeartbeatSessions, type Heartbeat, type HeartbeatAnswer } from './protocol-v1/heartbeat.js';
 import type { UserStore, UserRecord } from './store/user-store.js';
@@ -25,8 +25,6 @@ export interface PresenceNodeOptions {
   newSessionId?: () => string;
   /** Set in a cluster: local changes are published, and other nodes' are applied. */
   cluster?: Cluster;
-  /** Counts the Pusher frames sent (metrics), when `config.pusher` is set. */
-  pusherObserver?: PusherObserver;
   log?: Logger;
 }
 
@@ -59,7 +57,7 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     if (options.config.pusher) {
-      this.pusher = new PusherProtocol(this.engine, options.config.pusher, options.pusherObserver, options.log);
+      this.pusher = new PusherProtocol(this.engine, options.config.pusher, options.log);
       this.engine.output = this.pusher.outputBeside(this.fanout);
       this.engine.announcer.subscribe(this.pusher.onEvent);
     }

@@ -122,6 +122,15 @@ describe('Pusher endpoint: the connection', () => {
     const closed = await client.closed;
     assert.equal(closed.code, 4201);
   });
+
+  it('counts its messages and close codes in the metrics', async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const value = (line: string) => Number(new RegExp(`^${line.replace(/[{}"]/g, (c) => `\\${c}`)} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    assert.ok(value('presence_events_in_total{type="pusher"}') > 0, 'inbound Pusher messages');
+    assert.ok(value('presence_events_out_total{type="pusher"}') > 0, 'outbound Pusher messages');
+    assert.ok(value('presence_connections_closed_total{code="4201"}') >= 1, 'the heartbeat close');
+    assert.ok(value('presence_connections_closed_total{code="4001"}') >= 1, 'the wrong key');
+  });
 });
 
 describe('Pusher endpoint: presence channels are Presence channels', () => {

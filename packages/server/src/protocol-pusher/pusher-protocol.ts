@@ -41,12 +41,6 @@ export interface PusherHooks {
   clientEvent(event: { channel: string; event: string; data: string; socketId: string; userId?: string }): void;
 }
 
-/** Counters for metrics. */
-export interface PusherObserver {
-  /** `receivers` Pusher connections were sent one frame of this event. */
-  sent(event: string, receivers: number): void;
-}
-
 export interface ChannelInfo {
   occupied: boolean;
   /** Visible members (presence channels only). */
@@ -67,7 +61,6 @@ export class PusherProtocol {
   constructor(
     readonly engine: PresenceEngine,
     readonly config: PusherConfig,
-    private readonly observer?: PusherObserver,
     readonly log?: Logger,
   ) {
     this.armKeepAlive();
@@ -116,7 +109,7 @@ export class PusherProtocol {
   /** A client event, to every other subscriber of its channel; `user_id` on presence channels. */
   relay(from: PusherClient, channel: PusherChannel, event: string, data: string, userId: string | undefined): void {
     const json = frame(event, channel.name, data, userId);
-    this.toSubscribers(channel.name, event, json, from);
+    this.toSubscribers(channel.name, json, from);
     this.hooks?.clientEvent({ channel: channel.name, event, data, socketId: from.socketId, ...(userId !== undefined ? { userId } : {}) });
   }
 
@@ -127,7 +120,7 @@ export class PusherProtocol {
       if (!set) continue;
       let except: PusherClient | undefined;
       if (exceptSocketId !== undefined) for (const client of set) if (client.socketId === exceptSocketId) except = client;
-      this.toSubscribers(name, event, frame(event, name, data), except);
+      this.toSubscribers(name, frame(event, name, data), except);
     }
   }
 
@@ -137,14 +130,14 @@ export class PusherProtocol {
       case 'member.joined': {
         const name = presenceChannelName(event.channel);
         if (!this.subscribers.has(name)) return;
-        this.toSubscribers(name, 'pusher_internal:member_added', frame('pusher_internal:member_added', name, JSON.stringify({ user_id: event.userId, user_info: event.view.meta })));
+        this.toSubscribers(name, frame('pusher_internal:member_added', name, JSON.stringify({ user_id: event.userId, user_info: event.view.meta })));
         this.memberUpdated(name, event.userId, memberView(event.view, event.channelMeta, event.joinedAt));
         return;
       }
       case 'member.left': {
         const name = presenceChannelName(event.channel);
         if (!this.subscribers.has(name)) return;
-        this.toSubscribers(name, 'pusher_internal:member_removed', frame('pusher_internal:member_removed', name, JSON.stringify({ user_id: event.userId })));
+        this.toSubscribers(name, frame('pusher_internal:member_removed', name, JSON.stringify({ user_id: event.userId })));
         return;
       }
       case 'member.updated':
@@ -160,13 +153,7 @@ export class PusherProtocol {
         if (!set) return;
         const json = frame(PRESENCE_EVENTS.typing, name, JSON.stringify({ user_id: event.userId, typing: event.type === 'typing.started' }));
         // Never to the typer's own connections, as in protocol v1.
-        let receivers = 0;
-        for (const client of set) {
-          if (client.userIn(name) === event.userId) continue;
-          client.socket.send(json);
-          receivers += 1;
-        }
-        if (receivers > 0) this.observer?.sent(PRESENCE_EVENTS.typing, receivers);
+        for (const client of set) if (client.userIn(name) !== event.userId) client.socket.send(json);
         return;
       }
       default:
@@ -205,23 +192,16 @@ export class PusherProtocol {
     }
     client.socket.send(frame('pusher_internal:subscription_succeeded', name, JSON.stringify({ presence: { ids, hash, count: ids.length } })));
     client.socket.send(frame(PRESENCE_EVENTS.members, name, JSON.stringify({ members })));
-    this.observer?.sent('pusher_internal:subscription_succeeded', 1);
   }
 
   private memberUpdated(name: string, userId: string, member: Member): void {
-    this.toSubscribers(name, PRESENCE_EVENTS.memberUpdated, frame(PRESENCE_EVENTS.memberUpdated, name, JSON.stringify({ user_id: userId, member })));
+    this.toSubscribers(name, frame(PRESENCE_EVENTS.memberUpdated, name, JSON.stringify({ user_id: userId, member })));
   }
 
-  private toSubscribers(name: string, event: string, json: string, except?: PusherClient): void {
+  private toSubscribers(name: string, json: string, except?: PusherClient): void {
     const set = this.subscribers.get(name);
     if (!set) return;
-    let receivers = 0;
-    for (const client of set) {
-      if (client === except) continue;
-      client.socket.send(json);
-      receivers += 1;
-    }
-    if (receivers > 0) this.observer?.sent(event, receivers);
+    for (const client of set) if (client !== except) client.socket.send(json);
   }
 
   // Queries (the HTTP API) -----------------------------------------------------------------------

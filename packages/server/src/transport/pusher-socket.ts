@@ -43,6 +43,7 @@ export class PusherSocket implements PusherOutput, Flushable {
 
   send(json: string): void {
     if (this.closed) return;
+    this.options.observer?.sent('pusher', 1);
     this.outbox.push(json);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
