@@ -17,8 +17,8 @@ class RawPusher {
   readonly messages: { event: string; channel?: string; data?: unknown; user_id?: string }[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
 
-  constructor(url: string) {
-    this.ws = new WebSocket(url);
+  constructor(url: string, options?: WebSocket.ClientOptions) {
+    this.ws = new WebSocket(url, options);
     this.ws.on('error', () => {});
     this.ws.on('message', (text) => {
       const message = JSON.parse(text.toString()) as { event: string; data?: unknown };
@@ -214,6 +214,26 @@ describe('Pusher endpoint: presence channels are Presence channels', () => {
     watcher.disconnect();
   });
 
+  it('a pusher-js user is active while connected: never away by the idle timeout; user_info over the meta limits is refused', async () => {
+    const idleServer = await startPusherServer({ idleTimeoutMs: 200 });
+    try {
+      const page = await pusherJs(idleServer, { userId: 'steady' });
+      const channel = page.subscribe('presence-desk');
+      await new Promise((resolve) => channel.bind('pusher:subscription_succeeded', resolve));
+      await sleep(700);
+      const view = idleServer.engine.userPresence('steady', { trusted: true });
+      assert.equal(view.status, 'online');
+      const big = await pusherJs(idleServer, { userId: 'big', info: { blob: 'x'.repeat(4000) } });
+      const errors: { status?: number }[] = [];
+      big.subscribe('presence-desk').bind('pusher:subscription_error', (e: { status?: number }) => errors.push(e));
+      await eventually(() => errors[0], 'subscription error');
+      assert.equal(errors[0].status, 400);
+      disconnect(page, big);
+    } finally {
+      await idleServer.shutdown();
+    }
+  });
+
   it('status, state and message of a member reach pusher-js as presence:member_updated; typing as presence:typing', async () => {
     const page = await pusherJs(server, { userId: 'p', info: {} });
     const channel = page.subscribe('presence-team') as PresenceChannel;
@@ -337,6 +357,35 @@ describe('Pusher endpoint: private channels, auth and client events', () => {
 });
 
 describe('Pusher endpoint: close codes', () => {
+  it('refuses over capacity with 4100 (pusher-js backs off) and a foreign Origin with 4009 (it stops)', async () => {
+    const server = await startPusherServer({ allowedOrigins: ['https://app.example.com'], limits: { maxConnections: 1 } });
+    try {
+      const foreign = new RawPusher(server.pusherUrl, { origin: 'https://elsewhere.example.com' });
+      assert.equal((await foreign.closed).code, 4009);
+      const first = new WebSocket(server.pusherUrl, { origin: 'https://app.example.com' });
+      await new Promise((resolve) => first.once('message', resolve));
+      const second = new RawPusher(server.pusherUrl);
+      const closed = await second.closed;
+      assert.equal(closed.code, 4100);
+      assert.equal((second.messages[0]?.data as { code: number }).code, 4100);
+      first.close();
+    } finally {
+      await server.shutdown();
+    }
+  });
+
+  it('closes a connection that keeps flooding past its rate limit with 4101, after 4304 errors', async () => {
+    const server = await startPusherServer({ limits: { rateLimitPerSecond: 5, rateLimitBurst: 5 } });
+    try {
+      const client = await raw(server);
+      for (let i = 0; i < 40; i += 1) client.send({ event: 'pusher:ping', data: {} });
+      assert.equal((await client.closed).code, 4101);
+      assert.ok(client.messages.some((m) => m.event === 'pusher:error' && (m.data as { code: number }).code === 4304));
+    } finally {
+      await server.shutdown();
+    }
+  });
+
   it('shutdown closes pusher-js connections with 4200 (reconnect now)', async () => {
     const server = await startPusherServer();
     const client = await raw(server);
