@@ -12,7 +12,7 @@ import { SYSTEM_LABELS } from './lib/systems.js';
 import type { ScaleoutResult } from './scenarios/scaleout.js';
 import type { LadderResult, StepResult } from './scenarios/steps.js';
 
-const COLORS: Record<SystemName, string> = { presence: '#1f6feb', ws: '#6e7781', socketio: '#d1242f' };
+const COLORS: Record<SystemName, string> = { presence: '#1f6feb', ws: '#6e7781', socketio: '#d1242f', pusher: '#8250df' };
 const PANEL_W = 520;
 const PANEL_H = 340;
 const MARGIN = { left: 64, right: 16, top: 40, bottom: 52 };

@@ -13,7 +13,7 @@ import type { SystemName } from './loadgen/wire.js';
 import { renderChart } from './chart.js';
 import { BENCH_DIR, REPO_DIR, defaultPinning, killAllChildren, openFileLimit, presenceEntry } from './lib/proc.js';
 import { computeRatios, computeTargets, renderTables, splitBigChannel, type Outcome, type Results, type ScenarioResults } from './lib/report.js';
-import { SYSTEM_LABELS } from './lib/systems.js';
+import { PUSHER_SCENARIOS, SYSTEM_LABELS } from './lib/systems.js';
 import { bigChannelScenario } from './scenarios/big-channel.js';
 import { connectionsScenario } from './scenarios/connections.js';
 import { HELP, SCENARIOS, defaultOptions, parseOptions, type Context, type Options } from './scenarios/context.js';
@@ -127,6 +127,9 @@ async function main(): Promise<void> {
     if (opts.quick) await Promise.all(systems.map(run));
     else for (const system of systems) await run(system);
   };
+  /** The Pusher endpoint is measured where its protocol differs: connections and fan-out. */
+  const pusherSkipped = (scenario: string, system: SystemName): boolean => system === 'pusher' && !PUSHER_SCENARIOS.has(scenario);
+  const skippedPusher = { skipped: 'the Pusher endpoint is measured on connections and fan-out only' };
 
   if (want('connections')) {
     ctx.log(`\n== connections: ${opts.connections.users} idle users`);
@@ -143,13 +146,13 @@ async function main(): Promise<void> {
   if (want('joinstorm')) {
     ctx.log(`\n== join storm: ${opts.joinstorm.users} users join one channel at once`);
     await eachSystem(async (system) => {
-      scenarios.joinstorm[system] = await attempt(ctx, system, () => joinStormScenario(ctx, system));
+      scenarios.joinstorm[system] = pusherSkipped('joinstorm', system) ? skippedPusher : await attempt(ctx, system, () => joinStormScenario(ctx, system));
     });
   }
   if (want('typing') || want('churn')) {
     ctx.log(`\n== one channel of ${opts.big.members}: ${[want('typing') ? 'typing storm' : '', want('churn') ? 'join/leave churn' : ''].filter(Boolean).join(' and ')}`);
     await eachSystem(async (system) => {
-      const outcome = await attempt(ctx, system, () => bigChannelScenario(ctx, system, { typing: want('typing'), churn: want('churn') }));
+      const outcome = pusherSkipped('typing', system) ? skippedPusher : await attempt(ctx, system, () => bigChannelScenario(ctx, system, { typing: want('typing'), churn: want('churn') }));
       if ('skipped' in outcome || 'error' in outcome) {
         if (want('typing')) scenarios.typing[system] = outcome;
         if (want('churn')) scenarios.churn[system] = outcome;
@@ -163,12 +166,16 @@ async function main(): Promise<void> {
   if (want('reconnect')) {
     ctx.log(`\n== reconnect storm: ${opts.reconnect.users} users`);
     await eachSystem(async (system) => {
-      scenarios.reconnect[system] = await attempt(ctx, system, () => reconnectScenario(ctx, system));
+      scenarios.reconnect[system] = pusherSkipped('reconnect', system) ? skippedPusher : await attempt(ctx, system, () => reconnectScenario(ctx, system));
     });
   }
   if (want('multinode')) {
     ctx.log(`\n== multi-node: 2 nodes + Redis, ${opts.multinode.channels} channels × ${opts.multinode.members} members`);
     await eachSystem(async (system) => {
+      if (pusherSkipped('multinode', system)) {
+        scenarios.multinode[system] = { skipped: 'the Pusher endpoint runs on a single node for now' };
+        return;
+      }
       if (system === 'ws') {
         scenarios.multinode[system] = { skipped: 'a bare ws server has no way to reach sockets on another node' };
         ctx.log(`  ${system}: skipped (no cross-node fan-out)`);

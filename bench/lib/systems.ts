@@ -1,14 +1,18 @@
 import { join, resolve } from 'node:path';
-import type { SystemName } from '../loadgen/wire.js';
+import { BENCH_PUSHER_APP, type SystemName } from '../loadgen/wire.js';
 import { BENCH_DIR, Child, freePort, presenceEntry, startNodeServer, startRedis, type Pinning, type ProbeResult } from './proc.js';
 
-export const SYSTEMS: SystemName[] = ['presence', 'ws', 'socketio'];
+export const SYSTEMS: SystemName[] = ['presence', 'ws', 'socketio', 'pusher'];
 
 export const SYSTEM_LABELS: Record<SystemName, string> = {
   presence: 'Presence',
   ws: 'bare ws (ceiling)',
   socketio: 'Socket.IO + Redis',
+  pusher: 'Presence, Pusher protocol',
 };
+
+/** Scenarios that measure the Pusher endpoint; the others are about the model or the baselines. */
+export const PUSHER_SCENARIOS: ReadonlySet<string> = new Set(['connections', 'fanout']);
 
 /** One system under test: its server process(es) and, when it has one, its Redis. */
 export interface RunningSystem {
@@ -54,11 +58,14 @@ export async function startSystem(name: SystemName, options: StartOptions): Prom
       const port = await freePort();
       const env: Record<string, string> = { PORT: String(port), HOST: '127.0.0.1' };
       let entry: string[];
-      if (name === 'presence') {
+      if (name === 'presence' || name === 'pusher') {
         entry = options.presenceEntry
           ? [...(options.presenceEntry.endsWith('.ts') ? ['--import', 'tsx'] : []), resolve(options.presenceEntry)]
           : presenceEntry();
         Object.assign(env, { LOG_LEVEL: 'warn', NODE_ENV: 'development' }, options.env ?? {});
+        if (name === 'pusher') {
+          Object.assign(env, { PRESENCE_PUSHER_APP_ID: BENCH_PUSHER_APP.appId, PRESENCE_PUSHER_KEY: BENCH_PUSHER_APP.key, PRESENCE_PUSHER_SECRET: BENCH_PUSHER_APP.secret });
+        }
         if (redis) env.REDIS_URL = redis.url;
       } else {
         entry = ['--import', 'tsx', join(BENCH_DIR, 'baselines', name === 'ws' ? 'ws-server.ts' : 'socketio-server.ts')];

@@ -3,12 +3,19 @@
  * baselines have no presence model, so the client sends them the member object Presence would
  * have built (same fields, same sizes) and they relay it: the messages on the wire are the same.
  *
+ * `pusher` is Presence again, spoken to through its Pusher Channels endpoint as pusher-js speaks
+ * it: each client subscribes to the presence channel with a signed `channel_data`, and its updates
+ * are client events (whispers) carrying the same member object the baselines relay, which the
+ * server relays to the channel's other subscribers.
+ *
  * Socket.IO is spoken over a plain `ws` socket (Engine.IO v4 framing: `0` open, `2`/`3`
  * ping/pong, `40` connect, `42[...]` event), so every system pays the same client-side cost and
  * the load generator is not what limits the slowest system.
  */
 
-export type SystemName = 'presence' | 'ws' | 'socketio';
+import { createHmac } from 'node:crypto';
+
+export type SystemName = 'presence' | 'ws' | 'socketio' | 'pusher';
 
 /** What a wire needs to know about a client. */
 export interface WireClient {
@@ -16,6 +23,8 @@ export interface WireClient {
   readonly userId: string;
   readonly channel: string;
   sessionId?: string;
+  /** Pusher: the socket id of `pusher:connection_established`, which subscriptions are signed with. */
+  socketId?: string;
   /** The member object the baselines relay; Presence builds its own. */
   member: BenchMember;
   eventSeq: number;
@@ -198,4 +207,43 @@ const socketioWire: Wire = {
   },
 };
 
-export const WIRES: Record<SystemName, Wire> = { presence: presenceWire, ws: wsWire, socketio: socketioWire };
+/** The app the bench's Pusher clients belong to (the server is started with it). */
+export const BENCH_PUSHER_APP = { appId: 'bench', key: 'bench-key', secret: 'bench-secret-not-for-production' } as const;
+
+function pusherAuth(c: WireClient, channel: string, channelData: string): string {
+  const signature = createHmac('sha256', BENCH_PUSHER_APP.secret).update(`${c.socketId}:${channel}:${channelData}`).digest('hex');
+  return `${BENCH_PUSHER_APP.key}:${signature}`;
+}
+
+const pusherWire: Wire = {
+  system: 'pusher',
+  url(base) {
+    return `${base}/app/${BENCH_PUSHER_APP.key}?protocol=7&client=bench&version=1`;
+  },
+  joinedToken: Buffer.from('"pusher_internal:subscription_succeeded"'),
+  join(c, marker) {
+    const channel = `presence-${c.channel}`;
+    const info: Record<string, string> = { name: displayName(c.idx), avatar: avatar(c.idx) };
+    if (marker !== undefined) info.b = marker;
+    const channelData = JSON.stringify({ user_id: c.userId, user_info: info });
+    return JSON.stringify({ event: 'pusher:subscribe', data: { channel, auth: pusherAuth(c, channel, channelData), channel_data: channelData } });
+  },
+  quietJoin() {
+    throw new Error('the Pusher protocol has no quiet join');
+  },
+  quietJoinedToken: Buffer.from('"pusher_internal:subscription_succeeded"'),
+  reveal() {
+    return [];
+  },
+  leave(c) {
+    return `{"event":"pusher:unsubscribe","data":{"channel":"presence-${c.channel}"}}`;
+  },
+  update(c, kind, marker) {
+    return `{"event":"client-update","channel":"presence-${c.channel}","data":${JSON.stringify(applyUpdate(c, kind, marker))}}`;
+  },
+  typing(c, typing) {
+    return `{"event":"client-typing","channel":"presence-${c.channel}","data":{"typing":${typing}}}`;
+  },
+};
+
+export const WIRES: Record<SystemName, Wire> = { presence: presenceWire, ws: wsWire, socketio: socketioWire, pusher: pusherWire };

@@ -169,6 +169,7 @@ class Client implements WireClient {
   helloSeen = false;
   resumed = false;
   sessionId?: string;
+  socketId?: string;
   member: BenchMember;
   eventSeq = 0;
   lastSeq: Map<number, number> | null = null;
@@ -229,6 +230,8 @@ const leaveSentAt = new Map<string, number>();
 const ERROR_FRAME = Buffer.from('"type":"error"');
 const WELCOME = Buffer.from('"type":"welcome"');
 const OCCUPANCY = Buffer.from('"presence.occupancy"');
+const PUSHER_ERROR = Buffer.from('"event":"pusher:error"');
+const PUSHER_ESTABLISHED = Buffer.from('"pusher:connection_established"');
 
 function record(sentUs: number, nowUs: number): void {
   deliveredTotal += 1;
@@ -269,7 +272,7 @@ function onFrame(c: Client, data: Buffer): void {
     }
   }
   if (c.state === 'connecting') setupFrame(c, data);
-  else if (data.length < 4096 && data.indexOf(ERROR_FRAME) !== -1) errorFrames += 1;
+  else if (data.length < 4096 && data.indexOf(system === 'pusher' ? PUSHER_ERROR : ERROR_FRAME) !== -1) errorFrames += 1;
   switch (mode) {
     case 'idle':
       return;
@@ -339,6 +342,11 @@ function onTyping(data: Buffer): void {
 
 /** Frames of a connecting client: the greeting, then the confirmation of its join. */
 function setupFrame(c: Client, data: Buffer): void {
+  if (!c.helloSeen && system === 'pusher' && data.indexOf(PUSHER_ESTABLISHED) !== -1) {
+    // `data` is a JSON string: the socket id sits between escaped quotes.
+    c.socketId = /socket_id\\":\\"([0-9.]+)/.exec(data.toString('utf8'))?.[1];
+    hello(c);
+  }
   if (!c.helloSeen && system !== 'socketio' && data.indexOf(WELCOME) !== -1) {
     const head = data.toString('utf8', 0, Math.min(data.length, 4096));
     const session = /"sessionId":"([^"]+)"/.exec(head);

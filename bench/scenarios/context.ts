@@ -108,7 +108,7 @@ export function defaultOptions(quick: boolean): Options {
   const common = {
     quick,
     scenarios: SCENARIOS.filter((s) => quick || !OPT_IN_SCENARIOS.includes(s)),
-    systems: ['presence', 'ws', 'socketio'],
+    systems: ['presence', 'ws', 'socketio', 'pusher'],
     pin: true,
     serverFlags: [],
     client: 'lean',
@@ -159,7 +159,7 @@ the Redis adapter), prints a table, writes JSON and an SVG chart.
   --scenarios=a,b               ${SCENARIOS.join(', ')}
                                 (default: all but ${OPT_IN_SCENARIOS.join(', ')}, which runs only when named;
                                 --quick runs them all)
-  --systems=a,b                 presence, ws, socketio
+  --systems=a,b                 presence, ws, socketio, pusher (Presence through its Pusher endpoint: connections and fan-out)
   --out=FILE                    JSON path (chart beside it); default bench/results/full.json for a
                                 complete default run, bench/scratch/<name>.json otherwise
   --no-pin                      do not pin the server and load generator to separate cores
@@ -243,7 +243,7 @@ function setTop(opts: Options, name: string, value: string): void {
     }
     case 'systems': {
       const list = value.split(',').map((s) => s.trim()).filter(Boolean);
-      for (const s of list) if (!['presence', 'ws', 'socketio'].includes(s)) throw new Error(`unknown system "${s}" (presence, ws, socketio)`);
+      for (const s of list) if (!['presence', 'ws', 'socketio', 'pusher'].includes(s)) throw new Error(`unknown system "${s}" (presence, ws, socketio, pusher)`);
       opts.systems = list as Options['systems'];
       return;
     }

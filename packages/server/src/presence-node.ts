@@ -10,6 +10,8 @@ import { Replica } from './presence/replica.js';
 import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
+import { PusherProtocol } from './protocol-pusher/pusher-protocol.js';
+import type { Logger } from './log.js';
 import { HeartbeatSessions, type Heartbeat, type HeartbeatAnswer } from './protocol-v1/heartbeat.js';
 import type { UserStore, UserRecord } from './store/user-store.js';
 import type { ClientMessage } from '@presence/protocol';
@@ -23,6 +25,7 @@ export interface PresenceNodeOptions {
   newSessionId?: () => string;
   /** Set in a cluster: local changes are published, and other nodes' are applied. */
   cluster?: Cluster;
+  log?: Logger;
 }
 
 /**
@@ -38,6 +41,8 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly sessionTokens: SessionTokens;
   /** Sessions kept by HTTP heartbeats instead of a socket. */
   readonly heartbeats: HeartbeatSessions;
+  /** The Pusher Channels protocol, the second listener, when `config.pusher` is set. */
+  readonly pusher: PusherProtocol | undefined;
 
   constructor(options: PresenceNodeOptions) {
     this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
@@ -57,6 +62,11 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     });
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
+    if (options.config.pusher) {
+      this.pusher = new PusherProtocol(this.engine, options.config.pusher, options.log);
+      this.engine.output = this.pusher.outputBeside(this.fanout);
+      this.engine.announcer.subscribe(this.pusher.onEvent);
+    }
     this.replica = new Replica(this.engine, options.cluster);
     this.heartbeats = new HeartbeatSessions(this.engine, this.sessionTokens);
   }
@@ -185,6 +195,7 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
 
   /** Ends every session at once (shutdown): no events, timers cleared. */
   dispose(): void {
+    this.pusher?.dispose();
     this.heartbeats.dispose();
     this.replica.clear();
     this.engine.dispose();

@@ -1,12 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
-import type { ServerConfig } from './config/config.js';
+import { DEFAULT_WEBHOOK_SETTINGS, type ServerConfig } from './config/config.js';
 import { isDevMode } from './config/config.js';
 import { configWarnings } from './config/env.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createAdminStats } from './http/admin-stats.js';
 import { ROUTES, createHttpApi } from './http/api.js';
+import { PUSHER_API_PREFIX, createPusherApi } from './http/pusher-api.js';
 import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { createStaticFiles } from './http/static-files.js';
 import type { Logger } from './log.js';
@@ -21,6 +22,7 @@ import { MemoryUserStore, type UserStore } from './store/user-store.js';
 import { connectionCeiling, readOpenFileLimit, reservedFiles } from './transport/open-files.js';
 import { WebSocketTransport } from './transport/websocket.js';
 import { Webhooks, type WebhooksOptions } from './webhooks/webhooks.js';
+import { pusherFormat, pusherProtocolHooks } from './webhooks/pusher-format.js';
 
 export interface ServerOptions {
   log: Logger;
@@ -62,6 +64,8 @@ export interface RunningServer {
   cluster?: ClusterLink;
   /** Set when webhooks are configured. */
   webhooks?: Webhooks;
+  /** Set when Pusher-format webhooks are configured (`PRESENCE_PUSHER_WEBHOOK_URLS`). */
+  pusherWebhooks?: Webhooks;
   /** This node's presence metrics; `/metrics` renders them after the process-wide `process_*`/`nodejs_*` ones. */
   metrics: PresenceMetrics;
   /** `http://host:port/metrics` when the metrics have a port of their own (`metricsPort`). */
@@ -96,6 +100,9 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   if (config.webhooks && (config.redisUrl || options.sharedService)) {
     throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
+  if (config.pusher && (config.redisUrl || options.sharedService)) {
+    throw new Error('the Pusher endpoint cannot be combined with a cluster yet: client events and triggered events are not relayed between nodes (docs/pusher.md)');
+  }
   const sharedService = options.sharedService ?? (config.redisUrl ? new RedisService({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
   const cluster = sharedService
     ? new ClusterLink({
@@ -127,34 +134,51 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     store,
     cluster,
     observer: { sent: (type, receivers) => metrics.messageSent(type, receivers) },
+    log,
   });
   let webhooks: Webhooks | undefined;
-  if (config.webhooks) {
+  let pusherWebhooks: Webhooks | undefined;
+  const pusherWebhookUrls = config.pusher?.webhookUrls ?? [];
+  if (config.webhooks || pusherWebhookUrls.length > 0) {
     const node = engine;
     const webhookMetrics = createWebhookMetrics(registry, () =>
-      (webhooks?.targets ?? []).map(({ label, queue }) => ({
+      [...(webhooks?.targets ?? []), ...(pusherWebhooks?.targets ?? [])].map(({ label, queue }) => ({
         url: label,
         backlog: queue.backlog,
         oldestPendingSeconds: queue.oldestQueuedAt === undefined ? 0 : Math.max(0, (baseClock.now() - queue.oldestQueuedAt) / 1000),
       })),
     );
+    const common = {
+      clock: baseClock,
+      log,
+      occupancy: node.engine.reader,
+      userView: (userId: string) => node.engine.reader.viewOf(userId, undefined),
+      dataDir: config.dataDir,
+      observer: (url: string) => webhookMetrics.observerFor(url),
+      ...options.webhooks,
+    };
     try {
       // Before anyone connects: what the previous run still owed is queued ahead of any new event.
-      webhooks = new Webhooks({
-        config: config.webhooks,
-        clock: baseClock,
-        log,
-        occupancy: node.engine.reader,
-        userView: (userId) => node.engine.reader.viewOf(userId, undefined),
-        dataDir: config.dataDir,
-        observer: (url) => webhookMetrics.observerFor(url),
-        ...options.webhooks,
-      });
+      if (config.webhooks) webhooks = new Webhooks({ config: config.webhooks, ...common });
+      if (config.pusher && pusherWebhookUrls.length > 0) {
+        const { key, secret } = config.pusher;
+        pusherWebhooks = new Webhooks({
+          // Pusher's webhooks are signed with the app secret; the delivery settings are the defaults.
+          config: { urls: pusherWebhookUrls, secrets: [secret], events: [], ...DEFAULT_WEBHOOK_SETTINGS },
+          ...common,
+          format: pusherFormat({ key, secret, timeoutMs: DEFAULT_WEBHOOK_SETTINGS.timeoutMs, occupancy: node.engine.reader, now: () => baseClock.now() }),
+        });
+      }
     } catch (error) {
+      webhooks?.close();
       if (store !== options.store) await store.close().catch(() => {});
       throw error;
     }
-    node.subscribe(webhooks.onEvent);
+    if (webhooks) node.subscribe(webhooks.onEvent);
+    if (pusherWebhooks) {
+      node.subscribe(pusherWebhooks.onEvent);
+      node.pusher!.hooks = pusherProtocolHooks(pusherWebhooks, () => baseClock.now());
+    }
   }
   if (cluster) {
     try {
@@ -192,9 +216,12 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
-  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const pusherApi = engine.pusher
+    ? createPusherApi({ pusher: engine.pusher, config, log, count: (route, status) => metrics.httpRequests.inc({ route, status: String(status) }) })
+    : undefined;
+  const api = createHttpApi({ pusherApi, queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
-    ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
+    ? createStaticFiles({ root: options.publicDir, reserved: [...new Set([...Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`), PUSHER_API_PREFIX.slice(0, -1)])] })
     : undefined;
   const httpServer = createServer(
     staticFiles
@@ -228,6 +255,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   }).catch(async (error: unknown) => {
     // A data directory stays locked while its store is open; a failed start must not keep it.
     webhooks?.close();
+    pusherWebhooks?.close();
     if (store !== cluster && store !== options.store) await store.close().catch(() => {});
     throw error;
   });
@@ -278,6 +306,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       // Sessions are disposed without events below; the next start (with a data directory) tells
       // receivers that this run's users are gone.
       webhooks?.close();
+      pusherWebhooks?.close();
       engine!.dispose();
       metrics.close();
       lagWindow.close();
@@ -287,7 +316,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     return shutdownPromise;
   };
 
-  return { url, port: address.port, engine, cluster, webhooks, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
+  return { url, port: address.port, engine, cluster, webhooks, pusherWebhooks, metrics, metricsUrl: metricsServer?.url, httpServer, shutdown };
 }
 
 function skewed(clock: Clock, skewMs: number): Clock {

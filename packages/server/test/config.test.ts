@@ -418,6 +418,32 @@ describe('webhook configuration', () => {
   });
 });
 
+describe('Pusher endpoint configuration', () => {
+  const base = { PRESENCE_PUSHER_APP_ID: '1234', PRESENCE_PUSHER_KEY: 'app-key', PRESENCE_PUSHER_SECRET: 'a-secret-of-20-chars' };
+
+  it('is absent without the variables, and on with all three (webhooks optional)', () => {
+    assert.equal(loadConfig({}).pusher, undefined);
+    assert.deepEqual(loadConfig(base).pusher, { appId: '1234', key: 'app-key', secret: 'a-secret-of-20-chars', webhookUrls: [] });
+    assert.deepEqual(loadConfig({ ...base, PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/pusher' }).pusher?.webhookUrls, ['https://a.example.com/pusher']);
+  });
+
+  it('names what is missing, malformed or in the way', () => {
+    assertConfigError({ PRESENCE_PUSHER_APP_ID: '1' }, 'PRESENCE_PUSHER_KEY', [], /needs an app id, a key and a secret/);
+    assertConfigError({ ...base, PRESENCE_PUSHER_SECRET: '' }, 'PRESENCE_PUSHER_SECRET');
+    assertConfigError({ ...base, PRESENCE_PUSHER_KEY: 'a/b' }, 'PRESENCE_PUSHER_KEY', [], /A-Z a-z 0-9/);
+    assertConfigError({ ...base, PRESENCE_PUSHER_APP_ID: 'x y' }, 'PRESENCE_PUSHER_APP_ID');
+    assertConfigError({ ...base, PRESENCE_PUSHER_SECRET: 'app-key' }, 'PRESENCE_PUSHER_SECRET', [], /key is public/);
+    assertConfigError({ PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
+    assertConfigError({ ...base, PRESENCE_PUSHER_WEBHOOK_URLS: 'ftp://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
+    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6390' }, 'PRESENCE_PUSHER_APP_ID', [], /single node for now/);
+  });
+
+  it('warns about a short secret', () => {
+    const warnings = configWarnings(loadConfig({ ...base, PRESENCE_PUSHER_SECRET: 'short' }));
+    assert.ok(warnings.some((w) => w.includes('PRESENCE_PUSHER_SECRET')));
+  });
+});
+
 describe('command-line flags', () => {
   it('override the environment, in both forms', () => {
     const config = loadConfig(

@@ -732,7 +732,7 @@ describe('Webhooks (listener, queues and outbox together)', () => {
     // "kill -9": nothing is closed. The second run reads the same file.
     const received: WebhookEvent[] = [];
     const second = run(() => async (entry) => {
-      received.push(entry.event);
+      received.push(entry.event as WebhookEvent);
       return { kind: 'delivered', status: 200 };
     });
     await flush();
@@ -747,7 +747,7 @@ describe('Webhooks (listener, queues and outbox together)', () => {
     // A third start owes nothing and reaps nothing.
     const more: WebhookEvent[] = [];
     const third = run(() => async (entry) => {
-      more.push(entry.event);
+      more.push(entry.event as WebhookEvent);
       return { kind: 'delivered', status: 200 };
     });
     await flush();

@@ -77,6 +77,21 @@ export interface WebhookConfig {
   giveUpMs: number;
 }
 
+/**
+ * The Pusher Channels endpoint (`PRESENCE_PUSHER_*`, docs/pusher.md): one app, served beside
+ * protocol v1 on the same port. Single node only for now (not with `redisUrl`).
+ */
+export interface PusherConfig {
+  /** The app id of the HTTP API's paths (`/apps/:app_id/…`). */
+  appId: string;
+  /** The public key clients connect with (`/app/:key`) and that signs requests and subscriptions. */
+  key: string;
+  /** Signs private and presence subscriptions, HTTP API requests and Pusher-format webhooks. */
+  secret: string;
+  /** Pusher-format webhooks are POSTed to each (`X-Pusher-Signature`); empty: none. */
+  webhookUrls: string[];
+}
+
 export const DEFAULT_WEBHOOK_SETTINGS = {
   maxBacklog: 10_000,
   timeoutMs: 10_000,
@@ -171,6 +186,8 @@ export interface ServerConfig {
   dataDir?: string;
   /** Set when `PRESENCE_WEBHOOK_URLS` is: single node only for now (not with `redisUrl`). */
   webhooks?: WebhookConfig;
+  /** Set when `PRESENCE_PUSHER_APP_ID`, `_KEY` and `_SECRET` are: the Pusher endpoint is on. */
+  pusher?: PusherConfig;
   /** @default 'info' */
   logLevel: LogLevel;
   /** @default 'json' */

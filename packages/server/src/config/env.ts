@@ -17,6 +17,7 @@ import {
   type ServerConfig,
   type ServerLimits,
   type StateBase,
+  type PusherConfig,
   type WebhookConfig,
 } from './config.js';
 
@@ -277,6 +278,37 @@ function readWebhooks(
   };
 }
 
+const PUSHER_APP_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+const PUSHER_KEY = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** The Pusher endpoint: all of app id, key and secret, or none of them. */
+function readPusher(env: Env, clustered: boolean): PusherConfig | undefined {
+  const parts = ['PRESENCE_PUSHER_APP_ID', 'PRESENCE_PUSHER_KEY', 'PRESENCE_PUSHER_SECRET'];
+  const set = parts.filter((name) => present(env[name]));
+  if (set.length === 0) {
+    if (present(env.PRESENCE_PUSHER_WEBHOOK_URLS)) {
+      throw new ConfigError('PRESENCE_PUSHER_WEBHOOK_URLS', 'PRESENCE_PUSHER_WEBHOOK_URLS is set but the Pusher endpoint is not; set PRESENCE_PUSHER_APP_ID, PRESENCE_PUSHER_KEY and PRESENCE_PUSHER_SECRET, or unset it');
+    }
+    return undefined;
+  }
+  const missing = parts.find((name) => !present(env[name]));
+  if (missing) throw new ConfigError(missing, `${missing} must be set with ${set.join(' and ')}: the Pusher endpoint needs an app id, a key and a secret`);
+  if (clustered) {
+    // Client events and server-triggered events would reach only the subscribers of the node
+    // they arrive on: the cluster does not relay them yet (docs/pusher.md).
+    throw new ConfigError('PRESENCE_PUSHER_APP_ID', 'PRESENCE_PUSHER_APP_ID and REDIS_URL are both set: the Pusher endpoint runs on a single node for now (events are not relayed between nodes yet); unset one of them');
+  }
+  const appId = env.PRESENCE_PUSHER_APP_ID!.trim();
+  if (!PUSHER_APP_ID.test(appId)) throw new ConfigError('PRESENCE_PUSHER_APP_ID', `PRESENCE_PUSHER_APP_ID must be 1–64 characters of A-Z a-z 0-9 _ . - (got ${shown(appId)})`);
+  const key = env.PRESENCE_PUSHER_KEY!.trim();
+  if (!PUSHER_KEY.test(key)) throw new ConfigError('PRESENCE_PUSHER_KEY', `PRESENCE_PUSHER_KEY must be 1–128 characters of A-Z a-z 0-9 _ . - (got ${shown(key)})`);
+  // Taken verbatim, as the other secrets: it must match what the app's backend signs with.
+  const secret = env.PRESENCE_PUSHER_SECRET!;
+  if (secret === key) throw new ConfigError('PRESENCE_PUSHER_SECRET', 'PRESENCE_PUSHER_SECRET equals PRESENCE_PUSHER_KEY: the key is public (every page has it), so the secret must differ');
+  const webhookUrls = present(env.PRESENCE_PUSHER_WEBHOOK_URLS) ? parseWebhookUrls(env.PRESENCE_PUSHER_WEBHOOK_URLS, 'PRESENCE_PUSHER_WEBHOOK_URLS') : [];
+  return { appId, key, secret, webhookUrls };
+}
+
 /** The read-only dashboard key: long enough not to be guessed, distinct from the API key, and protecting something. */
 function parseDashboardKey(key: string, auth: AuthConfig): string {
   const name = 'PRESENCE_DASHBOARD_KEY';
@@ -482,6 +514,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   }
 
   const webhooks = readWebhooks(vars, int, redisUrl !== undefined);
+  const pusher = readPusher(vars, redisUrl !== undefined);
 
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
@@ -547,6 +580,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   if (nodeId !== undefined) config.nodeId = nodeId;
   if (metricsPort !== undefined) config.metricsPort = metricsPort;
   if (webhooks !== undefined) config.webhooks = webhooks;
+  if (pusher !== undefined) config.pusher = pusher;
   return config;
 }
 
@@ -586,6 +620,9 @@ export function configWarnings(config: ServerConfig): string[] {
     if (config.webhooks.giveUpMs < DEFAULT_WEBHOOK_SETTINGS.giveUpMs) {
       warnings.push('PRESENCE_WEBHOOK_GIVE_UP_MS is below an hour: a receiver that is down for less than that loses events to the dead letters');
     }
+  }
+  if (config.pusher && Buffer.byteLength(config.pusher.secret) < 16) {
+    warnings.push('PRESENCE_PUSHER_SECRET is shorter than 16 bytes; anyone who guesses it can sign subscriptions and trigger events');
   }
   if (limits.maxMetaBytes > limits.maxFrameBytes) {
     warnings.push('PRESENCE_MAX_META_BYTES is larger than PRESENCE_MAX_FRAME_BYTES; meta that large can never arrive');

@@ -21,6 +21,7 @@ import type { AdminStats } from './admin-stats.js';
 import { RequestAbortedError, readJsonBody } from './body.js';
 import { openApiDocument } from './openapi.js';
 import { HttpRateLimits, RateLimitedError, clientAddress } from './rate-limits.js';
+import { PUSHER_API_PREFIX } from './pusher-api.js';
 import { Router, decodeParam } from './router.js';
 import { REALTIME_PATH } from '../transport/websocket.js';
 
@@ -45,6 +46,8 @@ export interface HttpApiDeps {
   now?: () => number;
   /** HTTP sessions (`/realtime/heartbeat`); the route is 404 without it. */
   sessions?: HttpSessions;
+  /** Pusher's HTTP API (`/apps/…`, http/pusher-api.ts), when the Pusher endpoint is on. */
+  pusherApi?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 /** What the HTTP session routes need from the node. */
@@ -408,6 +411,10 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
   }
 
   return (req, res) => {
+    if (deps.pusherApi && req.url?.startsWith(PUSHER_API_PREFIX)) {
+      deps.pusherApi(req, res);
+      return;
+    }
     // A client reset must not surface as an unhandled 'error' event.
     req.on('error', noop);
     const state = { route: UNMATCHED_ROUTE };

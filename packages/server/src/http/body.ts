@@ -36,7 +36,11 @@ export class RequestAbortedError extends Error {
  * anything, or at the chunk that crosses the limit — and the rest is never buffered; the caller
  * should answer with `Connection: close` so the connection does not stay busy with the remainder.
  */
-export function readJsonBody(req: IncomingMessage, maxBytes: number, options: { anyContentType?: boolean } = {}): Promise<unknown> {
+export function readJsonBody(
+  req: IncomingMessage,
+  maxBytes: number,
+  options: { anyContentType?: boolean; /** Handed the body's bytes, for a signature over them. */ raw?: (bytes: Buffer) => void } = {},
+): Promise<unknown> {
   // `anyContentType`: the unload beacon, which `navigator.sendBeacon` sends as text/plain.
   if (!options.anyContentType && !isJsonContentType(req.headers['content-type'])) {
     return Promise.reject(new PresenceError('UNSUPPORTED_MEDIA_TYPE', 'The request body must be application/json (UTF-8).'));
@@ -81,6 +85,7 @@ export function readJsonBody(req: IncomingMessage, maxBytes: number, options: { 
       settled = true;
       cleanup();
       const bytes = Buffer.concat(chunks, received);
+      options.raw?.(bytes);
       let text: string;
       try {
         // Fatal decoding: invalid UTF-8 is a malformed body, not something to paper over with U+FFFD.

@@ -29,14 +29,19 @@ const OUTBOUND_TYPES: readonly string[] = [
   'error',
   'pong',
   'session.token',
+  // Every message of the Pusher endpoint (docs/pusher.md), whatever its event.
+  'pusher',
 ];
 
 /**
  * Standard close codes (1000–1015) and the server's own 4xxx codes. A client may close with any
  * code in 3000–4999, so everything else is folded into `other` to keep the series bounded.
  */
+/** The server's own codes: protocol v1's, then the Pusher endpoint's (docs/pusher.md#codes). */
+const SERVER_CLOSE_CODES: ReadonlySet<number> = new Set([4000, 4001, 4002, 4003, 4008, 4009, 4029, 4007, 4100, 4101, 4200, 4201]);
+
 function closeCodeLabel(code: number): string {
-  if (Number.isInteger(code) && ((code >= 1000 && code <= 1015) || [4000, 4001, 4002, 4003, 4008, 4009, 4029].includes(code))) {
+  if (Number.isInteger(code) && ((code >= 1000 && code <= 1015) || SERVER_CLOSE_CODES.has(code))) {
     return String(code);
   }
   return 'other';
@@ -160,7 +165,7 @@ export function createPresenceMetrics(
     name: 'presence_events_in_total',
     help: 'Inbound WebSocket commands by type.',
     label: 'type',
-    values: CLIENT_MESSAGE_TYPES,
+    values: [...CLIENT_MESSAGE_TYPES, 'pusher'],
     fallback: 'unknown',
   });
   const eventsOut = new LabelCounts(registry, {

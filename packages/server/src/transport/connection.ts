@@ -32,7 +32,8 @@ const OPEN = 1;
 export interface ConnectionObserver {
   commandReceived(type: string): void;
   errorSent(code: ErrorCode): void;
-  sent(type: ServerMessage['type'], receivers: number): void;
+  /** `pusher`: any message of the Pusher endpoint. */
+  sent(type: ServerMessage['type'] | 'pusher', receivers: number): void;
   /** Seconds a command took from arrival until its frames were queued to every receiver. */
   commandHandled(seconds: number): void;
 }

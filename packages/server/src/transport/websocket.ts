@@ -16,11 +16,17 @@ import type { Logger } from '../log.js';
 import { compile } from '../schema-checks.js';
 import { Connection, type ConnectionObserver, type ConnectionOptions } from './connection.js';
 import { OverloadGuard, type OutboundBuffer, type OverloadReason } from './overload-guard.js';
+import { PusherSocket } from './pusher-socket.js';
+import { PusherError, PUSHER_CODES } from '../protocol-pusher/errors.js';
 
 export const REALTIME_PATH = '/realtime';
+/** The Pusher Channels endpoint is `/app/<key>` (when configured). */
+export const PUSHER_PATH_PREFIX = '/app/';
+/** A protocol v1 connection, or a Pusher one: the sweep and the socket handlers serve both. */
+type AnyConnection = Connection | PusherSocket;
 /** Where a socket keeps its Connection, for the shared event handlers. */
 const CONNECTION = Symbol('connection');
-type TrackedSocket = WebSocket & { [CONNECTION]?: Connection };
+type TrackedSocket = WebSocket & { [CONNECTION]?: AnyConnection };
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a connection that missed its heartbeats gets to complete a closing handshake. */
 const HEARTBEAT_CLOSE_GRACE_MS = 1000;
@@ -76,9 +82,9 @@ export interface WebSocketTransportOptions {
 export class WebSocketTransport {
   private readonly wss: WebSocketServer;
   /** Authenticated connections and their sockets. */
-  private readonly connections = new Map<Connection, WebSocket>();
+  private readonly connections = new Map<AnyConnection, WebSocket>();
   /** The same connections split into fixed slices for the staggered heartbeat sweep. */
-  private readonly sweepSlices: Map<Connection, WebSocket>[];
+  private readonly sweepSlices: Map<AnyConnection, WebSocket>[];
   private readonly tickMs: number;
   private nextSlice = 0;
   /**
@@ -93,7 +99,7 @@ export class WebSocketTransport {
    * under the tick that ends them (a ring of ticks): visiting each connection once per interval
    * alone would cut it anywhere from two to three intervals after its last sign of life.
    */
-  private readonly deadlines: [Connection, WebSocket][][];
+  private readonly deadlines: [AnyConnection, WebSocket][][];
   private readonly heartbeat: NodeJS.Timeout;
   private readonly now: () => number;
   private accepting = true;
@@ -166,6 +172,10 @@ export class WebSocketTransport {
   /** For `server.on('upgrade')`: anything but the realtime path is refused at the HTTP level. */
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = new URL(request.url ?? '/', 'http://placeholder');
+    if (url.pathname.startsWith(PUSHER_PATH_PREFIX) && this.options.engine.pusher) {
+      this.acceptPusher(request, socket, head, url);
+      return;
+    }
     if (url.pathname !== REALTIME_PATH) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -237,7 +247,7 @@ export class WebSocketTransport {
     const connect = identity && connectRequest(identity, url.searchParams);
     this.wss.handleUpgrade(request, socket, head, (ws) => {
       const { config, engine, log } = this.options;
-      const connection = this.track(ws, socket, failure === undefined && connect !== undefined);
+      const connection = this.track(ws, socket, failure === undefined && connect !== undefined) as Connection;
       if (failure || !connect) {
         connection.reject(failure ?? new PresenceError('UNAUTHORIZED'));
         return;
@@ -257,14 +267,49 @@ export class WebSocketTransport {
   }
 
   /**
+   * A Pusher connection: the same gates as /realtime (shutdown, Origin, connection limit, load),
+   * then the app key and protocol version. Refusals complete the handshake and close with a
+   * Pusher code, which is all pusher-js reads.
+   */
+  private acceptPusher(request: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void {
+    socket.on('error', destroyOnError);
+    const refusal = this.pusherRefusal(request, url);
+    this.wss.handleUpgrade(request, socket, head, (ws) => {
+      const connection = this.track(ws, socket, refusal === undefined, true) as PusherSocket;
+      if (refusal) connection.reject(refusal);
+      else connection.client = this.options.engine.pusher!.open(connection);
+    });
+  }
+
+  private pusherRefusal(request: IncomingMessage, url: URL): PusherError | PresenceError | undefined {
+    const { config } = this.options;
+    if (!this.accepting) return new PresenceError('SHUTTING_DOWN');
+    if (!originAllowed(config.allowedOrigins, request.headers.origin)) return new PresenceError('ORIGIN_FORBIDDEN', 'this Origin is not allowed');
+    if (this.connections.size >= config.limits.maxConnections) return new PresenceError('TOO_MANY_CONNECTIONS');
+    const overload = this.overload.check();
+    if (overload) {
+      this.options.observer?.connectionRefused?.(overload.reason);
+      return new PresenceError('OVERLOADED', overload.message);
+    }
+    if (url.pathname.slice(PUSHER_PATH_PREFIX.length) !== this.options.engine.pusher!.config.key) {
+      return new PusherError(PUSHER_CODES.APP_NOT_FOUND, 'no app with this key on this server');
+    }
+    const protocol = url.searchParams.get('protocol');
+    if (protocol === null) return new PusherError(PUSHER_CODES.NO_PROTOCOL, 'no protocol version: connect with ?protocol=7');
+    if (protocol !== '7') return new PusherError(PUSHER_CODES.UNSUPPORTED_PROTOCOL, `protocol ${protocol.slice(0, 16)} is not supported: this server speaks protocol 7`);
+    return undefined;
+  }
+
+  /**
    * Wires a socket to a new Connection with the shared handlers. Nothing here may close over the
    * upgrade: whatever a socket's handlers can reach (the request, its headers, the URL, about 1 KB)
    * lives as long as the socket.
    */
-  private track(ws: WebSocket, socket: Duplex, authenticated: boolean): Connection {
+  private track(ws: WebSocket, socket: Duplex, authenticated: boolean, pusher = false): AnyConnection {
     // ws writes a text frame as the very bytes textFrame builds, so shared frames may go straight
     // to the socket, in order with ws's own writes; compression is per socket and must not.
-    const connection = new Connection(ws, this.options.config.permessageDeflate ? undefined : socket, this.connectionOptions);
+    const raw = this.options.config.permessageDeflate ? undefined : socket;
+    const connection = pusher ? new PusherSocket(ws, raw, this.connectionOptions) : new Connection(ws, raw, this.connectionOptions);
     this.options.observer?.connectionOpened();
     (ws as TrackedSocket)[CONNECTION] = connection;
     ws.on('close', this.handlers.close);
@@ -292,7 +337,8 @@ export class WebSocketTransport {
         clearTimeout(connection.expiryTimer);
         if (transport.connections.delete(connection)) transport.sweepSlices[connection.sweepSlice].delete(connection);
         observer?.connectionClosed(code);
-        if (connection.attachment) engine.disconnect(connection.attachment);
+        if (connection instanceof PusherSocket) connection.ended();
+        else if (connection.attachment) engine.disconnect(connection.attachment);
       },
       error(error: Error & { code?: string }): void {
         // ws reports oversized frames here and closes with 1009 itself; nothing else to do.
@@ -302,7 +348,9 @@ export class WebSocketTransport {
         (this as TrackedSocket)[CONNECTION]!.lastInboundAt = transport.now();
       },
       message(this: WebSocket, data: RawData, isBinary: boolean): void {
-        (this as TrackedSocket)[CONNECTION]!.receive(engine, data as Buffer, isBinary);
+        const connection = (this as TrackedSocket)[CONNECTION]!;
+        if (connection instanceof PusherSocket) connection.receive(data as Buffer, isBinary);
+        else connection.receive(engine, data as Buffer, isBinary);
       },
     };
   }
@@ -341,7 +389,7 @@ export class WebSocketTransport {
       for (const [connection, ws] of this.sweepSlices[tick % slices]) {
         if (this.checkLiveness(connection, ws, now, target) && ws.readyState === ws.OPEN) {
           ws.ping();
-          if (connection.tokenRenewAt <= now) this.renewSessionToken(connection);
+          if (connection.tokenRenewAt <= now && connection instanceof Connection) this.renewSessionToken(connection);
         }
       }
     }
@@ -363,7 +411,7 @@ export class WebSocketTransport {
    * Cuts a connection silent for two intervals, or files its deadline under its tick if that
    * comes before the connection's next visit; false once cut. `target` is the sweep's current tick.
    */
-  private checkLiveness(connection: Connection, ws: WebSocket, now: number, target: number): boolean {
+  private checkLiveness(connection: AnyConnection, ws: WebSocket, now: number, target: number): boolean {
     if (connection.isClosed) return false;
     const intervalMs = this.options.config.heartbeatIntervalMs;
     const deadline = connection.lastInboundAt + 2 * intervalMs;

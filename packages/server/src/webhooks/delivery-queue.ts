@@ -1,6 +1,6 @@
-import type { WebhookEvent } from '@presence/protocol';
 import type { Logger } from '../log.js';
 import type { Clock, TimerHandle } from '../presence/clock.js';
+import type { OutgoingEvent } from './format.js';
 import { nextRetry, type AttemptOutcome, type RetryPolicy } from './retry-schedule.js';
 
 /*
@@ -13,7 +13,7 @@ import { nextRetry, type AttemptOutcome, type RetryPolicy } from './retry-schedu
 
 /** One event waiting for one URL. */
 export interface QueuedEvent {
-  readonly event: WebhookEvent;
+  readonly event: OutgoingEvent;
   /** The JSON body, serialized once and signed as is on every attempt. */
   readonly body: string;
   /** Order is kept per key: `user:<id>` or `channel:<name>`. */
@@ -26,7 +26,7 @@ export interface QueuedEvent {
 
 /** An event given up on: retries exhausted, or refused by the receiver. */
 export interface DeadLetter {
-  event: WebhookEvent;
+  event: OutgoingEvent;
   reason: string;
   attempts: number;
   queuedAt: number;

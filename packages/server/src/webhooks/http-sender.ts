@@ -18,10 +18,26 @@ export interface HttpSenderOptions {
   timeoutMs: number;
   /** The time the signature carries. */
   now: () => number;
+  /**
+   * The request of one attempt. @default Presence's own: the event as the body, `Presence-Signature`
+   * with every secret, and the event's id, type and attempt number in headers
+   */
+  request?: (entry: QueuedEvent, attempt: number) => { body: string; headers: Record<string, string> };
 }
 
 export function createHttpSender(options: HttpSenderOptions): WebhookSender {
   const { url, secrets, timeoutMs, now } = options;
+  const request =
+    options.request ??
+    ((entry: QueuedEvent, attempt: number) => ({
+      body: entry.body,
+      headers: {
+        [WEBHOOK_SIGNATURE_HEADER.toLowerCase()]: signWebhook(secrets, entry.body, now()),
+        'presence-event-id': entry.event.id,
+        'presence-event-type': entry.event.type,
+        'presence-delivery-attempt': String(attempt),
+      },
+    }));
   return async (entry: QueuedEvent, attempt: number, stop: AbortSignal): Promise<AttemptOutcome> => {
     const controller = new AbortController();
     let timedOut = false;
@@ -32,17 +48,11 @@ export function createHttpSender(options: HttpSenderOptions): WebhookSender {
     const onStop = () => controller.abort();
     stop.addEventListener('abort', onStop);
     try {
+      const { body, headers } = request(entry, attempt);
       const response = await fetch(url, {
         method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'Presence-Webhooks/1',
-          [WEBHOOK_SIGNATURE_HEADER.toLowerCase()]: signWebhook(secrets, entry.body, now()),
-          'presence-event-id': entry.event.id,
-          'presence-event-type': entry.event.type,
-          'presence-delivery-attempt': String(attempt),
-        },
-        body: entry.body,
+        headers: { 'content-type': 'application/json', 'user-agent': 'Presence-Webhooks/1', ...headers },
+        body,
         redirect: 'manual',
         signal: controller.signal,
       });

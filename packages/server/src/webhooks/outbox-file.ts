@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import type { WebhookEvent } from '@presence/protocol';
 import type { Logger } from '../log.js';
 import type { DeadLetter, Settlement } from './delivery-queue.js';
+import type { OutgoingEvent } from './format.js';
 
 /*
  * The webhook outbox of a durable single node (PRESENCE_DATA_DIR): every event is appended to
@@ -33,11 +34,15 @@ const COMPACTION_RATIO = 4;
 const COMPACTION_MIN_BYTES = 1024 * 1024;
 const SYNC_INTERVAL_MS = 1000;
 
-/** What receivers were last told is on: users in sight, and the visible members of each channel. */
+/**
+ * What receivers were last told is on: users in sight, and the members of each channel (a channel
+ * occupied without members, such as a Pusher public channel, has an empty set).
+ */
 export class ShownState {
   readonly users = new Set<string>();
   readonly channels = new Map<string, Set<string>>();
 
+  /** Presence's own webhook events (the default format). */
   apply(event: WebhookEvent): void {
     switch (event.type) {
       case 'user.online':
@@ -48,24 +53,30 @@ export class ShownState {
       case 'user.offline':
         this.users.delete(event.data.userId);
         break;
-      case 'channel.member_joined': {
-        let members = this.channels.get(event.data.channel);
-        if (!members) this.channels.set(event.data.channel, (members = new Set()));
-        members.add(event.data.userId);
+      case 'channel.member_joined':
+        this.memberShown(event.data.channel, event.data.userId);
         break;
-      }
-      case 'channel.member_left': {
-        const members = this.channels.get(event.data.channel);
-        members?.delete(event.data.userId);
-        if (members?.size === 0) this.channels.delete(event.data.channel);
+      case 'channel.member_left':
+        this.memberGone(event.data.channel, event.data.userId);
         break;
-      }
       case 'channel.vacated':
         this.channels.delete(event.data.channel);
         break;
       default:
         break;
     }
+  }
+
+  memberShown(channel: string, userId: string | undefined): void {
+    let members = this.channels.get(channel);
+    if (!members) this.channels.set(channel, (members = new Set()));
+    if (userId !== undefined) members.add(userId);
+  }
+
+  memberGone(channel: string, userId: string): void {
+    const members = this.channels.get(channel);
+    members?.delete(userId);
+    if (members?.size === 0) this.channels.delete(channel);
   }
 
   line(): string {
@@ -76,7 +87,7 @@ export class ShownState {
 }
 
 interface PendingEvent {
-  event: WebhookEvent;
+  event: OutgoingEvent;
   queuedAt: number;
   /** Target ids that have not settled it yet. */
   targets: Set<string>;
@@ -85,7 +96,7 @@ interface PendingEvent {
 
 export interface OutboxRecovery {
   /** Events some URL still owes, in the order they were queued. */
-  pending: { event: WebhookEvent; queuedAt: number; targets: string[] }[];
+  pending: { event: OutgoingEvent; queuedAt: number; targets: string[] }[];
   deadLetters: Map<string, DeadLetter[]>;
   shown: ShownState;
   invalidLines: number;
@@ -93,7 +104,6 @@ export interface OutboxRecovery {
 }
 
 export class WebhookOutbox {
-  readonly path: string;
   private fd: number;
   private size = 0;
   private readonly pending = new Map<string, PendingEvent>();
@@ -111,13 +121,13 @@ export class WebhookOutbox {
   private readonly syncTimer: NodeJS.Timeout;
 
   private constructor(
-    dir: string,
+    readonly path: string,
     private readonly log: Logger,
     private readonly keepDeadLetters: number,
     recovered: OutboxRecovery,
     pending: Map<string, PendingEvent>,
+    private readonly track: (event: OutgoingEvent, shown: ShownState) => void,
   ) {
-    this.path = join(dir, OUTBOX_FILE);
     this.shown = recovered.shown;
     for (const [id, entry] of pending) this.pending.set(id, entry);
     for (const [target, letters] of recovered.deadLetters) {
@@ -132,8 +142,18 @@ export class WebhookOutbox {
    * Reads `webhooks.jsonl` of `dir` (the data directory, locked by the user store already) and
    * rewrites it with only what is still owed. Events for URLs no longer configured are forgotten.
    */
-  static open(options: { dir: string; log: Logger; targets: readonly string[]; keepDeadLetters?: number }): { outbox: WebhookOutbox; recovery: OutboxRecovery } {
-    const path = join(options.dir, OUTBOX_FILE);
+  static open(options: {
+    dir: string;
+    log: Logger;
+    targets: readonly string[];
+    keepDeadLetters?: number;
+    /** @default OUTBOX_FILE */
+    file?: string;
+    /** What an event tells receivers. @default Presence's own events (ShownState.apply) */
+    track?: (event: OutgoingEvent, shown: ShownState) => void;
+  }): { outbox: WebhookOutbox; recovery: OutboxRecovery } {
+    const path = join(options.dir, options.file ?? OUTBOX_FILE);
+    const track = options.track ?? ((event: OutgoingEvent, shown: ShownState) => shown.apply(event as WebhookEvent));
     const keep = options.keepDeadLetters ?? 1000;
     const known = new Set(options.targets);
     const pending = new Map<string, PendingEvent>();
@@ -167,9 +187,9 @@ export class WebhookOutbox {
         return;
       }
       if (isObject(value.event) && typeof value.at === 'number' && Array.isArray(value.to)) {
-        const event = value.event as unknown as WebhookEvent;
+        const event = value.event as unknown as OutgoingEvent;
         // Events carried over by a compaction are in the `shown` line written with them already.
-        if (value.carried !== true) shown.apply(event);
+        if (value.carried !== true) track(event, shown);
         const targets = new Set((value.to as unknown[]).filter((t): t is string => typeof t === 'string'));
         pending.set(event.id, { event, queuedAt: value.at, targets, bytes: 0 });
       } else if (typeof value.done === 'string' && typeof value.to === 'string') {
@@ -218,7 +238,7 @@ export class WebhookOutbox {
     if (forgotten > 0) {
       options.log.warn('webhook outbox held events for URLs no longer configured; they are forgotten', { file: path, events: forgotten });
     }
-    const outbox = new WebhookOutbox(options.dir, options.log, keep, recovery, pending);
+    const outbox = new WebhookOutbox(path, options.log, keep, recovery, pending, track);
     return { outbox, recovery };
   }
 
@@ -226,14 +246,14 @@ export class WebhookOutbox {
    * Appends events queued for `targets`, synchronously: on return they survive a crash of this
    * process. `body` is the event as serialized for sending, reused for the line.
    */
-  append(entries: readonly { event: WebhookEvent; body: string; queuedAt: number }[], targets: readonly string[]): void {
+  append(entries: readonly { event: OutgoingEvent; body: string; queuedAt: number }[], targets: readonly string[]): void {
     if (this.closed || entries.length === 0) return;
     // Settlements queued before these events go first, so the file keeps the order of what happened.
     let text = this.takeDone();
     const to = JSON.stringify(targets);
     for (const { event, body, queuedAt } of entries) {
       const line = `{"event":${body},"at":${queuedAt},"to":${to}}\n`;
-      this.shown.apply(event);
+      this.track(event, this.shown);
       const bytes = Buffer.byteLength(line);
       this.forget(event.id);
       this.pending.set(event.id, { event, queuedAt, targets: new Set(targets), bytes });

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import type { AdminWebhookTarget, UserPresence, WebhookEvent, WebhookEventType } from '@presence/protocol';
+import type { AdminWebhookTarget, UserPresence } from '@presence/protocol';
 import type { WebhookConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import type { PresenceEvent } from '../presence/events.js';
 import { DeliveryQueue, type DeliveryObserver, type QueuedEvent, type WebhookSender } from './delivery-queue.js';
-import { WebhookEventMapper, orderingKey, type ChannelOccupancy } from './event-mapper.js';
-import { createHttpSender } from './http-sender.js';
+import type { ChannelOccupancy } from './event-mapper.js';
+import type { OutgoingEvent, WebhookFormat } from './format.js';
 import { WebhookOutbox, type OutboxRecovery } from './outbox-file.js';
+import { presenceFormat } from './presence-format.js';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry-schedule.js';
 import { displayUrl, targetId } from './target-id.js';
 
@@ -35,8 +36,10 @@ export interface WebhooksOptions {
   /** Requests in flight at once per URL, each for a different user or channel. @default 8 */
   concurrency?: number;
   random?: () => number;
-  /** Tests replace the HTTP client. @default a signed POST with fetch */
+  /** Tests replace the HTTP client. @default the format's POST */
   sender?: (url: string) => WebhookSender;
+  /** Which events and how they are sent. @default Presence's own (docs/webhooks.md), from `config` */
+  format?: WebhookFormat;
 }
 
 export interface WebhookTarget {
@@ -50,22 +53,21 @@ export interface WebhookTarget {
 
 export class Webhooks {
   readonly targets: WebhookTarget[];
-  private readonly mapper: WebhookEventMapper;
+  private readonly format: WebhookFormat;
   private readonly outbox: WebhookOutbox | undefined;
   private readonly targetIds: string[];
-  private readonly wanted: ReadonlySet<WebhookEventType>;
   private closed = false;
 
   constructor(private readonly options: WebhooksOptions) {
     const { config, clock, log } = options;
-    this.wanted = new Set(config.events);
-    this.mapper = new WebhookEventMapper(config.events, options.occupancy, () => clock.now());
+    this.format =
+      options.format ?? (presenceFormat({ config, occupancy: options.occupancy, userView: options.userView, now: () => clock.now() }) as WebhookFormat);
     const policy: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry, giveUpAfterMs: config.giveUpMs };
     let outbox: WebhookOutbox | undefined;
     this.targets = config.urls.map((url) => {
       const id = targetId(url);
       const label = displayUrl(url);
-      const send = options.sender?.(url) ?? createHttpSender({ url, secrets: config.secrets, timeoutMs: config.timeoutMs, now: () => clock.now() });
+      const send = options.sender?.(url) ?? this.format.sender(url);
       const queue = new DeliveryQueue({
         label,
         clock,
@@ -83,13 +85,15 @@ export class Webhooks {
     this.targetIds = this.targets.map((t) => t.id);
     let recovery: OutboxRecovery | undefined;
     if (options.dataDir !== undefined) {
-      ({ outbox, recovery } = WebhookOutbox.open({ dir: options.dataDir, log, targets: this.targetIds }));
+      const { format } = this;
+      ({ outbox, recovery } = WebhookOutbox.open({ dir: options.dataDir, log, targets: this.targetIds, file: format.outboxFile, track: (event, shown) => format.track(event, shown) }));
     }
     this.outbox = outbox;
     if (recovery) this.resume(recovery);
     log.info('webhooks on', {
+      format: this.format.name,
       urls: this.targets.map((t) => t.label),
-      events: config.events,
+      ...(options.format ? {} : { events: config.events }),
       durable: this.outbox !== undefined,
       ...(recovery ? { resumed: recovery.pending.length } : {}),
     });
@@ -98,15 +102,20 @@ export class Webhooks {
   /** The presence event listener (subscribe it to the node). Never throws into the model. */
   readonly onEvent = (event: PresenceEvent): void => {
     if (this.closed) return;
-    let events: WebhookEvent[];
+    let events: OutgoingEvent[];
     try {
-      events = this.mapper.map(event);
+      events = this.format.map(event);
     } catch (error) {
       this.options.log.error('webhook event could not be built; it is not sent', { id: event.id, type: event.type, err: error });
       return;
     }
     if (events.length > 0) this.enqueue(events, this.options.clock.now());
   };
+
+  /** Queues events that do not come from the presence events (a format's own, such as Pusher's client events). */
+  send(events: readonly OutgoingEvent[]): void {
+    if (!this.closed && events.length > 0) this.enqueue(events, this.options.clock.now());
+  }
 
   /** Per URL, for the admin stats. */
   stats(): AdminWebhookTarget[] {
@@ -152,8 +161,8 @@ export class Webhooks {
     return this.outbox?.inspect();
   }
 
-  private enqueue(events: readonly WebhookEvent[], queuedAt: number): void {
-    const entries = events.map((event) => ({ event, body: JSON.stringify(event), key: orderingKey(event), queuedAt }));
+  private enqueue(events: readonly OutgoingEvent[], queuedAt: number): void {
+    const entries = events.map((event) => ({ event, body: JSON.stringify(event), key: this.format.key(event), queuedAt }));
     // On disk first: once a queue has it, a delivery (and its `done` line) may follow at any time.
     this.outbox?.append(entries, this.targetIds);
     for (const { queue } of this.targets) {
@@ -168,7 +177,7 @@ export class Webhooks {
       for (const letter of letters) byId.get(id)?.queue.remember(letter);
     }
     for (const { event, queuedAt, targets } of recovery.pending) {
-      const entry = { event, body: JSON.stringify(event), key: orderingKey(event), queuedAt };
+      const entry = { event, body: JSON.stringify(event), key: this.format.key(event), queuedAt };
       for (const id of targets) byId.get(id)?.queue.enqueue(queued(entry));
     }
     this.reapPreviousRun(recovery.shown);
@@ -182,30 +191,9 @@ export class Webhooks {
   private reapPreviousRun(shown: OutboxRecovery['shown']): void {
     if (shown.users.size === 0 && shown.channels.size === 0) return;
     const cause = `reap-${randomUUID().slice(0, 8)}`;
-    const createdAt = new Date(this.options.clock.now()).toISOString();
-    const events: WebhookEvent[] = [];
-    const views = new Map<string, UserPresence>();
-    const viewOf = (userId: string) => {
-      let view = views.get(userId);
-      if (!view) views.set(userId, (view = this.options.userView(userId)));
-      return view;
-    };
-    for (const [channel, members] of shown.channels) {
-      for (const userId of members) {
-        if (this.wanted.has('channel.member_left')) {
-          events.push({ id: `${cause}/member.left/${channel}/${userId}`, type: 'channel.member_left', createdAt, data: { channel, userId, lastSeen: viewOf(userId).lastSeen } });
-        }
-      }
-      if (this.wanted.has('channel.vacated') && members.size > 0) {
-        events.push({ id: `${cause}/channel.vacated/${channel}/`, type: 'channel.vacated', createdAt, data: { channel } });
-      }
-    }
-    for (const userId of shown.users) {
-      if (!this.wanted.has('user.offline')) break;
-      const view = viewOf(userId);
-      events.push({ id: `${cause}/user.offline//${userId}`, type: 'user.offline', createdAt, data: { userId, user: view, lastSeen: view.lastSeen } });
-    }
+    const events = this.format.reap(shown, cause, this.options.clock.now());
     this.options.log.info('webhooks: telling receivers that the previous run\'s users and channels are gone', {
+      format: this.format.name,
       users: shown.users.size,
       channels: shown.channels.size,
       events: events.length,
@@ -217,6 +205,6 @@ export class Webhooks {
   }
 }
 
-function queued(entry: { event: WebhookEvent; body: string; key: string; queuedAt: number }): QueuedEvent {
+function queued(entry: { event: OutgoingEvent; body: string; key: string; queuedAt: number }): QueuedEvent {
   return { ...entry, attempts: 0 };
 }

@@ -1,0 +1,33 @@
+import type { PresenceEvent } from '../presence/events.js';
+import type { WebhookSender } from './delivery-queue.js';
+import type { ShownState } from './outbox-file.js';
+
+/*
+ * A webhook format: which events the presence events become, how they are ordered and sent, and
+ * what they told receivers (so a restarted node can tell them that what it showed is gone). The
+ * delivery (queues per URL, retries, the outbox file) is the same for every format: Presence's
+ * own (webhooks.md) and Pusher's (pusher.md#webhooks).
+ */
+
+/** What the delivery needs of an event of any format: an id that names it and a type for logs. */
+export interface OutgoingEvent {
+  readonly id: string;
+  readonly type: string;
+}
+
+export interface WebhookFormat<E extends OutgoingEvent = OutgoingEvent> {
+  /** For logs. */
+  readonly name: string;
+  /** The outbox's file name in the data directory. */
+  readonly outboxFile: string;
+  /** The events a presence event stands for (none for most). Runs inside the change. */
+  map(event: PresenceEvent): E[];
+  /** Events of one key go out one at a time, in order. */
+  key(event: E): string;
+  /** The POST of one attempt to `url`. */
+  sender(url: string): WebhookSender;
+  /** Records what `event` tells receivers. */
+  track(event: E, shown: ShownState): void;
+  /** At start: the events that tell receivers that what the previous run showed is gone. */
+  reap(shown: ShownState, cause: string, now: number): E[];
+}
