@@ -7,7 +7,7 @@ import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } fr
 import type { PresenceEventListener } from './presence/events.js';
 import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
 import { Replica } from './presence/replica.js';
-import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
+import type { Cluster, ClusterListener, NodeOp, OwnedSession, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
 import { HeartbeatSessions, type Heartbeat, type HeartbeatAnswer } from './protocol-v1/heartbeat.js';
@@ -87,8 +87,12 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   unload(sessionToken: string): boolean {
     const claims = this.sessionTokens.verify(sessionToken, this.engine.clock.now());
     const session = this.engine.state.sessions.get(claims.sessionId);
-    if (!session || session.user.record.userId !== claims.userId) return false;
-    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id });
+    if (!session || session.user.record.userId !== claims.userId) {
+      // Another node may own it without this one following its user: the owner does, and decides.
+      if (!session) this.replica.publish({ op: 'unload', sessionId: claims.sessionId, userId: claims.userId });
+      return false;
+    }
+    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id, userId: session.user.record.userId });
     else this.engine.unload(session);
     return true;
   }
@@ -161,12 +165,28 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.replica.applyOps(nodeId, ops);
   }
 
-  applySnapshot(nodeId: string, sessions: SessionSnapshot[]): void | Promise<void> {
-    return this.replica.applySnapshot(nodeId, sessions);
+  applyUser(userId: string, sessions: OwnedSession[]): void | Promise<void> {
+    return this.replica.applyUser(userId, sessions);
   }
 
   nodeDown(nodeId: string): void {
     this.replica.nodeDown(nodeId);
+  }
+
+  userOrphaned(nodeId: string, userId: string): void {
+    this.replica.userOrphaned(nodeId, userId);
+  }
+
+  needsUser(userId: string): boolean {
+    return this.replica.needsUser(userId);
+  }
+
+  needsChannel(name: string): boolean {
+    return this.replica.needsChannel(name);
+  }
+
+  dropUnfollowed(): void {
+    this.replica.dropUnfollowed();
   }
 
   applyRecord(record: UserRecord, cause?: string): void | Promise<void> {

@@ -2,8 +2,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import type { SaveKind, UserRecord, UserStore } from '../store/user-store.js';
-import type { Cluster, ClusterListener, NodeOp } from '../presence/replication.js';
-import type { BusMessage, SharedService, LeaseState } from './shared-service.js';
+import { userOfOp, type Cluster, type ClusterListener, type NodeOp, type OwnedSession } from '../presence/replication.js';
+import type { ChannelEntry, LeaseState, ShardMessage, SharedService, UserShard } from './shared-service.js';
 import { UserRecords } from './user-records.js';
 
 export interface ClusterLinkOptions {
@@ -15,37 +15,45 @@ export interface ClusterLinkOptions {
    */
   nodeId?: string;
   /**
-   * Lease lifetime. It is renewed every third of it, and every renewal also reaps expired
+   * Lease lifetime. It is renewed every third of it, and every renewal also drops expired
    * leases, so a dead node is declared down at most `leaseTtlMs * 4/3` after its last renewal.
    */
   leaseTtlMs: number;
-  /** Anti-entropy: every interval, nodes whose stored state moved without a message are re-read. */
+  /**
+   * Anti-entropy and interest: every interval, followed users whose stored shard moved without a
+   * message are re-read, and shards nobody here needs any more (for two intervals) are let go.
+   */
   syncIntervalMs: number;
   /** This node's own clock; only used to measure the offset to the shared service's clock. */
   clock: Pick<Clock, 'now'>;
   log: Logger;
   /** How often activity timestamps are written (they are never announced). @default 1000 */
   activityFlushMs?: number;
-  /** Records of users not held by the model that are kept for fast reads. @default 50000 */
-  maxCachedUsers?: number;
+  /** Followed users whose sequence one anti-entropy round reads. @default 2000 */
+  antiEntropyBatch?: number;
 }
 
-
 type QueueItem =
-  | BusMessage
-  | { kind: 'resync'; node: string }
+  | ShardMessage
+  /** Read these users' shards and apply them (newly followed, or messages missed). */
+  | { kind: 'read'; users: string[]; done?: () => void }
+  /** Start following a channel: its index, then every member's shard. */
+  | { kind: 'channel'; channel: string; done: () => void }
   /** A previous incarnation of this node (same configured id): end it as crashed. */
-  | { kind: 'retire'; node: string }
-  /** Resolves once everything queued before it was processed. */
-  | { kind: 'barrier'; done: () => void };
+  | { kind: 'retire'; node: string };
+
+/** How many shards one reap step handles at once. */
+const REAP_CONCURRENCY = 64;
 
 /**
- * One node's link to the cluster, over any shared service. As a Cluster it publishes this node's
- * session operations in numbered batches, applies the other nodes' in order, re-reads a node's
- * whole state on a gap, renews the lease and reaps dead nodes. As a UserStore it keeps user
- * records in memory, writes changes field by field, and applies other nodes' writes in the order
- * the service ran them. After the service comes back (restarted, possibly empty) the node
- * re-registers, re-writes its sessions and records, and re-reads everyone else's.
+ * One node's link to the cluster, over any shared service. The state is sharded by user and by
+ * channel, and a node follows only the shards its own clients can see: the users of its sessions,
+ * the users they watch, the channels they are in and those channels' members. As a Cluster it
+ * writes this node's session operations to each user's shard, applies the followed users'
+ * operations in each shard's order, re-reads a shard on a gap, renews the lease and reaps dead
+ * nodes shard by shard. As a UserStore it keeps the followed users' records, written field by field.
+ * After the service comes back (restarted, possibly empty) the node writes its own sessions and
+ * records again and re-reads everything it follows.
  */
 export class ClusterLink implements Cluster, UserStore {
   /** This process in the cluster: `<configured id>@<incarnation>`, or a random id. */
@@ -56,13 +64,17 @@ export class ClusterLink implements Cluster, UserStore {
   private listener?: ClusterListener;
   private started = false;
   private closed = false;
-  private seq = 0;
-  /** Other nodes: the last batch applied from each. */
-  private readonly appliedSeq = new Map<string, number>();
-  /** Stored seq that differed from the applied one at the last anti-entropy round. */
+  /** Followed users: the last shard sequence applied (0 before the first read). */
+  private readonly userSeq = new Map<string, number>();
+  /** Followed users whose first read is under way, and the promise of it. */
+  private readonly loadingUsers = new Map<string, Promise<void>>();
+  /** Followed channels; the value is the promise of the first read, undefined once read. */
+  private readonly channels = new Map<string, Promise<void> | undefined>();
+  /** Shards that were not needed at the last interest round: let go if still not needed at the next. */
+  private readonly unneeded = { users: new Set<string>(), channels: new Set<string>() };
+  /** Stored sequence that differed from the applied one at the last anti-entropy round. */
   private readonly suspectSeq = new Map<string, number>();
-  /** Known nodes missing from the registry, since when (ms, local clock). */
-  private readonly missingSince = new Map<string, number>();
+  private antiEntropyCursor = 0;
   private registry: string[] = [];
   private readonly queue: QueueItem[] = [];
   private draining = false;
@@ -70,10 +82,17 @@ export class ClusterLink implements Cluster, UserStore {
   /** Ops sent to the service whose write has not answered yet. */
   private opsInFlight = 0;
   private flushScheduled = false;
+  private writing: Promise<void> = Promise.resolve();
+  /** Users this node's index lists (written before their first session is). */
+  private readonly indexed = new Set<string>();
+  /** Channels each local session is listed in, in the channels' indexes. */
+  private readonly listedChannels = new Map<string, { userId: string; channels: Set<string> }>();
   private needsRegistration = false;
   private registering?: Promise<void>;
+  /** Dead nodes this node is reaping now. */
+  private readonly reaping = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
-  /** User records: cached, written field by field, applied in the order the service ran them. */
+  /** User records: the followed users', written field by field, applied in their shard's order. */
   readonly records: UserRecords;
 
   constructor(options: ClusterLinkOptions) {
@@ -84,7 +103,6 @@ export class ClusterLink implements Cluster, UserStore {
       service: this.service,
       nodeId: this.nodeId,
       log: options.log,
-      maxCachedUsers: options.maxCachedUsers,
       apply: (record, cause) => this.listener!.applyRecord(record, cause),
     });
   }
@@ -107,13 +125,10 @@ export class ClusterLink implements Cluster, UserStore {
       },
     });
     await this.register();
-    // Ready only once the other nodes' state is read: a client that resumes here at once (its node
-    // just restarted) finds its session.
-    await new Promise<void>((done) => this.enqueue({ kind: 'barrier', done }));
     this.started = true;
     const { leaseTtlMs, syncIntervalMs } = this.options;
     this.every(Math.max(10, Math.floor(leaseTtlMs / 3)), () => this.renewLease());
-    this.every(syncIntervalMs, () => this.antiEntropy());
+    this.every(syncIntervalMs, () => this.interestRound());
     this.every(this.options.activityFlushMs ?? 1000, async () => this.records.flushActivity());
   }
 
@@ -125,6 +140,12 @@ export class ClusterLink implements Cluster, UserStore {
     setImmediate(() => this.flush());
   }
 
+  /**
+   * Sends everything queued now: the ops of each user to that user's shard, in order. A user's
+   * first session here goes into this node's index first (so a reaper finds it if this node dies),
+   * and a session entering a channel goes into the channel's index (so nodes following the channel
+   * find its user).
+   */
   flush(): void {
     this.flushScheduled = false;
     if (this.outbox.length === 0 || !this.started) return;
@@ -133,25 +154,79 @@ export class ClusterLink implements Cluster, UserStore {
       return;
     }
     if (!this.service.isConnected()) {
-      // The whole state is written again on reconnect, so these ops are not needed.
+      // Everything is written again on reconnect, so these ops are not needed.
       this.outbox = [];
       this.needsRegistration = true;
       return;
     }
     const ops = this.outbox;
     this.outbox = [];
-    const seq = ++this.seq;
     this.opsInFlight += ops.length;
-    this.service.writeOps(this.nodeId, seq, ops).then(
-      (written) => {
-        this.opsInFlight -= ops.length;
-        if (!written) void this.reregister();
-      },
+    const previous = this.writing;
+    // One flush after the other: a user's ops reach the shard in the order they were made.
+    this.writing = previous.then(() => this.write(ops)).then(
       () => {
         this.opsInFlight -= ops.length;
+      },
+      (error: unknown) => {
+        this.opsInFlight -= ops.length;
         this.needsRegistration = true;
+        this.options.log.debug('session ops not written; will re-register', { error });
       },
     );
+  }
+
+  private async write(ops: NodeOp[]): Promise<void> {
+    const byUser = new Map<string, NodeOp[]>();
+    for (const op of ops) {
+      const userId = userOfOp(op);
+      let list = byUser.get(userId);
+      if (!list) byUser.set(userId, (list = []));
+      list.push(op);
+    }
+    const newUsers = [...byUser.keys()].filter((id) => !this.indexed.has(id) && byUser.get(id)!.some((op) => op.op === 'session'));
+    if (newUsers.length > 0) {
+      await this.service.indexUsers(this.nodeId, newUsers);
+      for (const id of newUsers) this.indexed.add(id);
+    }
+    const { added, removed } = this.channelChanges(ops);
+    const writes: Promise<unknown>[] = [];
+    for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries));
+    for (const [userId, userOps] of byUser) writes.push(this.service.writeOps(this.nodeId, userId, userOps));
+    await Promise.all(writes);
+    // Taken out of a channel's index only after the shard says so: a reader never misses a member.
+    await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, ids)));
+  }
+
+  /** What the channels' indexes must learn from these ops: sessions that entered and left channels. */
+  private channelChanges(ops: NodeOp[]): { added: Map<string, ChannelEntry[]>; removed: Map<string, string[]> } {
+    const added = new Map<string, ChannelEntry[]>();
+    const removed = new Map<string, string[]>();
+    const add = <T>(map: Map<string, T[]>, key: string, value: T) => {
+      const list = map.get(key);
+      if (list) list.push(value);
+      else map.set(key, [value]);
+    };
+    for (const op of ops) {
+      if (op.op === 'session') {
+        const { id, userId } = op.session;
+        let listed = this.listedChannels.get(id);
+        if (!listed) this.listedChannels.set(id, (listed = { userId, channels: new Set() }));
+        const now = new Set(Object.keys(op.session.channels));
+        for (const channel of now) {
+          // A claimed session is listed again under its new owner.
+          if (!listed.channels.has(channel) || op.claim) add(added, channel, { sessionId: id, userId, node: this.nodeId });
+        }
+        for (const channel of listed.channels) if (!now.has(channel)) add(removed, channel, id);
+        listed.channels = now;
+      } else if (op.op === 'end') {
+        const listed = this.listedChannels.get(op.sessionId);
+        if (!listed) continue;
+        this.listedChannels.delete(op.sessionId);
+        for (const channel of listed.channels) add(removed, channel, op.sessionId);
+      }
+    }
+    return { added, removed };
   }
 
   isReady(): boolean {
@@ -168,14 +243,40 @@ export class ClusterLink implements Cluster, UserStore {
     return at > 0 ? node.slice(0, at) : node;
   }
 
+  followsChannel(name: string): boolean {
+    return this.channels.has(name);
+  }
+
+  loadChannel(name: string): Promise<void> | undefined {
+    if (!this.started) return undefined;
+    if (this.channels.has(name)) return this.channels.get(name);
+    this.unneeded.channels.delete(name);
+    let done!: () => void;
+    const loaded = new Promise<void>((resolve) => (done = resolve));
+    // Followed from now on: remote sessions applied meanwhile keep this channel.
+    this.channels.set(name, loaded);
+    this.enqueue({ kind: 'channel', channel: name, done });
+    void loaded.then(() => {
+      if (this.channels.get(name) === loaded) this.channels.set(name, undefined);
+    });
+    return loaded;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
+    await this.writing;
     await this.records.flushActivity();
     this.closed = true;
     for (const timer of this.timers) clearInterval(timer);
     try {
-      if (this.service.isConnected()) await this.service.leave(this.nodeId);
+      if (this.service.isConnected()) {
+        // Leaving: every node orphans this node's sessions at once (offline delay from now), and
+        // its sessions leave the shards, as a reaper would remove them.
+        const at = this.options.clock.now() + this.clockOffsetMs;
+        await this.service.dropNode(this.nodeId, false);
+        await this.reapShards(this.nodeId, at);
+      }
     } catch (error) {
       this.options.log.warn('could not leave the cluster cleanly; the lease will expire', { error });
     }
@@ -190,18 +291,41 @@ export class ClusterLink implements Cluster, UserStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Registration, lease, anti-entropy
+  // Registration, lease, reaping
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * Registers the lease; after the service was lost, also writes this node's sessions again, user
+   * by user (the shards' stored copies of this node's sessions are replaced by what is true now),
+   * and lists them in their channels' indexes again.
+   */
   private async register(): Promise<void> {
-    // Ops not yet written are part of the snapshot taken now.
+    // Ops not yet written are part of what is written now.
     this.outbox = [];
-    const sessions = this.listener!.localSnapshot();
-    await this.service.registerNode(this.nodeId, this.options.leaseTtlMs, { seq: ++this.seq, sessions });
-    this.needsRegistration = false;
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
-    for (const node of lease.nodes) if (node !== this.nodeId) this.enqueue({ kind: 'resync', node });
+    const sessions = this.listener!.localSnapshot();
+    const byUser = new Map<string, NodeOp[]>();
+    for (const session of sessions) {
+      let ops = byUser.get(session.userId);
+      if (!ops) byUser.set(session.userId, (ops = []));
+      ops.push({ op: 'session', session });
+    }
+    this.needsRegistration = false;
+    if (byUser.size > 0) {
+      await this.service.indexUsers(this.nodeId, [...byUser.keys()]);
+      for (const id of byUser.keys()) this.indexed.add(id);
+      // This node's stored sessions that ended while the service was away end in the shard too.
+      const stored = await this.service.readUsers([...byUser.keys()]);
+      const live = new Set(sessions.map((session) => session.id));
+      for (const [userId, shard] of stored) {
+        for (const { node, session } of shard.sessions) if (node === this.nodeId && !live.has(session.id)) byUser.get(userId)!.push({ op: 'end', sessionId: session.id, userId });
+      }
+      this.listedChannels.clear();
+      const { added } = this.channelChanges(sessions.map((session) => ({ op: 'session', session })));
+      await Promise.all([...added].map(([channel, entries]) => this.service.addToChannel(channel, entries)));
+      await Promise.all([...byUser].map(([userId, ops]) => this.service.writeOps(this.nodeId, userId, ops)));
+    }
     // At start only: if re-registrations retired too, two live processes given one id (a
     // misconfiguration) would end each other in turn forever.
     if (!this.started) for (const node of lease.nodes) if (this.isPreviousIncarnation(node)) this.enqueue({ kind: 'retire', node });
@@ -216,13 +340,17 @@ export class ClusterLink implements Cluster, UserStore {
     return configured !== undefined && node !== this.nodeId && node.startsWith(`${configured}@`);
   }
 
-  /** After the service was lost or this node was reaped: write everything again. */
+  /** After the service was lost or this node was reaped: write everything again, read everything again. */
   private reregister(): Promise<void> {
     if (this.closed || !this.started) return Promise.resolve();
     this.registering ??= (async () => {
       try {
         await this.register();
         await this.records.resync();
+        // Messages sent while this node was away are lost: every followed shard is read again,
+        // and every followed channel's index (members who joined meanwhile).
+        for (const channel of this.channels.keys()) this.enqueue({ kind: 'channel', channel, done: () => {} });
+        this.enqueue({ kind: 'read', users: [...this.userSeq.keys()] });
         this.options.log.info('registered again', { node: this.nodeId, nodes: this.registry.length });
       } catch (error) {
         this.needsRegistration = true;
@@ -247,31 +375,51 @@ export class ClusterLink implements Cluster, UserStore {
       return;
     }
     for (const node of lease.expired) {
-      if (node !== this.nodeId) await this.reap(node);
+      if (node !== this.nodeId) void this.reap(node, true);
     }
-    this.checkMembership(lease.nodes, this.options.clock.now());
+    // A reap whose reaper died before it was over is taken over once it has had a lease's time.
+    const now = lease.now;
+    for (const { node, since } of lease.reaping) {
+      if (node !== this.nodeId && now - since > 2 * this.options.leaseTtlMs) void this.reap(node, false);
+    }
   }
 
   /**
-   * Declares an expired node down. Its users with a socket open on it were online at least until
-   * its last lease renewal, so their stored lastSeen moves up to that first (never back, never for
-   * an invisible user): every node receives the new record before `down`, their leaves carry it,
-   * and a node started later reads the same. Both steps are safe to repeat when several nodes reap
-   * at once; a node that renewed meanwhile is not dropped, and its users were online then anyway.
+   * Declares a dead node down and removes its sessions from the shards. Dropping its lease
+   * announces `down`: every node orphans its sessions at once (offline delay from now). Then each
+   * user shard it had sessions in loses them, one shard at a time (atomic per shard, safe to repeat
+   * when several nodes reap at once); its users with a socket open on it were online at least until
+   * its last lease renewal, so their stored lastSeen moves up to that (never back, never for an
+   * invisible user).
    */
-  private async reap(node: string): Promise<void> {
-    await this.raiseLastSeenOf(node);
-    await this.service.reapNode(node);
+  private async reap(node: string, expired: boolean): Promise<void> {
+    if (this.reaping.has(node)) return;
+    this.reaping.add(node);
+    try {
+      const deadline = await this.service.leaseDeadline(node);
+      if (expired) {
+        const dropped = await this.service.dropNode(node, true);
+        if (!dropped) return;
+      }
+      // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
+      const renewedAt = (deadline ?? this.options.clock.now() + this.clockOffsetMs) - this.options.leaseTtlMs;
+      await this.reapShards(node, renewedAt);
+    } finally {
+      this.reaping.delete(node);
+    }
   }
 
-  /** Moves the stored lastSeen of a dead node's connected users up to its last lease renewal. */
-  private async raiseLastSeenOf(node: string): Promise<void> {
-    const [deadline, state] = await Promise.all([this.service.leaseDeadline(node), this.service.readNode(node)]);
-    if (deadline === null || !state) return;
-    // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
-    const renewedAt = deadline - this.options.leaseTtlMs;
-    const connected = new Set(state.sessions.filter((session) => session.attached).map((session) => session.userId));
-    await Promise.all([...connected].map((userId) => this.service.raiseLastSeen(userId, renewedAt)));
+  private async reapShards(node: string, lastSeenAt: number): Promise<void> {
+    const users = await this.service.indexedUsers(node);
+    for (let i = 0; i < users.length; i += REAP_CONCURRENCY) {
+      await Promise.all(
+        users.slice(i, i + REAP_CONCURRENCY).map(async (userId) => {
+          const removed = await this.service.reapUser(node, userId, lastSeenAt);
+          await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, [session.id]))));
+        }),
+      );
+    }
+    await this.service.finishReap(node);
   }
 
   /** Renews the lease and measures this node's clock against the service's on the way. */
@@ -285,46 +433,106 @@ export class ClusterLink implements Cluster, UserStore {
   }
 
   /**
-   * Nodes this one replicates but that the registry no longer lists (the service restarted
-   * empty and they have not come back) are treated as down once a lease lifetime has passed.
+   * Every interval: shards nobody here needs since the last round are let go (two rounds, so a
+   * leave and a quick rejoin do not churn subscriptions), and a slice of the followed users'
+   * stored sequences is compared with what was applied (a lost message, a missed reconnect).
    */
-  private checkMembership(registered: string[], now: number): void {
-    const listed = new Set(registered);
-    for (const node of listed) {
-      this.missingSince.delete(node);
-      if (node !== this.nodeId && !this.appliedSeq.has(node)) this.enqueue({ kind: 'resync', node });
-    }
-    for (const node of this.appliedSeq.keys()) {
-      if (listed.has(node)) continue;
-      const since = this.missingSince.get(node);
-      if (since === undefined) this.missingSince.set(node, now);
-      else if (now - since >= this.options.leaseTtlMs) {
-        this.missingSince.delete(node);
-        this.enqueue({ kind: 'down', node });
+  private async interestRound(): Promise<void> {
+    if (!this.service.isConnected() || this.registering) return;
+    const listener = this.listener!;
+    const dropChannels: string[] = [];
+    for (const [channel, loading] of this.channels) {
+      if (loading || listener.needsChannel(channel)) {
+        this.unneeded.channels.delete(channel);
+      } else if (this.unneeded.channels.has(channel)) {
+        this.unneeded.channels.delete(channel);
+        dropChannels.push(channel);
+      } else {
+        this.unneeded.channels.add(channel);
       }
     }
+    for (const channel of dropChannels) this.channels.delete(channel);
+    listener.dropUnfollowed();
+    const dropUsers: string[] = [];
+    for (const userId of this.userSeq.keys()) {
+      if (this.loadingUsers.has(userId) || listener.needsUser(userId) || this.records.busy(userId)) {
+        this.unneeded.users.delete(userId);
+      } else if (this.unneeded.users.has(userId)) {
+        this.unneeded.users.delete(userId);
+        dropUsers.push(userId);
+      } else {
+        this.unneeded.users.add(userId);
+      }
+    }
+    for (const userId of dropUsers) {
+      this.userSeq.delete(userId);
+      this.suspectSeq.delete(userId);
+      this.records.forget(userId);
+    }
+    if (dropChannels.length > 0 || dropUsers.length > 0) await this.service.unfollow({ users: dropUsers, channels: dropChannels });
+    await this.antiEntropy();
   }
 
-  /** Catches state that moved without a message reaching us (a lost publish, a missed reconnect). */
   private async antiEntropy(): Promise<void> {
-    if (!this.service.isConnected() || this.registering) return;
-    const others = this.registry.filter((node) => node !== this.nodeId);
-    if (others.length === 0) return;
-    const stored = await this.service.readNodeSeqs(others);
-    for (const [node, seq] of stored) {
-      const applied = this.appliedSeq.get(node);
-      if (applied === seq) {
-        this.suspectSeq.delete(node);
+    const followed = [...this.userSeq.keys()];
+    if (followed.length === 0) return;
+    const batch = this.options.antiEntropyBatch ?? 2000;
+    if (this.antiEntropyCursor >= followed.length) this.antiEntropyCursor = 0;
+    const slice = followed.slice(this.antiEntropyCursor, this.antiEntropyCursor + batch);
+    this.antiEntropyCursor += slice.length;
+    const stored = await this.service.readSeqs(slice);
+    const stale: string[] = [];
+    for (const [userId, seq] of stored) {
+      const applied = this.userSeq.get(userId);
+      if (applied === undefined || applied === seq) {
+        this.suspectSeq.delete(userId);
         continue;
       }
-      // A batch may simply be in flight: resync only when the same difference is still there.
-      if (this.suspectSeq.get(node) === seq) {
-        this.suspectSeq.delete(node);
-        this.enqueue({ kind: 'resync', node });
+      // A message may simply be in flight: read again only when the same difference is still there.
+      if (this.suspectSeq.get(userId) === seq) {
+        this.suspectSeq.delete(userId);
+        stale.push(userId);
       } else {
-        this.suspectSeq.set(node, seq);
+        this.suspectSeq.set(userId, seq);
       }
     }
+    if (stale.length > 0) this.enqueue({ kind: 'read', users: stale });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Following users: subscribe, then read, so nothing written in between is missed
+  // -------------------------------------------------------------------------------------------
+
+  /** Brings these users' shards here (their records and every node's sessions of them) and follows them. */
+  private follow(userIds: string[]): Promise<void> | undefined {
+    const waits: Promise<void>[] = [];
+    const toRead: string[] = [];
+    for (const id of new Set(userIds)) {
+      this.unneeded.users.delete(id);
+      // Read already, or being read right now (the read applies it and asks for it again).
+      if (this.userSeq.has(id) && this.records.has(id)) continue;
+      const loading = this.loadingUsers.get(id);
+      if (loading) waits.push(loading);
+      else if (!this.userSeq.has(id)) toRead.push(id);
+    }
+    if (toRead.length > 0) {
+      for (const id of toRead) this.userSeq.set(id, 0);
+      const read = this.service
+        .follow({ users: toRead })
+        .then(() => new Promise<void>((done) => this.enqueue({ kind: 'read', users: toRead, done })))
+        .catch((error: unknown) => {
+          // Unreachable service: the user starts from an empty record now and the shard is read
+          // again after reconnecting, so nobody is refused while the service is away.
+          this.options.log.debug('user shards not read', { error });
+          for (const id of toRead) this.records.markUnread(id);
+        })
+        .finally(() => {
+          for (const id of toRead) this.loadingUsers.delete(id);
+        });
+      for (const id of toRead) this.loadingUsers.set(id, read);
+      waits.push(read);
+    }
+    return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -332,7 +540,10 @@ export class ClusterLink implements Cluster, UserStore {
   // -------------------------------------------------------------------------------------------
 
   private enqueue(item: QueueItem): void {
-    if (this.closed) return;
+    if (this.closed) {
+      if ('done' in item && item.done) item.done();
+      return;
+    }
     this.queue.push(item);
     if (!this.draining) void this.drain();
   }
@@ -347,70 +558,129 @@ export class ClusterLink implements Cluster, UserStore {
         } catch (error) {
           // A read that failed because the service went away: the reconnect re-reads everything.
           this.options.log.debug('cluster message not applied', { kind: item.kind, error });
-          if ('node' in item && item.kind !== 'user') this.appliedSeq.delete(item.node);
+          if ('user' in item) this.userSeq.set(item.user, 0);
+        } finally {
+          if ('done' in item && item.done) item.done();
         }
       }
     } finally {
       this.draining = false;
     }
+    for (const item of this.queue.splice(0)) if ('done' in item && item.done) item.done();
   }
 
   private async process(item: QueueItem): Promise<void> {
     const listener = this.listener!;
+    if (process.env.DBG) console.log(this.nodeId.slice(0,4), 'process', JSON.stringify(item).slice(0,200));
     switch (item.kind) {
-      case 'ops': {
-        if (item.node === this.nodeId) return;
-        const applied = this.appliedSeq.get(item.node);
-        if (applied !== undefined && item.seq <= applied) return;
-        if (applied === undefined || item.seq !== applied + 1) {
-          await this.resync(item.node);
+      case 'ops':
+      case 'record':
+      case 'reaped': {
+        const applied = this.userSeq.get(item.user);
+        // Not followed (any more), or already in what was read.
+        if (applied === undefined || this.loadingUsers.has(item.user) && applied === 0) return;
+        if (item.seq <= applied) return;
+        if (item.seq !== applied + 1) {
+          await this.read([item.user]);
           return;
         }
-        this.appliedSeq.set(item.node, item.seq);
-        await listener.applyOps(item.node, item.ops);
+        this.userSeq.set(item.user, item.seq);
+        if (item.kind === 'ops') {
+          if (item.node !== this.nodeId) await listener.applyOps(item.node, item.ops);
+        } else if (item.kind === 'record') {
+          await this.records.receive({ node: item.node, userId: item.user, version: item.seq, fields: item.fields });
+        } else {
+          await this.records.receive({ node: '', userId: item.user, version: item.seq, fields: item.fields });
+          listener.userOrphaned(item.node, item.user);
+        }
         return;
       }
-      case 'hello':
-      case 'resync':
-        if (item.node !== this.nodeId) await this.resync(item.node);
+      case 'member':
+        if (this.channels.has(item.channel) && !this.userSeq.has(item.user)) void this.follow([item.user]);
         return;
       case 'down':
         if (item.node === this.nodeId) {
-          // Reaped while alive (a long pause or partition): come back with everything.
+          // Dropped while alive (a long pause or partition): come back with everything.
           if (!this.closed) void this.reregister();
           return;
         }
-        this.appliedSeq.delete(item.node);
-        this.suspectSeq.delete(item.node);
+        this.registry = this.registry.filter((node) => node !== item.node);
         listener.nodeDown(item.node);
         return;
-      case 'user':
-        await this.records.receive(item);
+      case 'read':
+        await this.read(item.users.filter((id) => this.userSeq.has(id)));
+        return;
+      case 'channel':
+        await this.readChannel(item.channel);
         return;
       case 'retire':
-        // Its state was read just before (the resync queued ahead of this), so its sessions can
-        // still be resumed here. Dropping it now announces `down`: every node gives its sessions the
-        // offline delay from now, as for a crash, instead of after its lease runs out.
+        // Dropping it announces `down`: every node gives its sessions the offline delay from now,
+        // as for a crash, instead of after its lease runs out; clients that resume here find their
+        // session orphaned on the other nodes and their user still there.
         this.options.log.warn('a previous run of this node id is still registered; ending it as crashed', { node: this.nodeId, previous: item.node });
-        // Like a reap: its users were online at least until its last renewal (see `reap`).
-        await this.raiseLastSeenOf(item.node);
-        await this.service.leave(item.node);
-        return;
-      case 'barrier':
-        item.done();
+        {
+          const deadline = await this.service.leaseDeadline(item.node);
+          await this.service.dropNode(item.node, false);
+          void this.reapShards(item.node, (deadline ?? this.options.clock.now() + this.clockOffsetMs) - this.options.leaseTtlMs).catch((error: unknown) =>
+            this.options.log.debug('reap of the previous run not finished; another node takes it over', { error }),
+          );
+        }
         return;
     }
   }
 
-  private async resync(node: string): Promise<void> {
-    const state = await this.service.readNode(node);
-    if (!state) {
-      if (this.appliedSeq.delete(node)) this.listener!.nodeDown(node);
-      return;
+  /** Reads users' shards whole and applies them (records first, then sessions). */
+  private async read(userIds: string[]): Promise<void> {
+    if (userIds.length === 0) return;
+    const shards = await this.service.readUsers(userIds);
+    for (const [userId, shard] of shards) {
+      if (!this.userSeq.has(userId)) continue;
+      this.userSeq.set(userId, shard.seq);
+      this.suspectSeq.delete(userId);
+      this.records.adopt(userId, shard.seq, shard.fields);
+      const record = this.records.get(userId);
+      if (record) await this.listener!.applyRecord(record);
+      await this.listener!.applyUser(userId, this.liveSessions(userId, shard));
     }
-    this.appliedSeq.set(node, state.seq);
-    this.suspectSeq.delete(node);
-    await this.listener!.applySnapshot(node, state.sessions);
+  }
+
+  /**
+   * A shard's sessions whose owner is alive. Those of a node no longer registered are left by a
+   * reap that is not over (or a node dropped while paused that wrote after): repaired here.
+   */
+  private liveSessions(userId: string, shard: UserShard): OwnedSession[] {
+    const registered = new Set(this.registry);
+    const live: OwnedSession[] = [];
+    for (const entry of shard.sessions) {
+      if (registered.has(entry.node) || entry.node === this.nodeId) live.push(entry);
+      else if (!this.reaping.has(entry.node)) void this.service.reapUser(entry.node, userId, 0).catch(() => undefined);
+    }
+    return live;
+  }
+
+  /**
+   * Starts following a channel: subscribes, then reads its index, then every member's shard (also
+   * of users followed already: their sessions in this channel were left out until now).
+   */
+  private async readChannel(channel: string): Promise<void> {
+    if (!this.channels.has(channel)) return;
+    await this.service.follow({ channels: [channel] });
+    const entries = await this.service.readChannel(channel);
+    const registered = new Set(this.registry);
+    const users = new Set<string>();
+    const stale: string[] = [];
+    for (const entry of entries) {
+      if (registered.has(entry.node) || entry.node === this.nodeId) users.add(entry.userId);
+      else stale.push(entry.sessionId);
+    }
+    // Entries of dead nodes whose reap is over (or never came): a reader repairs the index.
+    if (stale.length > 0) void this.service.removeFromChannel(channel, stale).catch(() => undefined);
+    const fresh = [...users].filter((id) => !this.userSeq.has(id));
+    if (fresh.length > 0) {
+      for (const id of fresh) this.userSeq.set(id, 0);
+      await this.service.follow({ users: fresh });
+    }
+    await this.read([...users]);
   }
 
   private every(ms: number, task: () => Promise<void>): void {
@@ -427,15 +697,17 @@ export class ClusterLink implements Cluster, UserStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // UserStore: the records, kept by `UserRecords`
+  // UserStore: the followed users' records, kept by `UserRecords`
   // -------------------------------------------------------------------------------------------
 
   get(userId: string): UserRecord | undefined {
     return this.records.get(userId);
   }
 
+  /** Follows these users: their records and their sessions on every node come here, and stay while needed. */
   load(userIds: string[]): Promise<void> | undefined {
-    return this.records.load(userIds);
+    if (!this.started) return undefined;
+    return this.follow(userIds);
   }
 
   save(record: UserRecord, kind: SaveKind = 'presence', cause?: string): void {
@@ -445,14 +717,15 @@ export class ClusterLink implements Cluster, UserStore {
   /**
    * For tests and the operations docs: what this node holds. `unwrittenOps`: session ops published
    * here that the shared service does not hold yet (they leave at the end of the event-loop turn),
-   * so a node that reads this one's state now would not see them.
+   * so a node that reads now would not see them.
    */
-  inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number; unwrittenOps: number } {
+  inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number; unwrittenOps: number; followedUsers: number; followedChannels: number } {
     return {
       ...this.records.inspect(),
-      knownNodes: this.appliedSeq.size,
+      knownNodes: this.registry.length,
       unwrittenOps: this.outbox.length + this.opsInFlight,
+      followedUsers: this.userSeq.size,
+      followedChannels: this.channels.size,
     };
   }
 }
-

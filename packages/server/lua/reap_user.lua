@@ -1,0 +1,44 @@
+-- Removes a dead node's sessions from one user's shard. If one of them was attached, the user
+-- was online until the dead node's last lease renewal: the stored lastSeen moves up to it (never
+-- back, not while invisible). Publishes `reaped` with the record when anything was removed. Safe
+-- to run again, and by several reapers at once.
+-- KEYS[1]  the user's record hash;  KEYS[2]  the user's sessions
+-- ARGV[1]  publish command;  ARGV[2]  the user's topic;  ARGV[3]  dead node id;  ARGV[4]  user id
+-- ARGV[5]  the dead node's last renewal, ms
+-- Returns the removed sessions' snapshot JSON.
+local flat = redis.call('HGETALL', KEYS[2])
+local prefix = ARGV[3] .. '\n'
+local removed = {}
+local attached = false
+for i = 1, #flat, 2 do
+  local value = flat[i + 1]
+  if string.sub(value, 1, #prefix) == prefix then
+    redis.call('HDEL', KEYS[2], flat[i])
+    local b = string.find(value, '\n', #prefix + 1, true)
+    local json = string.sub(value, b + 1)
+    removed[#removed + 1] = json
+    if string.find(json, '"attached":true', 1, true) then attached = true end
+  end
+end
+if #removed == 0 then return removed end
+if attached then
+  local invisible = false
+  local manual = redis.call('HGET', KEYS[1], 'manual')
+  if manual then
+    local ok, decoded = pcall(cjson.decode, manual)
+    invisible = ok and type(decoded) == 'table' and decoded.status == 'invisible'
+  end
+  local at = tonumber(ARGV[5])
+  local stored = tonumber(redis.call('HGET', KEYS[1], 'lastSeenAt') or '')
+  if not invisible and at > 0 and (stored == nil or stored < at) then
+    redis.call('HSET', KEYS[1], 'lastSeenAt', tostring(at))
+  end
+end
+local seq = redis.call('HINCRBY', KEYS[1], '~v', 1)
+local all = redis.call('HGETALL', KEYS[1])
+local fields = {}
+for i = 1, #all, 2 do
+  if all[i] ~= '~v' then fields[all[i]] = all[i + 1] end
+end
+redis.call(ARGV[1], ARGV[2], cjson.encode({ kind = 'reaped', user = ARGV[4], node = ARGV[3], seq = seq, fields = fields }))
+return removed
