@@ -1,7 +1,8 @@
 -- Applies one node's ops on one user's sessions to the user's shard and publishes them, in one
 -- step: the shard's sequence always matches what was published on the user's topic.
 -- KEYS[1]  the user's record hash ('~v': the shard's sequence)
--- KEYS[2]  the user's sessions: session id -> node .. '\n' .. moves .. '\n' .. snapshot JSON
+-- KEYS[2]  the user's sessions: session id -> node .. '\n' .. moves .. '\n' .. orphaned at ('' while
+--          its node lives) .. '\n' .. snapshot JSON
 -- ARGV[1]  publish command;  ARGV[2]  the user's topic;  ARGV[3]  node id
 -- ARGV[4]  the message without its end: '{...,"seq":' (the sequence and '}' are added here)
 -- ARGV[5..] per op: 's', session id, moves, snapshot JSON  or  'e', session id
@@ -20,7 +21,7 @@ while i <= #ARGV do
       storedMoves = tonumber(string.sub(stored, a + 1, b - 1))
     end
     if moves >= storedMoves then
-      redis.call('HSET', KEYS[2], id, ARGV[3] .. '\n' .. ARGV[i + 2] .. '\n' .. ARGV[i + 3])
+      redis.call('HSET', KEYS[2], id, ARGV[3] .. '\n' .. ARGV[i + 2] .. '\n\n' .. ARGV[i + 3])
     end
     i = i + 4
   else

@@ -115,6 +115,23 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.engine.loadUsers(userIds);
   }
 
+  prepareConnect(userId: string, sessionId?: string): Promise<void> | undefined {
+    return this.engine.prepareConnect(userId, sessionId);
+  }
+
+  loadChannel(name: string): Promise<void> | undefined {
+    return this.replica.prepareChannel(name);
+  }
+
+  async loadUserChannels(userId: string): Promise<void> {
+    await this.engine.loadUsers([userId]);
+    const user = this.engine.state.users.get(userId);
+    if (!user) return;
+    const names = new Set<string>();
+    for (const session of user.sessions.values()) for (const name of session.remote?.channels ?? []) names.add(name);
+    await Promise.all([...names].map((name) => this.replica.prepareChannel(name)));
+  }
+
   updateUser(userId: string, patch: UserPatch): SelfPresence {
     return this.engine.updateUser(userId, patch);
   }

@@ -103,6 +103,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
         nodeId: config.nodeId,
         leaseTtlMs: config.nodeLeaseMs,
         syncIntervalMs: config.syncIntervalMs,
+        offlineDelayMs: config.offlineDelayMs,
         clock: baseClock,
         log,
       })

@@ -24,6 +24,8 @@ export interface ClusterLinkOptions {
    * message are re-read, and shards nobody here needs any more (for two intervals) are let go.
    */
   syncIntervalMs: number;
+  /** The offline delay: how long a dead node's sessions stay in the shards, resumable, before they go. */
+  offlineDelayMs: number;
   /** This node's own clock; only used to measure the offset to the shared service's clock. */
   clock: Pick<Clock, 'now'>;
   log: Logger;
@@ -195,7 +197,7 @@ export class ClusterLink implements Cluster, UserStore {
     for (const [userId, userOps] of byUser) writes.push(this.service.writeOps(this.nodeId, userId, userOps));
     await Promise.all(writes);
     // Taken out of a channel's index only after the shard says so: a reader never misses a member.
-    await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, ids)));
+    await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
   }
 
   /** What the channels' indexes must learn from these ops: sessions that entered and left channels. */
@@ -272,10 +274,12 @@ export class ClusterLink implements Cluster, UserStore {
     try {
       if (this.service.isConnected()) {
         // Leaving: every node orphans this node's sessions at once (offline delay from now), and
-        // its sessions leave the shards, as a reaper would remove them.
+        // so do the shards, as a reaper would mark them.
         const at = this.options.clock.now() + this.clockOffsetMs;
         await this.service.dropNode(this.nodeId, false);
-        await this.reapShards(this.nodeId, at);
+        // Orphaned at once; another node removes them after the offline delay (the reaping list).
+        const users = await this.service.indexedUsers(this.nodeId);
+        await this.eachInBatches(users, (userId) => this.service.reapUser(this.nodeId, userId, at));
       }
     } catch (error) {
       this.options.log.warn('could not leave the cluster cleanly; the lease will expire', { error });
@@ -409,17 +413,25 @@ export class ClusterLink implements Cluster, UserStore {
     }
   }
 
+  /**
+   * Two passes over the dead node's users: its sessions are marked orphaned at once (every node
+   * following a user starts the offline delay; a client may still resume its session anywhere),
+   * then, an offline delay later, the orphans leave the shards and the channels' indexes.
+   */
   private async reapShards(node: string, lastSeenAt: number): Promise<void> {
     const users = await this.service.indexedUsers(node);
-    for (let i = 0; i < users.length; i += REAP_CONCURRENCY) {
-      await Promise.all(
-        users.slice(i, i + REAP_CONCURRENCY).map(async (userId) => {
-          const removed = await this.service.reapUser(node, userId, lastSeenAt);
-          await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, [session.id]))));
-        }),
-      );
-    }
+    await this.eachInBatches(users, (userId) => this.service.reapUser(node, userId, lastSeenAt));
+    await new Promise((resolve) => setTimeout(resolve, this.options.offlineDelayMs + 50).unref());
+    if (this.closed) return;
+    await this.eachInBatches(users, async (userId) => {
+      const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs);
+      await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, node, [session.id]))));
+    });
     await this.service.finishReap(node);
+  }
+
+  private async eachInBatches(items: string[], task: (item: string) => Promise<unknown>): Promise<void> {
+    for (let i = 0; i < items.length; i += REAP_CONCURRENCY) await Promise.all(items.slice(i, i + REAP_CONCURRENCY).map(task));
   }
 
   /** Renews the lease and measures this node's clock against the service's on the way. */
@@ -630,8 +642,8 @@ export class ClusterLink implements Cluster, UserStore {
   }
 
   /** Reads users' shards whole and applies them (records first, then sessions). */
-  private async read(userIds: string[]): Promise<void> {
-    if (userIds.length === 0) return;
+  private async read(userIds: string[]): Promise<Map<string, UserShard>> {
+    if (userIds.length === 0) return new Map();
     const shards = await this.service.readUsers(userIds);
     for (const [userId, shard] of shards) {
       if (!this.userSeq.has(userId)) continue;
@@ -640,22 +652,34 @@ export class ClusterLink implements Cluster, UserStore {
       this.records.adopt(userId, shard.seq, shard.fields);
       const record = this.records.get(userId);
       if (record) await this.listener!.applyRecord(record);
-      await this.listener!.applyUser(userId, this.liveSessions(userId, shard));
+      const { sessions, deadOwners } = this.liveSessions(shard);
+      await this.listener!.applyUser(userId, sessions);
+      for (const node of deadOwners) this.listener!.userOrphaned(node, userId);
     }
+    return shards;
   }
 
   /**
-   * A shard's sessions whose owner is alive. Those of a node no longer registered are left by a
-   * reap that is not over (or a node dropped while paused that wrote after): repaired here.
+   * A shard's sessions as this node must hold them: those of live nodes, and those of dead nodes
+   * still inside their offline delay (orphaned in the shard, or not marked yet because the reap
+   * has not reached this user), which are orphaned here too.
    */
-  private liveSessions(userId: string, shard: UserShard): OwnedSession[] {
+  private liveSessions(shard: UserShard): { sessions: OwnedSession[]; deadOwners: Set<string> } {
     const registered = new Set(this.registry);
-    const live: OwnedSession[] = [];
-    for (const entry of shard.sessions) {
-      if (registered.has(entry.node) || entry.node === this.nodeId) live.push(entry);
-      else if (!this.reaping.has(entry.node)) void this.service.reapUser(entry.node, userId, 0).catch(() => undefined);
+    const now = this.options.clock.now() + this.clockOffsetMs;
+    const sessions: OwnedSession[] = [];
+    const deadOwners = new Set<string>();
+    for (const { node, session, orphanedAt } of shard.sessions) {
+      if (orphanedAt !== undefined) {
+        if (orphanedAt + this.options.offlineDelayMs <= now) continue;
+      } else if (registered.has(node) || node === this.nodeId) {
+        sessions.push({ node, session });
+        continue;
+      }
+      sessions.push({ node, session });
+      deadOwners.add(node);
     }
-    return live;
+    return { sessions, deadOwners };
   }
 
   /**
@@ -666,21 +690,19 @@ export class ClusterLink implements Cluster, UserStore {
     if (!this.channels.has(channel)) return;
     await this.service.follow({ channels: [channel] });
     const entries = await this.service.readChannel(channel);
-    const registered = new Set(this.registry);
-    const users = new Set<string>();
-    const stale: string[] = [];
-    for (const entry of entries) {
-      if (registered.has(entry.node) || entry.node === this.nodeId) users.add(entry.userId);
-      else stale.push(entry.sessionId);
-    }
-    // Entries of dead nodes whose reap is over (or never came): a reader repairs the index.
-    if (stale.length > 0) void this.service.removeFromChannel(channel, stale).catch(() => undefined);
+    const users = new Set(entries.map((entry) => entry.userId));
     const fresh = [...users].filter((id) => !this.userSeq.has(id));
     if (fresh.length > 0) {
       for (const id of fresh) this.userSeq.set(id, 0);
       await this.service.follow({ users: fresh });
     }
-    await this.read([...users]);
+    const shards = await this.read([...users]);
+    // An entry whose session its user's shard no longer holds under that node (it ended, or moved,
+    // and the removal never came: its node died in between) is repaired by the reader.
+    for (const entry of entries) {
+      const stored = shards.get(entry.userId)?.sessions.find(({ session }) => session.id === entry.sessionId);
+      if (!stored || stored.node !== entry.node) void this.service.removeFromChannel(channel, entry.node, [entry.sessionId]).catch(() => undefined);
+    }
   }
 
   private every(ms: number, task: () => Promise<void>): void {

@@ -181,24 +181,40 @@ export class MemoryHub {
     this.tidy(userId);
   }
 
-  reapUser(nodeId: string, userId: string, lastSeenAt: number): SessionSnapshot[] {
+  reapUser(nodeId: string, userId: string, lastSeenAt: number): number {
     this.check();
     const user = this.users.get(userId);
-    if (!user) return [];
-    const removed: SessionSnapshot[] = [];
-    for (const [id, stored] of user.sessions) {
-      if (stored.node !== nodeId) continue;
-      removed.push(stored.session);
-      user.sessions.delete(id);
+    if (!user) return 0;
+    let marked = 0;
+    let attached = false;
+    for (const stored of user.sessions.values()) {
+      if (stored.node !== nodeId || stored.orphanedAt !== undefined) continue;
+      stored.orphanedAt = this.now();
+      marked += 1;
+      if (stored.session.attached) attached = true;
     }
-    if (removed.length === 0) return [];
+    if (marked === 0) return 0;
     // As reap_user.lua: a connected user was online until the dead node's last renewal.
-    if (removed.some((session) => session.attached) && manualStatus(user.fields.manual) !== 'invisible') {
+    if (attached && manualStatus(user.fields.manual) !== 'invisible' && lastSeenAt > 0) {
       const stored = user.fields.lastSeenAt ? Number(user.fields.lastSeenAt) : undefined;
       if (stored === undefined || stored < lastSeenAt) user.fields.lastSeenAt = String(lastSeenAt);
     }
     user.seq += 1;
     this.publishToUser({ kind: 'reaped', user: userId, seq: user.seq, node: nodeId, fields: { ...user.fields } });
+    return marked;
+  }
+
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): SessionSnapshot[] {
+    this.check();
+    const user = this.users.get(userId);
+    if (!user) return [];
+    const removed: SessionSnapshot[] = [];
+    for (const [id, stored] of user.sessions) {
+      if (stored.node !== nodeId || stored.orphanedAt === undefined || stored.orphanedAt + offlineDelayMs > this.now()) continue;
+      removed.push(stored.session);
+      user.sessions.delete(id);
+    }
+    this.tidy(userId);
     return structuredClone(removed);
   }
 
@@ -248,11 +264,11 @@ export class MemoryHub {
     }
   }
 
-  removeFromChannel(name: string, sessionIds: string[]): void {
+  removeFromChannel(name: string, node: string, sessionIds: string[]): void {
     this.check();
     const channel = this.channels.get(name);
     if (!channel) return;
-    for (const id of sessionIds) channel.delete(id);
+    for (const id of sessionIds) if (channel.get(id)?.node === node) channel.delete(id);
     if (channel.size === 0) this.channels.delete(name);
   }
 
@@ -356,8 +372,12 @@ export class MemoryService implements SharedService {
     this.hub.writeOps(nodeId, userId, ops);
   }
 
-  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<SessionSnapshot[]> {
+  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
     return this.hub.reapUser(nodeId, userId, lastSeenAt);
+  }
+
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
+    return this.hub.expireOrphans(nodeId, userId, offlineDelayMs);
   }
 
   async readUsers(userIds: string[]): Promise<Map<string, UserShard>> {
@@ -380,8 +400,8 @@ export class MemoryService implements SharedService {
     this.hub.addToChannel(channel, entries);
   }
 
-  async removeFromChannel(channel: string, sessionIds: string[]): Promise<void> {
-    this.hub.removeFromChannel(channel, sessionIds);
+  async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {
+    this.hub.removeFromChannel(channel, node, sessionIds);
   }
 
   async readChannel(channel: string): Promise<ChannelEntry[]> {

@@ -37,7 +37,9 @@ const SCRIPTS = {
   write_ops: 2,
   write_user: 1,
   reap_user: 2,
+  expire_orphans: 1,
   add_to_channel: 1,
+  remove_from_channel: 1,
 } as const;
 
 /** The Lua scripts ship beside the compiled code (`lua/` in the package), one file each. */
@@ -55,8 +57,10 @@ interface ScriptCommands {
   drop_node(registry: string, reaping: string, ...args: string[]): Promise<number>;
   write_ops(record: string, sessions: string, ...args: string[]): Promise<number>;
   write_user(user: string, ...args: string[]): Promise<number>;
-  reap_user(record: string, sessions: string, ...args: string[]): Promise<string[]>;
+  reap_user(record: string, sessions: string, ...args: string[]): Promise<number>;
+  expire_orphans(sessions: string, ...args: string[]): Promise<string[]>;
   add_to_channel(channel: string, ...args: string[]): Promise<number>;
+  remove_from_channel(channel: string, ...args: string[]): Promise<number>;
 }
 
 export interface RedisServiceOptions {
@@ -207,8 +211,12 @@ export class RedisService implements SharedService {
     await this.scripts.write_ops(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, head, ...args);
   }
 
-  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<SessionSnapshot[]> {
-    const removed = await this.scripts.reap_user(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, String(lastSeenAt));
+  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
+    return this.scripts.reap_user(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, String(lastSeenAt));
+  }
+
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
+    const removed = await this.scripts.expire_orphans(this.keys.userSessions(userId), nodeId, String(offlineDelayMs));
     return removed.map((json) => JSON.parse(json) as SessionSnapshot);
   }
 
@@ -220,9 +228,13 @@ export class RedisService implements SharedService {
       const [{ '~v': seq, ...fields }, stored] = shards[i];
       const sessions: StoredSession[] = [];
       for (const value of Object.values(stored)) {
+        // node \n moves \n orphaned at ('' while its node lives) \n snapshot JSON (write_ops.lua)
         const a = value.indexOf('\n');
         const b = value.indexOf('\n', a + 1);
-        sessions.push({ node: value.slice(0, a), session: JSON.parse(value.slice(b + 1)) as SessionSnapshot });
+        const c = value.indexOf('\n', b + 1);
+        const entry: StoredSession = { node: value.slice(0, a), session: JSON.parse(value.slice(c + 1)) as SessionSnapshot };
+        if (c > b + 1) entry.orphanedAt = Number(value.slice(b + 1, c));
+        sessions.push(entry);
       }
       result.set(id, { seq: Number(seq ?? 0), fields: Object.keys(fields).length === 0 ? null : fields, sessions });
     });
@@ -250,8 +262,8 @@ export class RedisService implements SharedService {
     await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
   }
 
-  async removeFromChannel(channel: string, sessionIds: string[]): Promise<void> {
-    if (sessionIds.length > 0) await this.commands.hdel(this.keys.channel(channel), ...sessionIds);
+  async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {
+    if (sessionIds.length > 0) await this.scripts.remove_from_channel(this.keys.channel(channel), node, ...sessionIds);
   }
 
   async readChannel(channel: string): Promise<ChannelEntry[]> {

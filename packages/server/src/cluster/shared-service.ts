@@ -19,6 +19,8 @@ export type StoredUserFields = Record<string, string>;
 export interface StoredSession {
   node: string;
   session: SessionSnapshot;
+  /** Set once its node was declared dead (ms, the service's clock): it stays for the offline delay. */
+  orphanedAt?: number;
 }
 
 export type ShardMessage =
@@ -107,11 +109,14 @@ export interface SharedService {
   /** Applies one node's ops to a user's stored sessions and publishes them, in one step. */
   writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void>;
   /**
-   * Removes a dead node's sessions from one user's shard. When it had any, the user's stored
-   * lastSeen moves up to `lastSeenAt` (never back, not while invisible) if one of them was attached,
-   * and `reaped` is published. Returns the sessions removed. Safe to repeat.
+   * Marks a dead node's sessions in one user's shard as orphaned: they stay for the offline delay,
+   * so a client can still resume its session on any node. When any was newly marked, the user's
+   * stored lastSeen moves up to `lastSeenAt` (never back, not while invisible) if one of them was
+   * attached, and `reaped` is published. Returns how many were newly marked. Safe to repeat.
    */
-  reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<SessionSnapshot[]>;
+  reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number>;
+  /** Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard; returns them. */
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]>;
   readUsers(userIds: string[]): Promise<Map<string, UserShard>>;
   /** The shard sequence of each user (0 for a shard with nothing in it). */
   readSeqs(userIds: string[]): Promise<Map<string, number>>;
@@ -127,7 +132,8 @@ export interface SharedService {
   // Channel shards: an index of who is where, so a node that follows a channel finds its members.
   /** Adds sessions to a channel's index and announces each new user in it on the channel's topic. */
   addToChannel(channel: string, entries: ChannelEntry[]): Promise<void>;
-  removeFromChannel(channel: string, sessionIds: string[]): Promise<void>;
+  /** Takes sessions out of a channel's index, each only where `node` still owns it (a moved session stays listed). */
+  removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
   readChannel(channel: string): Promise<ChannelEntry[]>;
 
   /** Every key of this cluster, for tests and the upgrade check. */

@@ -174,6 +174,22 @@ export class PresenceEngine {
     return missing.length > 0 ? this.store.load(missing) : undefined;
   }
 
+  /**
+   * Everything `connect` needs in memory: the user's record and sessions, and, when the client
+   * resumes a session another node holds, the channels it takes along (their members on other
+   * nodes, so its sync lists them). Call before `connect`.
+   */
+  prepareConnect(userId: string, sessionId?: string): Promise<void> | undefined {
+    const channelsOfMovedSession = (): Promise<void> | undefined => {
+      const session = sessionId === undefined ? undefined : this.sessions.get(sessionId);
+      if (!session?.remote?.channels || session.user.record.userId !== userId) return undefined;
+      const waits = session.remote.channels.filter((name) => !this.channels.has(name)).flatMap((name) => this.replication.prepareChannel(name) ?? []);
+      return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
+    };
+    const loading = this.loadUsers([userId]);
+    return loading ? loading.then(channelsOfMovedSession) : channelsOfMovedSession();
+  }
+
   // -------------------------------------------------------------------------------------------
   // Sessions
   // -------------------------------------------------------------------------------------------

@@ -239,6 +239,7 @@ export class Replica implements SessionReplication, ClusterListener {
     session.device = snapshot.device;
     session.idle = snapshot.idle;
     session.remote!.attached = snapshot.attached;
+    session.remote!.channels = Object.keys(snapshot.channels);
     for (const name of [...session.channels]) {
       if (Object.hasOwn(snapshot.channels, name)) continue;
       const channel = engine.state.channels.get(name);

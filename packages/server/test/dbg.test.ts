@@ -1,0 +1,22 @@
+import { it } from 'node:test';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
+import { ClusterNode, pause } from './support/cluster-nodes.js';
+import * as log from './support/presence-log.js';
+it('dbg', async () => {
+  const hub = new MemoryHub();
+  const leaseTtlMs = 5000;
+  const a = await ClusterNode.start({ service: new MemoryService(hub), leaseTtlMs, nodeId: 'same-id' });
+  const c = await ClusterNode.start({ service: new MemoryService(hub), leaseTtlMs });
+  const obs = await c.connect('obs');
+  await c.send(obs, { type: 'join', channel: 'room' });
+  const ann = await a.connect('ann');
+  await a.send(ann, { type: 'join', channel: 'room' });
+  await pause(200);
+  await a.crash();
+  const again = await ClusterNode.start({ service: new MemoryService(hub), leaseTtlMs, nodeId: 'same-id' });
+  const annAgain = await again.connect('ann', { sessionId: ann.sessionId });
+  console.log('resumed', annAgain.of('welcome')[0].resumed, JSON.stringify(annAgain.of('presence.sync')));
+  await pause(1500);
+  console.log(log.joinsAndLeaves(obs.frames, 'room', 'ann'), hub.storedSessions('ann'));
+  await again.stop(); await c.stop();
+});
