@@ -38,8 +38,10 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly sessionTokens: SessionTokens;
   /** Sessions kept by HTTP heartbeats instead of a socket. */
   readonly heartbeats: HeartbeatSessions;
+  private readonly cluster: Cluster | undefined;
 
   constructor(options: PresenceNodeOptions) {
+    this.cluster = options.cluster;
     this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
     this.engine = new PresenceEngine({
       config: options.config,
@@ -152,8 +154,34 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.engine.reader.userChannels(userId);
   }
 
-  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
-    return this.engine.reader.onlineUsers(page);
+  /**
+   * The online list. On one node, from memory. In a cluster, a node holds only the users its
+   * clients can see, so the list comes from the shared state: the union of every node's online
+   * list gives the ids and the count, and the users of the page asked for are read (followed for
+   * a moment) to build their views.
+   */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage | Promise<OnlineUsersPage> {
+    if (!this.cluster) return this.engine.reader.onlineUsers(page);
+    return this.clusterOnlineUsers(this.cluster, page);
+  }
+
+  private async clusterOnlineUsers(cluster: Cluster, page: { limit: number; cursor?: string }): Promise<OnlineUsersPage> {
+    const ids = await cluster.readOnline();
+    const after = page.cursor === undefined ? ids : ids.filter((id) => id > page.cursor!);
+    const pageIds = after.slice(0, page.limit);
+    await this.engine.loadUsers(pageIds);
+    const users = pageIds.flatMap((id) => {
+      const user = this.engine.state.users.get(id);
+      return user?.announcedVisible ? [user.published] : [];
+    });
+    const result: OnlineUsersPage = { count: ids.length, users };
+    if (after.length > pageIds.length) result.nextCursor = pageIds[pageIds.length - 1];
+    return result;
+  }
+
+  /** How many users are online: on one node, from memory; in a cluster, from the shared state. */
+  async onlineCount(): Promise<number> {
+    return this.cluster ? (await this.cluster.readOnline()).length : this.engine.reader.stats().onlineUsers;
   }
 
   stats(): PresenceStats {

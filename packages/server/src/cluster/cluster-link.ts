@@ -85,6 +85,11 @@ export class ClusterLink implements Cluster, UserStore {
   private opsInFlight = 0;
   private flushScheduled = false;
   private writing: Promise<void> = Promise.resolve();
+  /** Users this node lists as online (visible, with a session here), and changes not written yet. */
+  private readonly online = new Set<string>();
+  private onlineChanges = new Map<string, boolean>();
+  /** Dropped nodes still being reaped, as of the last lease renewal (their online lists still count). */
+  private reapingNodes: string[] = [];
   /** Users this node's index lists (written before their first session is). */
   private readonly indexed = new Set<string>();
   /** Channels each local session is listed in, in the channels' indexes. */
@@ -148,34 +153,63 @@ export class ClusterLink implements Cluster, UserStore {
    * and a session entering a channel goes into the channel's index (so nodes following the channel
    * find its user).
    */
+  listOnline(userId: string, online: boolean): void {
+    if (this.closed) return;
+    if (online) this.online.add(userId);
+    else this.online.delete(userId);
+    this.onlineChanges.set(userId, online);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  async readOnline(): Promise<string[]> {
+    const ids = await this.service.readOnline([...new Set([...this.registry, ...this.reapingNodes])]);
+    return ids.sort();
+  }
+
   flush(): void {
     this.flushScheduled = false;
-    if (this.outbox.length === 0 || !this.started) return;
+    if (!this.started) return;
     if (this.registering) {
       void this.registering.then(() => this.flush());
       return;
     }
     if (!this.service.isConnected()) {
       // Everything is written again on reconnect, so these ops are not needed.
+      if (this.outbox.length > 0 || this.onlineChanges.size > 0) this.needsRegistration = true;
       this.outbox = [];
-      this.needsRegistration = true;
+      this.onlineChanges = new Map();
       return;
     }
-    const ops = this.outbox;
-    this.outbox = [];
-    this.opsInFlight += ops.length;
-    const previous = this.writing;
-    // One flush after the other: a user's ops reach the shard in the order they were made.
-    this.writing = previous.then(() => this.write(ops)).then(
-      () => {
-        this.opsInFlight -= ops.length;
-      },
-      (error: unknown) => {
-        this.opsInFlight -= ops.length;
-        this.needsRegistration = true;
-        this.options.log.debug('session ops not written; will re-register', { error });
-      },
-    );
+    if (this.outbox.length > 0) {
+      const ops = this.outbox;
+      this.outbox = [];
+      this.opsInFlight += ops.length;
+      // One flush after the other: a user's ops reach the shard in the order they were made.
+      this.writing = this.writing.then(() => this.write(ops)).then(
+        () => {
+          this.opsInFlight -= ops.length;
+        },
+        (error: unknown) => {
+          this.opsInFlight -= ops.length;
+          this.needsRegistration = true;
+          this.options.log.debug('session ops not written; will re-register', { error });
+        },
+      );
+    }
+    if (this.onlineChanges.size > 0) {
+      const changes = this.onlineChanges;
+      this.onlineChanges = new Map();
+      const add = [...changes].filter(([, on]) => on).map(([id]) => id);
+      const remove = [...changes].filter(([, on]) => !on).map(([id]) => id);
+      // After the sessions of the same turn: a reader of the list finds the user's sessions.
+      this.writing = this.writing
+        .then(() => this.service.listOnline(this.nodeId, add, remove))
+        .catch(() => {
+          this.needsRegistration = true;
+        });
+    }
   }
 
   private async write(ops: NodeOp[]): Promise<void> {
@@ -330,6 +364,9 @@ export class ClusterLink implements Cluster, UserStore {
       await Promise.all([...added].map(([channel, entries]) => this.service.addToChannel(channel, entries)));
       await Promise.all([...byUser].map(([userId, ops]) => this.service.writeOps(this.nodeId, userId, ops)));
     }
+    // The online list is written whole: the service may have lost it.
+    this.onlineChanges = new Map();
+    if (this.online.size > 0) await this.service.listOnline(this.nodeId, [...this.online], []);
     // At start only: if re-registrations retired too, two live processes given one id (a
     // misconfiguration) would end each other in turn forever.
     if (!this.started) for (const node of lease.nodes) if (this.isPreviousIncarnation(node)) this.enqueue({ kind: 'retire', node });
@@ -374,6 +411,7 @@ export class ClusterLink implements Cluster, UserStore {
     }
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
+    this.reapingNodes = lease.reaping.map(({ node }) => node);
     if (!lease.wasRegistered) {
       await this.reregister();
       return;
@@ -744,7 +782,7 @@ export class ClusterLink implements Cluster, UserStore {
   inspect(): { cachedUsers: number; pendingWrites: number; knownNodes: number; unwrittenOps: number; followedUsers: number; followedChannels: number } {
     return {
       ...this.records.inspect(),
-      knownNodes: this.registry.length,
+      knownNodes: this.registry.filter((node) => node !== this.nodeId).length,
       unwrittenOps: this.outbox.length + this.opsInFlight,
       followedUsers: this.userSeq.size,
       followedChannels: this.channels.size,

@@ -23,6 +23,7 @@ export class MemoryHub {
   private readonly leases = new Map<string, number>();
   private readonly reaping = new Map<string, number>();
   private readonly nodeIndex = new Map<string, Set<string>>();
+  private readonly nodeOnline = new Map<string, Set<string>>();
   private readonly users = new Map<string, UserEntry>();
   private readonly channels = new Map<string, Map<string, ChannelEntry>>();
   private readonly connected = new Set<MemoryService>();
@@ -59,6 +60,7 @@ export class MemoryHub {
       this.leases.clear();
       this.reaping.clear();
       this.nodeIndex.clear();
+      this.nodeOnline.clear();
       this.users.clear();
       this.channels.clear();
     }
@@ -79,6 +81,7 @@ export class MemoryHub {
       ...(this.leases.size > 0 ? ['nodes'] : []),
       ...(this.reaping.size > 0 ? ['reaping'] : []),
       ...[...this.nodeIndex.keys()].map((node) => `node:${node}:users`),
+      ...[...this.nodeOnline.keys()].map((node) => `node:${node}:online`),
       ...[...this.users].flatMap(([id, user]) => [
         ...(Object.keys(user.fields).length > 0 || user.seq > 0 ? [`user:${id}`] : []),
         ...(user.sessions.size > 0 ? [`user:${id}:sessions`] : []),
@@ -166,9 +169,26 @@ export class MemoryHub {
     return [...(this.nodeIndex.get(nodeId) ?? [])];
   }
 
+  listOnline(nodeId: string, add: string[], remove: string[]): void {
+    this.check();
+    let online = this.nodeOnline.get(nodeId);
+    if (!online) this.nodeOnline.set(nodeId, (online = new Set()));
+    for (const id of add) online.add(id);
+    for (const id of remove) online.delete(id);
+    if (online.size === 0) this.nodeOnline.delete(nodeId);
+  }
+
+  readOnline(nodeIds: string[]): string[] {
+    this.check();
+    const all = new Set<string>();
+    for (const node of nodeIds) for (const id of this.nodeOnline.get(node) ?? []) all.add(id);
+    return [...all];
+  }
+
   finishReap(nodeId: string): void {
     this.check();
     this.nodeIndex.delete(nodeId);
+    this.nodeOnline.delete(nodeId);
     this.reaping.delete(nodeId);
   }
 
@@ -362,6 +382,14 @@ export class MemoryService implements SharedService {
 
   async indexedUsers(nodeId: string): Promise<string[]> {
     return this.hub.indexedUsers(nodeId);
+  }
+
+  async listOnline(nodeId: string, add: string[], remove: string[]): Promise<void> {
+    this.hub.listOnline(nodeId, add, remove);
+  }
+
+  async readOnline(nodeIds: string[]): Promise<string[]> {
+    return this.hub.readOnline(nodeIds);
   }
 
   async finishReap(nodeId: string): Promise<void> {

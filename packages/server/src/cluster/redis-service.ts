@@ -21,6 +21,7 @@ export function redisKeys(prefix = 'presence') {
     reaping: `{${prefix}}:reaping`,
     registryTopic: `{${prefix}}:registry:events`,
     nodeUsers: (nodeId: string) => `${prefix}:node-users:{${nodeId}}`,
+    nodeOnline: (nodeId: string) => `${prefix}:node-online:{${nodeId}}`,
     user: (userId: string) => `${prefix}:user:{${userId}}`,
     userSessions: (userId: string) => `${prefix}:user:{${userId}}:sessions`,
     userTopic: (userId: string) => `${prefix}:user:{${userId}}:events`,
@@ -196,8 +197,19 @@ export class RedisService implements SharedService {
     return this.commands.smembers(this.keys.nodeUsers(nodeId));
   }
 
+  async listOnline(nodeId: string, add: string[], remove: string[]): Promise<void> {
+    const key = this.keys.nodeOnline(nodeId);
+    await Promise.all([add.length > 0 ? this.commands.sadd(key, ...add) : undefined, remove.length > 0 ? this.commands.srem(key, ...remove) : undefined]);
+  }
+
+  async readOnline(nodeIds: string[]): Promise<string[]> {
+    // One set per node, each in its own slot: read apart, joined here.
+    const lists = await Promise.all(nodeIds.map((node) => this.commands.smembers(this.keys.nodeOnline(node))));
+    return [...new Set(lists.flat())];
+  }
+
   async finishReap(nodeId: string): Promise<void> {
-    await this.commands.del(this.keys.nodeUsers(nodeId));
+    await this.commands.del(this.keys.nodeUsers(nodeId), this.keys.nodeOnline(nodeId));
     await this.commands.zrem(this.keys.reaping, nodeId);
   }
 

@@ -102,7 +102,11 @@ export interface SharedService {
   indexUsers(nodeId: string, userIds: string[]): Promise<void>;
   /** The users a node's index lists (a superset of those it holds sessions of). */
   indexedUsers(nodeId: string): Promise<string[]>;
-  /** The reap of a dropped node is over: its index and its reaping mark go. */
+  /** Adds users to and removes them from a node's online list (its visible users with a session there). */
+  listOnline(nodeId: string, add: string[], remove: string[]): Promise<void>;
+  /** The union of these nodes' online lists. */
+  readOnline(nodeIds: string[]): Promise<string[]>;
+  /** The reap of a dropped node is over: its index, its online list and its reaping mark go. */
   finishReap(nodeId: string): Promise<void>;
 
   // User shards.

@@ -175,13 +175,13 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       await queries.loadUserChannels(userId);
       return { status: 200, json: { userId, channels: queries.userChannels(userId) } };
     })
-    .add('GET', ROUTES.onlineUsers, ({ query, viewer }) => {
+    .add('GET', ROUTES.onlineUsers, async ({ query, viewer }) => {
       // Everyone's presence, without the viewer's privacy: for backends only.
       if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The online list needs the API key.');
       const page: { limit: number; cursor?: string } = { limit: parseLimit(query.get('limit'), defaultPageSize, limits.maxPageSize) };
       const cursor = query.get('cursor');
       if (cursor) page.cursor = cursor;
-      const result = queries.onlineUsers(page);
+      const result = await queries.onlineUsers(page);
       const body: Record<string, unknown> = { count: result.count, users: result.users };
       if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;
       return { status: 200, json: body };

@@ -18,13 +18,45 @@ export class Replica implements SessionReplication, ClusterListener {
   /** The cause of each changed session's latest change in this turn, published with its op. */
   private readonly causeOf = new Map<Session, string>();
   private publishQueued = false;
+  /** Users this node lists as online in the shared state: visible, with a session here. */
+  private readonly listedOnline = new Set<string>();
+  /** Users whose listing may have changed in this turn. */
+  private readonly onlineChecks = new Set<string>();
 
   constructor(
     private readonly engine: PresenceEngine,
     /** Absent on a single node, where only records (a durable store) are applied. */
     private readonly cluster?: Cluster,
   ) {
-    if (cluster) engine.replication = this;
+    if (!cluster) return;
+    engine.replication = this;
+    engine.announcer.subscribe((event) => {
+      if (event.type === 'user.online' || event.type === 'user.offline') this.checkOnline(event.userId);
+    });
+  }
+
+  /**
+   * The cluster's online list is the union of what each node lists: the visible users with a
+   * session on it. Checked at the end of the turn, after every change of sessions and visibility.
+   */
+  private checkOnline(userId: string): void {
+    this.onlineChecks.add(userId);
+    if (this.publishQueued) return;
+    this.publishQueued = true;
+    queueMicrotask(() => this.publishChangedSessions());
+  }
+
+  private publishOnline(): void {
+    for (const userId of this.onlineChecks) {
+      const user = this.engine.state.users.get(userId);
+      let local = false;
+      if (user?.announcedVisible) for (const session of user.sessions.values()) if (!session.remote) local = true;
+      if (local === this.listedOnline.has(userId)) continue;
+      if (local) this.listedOnline.add(userId);
+      else this.listedOnline.delete(userId);
+      this.cluster?.listOnline(userId, local);
+    }
+    this.onlineChecks.clear();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -33,6 +65,7 @@ export class Replica implements SessionReplication, ClusterListener {
 
   sessionChanged(session: Session): void {
     if (session.remote) return;
+    this.onlineChecks.add(session.user.record.userId);
     this.changedSessions.add(session);
     this.causeOf.set(session, this.engine.causes.now().id);
     if (this.publishQueued) return;
@@ -52,7 +85,10 @@ export class Replica implements SessionReplication, ClusterListener {
     this.changedSessions.delete(session);
     this.claimedSessions.delete(session);
     this.causeOf.delete(session);
-    if (!session.remote) this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
+    if (!session.remote) {
+      this.checkOnline(session.user.record.userId);
+      this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
+    }
   }
 
   /** Before a session here joins a channel: the cluster brings its members from other nodes first. */
@@ -68,6 +104,7 @@ export class Replica implements SessionReplication, ClusterListener {
 
   private publishChangedSessions(): void {
     this.publishQueued = false;
+    if (this.onlineChecks.size > 0) this.publishOnline();
     for (const session of this.changedSessions) {
       if (this.engine.state.sessions.get(session.id) !== session || session.remote) continue;
       const claim = this.claimedSessions.delete(session);

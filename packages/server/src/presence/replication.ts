@@ -109,6 +109,10 @@ export interface Cluster {
   loadChannel(name: string): Promise<void> | undefined;
   /** Whether the cluster delivers this channel's members here (remote sessions keep only such channels). */
   followsChannel(name: string): boolean;
+  /** Lists a user as online on this node in the shared state (visible, with a session here), or not. */
+  listOnline(userId: string, online: boolean): void;
+  /** The cluster's online users: the union of every node's list, by user id. */
+  readOnline(): Promise<string[]>;
   /** Sends everything queued now (before a typing op that must follow the session it concerns). */
   flush(): void;
   /** The cluster's clock minus this node's clock, so timestamps never depend on one node's wall clock. */

@@ -52,8 +52,11 @@ export interface PresenceQueries {
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[];
   /** The channels a user is a visible member of, by name; empty when offline or invisible. */
   userChannels(userId: string): UserChannel[];
-  /** Everyone others see as present (the trusted view), one page at a time, by user id. */
-  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage;
+  /**
+   * Everyone others see as present (the trusted view), one page at a time, by user id; in a
+   * cluster, read from the shared state (every node's online list).
+   */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage | Promise<OnlineUsersPage>;
   /** Applies the patch as if the user sent it; works for offline users too. Throws PresenceError. */
   updateUser(userId: string, patch: UserPatch): SelfPresence;
   stats(): PresenceStats;

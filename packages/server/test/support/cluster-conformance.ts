@@ -408,7 +408,7 @@ export function describeClusterConformance(factory: BackendFactory): void {
       assert.deepEqual(obs.of('typing'), []);
       assert.deepEqual((await memberIds(b, 'room')), ['obs']);
       assert.equal((await presence(b, 'ann')).status, 'offline');
-      assert.equal(b.engine.stats().onlineUsers, 1);
+      assert.equal(await b.engine.onlineCount(), 1);
     });
 
     it("a user's channels and the online list are the same on every node (GET /realtime/users/:id/channels, GET /realtime/presence/online); invisible users are in neither", async () => {
@@ -419,23 +419,29 @@ export function describeClusterConformance(factory: BackendFactory): void {
       await b.send(annTab, { type: 'join', channel: 'room' });
       const bob = await b.connect('bob');
       await b.send(bob, { type: 'join', channel: 'room' });
-      const channelsOf = (node: ClusterNode, userId: string) => node.engine.userChannels(userId).map((c) => [c.channel, c.channelMeta]);
-      const online = (node: ClusterNode) => node.engine.onlineUsers({ limit: 1 }).count;
+      // As the HTTP API answers: a user's channels and the online list read through the shared state.
+      const userChannels = async (node: ClusterNode, userId: string) => {
+        await node.engine.loadUserChannels(userId);
+        return node.engine.userChannels(userId);
+      };
+      const channelsOf = async (node: ClusterNode, userId: string) => (await userChannels(node, userId)).map((c) => [c.channel, c.channelMeta]);
+      const onlineUsers = (node: ClusterNode, limit: number) => node.engine.onlineUsers({ limit });
+      const online = async (node: ClusterNode) => (await onlineUsers(node, 1)).count;
       const expected = [['doc', { mode: 'editing' }], ['room', {}]];
-      await eventually(async () => await everyNode([a, b], async (node) => JSON.stringify(channelsOf(node, 'ann')) === JSON.stringify(expected)), 5000, "ann's channels on both nodes");
-      await eventually(async () => await everyNode([a, b], async (node) => online(node) === 2), 5000, 'two users online on both nodes');
-      assert.deepEqual(a.engine.userChannels('ann'), b.engine.userChannels('ann'), 'the same joinedAt everywhere');
+      await eventually(async () => await everyNode([a, b], async (node) => JSON.stringify(await channelsOf(node, 'ann')) === JSON.stringify(expected)), 5000, "ann's channels on both nodes");
+      await eventually(async () => await everyNode([a, b], async (node) => (await online(node)) === 2), 5000, 'two users online on both nodes');
+      assert.deepEqual(await userChannels(a, 'ann'), await userChannels(b, 'ann'), 'the same joinedAt everywhere');
       // lastSeen and lastActive ride along with announced changes, so they may differ between nodes by moments.
-      const listed = (node: ClusterNode) => node.engine.onlineUsers({ limit: 10 }).users.map((u) => [u.userId, u.status, u.devices]);
-      assert.deepEqual(listed(a), [['ann', 'online', ['unknown']], ['bob', 'online', ['unknown']]]);
-      assert.deepEqual(listed(b), listed(a));
-      assert.deepEqual(a.engine.onlineUsers({ limit: 1 }).nextCursor, 'ann');
+      const listed = async (node: ClusterNode) => (await onlineUsers(node, 10)).users.map((u) => [u.userId, u.status, u.devices]);
+      assert.deepEqual(await listed(a), [['ann', 'online', ['unknown']], ['bob', 'online', ['unknown']]]);
+      assert.deepEqual(await listed(b), await listed(a));
+      assert.deepEqual((await onlineUsers(a, 1)).nextCursor, 'ann');
 
       await a.send(ann, { type: 'status', status: 'invisible' });
-      await eventually(async () => await everyNode([a, b], async (node) => online(node) === 1), 5000, 'ann off the online list on both nodes');
+      await eventually(async () => await everyNode([a, b], async (node) => (await online(node)) === 1), 5000, 'ann off the online list on both nodes');
       for (const node of [a, b]) {
-        assert.deepEqual(node.engine.userChannels('ann'), []);
-        assert.deepEqual(node.engine.onlineUsers({ limit: 10 }).users.map((u) => u.userId), ['bob']);
+        assert.deepEqual(await userChannels(node, 'ann'), []);
+        assert.deepEqual((await onlineUsers(node, 10)).users.map((u) => u.userId), ['bob']);
       }
     });
 
