@@ -690,7 +690,7 @@ export class ClusterLink implements Cluster, UserStore {
       this.records.adopt(userId, shard.seq, shard.fields);
       const record = this.records.get(userId);
       if (record) await this.listener!.applyRecord(record);
-      const { sessions, deadOwners } = this.liveSessions(shard);
+      const { sessions, deadOwners } = await this.liveSessions(userId, shard);
       await this.listener!.applyUser(userId, sessions);
       for (const node of deadOwners) this.listener!.userOrphaned(node, userId);
     }
@@ -699,20 +699,30 @@ export class ClusterLink implements Cluster, UserStore {
 
   /**
    * A shard's sessions as this node must hold them: those of live nodes, and those of dead nodes
-   * still inside their offline delay (orphaned in the shard, or not marked yet because the reap
-   * has not reached this user), which are orphaned here too.
+   * still inside their offline delay (orphaned in the shard, or not marked yet because the reap has
+   * not reached this user), which are orphaned here too. An owner missing from this node's view of
+   * the registry is asked about first: the view is only as fresh as the last lease renewal.
    */
-  private liveSessions(shard: UserShard): { sessions: OwnedSession[]; deadOwners: Set<string> } {
-    const registered = new Set(this.registry);
+  private async liveSessions(userId: string, shard: UserShard): Promise<{ sessions: OwnedSession[]; deadOwners: Set<string> }> {
     const now = this.options.clock.now() + this.clockOffsetMs;
     const sessions: OwnedSession[] = [];
     const deadOwners = new Set<string>();
     for (const { node, session, orphanedAt } of shard.sessions) {
       if (orphanedAt !== undefined) {
         if (orphanedAt + this.options.offlineDelayMs <= now) continue;
-      } else if (registered.has(node) || node === this.nodeId) {
+      } else if (this.registry.includes(node) || node === this.nodeId) {
         sessions.push({ node, session });
         continue;
+      } else {
+        const status = await this.service.nodeStatus(node);
+        if (status === 'live') {
+          if (!this.registry.includes(node)) this.registry = [...this.registry, node];
+          sessions.push({ node, session });
+          continue;
+        }
+        // Dropped, but no reaper marked it (the registry was lost with the service's data): this
+        // reader marks it, so every node following the user orphans it, as a reap would.
+        if (status === 'gone') void this.service.reapUser(node, userId, 0).catch(() => undefined);
       }
       sessions.push({ node, session });
       deadOwners.add(node);

@@ -157,6 +157,11 @@ export class MemoryHub {
     return true;
   }
 
+  nodeStatus(nodeId: string): 'live' | 'reaping' | 'gone' {
+    this.check();
+    return this.leases.has(nodeId) ? 'live' : this.reaping.has(nodeId) ? 'reaping' : 'gone';
+  }
+
   indexUsers(nodeId: string, userIds: string[]): void {
     this.check();
     let index = this.nodeIndex.get(nodeId);
@@ -374,6 +379,10 @@ export class MemoryService implements SharedService {
 
   async dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean> {
     return this.hub.dropNode(nodeId, onlyIfExpired);
+  }
+
+  async nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'> {
+    return this.hub.nodeStatus(nodeId);
   }
 
   async indexUsers(nodeId: string, userIds: string[]): Promise<void> {

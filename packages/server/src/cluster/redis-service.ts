@@ -189,6 +189,11 @@ export class RedisService implements SharedService {
     return dropped === 1;
   }
 
+  async nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'> {
+    const [live, reaping] = await Promise.all([this.commands.zscore(this.keys.registry, nodeId), this.commands.zscore(this.keys.reaping, nodeId)]);
+    return live !== null ? 'live' : reaping !== null ? 'reaping' : 'gone';
+  }
+
   async indexUsers(nodeId: string, userIds: string[]): Promise<void> {
     if (userIds.length > 0) await this.commands.sadd(this.keys.nodeUsers(nodeId), ...userIds);
   }

@@ -98,6 +98,8 @@ export interface SharedService {
    * nothing done) when the node renewed meanwhile. Returns whether this call dropped it.
    */
   dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean>;
+  /** Whether a node holds a lease, was dropped and is being reaped, or is unknown. */
+  nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'>;
   /** Adds users to a node's index of users it holds sessions of (written before their sessions). */
   indexUsers(nodeId: string, userIds: string[]): Promise<void>;
   /** The users a node's index lists (a superset of those it holds sessions of). */
