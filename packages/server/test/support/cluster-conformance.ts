@@ -513,7 +513,7 @@ export function describeClusterConformance(factory: BackendFactory): void {
       const hidden = async () => await everyNode([a, b, c], async (n) => (await memberIds(n, 'room')).join() === 'obs' && (await presence(n, 'ann')).status === 'offline');
       await eventually(hidden, 5000, 'ann offline on every node');
       await pause(OFFLINE_DELAY * 2);
-      assert.ok(hidden(), 'and she stays so');
+      assert.ok(await hidden(), 'and she stays so');
       assert.deepEqual(joinsAndLeaves(obs, 'room', 'ann'), ['join', 'leave'], 'obs saw her join, then leave once');
     });
 
