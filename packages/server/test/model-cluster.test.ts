@@ -343,12 +343,10 @@ class ClusterModelRun {
       const fresh = await this.startNode();
       this.nodes[i] = fresh;
       this.dead.delete(i);
-      // It reads the others' sessions as it starts; a client arriving before that is a race the
-      // model does not describe (see docs/testing.md).
+      // It holds nothing until its clients need it (then it reads their users and channels).
       await this.until(() => {
-        const inside = fresh.engine.inspect();
         this.advanceModel(Date.now());
-        return inside.sessions + inside.remoteSessions === this.ref.sessions.size ? null : 'the new node to read every session';
+        return fresh.link.isReady() ? null : 'the new node to be ready';
       });
     }
     return this.nodes[i];
