@@ -68,12 +68,14 @@ export class ClusterLink implements Cluster, UserStore {
   private closed = false;
   /** Followed users: the last shard sequence applied (0 before the first read). */
   private readonly userSeq = new Map<string, number>();
+  /** Followed users being read again because the model asked for them (see `follow`). */
+  private readonly reading = new Set<string>();
   /** Followed users whose first read is under way, and the promise of it. */
   private readonly loadingUsers = new Map<string, Promise<void>>();
   /** Followed channels; the value is the promise of the first read, undefined once read. */
   private readonly channels = new Map<string, Promise<void> | undefined>();
-  /** Shards that were not needed at the last interest round: let go if still not needed at the next. */
-  private readonly unneeded = { users: new Set<string>(), channels: new Set<string>() };
+  /** Channels that were not needed at the last interest round: let go if still not needed at the next. */
+  private readonly unneeded = { channels: new Set<string>() };
   /** Stored sequence that differed from the applied one at the last anti-entropy round. */
   private readonly suspectSeq = new Map<string, number>();
   private antiEntropyCursor = 0;
@@ -503,16 +505,10 @@ export class ClusterLink implements Cluster, UserStore {
     }
     for (const channel of dropChannels) this.channels.delete(channel);
     listener.dropUnfollowed();
+    // Users go at once: the model has let them go already (a user it holds is held whole).
     const dropUsers: string[] = [];
     for (const userId of this.userSeq.keys()) {
-      if (this.loadingUsers.has(userId) || listener.needsUser(userId) || this.records.busy(userId)) {
-        this.unneeded.users.delete(userId);
-      } else if (this.unneeded.users.has(userId)) {
-        this.unneeded.users.delete(userId);
-        dropUsers.push(userId);
-      } else {
-        this.unneeded.users.add(userId);
-      }
+      if (!this.loadingUsers.has(userId) && !this.reading.has(userId) && !listener.needsUser(userId) && !this.records.busy(userId)) dropUsers.push(userId);
     }
     for (const userId of dropUsers) {
       this.userSeq.delete(userId);
@@ -557,13 +553,23 @@ export class ClusterLink implements Cluster, UserStore {
   private follow(userIds: string[]): Promise<void> | undefined {
     const waits: Promise<void>[] = [];
     const toRead: string[] = [];
+    const reread: string[] = [];
     for (const id of new Set(userIds)) {
-      this.unneeded.users.delete(id);
-      // Read already, or being read right now (the read applies it and asks for it again).
-      if (this.userSeq.has(id) && this.records.has(id)) continue;
+      // Being read and applied right now (the model asks for it while applying it): that is the read.
+      if (this.reading.has(id)) continue;
       const loading = this.loadingUsers.get(id);
       if (loading) waits.push(loading);
       else if (!this.userSeq.has(id)) toRead.push(id);
+      // Followed still (its writes are pending) while the model let the user go: read it again.
+      else if (!this.listener!.needsUser(id) && !this.reading.has(id)) reread.push(id);
+    }
+    if (reread.length > 0) {
+      for (const id of reread) this.reading.add(id);
+      waits.push(
+        new Promise<void>((done) => this.enqueue({ kind: 'read', users: reread, done })).finally(() => {
+          for (const id of reread) this.reading.delete(id);
+        }),
+      );
     }
     if (toRead.length > 0) {
       for (const id of toRead) this.userSeq.set(id, 0);
@@ -635,13 +641,20 @@ export class ClusterLink implements Cluster, UserStore {
           return;
         }
         this.userSeq.set(item.user, item.seq);
-        if (item.kind === 'ops') {
-          if (item.node !== this.nodeId) await listener.applyOps(item.node, item.ops);
-        } else if (item.kind === 'record') {
-          await this.records.receive({ node: item.node, userId: item.user, version: item.seq, fields: item.fields });
-        } else {
-          await this.records.receive({ node: '', userId: item.user, version: item.seq, fields: item.fields });
-          listener.userOrphaned(item.node, item.user);
+        // Applying it may ask for the user (the model loads users it does not hold): it is being read.
+        const wasReading = this.reading.has(item.user);
+        this.reading.add(item.user);
+        try {
+          if (item.kind === 'ops') {
+            if (item.node !== this.nodeId) await listener.applyOps(item.node, item.ops);
+          } else if (item.kind === 'record') {
+            await this.records.receive({ node: item.node, userId: item.user, version: item.seq, fields: item.fields });
+          } else {
+            await this.records.receive({ node: '', userId: item.user, version: item.seq, fields: item.fields });
+            listener.userOrphaned(item.node, item.user);
+          }
+        } finally {
+          if (!wasReading) this.reading.delete(item.user);
         }
         return;
       }
@@ -685,16 +698,27 @@ export class ClusterLink implements Cluster, UserStore {
     const shards = await this.service.readUsers(userIds);
     for (const [userId, shard] of shards) {
       if (!this.userSeq.has(userId)) continue;
-      this.userSeq.set(userId, shard.seq);
-      this.suspectSeq.delete(userId);
-      this.records.adopt(userId, shard.seq, shard.fields);
-      const record = this.records.get(userId);
-      if (record) await this.listener!.applyRecord(record);
-      const { sessions, deadOwners } = await this.liveSessions(userId, shard);
-      await this.listener!.applyUser(userId, sessions);
-      for (const node of deadOwners) this.listener!.userOrphaned(node, userId);
+      // Applying it may ask for the user again (the model loads what it has not seen): this read is it.
+      const wasReading = this.reading.has(userId);
+      this.reading.add(userId);
+      try {
+        await this.applyShard(userId, shard);
+      } finally {
+        if (!wasReading) this.reading.delete(userId);
+      }
     }
     return shards;
+  }
+
+  private async applyShard(userId: string, shard: UserShard): Promise<void> {
+    this.userSeq.set(userId, shard.seq);
+    this.suspectSeq.delete(userId);
+    this.records.adopt(userId, shard.seq, shard.fields);
+    const record = this.records.get(userId);
+    if (record) await this.listener!.applyRecord(record);
+    const { sessions, deadOwners } = await this.liveSessions(userId, shard);
+    await this.listener!.applyUser(userId, sessions);
+    for (const node of deadOwners) this.listener!.userOrphaned(node, userId);
   }
 
   /**
@@ -740,11 +764,18 @@ export class ClusterLink implements Cluster, UserStore {
     const entries = await this.service.readChannel(channel);
     const users = new Set(entries.map((entry) => entry.userId));
     const fresh = [...users].filter((id) => !this.userSeq.has(id));
-    if (fresh.length > 0) {
-      for (const id of fresh) this.userSeq.set(id, 0);
-      await this.service.follow({ users: fresh });
+    // Held against the interest round until read (they are not in the model yet).
+    for (const id of users) this.reading.add(id);
+    let shards: Map<string, UserShard>;
+    try {
+      if (fresh.length > 0) {
+        for (const id of fresh) this.userSeq.set(id, 0);
+        await this.service.follow({ users: fresh });
+      }
+      shards = await this.read([...users]);
+    } finally {
+      for (const id of users) this.reading.delete(id);
     }
-    const shards = await this.read([...users]);
     // An entry whose session its user's shard no longer holds under that node (it ended, or moved,
     // and the removal never came: its node died in between) is repaired by the reader.
     for (const entry of entries) {
