@@ -448,6 +448,9 @@ export class ClusterLink implements Cluster, UserStore {
       // Every node runs the same lease lifetime (docs/scaling.md), so this is the dead node's last renewal.
       const renewedAt = (deadline ?? this.options.clock.now() + this.clockOffsetMs) - this.options.leaseTtlMs;
       await this.reapShards(node, renewedAt);
+    } catch (error) {
+      // The service went away midway: the reaping list keeps the node until a reap is over.
+      this.options.log.debug('reap not finished; it is taken over later', { node, error });
     } finally {
       this.reaping.delete(node);
     }
