@@ -672,6 +672,9 @@ export class ClusterLink implements Cluster, UserStore {
         }
         this.registry = this.registry.filter((node) => node !== item.node);
         listener.nodeDown(item.node);
+        // A node that left (rather than being reaped) has its shards cleaned by one node: the
+        // first of the others by id (a reaper may do the same; every step is safe to repeat).
+        if ([...this.registry].sort()[0] === this.nodeId) void this.reap(item.node, false);
         return;
       case 'read':
         await this.read(item.users.filter((id) => this.userSeq.has(id)));

@@ -65,6 +65,8 @@ export class UserRecords {
     const cached = this.cache.get(userId);
     if (cached && version <= cached.version) return;
     if (cached && !fields) return;
+    // Changed here and not written (or not seen back) yet: this node's copy is the newer one.
+    if (cached && this.busy(userId)) return;
     this.cache.set(userId, fields ? { record: decodeRecord(userId, fields), version, fields } : { record: null, version, fields: {} });
   }
 

@@ -209,10 +209,11 @@ export class Replica implements SessionReplication, ClusterListener {
       const listed = new Set(stored.map(({ session }) => session.id));
       const user = this.engine.state.users.get(userId);
       if (user) {
-        for (const session of [...user.sessions.values()]) {
-          if (!session.remote || listed.has(session.id)) continue;
-          this.engine.expireSession(session);
-        }
+        // A session the shard no longer holds ended while this node missed the message, or the
+        // shared state lost it and its owner has not written it again yet (it does when it is
+        // back). Either way it gets the offline delay, as if its node had died: no flap.
+        const missing = [...user.sessions.values()].filter((session) => session.remote && !listed.has(session.id));
+        for (const session of missing) this.orphan(session.remote!.node, [session]);
       }
       for (const { node, session } of stored) {
         // This node's own sessions are its own to describe: a stored copy is older, unless it moved.
