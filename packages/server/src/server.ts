@@ -1,3 +1,4 @@
+import { PresenceError } from './errors.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
@@ -193,7 +194,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   });
   // What a scrape renders: the standard process metrics, then this node's.
   const exposition = Registry.merge([processMetrics(), registry]);
-  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const api = createHttpApi({ queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (cluster && cluster.previousLayoutNodes.length > 0 ? new PresenceError('MIXED_CLUSTER', `nodes of the layout before sharding still run: ${cluster.previousLayoutNodes.join(', ')}`) : !shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set(Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`))] })
     : undefined;

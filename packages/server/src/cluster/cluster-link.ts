@@ -134,6 +134,7 @@ export class ClusterLink implements Cluster, UserStore {
       },
     });
     await this.register();
+    await this.checkPreviousLayout();
     this.started = true;
     const { leaseTtlMs, syncIntervalMs } = this.options;
     this.every(Math.max(10, Math.floor(leaseTtlMs / 3)), () => this.renewLease());
@@ -405,6 +406,24 @@ export class ClusterLink implements Cluster, UserStore {
     return this.registering;
   }
 
+  /**
+   * Nodes of the layout before sharding seen on the same service at the last check (every tenth
+   * renewal): they are a second cluster this one cannot see, so this node says so (log, /readyz)
+   * until they are gone.
+   */
+  previousLayoutNodes: string[] = [];
+  private renewals = 0;
+
+  private async checkPreviousLayout(): Promise<void> {
+    const nodes = await this.service.previousLayoutNodes();
+    if (nodes.length > 0 && this.previousLayoutNodes.length === 0) {
+      this.options.log.warn('nodes of the layout before sharding run against the same Redis: they form a separate cluster; upgrade or stop them (docs/scaling.md#upgrading-a-running-cluster)', { nodes });
+    } else if (nodes.length === 0 && this.previousLayoutNodes.length > 0) {
+      this.options.log.info('no node of the layout before sharding is left');
+    }
+    this.previousLayoutNodes = nodes;
+  }
+
   private async renewLease(): Promise<void> {
     if (!this.service.isConnected()) return;
     if (this.needsRegistration) {
@@ -414,6 +433,7 @@ export class ClusterLink implements Cluster, UserStore {
     const lease = await this.timedRenewal();
     this.registry = lease.nodes;
     this.reapingNodes = lease.reaping.map(({ node }) => node);
+    if (this.renewals++ % 10 === 0) await this.checkPreviousLayout();
     if (!lease.wasRegistered) {
       await this.reregister();
       return;

@@ -30,6 +30,8 @@ export class MemoryHub {
   private up = true;
   /** Counts outages, so a node's turn to come back from an earlier one is not taken in a later one. */
   private returns = 0;
+  /** Live nodes of the layout before sharding, as a test sets them. */
+  previousLayoutNodes: string[] = [];
   /** Messages published, per kind of topic: what a test of routing counts. */
   readonly published = { user: 0, channel: 0, registry: 0 };
 
@@ -443,6 +445,11 @@ export class MemoryService implements SharedService {
 
   async readChannel(channel: string): Promise<ChannelEntry[]> {
     return this.hub.readChannel(channel);
+  }
+
+  async previousLayoutNodes(): Promise<string[]> {
+    this.hub.check();
+    return [...this.shared.previousLayoutNodes];
   }
 
   async close(): Promise<void> {

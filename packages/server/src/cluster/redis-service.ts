@@ -291,6 +291,13 @@ export class RedisService implements SharedService {
     });
   }
 
+  async previousLayoutNodes(): Promise<string[]> {
+    // The old registry held lease deadlines on Redis's clock, as this one does.
+    const [seconds, micros] = await this.commands.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    return this.commands.zrangebyscore(this.keys.previousRegistry, now, '+inf');
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     this.subscriber.disconnect();

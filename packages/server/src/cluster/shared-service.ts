@@ -142,6 +142,10 @@ export interface SharedService {
   removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
   readChannel(channel: string): Promise<ChannelEntry[]>;
 
-  /** Every key of this cluster, for tests and the upgrade check. */
+  /**
+   * Live nodes of the layout before sharding (one registry and one pub/sub channel for everything)
+   * on the same service: they form a cluster of their own that this one cannot see.
+   */
+  previousLayoutNodes(): Promise<string[]>;
   close(): Promise<void>;
 }
