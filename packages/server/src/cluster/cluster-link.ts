@@ -739,9 +739,7 @@ export class ClusterLink implements Cluster, UserStore {
   private async applyShard(userId: string, shard: UserShard): Promise<void> {
     this.userSeq.set(userId, shard.seq);
     this.suspectSeq.delete(userId);
-    this.records.adopt(userId, shard.seq, shard.fields);
-    const record = this.records.get(userId);
-    if (record) await this.listener!.applyRecord(record);
+    if (this.records.adopt(userId, shard.seq, shard.fields)) await this.listener!.applyRecord(this.records.get(userId)!);
     const { sessions, deadOwners } = await this.liveSessions(userId, shard);
     await this.listener!.applyUser(userId, sessions);
     for (const node of deadOwners) this.listener!.userOrphaned(node, userId);

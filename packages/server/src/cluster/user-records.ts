@@ -58,16 +58,21 @@ export class UserRecords {
   }
 
   /**
-   * A record read from the service (the user is newly followed): remembered unless a newer one is
-   * held. `fields` null: the service has no record of the user.
+   * A record read from the service (the user is newly followed, or messages were missed):
+   * remembered unless this node holds the same version, or its own copy is newer (changed here and
+   * not written back yet). A version lower than the one held means the service lost its data and
+   * counts again from zero: what it holds now is the reference. `fields` null: the service has no
+   * record of the user. Returns whether the record read is now the one held.
    */
-  adopt(userId: string, version: number, fields: StoredUserFields | null): void {
+  adopt(userId: string, version: number, fields: StoredUserFields | null): boolean {
     const cached = this.cache.get(userId);
-    if (cached && version <= cached.version) return;
-    if (cached && !fields) return;
-    // Changed here and not written (or not seen back) yet: this node's copy is the newer one.
-    if (cached && this.busy(userId)) return;
-    this.cache.set(userId, fields ? { record: decodeRecord(userId, fields), version, fields } : { record: null, version, fields: {} });
+    if (!cached) {
+      this.cache.set(userId, fields ? { record: decodeRecord(userId, fields), version, fields } : { record: null, version, fields: {} });
+      return fields !== null;
+    }
+    if (version === cached.version || !fields || this.busy(userId)) return false;
+    this.cache.set(userId, { record: decodeRecord(userId, fields), version, fields });
+    return true;
   }
 
   /** The record could not be read (the service is away): read again after reconnecting. */
