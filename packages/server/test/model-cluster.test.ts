@@ -367,7 +367,8 @@ class ClusterModelRun {
     // clock in the model; a connect at a session's very deadline (a wait action can end there)
     // would race the two. Connect only at a moment no deadline is near, as the checks do.
     await this.until(() => (this.ref.settledAt(Date.now(), BEFORE_DEADLINE, AFTER_DEADLINE) ? null : 'a deadline to pass before connecting'));
-    await target.engine.loadUsers([userId]);
+    // As the transport does: the user, and the channels of a session that moves here.
+    await target.engine.prepareConnect(userId, sessionId);
     this.advanceModel(Date.now());
     const socket = new Socket(userId, target, ++this.sockets);
     let error: string | undefined;
