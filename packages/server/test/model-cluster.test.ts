@@ -343,11 +343,20 @@ class ClusterModelRun {
       const fresh = await this.startNode();
       this.nodes[i] = fresh;
       this.dead.delete(i);
-      // It holds nothing until its clients need it (then it reads their users and channels).
-      await this.until(() => {
-        this.advanceModel(Date.now());
-        return fresh.link.isReady() ? null : 'the new node to be ready';
-      });
+      // Asked about every user, it reads every session the shared state holds. If no node was alive
+      // to notice the death of the one it replaces, it notices now and the dead node's sessions get
+      // their offline delay from now (a race the model does not describe): wait for them to end.
+      const deadline = Date.now() + CONVERGENCE_TIMEOUT;
+      for (;;) {
+        if (fresh.link.isReady()) {
+          await Promise.resolve(fresh.engine.loadUsers(USERS)).catch(() => undefined);
+          this.advanceModel(Date.now());
+          const inside = fresh.engine.inspect();
+          if (inside.sessions + inside.remoteSessions === this.ref.sessions.size) break;
+        }
+        if (Date.now() > deadline) assert.fail(`no convergence in ${CONVERGENCE_TIMEOUT} ms: the new node to read every session`);
+        await pause(25);
+      }
     }
     return this.nodes[i];
   }
@@ -474,7 +483,8 @@ class ClusterModelRun {
           for (const [i, n] of this.nodes.entries()) {
             const st = n.engine.engine.state;
             console.log('NODE', i, n.link.nodeId.slice(0, 8), 'dead', this.dead.has(i), 'ready', n.link.isReady(), 'registry', n.link.nodes().map((x) => x.slice(0, 8)), JSON.stringify(n.link.inspect()));
-            for (const [id, u] of st.users) console.log('  user', id, 'visible', u.announcedVisible, 'sessions', [...u.sessions.values()].map((x) => [x.id.slice(0, 6), x.remote ? x.remote.node.slice(0, 8) + (x.remote.attached ? '+' : '-') + (x.offlineTimer ? 'T' : '') : 'local', [...x.channels]]), 'manual', JSON.stringify(u.record.manual));
+            for (const [id, u] of st.users) console.log('  user', id, 'visible', u.announcedVisible, 'sessions', JSON.stringify([...u.sessions.values()].map((x) => [x.id.slice(0, 6), x.remote ? x.remote.node.slice(0, 8) + (x.remote.attached ? '+' : '-') + (x.offlineTimer ? 'T' : '') : 'local', [...x.channels]])), 'manual', JSON.stringify(u.record.manual));
+            for (const [name, ch] of st.channels) console.log('  channel', name, JSON.stringify([...ch.members].map(([uid, m]) => [uid, m.channelMeta])));
             console.log('  seq', JSON.stringify([...(n.link as any).userSeq]));
           }
           console.log('MODEL', JSON.stringify([...this.ref.sessions.values()].map((x) => [x.id.slice(0, 6), x.userId, x.node.slice(0, 8), x.attached])));

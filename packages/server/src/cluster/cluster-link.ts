@@ -650,7 +650,6 @@ export class ClusterLink implements Cluster, UserStore {
 
   private async process(item: QueueItem): Promise<void> {
     const listener = this.listener!;
-    if (process.env.DBG) console.log(this.nodeId.slice(0,4), 'process', JSON.stringify(item).slice(0,200));
     switch (item.kind) {
       case 'ops':
       case 'record':

@@ -273,7 +273,6 @@ export class MemoryHub {
 
   addToChannel(name: string, entries: ChannelEntry[]): void {
     this.check();
-    if (process.env.DBG) console.log('hub add', name, JSON.stringify(entries), [...this.connected].map((s) => s.follows('channel', name)));
     let channel = this.channels.get(name);
     if (!channel) this.channels.set(name, (channel = new Map()));
     const announced = new Set<string>();

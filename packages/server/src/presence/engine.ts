@@ -428,7 +428,6 @@ export class PresenceEngine {
   /** Ends a session (offline delay over, or its owner ended it). For the replica too. */
   expireSession(session: Session, announce = true): void {
     if (!this.sessions.has(session.id)) return;
-    if (process.env.DBG) console.log('expire', session.user.record.userId, session.remote, new Error().stack?.split('\n').slice(2,6).join(' | '));
     const user = session.user;
     this.clock.clearTimer(session.offlineTimer);
     this.clock.clearTimer(session.idleTimer);
@@ -818,7 +817,6 @@ export class PresenceEngine {
    * see any more (no shared channel, not watched), without events.
    */
   forgetUser(user: UserState): void {
-    if (process.env.DBG) console.log('forget', user.record.userId);
     for (const session of user.sessions.values()) {
       if (!session.remote) return;
     }

@@ -317,6 +317,8 @@ export class Replica implements SessionReplication, ClusterListener {
     // Drops it from this node's stored state; others ignore an `end` from a non-owner.
     this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
     session.remote = { node: nodeId, attached: true };
+    // Its user may have no session here any more: off this node's online list then.
+    this.checkOnline(session.user.record.userId);
     this.engine.closeSocket(session, 4000, 'SESSION_REPLACED');
   }
 
