@@ -478,19 +478,7 @@ class ClusterModelRun {
       await this.readThrough();
       const problem = check();
       if (problem === null) return;
-      if (Date.now() > deadline) {
-        if (process.env.DBG) {
-          for (const [i, n] of this.nodes.entries()) {
-            const st = n.engine.engine.state;
-            console.log('NODE', i, n.link.nodeId.slice(0, 8), 'dead', this.dead.has(i), 'ready', n.link.isReady(), 'registry', n.link.nodes().map((x) => x.slice(0, 8)), JSON.stringify(n.link.inspect()));
-            for (const [id, u] of st.users) console.log('  user', id, 'visible', u.announcedVisible, 'sessions', JSON.stringify([...u.sessions.values()].map((x) => [x.id.slice(0, 6), x.remote ? x.remote.node.slice(0, 8) + (x.remote.attached ? '+' : '-') + (x.offlineTimer ? 'T' : '') : 'local', [...x.channels]])), 'manual', JSON.stringify(u.record.manual));
-            for (const [name, ch] of st.channels) console.log('  channel', name, JSON.stringify([...ch.members].map(([uid, m]) => [uid, m.channelMeta])));
-            console.log('  seq', JSON.stringify([...(n.link as any).userSeq]));
-          }
-          console.log('MODEL', JSON.stringify([...this.ref.sessions.values()].map((x) => [x.id.slice(0, 6), x.userId, x.node.slice(0, 8), x.attached])));
-        }
-        assert.fail(`no convergence in ${CONVERGENCE_TIMEOUT} ms: ${problem}`);
-      }
+      if (Date.now() > deadline) assert.fail(`no convergence in ${CONVERGENCE_TIMEOUT} ms: ${problem}`);
       await pause(25);
     }
   }
