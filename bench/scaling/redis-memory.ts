@@ -1,13 +1,16 @@
 /*
  * Redis memory per online user in multi-node mode: one node, N users each with a session, a
  * name and avatar, joined to one of 100 channels with channel meta. Prints used_memory before and
- * after, and the key count. Run: node --import tsx bench/scaling/redis-memory.ts [users]
+ * after, and the key count. Then the rate of the reap's first pass (marking a dead node's sessions
+ * orphaned, user by user, as many at once as the reaper runs): the node's shards are reaped as if
+ * it had died. Run: node --import tsx bench/scaling/redis-memory.ts [users]
  */
 import WebSocket from 'ws';
 import { Redis } from 'ioredis';
 import { resolveConfig } from '../../packages/server/src/config/config.js';
 import { silentLogger } from '../../packages/server/src/log.js';
 import { startServer } from '../../packages/server/src/server.js';
+import { RedisService } from '../../packages/server/src/cluster/redis-service.js';
 import { RedisServer } from '../../packages/server/test/support/redis-server.js';
 
 const users = Number(process.argv[2] ?? 2000);
@@ -28,7 +31,16 @@ await new Promise((resolve) => setTimeout(resolve, 2000));
 const after = await usedMemory();
 const keys = await client.dbsize();
 const perUser = Math.round((after - before) / users);
-console.log(JSON.stringify({ users, usedMemoryBefore: before, usedMemoryAfter: after, bytesPerOnlineUser: perUser, keys }, null, 2));
+// The reap's first pass over this node's users, 64 shards at a time as ClusterLink runs it.
+const reaper = new RedisService({ url: redis.url });
+await reaper.connect({ message() {}, reconnected() {}, disconnected() {} });
+const nodeId = server.cluster!.nodeId;
+const indexed = await reaper.indexedUsers(nodeId);
+const reapStarted = performance.now();
+for (let i = 0; i < indexed.length; i += 64) await Promise.all(indexed.slice(i, i + 64).map((userId) => reaper.reapUser(nodeId, userId, Date.now())));
+const reapSeconds = (performance.now() - reapStarted) / 1000;
+await reaper.close();
+console.log(JSON.stringify({ users, usedMemoryBefore: before, usedMemoryAfter: after, bytesPerOnlineUser: perUser, keys, reapedUsers: indexed.length, reapSeconds: Number(reapSeconds.toFixed(3)), usersReapedPerSecond: Math.round(indexed.length / reapSeconds) }, null, 2));
 for (const ws of sockets) ws.terminate();
 await server.shutdown();
 client.disconnect();

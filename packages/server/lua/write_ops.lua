@@ -1,24 +1,36 @@
--- Applies one numbered batch of a node's session operations to its stored state and publishes
--- the batch, in one step: the stored '~seq' always matches what was published.
--- A node that is no longer registered (reaped, or Redis lost its data) writes nothing and gets
--- 0, so it re-registers instead of leaving a partial state that nothing would ever remove.
--- KEYS[1]  registry (sorted set)
--- KEYS[2]  the node's session hash
--- ARGV[1]  node id
--- ARGV[2]  batch number
--- ARGV[3]  bus channel
--- ARGV[4]  the `ops` message
--- ARGV[5]  number of upserted sessions, followed by that many id, snapshot JSON pairs,
---          followed by the ids of removed sessions
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[2], '~seq', ARGV[2])
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
+-- Applies one node's ops on one user's sessions to the user's shard and publishes them, in one
+-- step: the shard's sequence always matches what was published on the user's topic.
+-- KEYS[1]  the user's record hash ('~v': the shard's sequence)
+-- KEYS[2]  the user's sessions: session id -> node .. '\n' .. moves .. '\n' .. orphaned at ('' while
+--          its node lives) .. '\n' .. snapshot JSON
+-- ARGV[1]  publish command;  ARGV[2]  the user's topic;  ARGV[3]  node id
+-- ARGV[4]  the message without its end: '{...,"seq":' (the sequence and '}' are added here)
+-- ARGV[5..] per op: 's', session id, moves, snapshot JSON  or  'e', session id
+-- A snapshot replaces the stored one unless that one moved more often (a late op from a node the
+-- session has left); only the owner on record ends a session. Snapshots are stored as sent.
+local i = 5
+while i <= #ARGV do
+  local kind, id = ARGV[i], ARGV[i + 1]
+  local stored = redis.call('HGET', KEYS[2], id)
+  if kind == 's' then
+    local moves = tonumber(ARGV[i + 2])
+    local storedMoves = -1
+    if stored then
+      local a = string.find(stored, '\n', 1, true)
+      local b = string.find(stored, '\n', a + 1, true)
+      storedMoves = tonumber(string.sub(stored, a + 1, b - 1))
+    end
+    if moves >= storedMoves then
+      redis.call('HSET', KEYS[2], id, ARGV[3] .. '\n' .. ARGV[i + 2] .. '\n\n' .. ARGV[i + 3])
+    end
+    i = i + 4
+  else
+    if stored and string.sub(stored, 1, #ARGV[3] + 1) == ARGV[3] .. '\n' then
+      redis.call('HDEL', KEYS[2], id)
+    end
+    i = i + 2
+  end
 end
-for j = i, #ARGV do
-  redis.call('HDEL', KEYS[2], ARGV[j])
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
+local seq = redis.call('HINCRBY', KEYS[1], '~v', 1)
+redis.call(ARGV[1], ARGV[2], ARGV[4] .. seq .. '}')
+return seq

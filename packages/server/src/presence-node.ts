@@ -7,7 +7,7 @@ import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } fr
 import type { PresenceEventListener } from './presence/events.js';
 import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
 import { Replica } from './presence/replica.js';
-import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './presence/replication.js';
+import type { Cluster, ClusterListener, NodeOp, OwnedSession, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
 import { PusherProtocol } from './protocol-pusher/pusher-protocol.js';
@@ -43,8 +43,10 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   readonly heartbeats: HeartbeatSessions;
   /** The Pusher Channels protocol, the second listener, when `config.pusher` is set. */
   readonly pusher: PusherProtocol | undefined;
+  private readonly cluster: Cluster | undefined;
 
   constructor(options: PresenceNodeOptions) {
+    this.cluster = options.cluster;
     this.sessionTokens = new SessionTokens(options.config.auth, options.config.offlineDelayMs);
     this.engine = new PresenceEngine({
       config: options.config,
@@ -103,8 +105,12 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
   unload(sessionToken: string): boolean {
     const claims = this.sessionTokens.verify(sessionToken, this.engine.clock.now());
     const session = this.engine.state.sessions.get(claims.sessionId);
-    if (!session || session.user.record.userId !== claims.userId) return false;
-    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id });
+    if (!session || session.user.record.userId !== claims.userId) {
+      // Another node may own it without this one following its user: the owner does, and decides.
+      if (!session) this.replica.publish({ op: 'unload', sessionId: claims.sessionId, userId: claims.userId });
+      return false;
+    }
+    if (session.remote) this.replica.publish({ op: 'unload', sessionId: session.id, userId: session.user.record.userId });
     else this.engine.unload(session);
     return true;
   }
@@ -127,6 +133,23 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.engine.loadUsers(userIds);
   }
 
+  prepareConnect(userId: string, sessionId?: string): Promise<void> | undefined {
+    return this.engine.prepareConnect(userId, sessionId);
+  }
+
+  loadChannel(name: string): Promise<void> | undefined {
+    return this.replica.prepareChannel(name);
+  }
+
+  async loadUserChannels(userId: string): Promise<void> {
+    await this.engine.loadUsers([userId]);
+    const user = this.engine.state.users.get(userId);
+    if (!user) return;
+    const names = new Set<string>();
+    for (const session of user.sessions.values()) for (const name of session.remote?.channels ?? []) names.add(name);
+    await Promise.all([...names].map((name) => this.replica.prepareChannel(name)));
+  }
+
   updateUser(userId: string, patch: UserPatch): SelfPresence {
     return this.engine.updateUser(userId, patch);
   }
@@ -147,8 +170,34 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.engine.reader.userChannels(userId);
   }
 
-  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage {
-    return this.engine.reader.onlineUsers(page);
+  /**
+   * The online list. On one node, from memory. In a cluster, a node holds only the users its
+   * clients can see, so the list comes from the shared state: the union of every node's online
+   * list gives the ids and the count, and the users of the page asked for are read (followed for
+   * a moment) to build their views.
+   */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage | Promise<OnlineUsersPage> {
+    if (!this.cluster) return this.engine.reader.onlineUsers(page);
+    return this.clusterOnlineUsers(this.cluster, page);
+  }
+
+  private async clusterOnlineUsers(cluster: Cluster, page: { limit: number; cursor?: string }): Promise<OnlineUsersPage> {
+    const ids = await cluster.readOnline();
+    const after = page.cursor === undefined ? ids : ids.filter((id) => id > page.cursor!);
+    const pageIds = after.slice(0, page.limit);
+    await this.engine.loadUsers(pageIds);
+    const users = pageIds.flatMap((id) => {
+      const user = this.engine.state.users.get(id);
+      return user?.announcedVisible ? [user.published] : [];
+    });
+    const result: OnlineUsersPage = { count: ids.length, users };
+    if (after.length > pageIds.length) result.nextCursor = pageIds[pageIds.length - 1];
+    return result;
+  }
+
+  /** How many users are online: on one node, from memory; in a cluster, from the shared state. */
+  async onlineCount(): Promise<number> {
+    return this.cluster ? (await this.cluster.readOnline()).length : this.engine.reader.stats().onlineUsers;
   }
 
   stats(): PresenceStats {
@@ -177,12 +226,28 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.replica.applyOps(nodeId, ops);
   }
 
-  applySnapshot(nodeId: string, sessions: SessionSnapshot[]): void | Promise<void> {
-    return this.replica.applySnapshot(nodeId, sessions);
+  applyUser(userId: string, sessions: OwnedSession[]): void | Promise<void> {
+    return this.replica.applyUser(userId, sessions);
   }
 
   nodeDown(nodeId: string): void {
     this.replica.nodeDown(nodeId);
+  }
+
+  userOrphaned(nodeId: string, userId: string): void {
+    this.replica.userOrphaned(nodeId, userId);
+  }
+
+  needsUser(userId: string): boolean {
+    return this.replica.needsUser(userId);
+  }
+
+  needsChannel(name: string): boolean {
+    return this.replica.needsChannel(name);
+  }
+
+  dropUnfollowed(): void {
+    this.replica.dropUnfollowed();
   }
 
   applyRecord(record: UserRecord, cause?: string): void | Promise<void> {

@@ -1,3 +1,4 @@
+import { PresenceError } from './errors.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
@@ -110,6 +111,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
         nodeId: config.nodeId,
         leaseTtlMs: config.nodeLeaseMs,
         syncIntervalMs: config.syncIntervalMs,
+        offlineDelayMs: config.offlineDelayMs,
         clock: baseClock,
         log,
       })
@@ -219,7 +221,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   const pusherApi = engine.pusher
     ? createPusherApi({ pusher: engine.pusher, config, log, count: (route, status) => metrics.httpRequests.inc({ route, status: String(status) }) })
     : undefined;
-  const api = createHttpApi({ pusherApi, queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (!shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
+  const api = createHttpApi({ pusherApi, queries: engine, sessions: engine, config, verifier, metrics: { registry: exposition, httpRequests: metrics.httpRequests, unloadBeacons: metrics.unloadBeacons }, serveMetrics: config.metricsPort === undefined, log, adminStats, isReady: () => (cluster && cluster.previousLayoutNodes.length > 0 ? new PresenceError('MIXED_CLUSTER', `nodes of the layout before sharding still run: ${cluster.previousLayoutNodes.join(', ')}`) : !shuttingDown && store.isReady() ? (transport.overloaded() ?? true) : false) });
   const staticFiles = options.publicDir
     ? createStaticFiles({ root: options.publicDir, reserved: [...new Set([...Object.values(ROUTES).map((route) => `/${route.split('/')[1]}`), PUSHER_API_PREFIX.slice(0, -1)])] })
     : undefined;

@@ -1862,7 +1862,8 @@ describe('no leaks', () => {
 
 /** A cluster that only answers who this node is and which nodes hold a lease; what it is given to publish goes to `publish`. */
 function stubCluster(nodeId: string, nodes: string[], publish: (op: NodeOp) => void = () => {}): Cluster {
-  return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {} };
+  // It delivers every channel, as if a session of this node were in each.
+  return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {}, loadChannel: () => undefined, followsChannel: () => true, listOnline: () => {}, readOnline: async () => [] };
 }
 
 describe('corners found by the model-based tests', () => {
@@ -1937,8 +1938,8 @@ describe('corners found by the model-based tests', () => {
     const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, cluster });
     const ann = (attached: boolean): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached, channels: { room: { meta: {}, joinedAt: clock.now() } } });
     engine.applyOps('c', [{ op: 'session', session: ann(true) }]);
-    // Ann's client moved from c to a; b missed a's claim and reads a's whole state instead.
-    engine.applySnapshot('a', [ann(true)]);
+    // Ann's client moved from c to a; b missed a's claim and reads ann's whole shard instead.
+    engine.applyUser('ann', [{ node: 'a', session: ann(true) }]);
     engine.nodeDown('c');
     clock.advance(5000);
     assert.deepEqual(engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId), ['ann'], "ann is a's now: c's death does not end her session");
@@ -1953,7 +1954,7 @@ describe('corners found by the model-based tests', () => {
       const engine = new PresenceNode({ config: resolveConfig({ offlineDelayMs: 1000 }), clock, cluster });
       const ann = (moves?: number): SessionSnapshot => ({ id: 'ann-session', userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
       const reads: Array<[string, SessionSnapshot]> = [['b', ann()], ['a', ann(1)]];
-      for (const [node, snapshot] of order === 'stale first' ? reads : reads.reverse()) engine.applySnapshot(node, [snapshot]);
+      for (const [node, snapshot] of order === 'stale first' ? reads : reads.reverse()) engine.applyUser('ann', [{ node, session: snapshot }]);
       engine.nodeDown('b');
       clock.advance(5000);
       assert.deepEqual(engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId), ['ann'], `${order}: ann is a's, b's death does not end her session`);

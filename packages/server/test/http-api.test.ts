@@ -43,6 +43,18 @@ class FakeQueries implements PresenceQueries {
     return undefined;
   }
 
+  prepareConnect(): undefined {
+    return undefined;
+  }
+
+  loadChannel(): undefined {
+    return undefined;
+  }
+
+  loadUserChannels(): undefined {
+    return undefined;
+  }
+
   private check(method: keyof PresenceQueries, args: unknown[]): void {
     this.calls.push({ method, args });
     const error = this.failWith;

@@ -343,13 +343,20 @@ class ClusterModelRun {
       const fresh = await this.startNode();
       this.nodes[i] = fresh;
       this.dead.delete(i);
-      // It reads the others' sessions as it starts; a client arriving before that is a race the
-      // model does not describe (see docs/testing.md).
-      await this.until(() => {
-        const inside = fresh.engine.inspect();
-        this.advanceModel(Date.now());
-        return inside.sessions + inside.remoteSessions === this.ref.sessions.size ? null : 'the new node to read every session';
-      });
+      // Asked about every user, it reads every session the shared state holds. If no node was alive
+      // to notice the death of the one it replaces, it notices now and the dead node's sessions get
+      // their offline delay from now (a race the model does not describe): wait for them to end.
+      const deadline = Date.now() + CONVERGENCE_TIMEOUT;
+      for (;;) {
+        if (fresh.link.isReady()) {
+          await Promise.resolve(fresh.engine.loadUsers(USERS)).catch(() => undefined);
+          this.advanceModel(Date.now());
+          const inside = fresh.engine.inspect();
+          if (inside.sessions + inside.remoteSessions === this.ref.sessions.size) break;
+        }
+        if (Date.now() > deadline) assert.fail(`no convergence in ${CONVERGENCE_TIMEOUT} ms: the new node to read every session`);
+        await pause(25);
+      }
     }
     return this.nodes[i];
   }
@@ -369,7 +376,8 @@ class ClusterModelRun {
     // clock in the model; a connect at a session's very deadline (a wait action can end there)
     // would race the two. Connect only at a moment no deadline is near, as the checks do.
     await this.until(() => (this.ref.settledAt(Date.now(), BEFORE_DEADLINE, AFTER_DEADLINE) ? null : 'a deadline to pass before connecting'));
-    await target.engine.loadUsers([userId]);
+    // As the transport does: the user, and the channels of a session that moves here.
+    await target.engine.prepareConnect(userId, sessionId);
     this.advanceModel(Date.now());
     const socket = new Socket(userId, target, ++this.sockets);
     let error: string | undefined;
@@ -467,6 +475,7 @@ class ClusterModelRun {
   private async until(check: () => string | null): Promise<void> {
     const deadline = Date.now() + CONVERGENCE_TIMEOUT;
     for (;;) {
+      await this.readThrough();
       const problem = check();
       if (problem === null) return;
       if (Date.now() > deadline) assert.fail(`no convergence in ${CONVERGENCE_TIMEOUT} ms: ${problem}`);
@@ -500,6 +509,30 @@ class ClusterModelRun {
     this.beginWindow();
   }
 
+  /**
+   * Each node holds only what its own clients can see; what it answers about the rest (the HTTP
+   * API's channel lists, user presence and online count) it reads from the shared state first, as
+   * the HTTP API does before each answer. One node per step (in turn) answers for everything; the
+   * others are held to what they hold, so following and letting go run as they would.
+   */
+  private async readThrough(): Promise<void> {
+    const alive = [...this.nodes.keys()].filter((i) => !this.dead.has(i));
+    this.reader = alive.length > 0 ? alive[this.ref.step % alive.length] : undefined;
+    const n = this.reader === undefined ? undefined : this.nodes[this.reader];
+    this.onlineCount = undefined;
+    if (!n?.link.isReady()) return;
+    try {
+      await Promise.all([n.engine.loadUsers(USERS), ...CHANNELS.map((c) => n.engine.loadChannel(c))]);
+      this.onlineCount = await n.engine.onlineCount();
+    } catch {
+      // The shared service went away meanwhile: the comparison waits for it.
+    }
+  }
+
+  /** The node that answers for everything in this step, and its count of online users. */
+  private reader: number | undefined;
+  private onlineCount: number | undefined;
+
   /** What still differs from the reference model, or null. */
   private difference(): string | null {
     const expected = new Map(CHANNELS.map((c) => [c, sorted([...this.ref.expectedMembers(c).values()] as never).map(comparable)]));
@@ -512,7 +545,11 @@ class ClusterModelRun {
       // its state from before them (and apply them, a logout say, to what happened since).
       const unwritten = n.link.inspect().unwrittenOps;
       if (unwritten > 0) return `node ${i} has ${unwritten} ops not yet written to the shared service`;
+      const isReader = i === this.reader;
+      // Channels where a session of this node is: the node follows them and must list them right.
+      const local = new Set([...this.ref.sessions.values()].filter((session) => session.node === n.link.nodeId).flatMap((session) => [...session.channels]));
       for (const c of CHANNELS) {
+        if (!isReader && !local.has(c)) continue;
         const members = n.engine.channelPresence(c, { limit: 1000 }).members;
         const got = members.map(comparable);
         if (canonical(got) !== canonical(expected.get(c))) return `node ${i} lists ${JSON.stringify(got)} in ${c}, the model ${JSON.stringify(expected.get(c))}`;
@@ -523,19 +560,22 @@ class ClusterModelRun {
           if (joins(members) !== joins(first)) return `nodes disagree on join times in ${c}: ${joins(first)} / ${joins(members)}`;
         }
       }
-      for (const view of n.engine.queryUsers(USERS, TRUSTED)) {
+      const users = isReader ? USERS : USERS.filter((id) => n.engine.engine.state.users.has(id));
+      for (const view of n.engine.queryUsers(users, TRUSTED)) {
         if (view.status !== this.ref.statusOf(view.userId)) return `node ${i} shows ${view.userId} ${view.status}, the model ${this.ref.statusOf(view.userId)}`;
       }
       const inside = n.engine.inspect();
-      // Every node replicates every session (what it shows may not depend on all of them).
-      if (inside.sessions + inside.remoteSessions !== this.ref.sessions.size) {
-        return `node ${i} holds ${inside.sessions} + ${inside.remoteSessions} sessions, the model ${this.ref.sessions.size}`;
+      // A node holds every session of each user it holds (their devices and idleness depend on all
+      // of them), and no other: the users of other nodes' clients it cannot see stay away.
+      for (const [userId, user] of n.engine.engine.state.users) {
+        const held = [...user.sessions.keys()].sort().join();
+        const expected = [...this.ref.sessions.values()].filter((session) => session.userId === userId).map((session) => session.id).sort().join();
+        if (held !== expected) return `node ${i} holds sessions [${held}] of ${userId}, the model [${expected}]`;
       }
       // And agrees on who owns each: a client that moves again at once must find the move done.
       const owned = [...this.ref.sessions.values()].filter((session) => session.node === n.link.nodeId).length;
       if (inside.sessions !== owned) return `node ${i} owns ${inside.sessions} sessions, the model ${owned}`;
-      const online = n.engine.stats().onlineUsers;
-      if (online !== this.ref.visibleUserCount()) return `node ${i} counts ${online} online users, the model ${this.ref.visibleUserCount()}`;
+      if (isReader && this.onlineCount !== this.ref.visibleUserCount()) return `node ${i} counts ${this.onlineCount} online users, the model ${this.ref.visibleUserCount()}`;
     }
     const seqs = new Map<string, number>();
     for (const socket of this.live) {

@@ -271,8 +271,10 @@ describe('many nodes through Redis (3 processes, real redis-server)', { timeout:
     assert.deepEqual(joinsAndLeaves(annAgain, 'room', 'ben'), [], 'the resumed session got a sync, not a join');
     const remaining = ['ann:online', 'ben:online', 'obs2:online', 'obs3:online'];
     for (const node of [restarted, n2, n3]) assert.deepEqual(await members(node, 'room'), remaining, `no ghost on ${node.id}`);
-    const stateKeys = (await redisKeys(redis!.url)).filter((k) => k.startsWith(`{presence}:node:${n1.id}`));
-    assert.equal(stateKeys.length, 1, `only the running node's state is stored: ${stateKeys.join(', ')}`);
+    // A node's keys carry its incarnation (`<id>@<run>`) in their hash tag: only the running one's are left.
+    const stateKeys = (await redisKeys(redis!.url)).filter((k) => k.includes(`{${n1.id}@`));
+    const incarnations = new Set(stateKeys.map((k) => k.slice(k.indexOf('{') + 1, k.indexOf('}'))));
+    assert.equal(incarnations.size, 1, `only the running node's state is stored: ${stateKeys.join(', ')}`);
   });
 
   it("kill -9 of a node: its users get one lastSeen on every node (leave, watch update, HTTP, a node started later), no earlier than its last lease renewal", async (t) => {

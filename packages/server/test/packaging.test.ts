@@ -252,7 +252,7 @@ describe('the server installed from its tarball', () => {
     const inspect = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await inspect.connect();
-      const nodes = await inspect.zrange('{presence}:nodes', 0, -1);
+      const nodes = await inspect.zrange('{presence}:registry', 0, -1);
       assert.equal(nodes.length, 1);
       assert.match(nodes[0], /^installed@/, 'the node registered itself through its Lua script');
     } finally {

@@ -52,14 +52,18 @@ describeUserStoreConformance({
 
 const idleListener: ClusterListener = {
   applyOps: () => {},
-  applySnapshot: () => {},
+  applyUser: () => {},
   nodeDown: () => {},
+  userOrphaned: () => {},
+  needsUser: () => true,
+  needsChannel: () => true,
+  dropUnfollowed: () => {},
   applyRecord: () => {},
   localSnapshot: () => [],
 };
 const clusterHubs = new WeakMap<UserStore, MemoryHub>();
 async function clusterLink(hub: MemoryHub): Promise<ClusterLink> {
-  const link = new ClusterLink({ service: new MemoryService(hub), leaseTtlMs: 300, syncIntervalMs: 1000, clock: systemClock, log: silentLogger, activityFlushMs: 50 });
+  const link = new ClusterLink({ service: new MemoryService(hub), leaseTtlMs: 300, syncIntervalMs: 1000, offlineDelayMs: 400, clock: systemClock, log: silentLogger, activityFlushMs: 50 });
   await link.start(idleListener);
   clusterHubs.set(link, hub);
   return link;

@@ -1,25 +1,39 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { BusMessage, SharedService, LeaseState, NodeState, StoredUser, StoredUserFields } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
-/** Fields a write never moves back (see ClusterTransport.writeUser). */
+/** Fields a write never moves back (see SharedService.writeUser). */
 const FORWARD_ONLY: ReadonlySet<string> = new Set(['lastSeenAt', 'lastActiveAt']);
+
+interface UserEntry {
+  /** The shard's sequence ('~v' in Redis): one per message on the user's topic. */
+  seq: number;
+  fields: StoredUserFields;
+  sessions: Map<string, StoredSession>;
+}
 
 /**
  * An in-process stand-in for the shared service: several nodes in one process share it, as they
- * would share Redis. It runs the same steps atomically, delivers messages in the same order, and
- * can be taken down and brought back (empty) to test recovery. Tests use it to run the cluster
- * logic without a network; its semantics are the contract the Redis transport is held to.
+ * would share Redis. It runs the same steps atomically, delivers a shard's messages only to the
+ * nodes that follow it and in the order its steps ran, and can be taken down and brought back
+ * (empty) to test recovery. Its semantics are the contract the Redis service is held to.
  */
 export class MemoryHub {
   private readonly leases = new Map<string, number>();
-  private readonly nodeStates = new Map<string, { seq: number; sessions: Map<string, SessionSnapshot> }>();
-  private readonly users = new Map<string, StoredUser>();
+  private readonly reaping = new Map<string, number>();
+  private readonly nodeIndex = new Map<string, Set<string>>();
+  private readonly nodeOnline = new Map<string, Set<string>>();
+  private readonly users = new Map<string, UserEntry>();
+  private readonly channels = new Map<string, Map<string, ChannelEntry>>();
   private readonly connected = new Set<MemoryService>();
   private up = true;
   /** Counts outages, so a node's turn to come back from an earlier one is not taken in a later one. */
   private returns = 0;
+  /** Live nodes of the layout before sharding, as a test sets them. */
+  previousLayoutNodes: string[] = [];
+  /** Messages published, per kind of topic: what a test of routing counts. */
+  readonly published = { user: 0, channel: 0, registry: 0 };
 
   constructor(readonly now: () => number = Date.now) {}
 
@@ -31,9 +45,9 @@ export class MemoryHub {
   goDown(): void {
     this.up = false;
     this.returns += 1;
-    for (const transport of this.connected) {
-      transport.away = true;
-      transport.handlers?.disconnected();
+    for (const service of this.connected) {
+      service.away = true;
+      service.handlers?.disconnected();
     }
   }
 
@@ -46,47 +60,78 @@ export class MemoryHub {
   comeBack(options: { empty: boolean; staggerMs?: number }): void {
     if (options.empty) {
       this.leases.clear();
-      this.nodeStates.clear();
+      this.reaping.clear();
+      this.nodeIndex.clear();
+      this.nodeOnline.clear();
       this.users.clear();
+      this.channels.clear();
     }
     this.up = true;
     const returns = ++this.returns;
-    const reconnect = (transport: MemoryService) => {
-      if (returns !== this.returns || !this.connected.has(transport)) return;
-      transport.away = false;
-      transport.handlers?.reconnected();
+    const reconnect = (service: MemoryService) => {
+      if (returns !== this.returns || !this.connected.has(service)) return;
+      service.away = false;
+      service.handlers?.reconnected();
     };
     const staggerMs = options.staggerMs ?? 0;
-    [...this.connected].forEach((transport, i) => (staggerMs > 0 ? setTimeout(() => reconnect(transport), i * staggerMs) : reconnect(transport)));
+    [...this.connected].forEach((service, i) => (staggerMs > 0 ? setTimeout(() => reconnect(service), i * staggerMs) : reconnect(service)));
   }
 
   /** Every key the service holds, named as the Redis layout would name them (for leak checks). */
   keys(): string[] {
     return [
       ...(this.leases.size > 0 ? ['nodes'] : []),
-      ...[...this.nodeStates.keys()].map((node) => `node:${node}`),
-      ...[...this.users.keys()].map((id) => `user:${id}`),
+      ...(this.reaping.size > 0 ? ['reaping'] : []),
+      ...[...this.nodeIndex.keys()].map((node) => `node:${node}:users`),
+      ...[...this.nodeOnline.keys()].map((node) => `node:${node}:online`),
+      ...[...this.users].flatMap(([id, user]) => [
+        ...(Object.keys(user.fields).length > 0 || user.seq > 0 ? [`user:${id}`] : []),
+        ...(user.sessions.size > 0 ? [`user:${id}:sessions`] : []),
+      ]),
+      ...[...this.channels.keys()].map((name) => `channel:${name}:sessions`),
     ];
+  }
+
+  /** The sessions a user's shard holds, for tests. */
+  storedSessions(userId: string): StoredSession[] {
+    return structuredClone([...(this.users.get(userId)?.sessions.values() ?? [])]);
   }
 
   // The service's steps ------------------------------------------------------------------------
 
-  attach(transport: MemoryService): void {
-    this.connected.add(transport);
+  attach(service: MemoryService): void {
+    this.connected.add(service);
   }
 
-  detach(transport: MemoryService): void {
-    this.connected.delete(transport);
+  detach(service: MemoryService): void {
+    this.connected.delete(service);
   }
 
   check(): void {
     if (!this.up) throw new Error('shared state unavailable');
   }
 
-  publish(message: BusMessage): void {
+  private deliver(to: Iterable<MemoryService>, message: ShardMessage): void {
     // Structured copies: nodes must never share objects, as they would not through a network.
     const copy = structuredClone(message);
-    for (const transport of this.connected) queueMicrotask(() => transport.deliver(structuredClone(copy)));
+    for (const service of to) queueMicrotask(() => service.deliver(structuredClone(copy)));
+  }
+
+  private publishToUser(message: Extract<ShardMessage, { user: string; seq: number }>): void {
+    this.published.user += 1;
+    this.deliver([...this.connected].filter((service) => service.follows('user', message.user)), message);
+  }
+
+  private user(userId: string): UserEntry {
+    let user = this.users.get(userId);
+    if (!user) this.users.set(userId, (user = { seq: 0, fields: {}, sessions: new Map() }));
+    return user;
+  }
+
+  /** Drops a shard that holds nothing, as Redis drops an empty hash. */
+  private tidy(userId: string): void {
+    const user = this.users.get(userId);
+    if (user && user.sessions.size === 0 && Object.keys(user.fields).length === 0 && user.seq === 0) this.users.delete(userId);
   }
 
   renewLease(nodeId: string, ttlMs: number): LeaseState {
@@ -95,58 +140,7 @@ export class MemoryHub {
     const wasRegistered = this.leases.has(nodeId);
     this.leases.set(nodeId, now + ttlMs);
     const expired = [...this.leases].filter(([, until]) => until < now).map(([node]) => node);
-    return { now, wasRegistered, expired, nodes: [...this.leases.keys()] };
-  }
-
-  dropNode(nodeId: string, onlyIfExpired: boolean): boolean {
-    this.check();
-    const until = this.leases.get(nodeId);
-    if (until === undefined || (onlyIfExpired && until >= this.now())) return false;
-    this.leases.delete(nodeId);
-    this.nodeStates.delete(nodeId);
-    this.publish({ kind: 'down', node: nodeId });
-    return true;
-  }
-
-  registerNode(nodeId: string, ttlMs: number, state: NodeState): void {
-    this.check();
-    this.nodeStates.set(nodeId, { seq: state.seq, sessions: new Map(state.sessions.map((s) => [s.id, structuredClone(s)])) });
-    this.leases.set(nodeId, this.now() + ttlMs);
-    this.publish({ kind: 'hello', node: nodeId, seq: state.seq });
-  }
-
-  writeOps(nodeId: string, seq: number, ops: NodeOp[]): boolean {
-    this.check();
-    if (!this.leases.has(nodeId)) return false;
-    let state = this.nodeStates.get(nodeId);
-    if (!state) this.nodeStates.set(nodeId, (state = { seq, sessions: new Map() }));
-    state.seq = seq;
-    for (const op of ops) {
-      if (op.op === 'session') state.sessions.set(op.session.id, structuredClone(op.session));
-      else if (op.op === 'end') state.sessions.delete(op.sessionId);
-    }
-    this.publish({ kind: 'ops', node: nodeId, seq, ops });
-    return true;
-  }
-
-  readNode(nodeId: string): NodeState | null {
-    this.check();
-    const state = this.nodeStates.get(nodeId);
-    return state ? { seq: state.seq, sessions: structuredClone([...state.sessions.values()]) } : null;
-  }
-
-  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): void {
-    this.check();
-    const user = this.users.get(userId) ?? { version: 0, fields: {} };
-    for (const [field, value] of Object.entries(fields)) {
-      // As in write_user.lua: the activity timestamps only move forward.
-      const stored = FORWARD_ONLY.has(field) && user.fields[field] ? Number(user.fields[field]) : undefined;
-      if (stored === undefined || (Number(value) || 0) > stored) user.fields[field] = value;
-    }
-    this.users.set(userId, user);
-    if (!announce) return;
-    user.version += 1;
-    this.publish({ kind: 'user', node: nodeId, userId, version: user.version, fields: { ...user.fields } });
+    return { now, wasRegistered, expired, nodes: [...this.leases.keys()], reaping: [...this.reaping].map(([node, since]) => ({ node, since })) };
   }
 
   leaseDeadline(nodeId: string): number | null {
@@ -154,27 +148,176 @@ export class MemoryHub {
     return this.leases.get(nodeId) ?? null;
   }
 
-  raiseLastSeen(userId: string, at: number): void {
+  dropNode(nodeId: string, onlyIfExpired: boolean): boolean {
     this.check();
-    const user = this.users.get(userId) ?? { version: 0, fields: {} };
-    if (user.fields.manual !== undefined && manualStatus(user.fields.manual) === 'invisible') return;
-    const stored = user.fields.lastSeenAt ? Number(user.fields.lastSeenAt) : undefined;
-    if (stored === undefined || stored < at) user.fields.lastSeenAt = String(at);
-    // Published even when the stored value was later: it came from quiet writes nobody was told of.
-    user.version += 1;
-    this.users.set(userId, user);
-    this.publish({ kind: 'user', node: '', userId, version: user.version, fields: { ...user.fields } });
+    const until = this.leases.get(nodeId);
+    if (until === undefined || (onlyIfExpired && until >= this.now())) return false;
+    this.leases.delete(nodeId);
+    this.reaping.set(nodeId, this.now());
+    this.published.registry += 1;
+    this.deliver(this.connected, { kind: 'down', node: nodeId });
+    return true;
+  }
+
+  nodeStatus(nodeId: string): 'live' | 'reaping' | 'gone' {
+    this.check();
+    return this.leases.has(nodeId) ? 'live' : this.reaping.has(nodeId) ? 'reaping' : 'gone';
+  }
+
+  indexUsers(nodeId: string, userIds: string[]): void {
+    this.check();
+    let index = this.nodeIndex.get(nodeId);
+    if (!index) this.nodeIndex.set(nodeId, (index = new Set()));
+    for (const id of userIds) index.add(id);
+  }
+
+  indexedUsers(nodeId: string): string[] {
+    this.check();
+    return [...(this.nodeIndex.get(nodeId) ?? [])];
+  }
+
+  listOnline(nodeId: string, add: string[], remove: string[]): void {
+    this.check();
+    let online = this.nodeOnline.get(nodeId);
+    if (!online) this.nodeOnline.set(nodeId, (online = new Set()));
+    for (const id of add) online.add(id);
+    for (const id of remove) online.delete(id);
+    if (online.size === 0) this.nodeOnline.delete(nodeId);
+  }
+
+  readOnline(nodeIds: string[]): string[] {
+    this.check();
+    const all = new Set<string>();
+    for (const node of nodeIds) for (const id of this.nodeOnline.get(node) ?? []) all.add(id);
+    return [...all];
+  }
+
+  finishReap(nodeId: string): void {
+    this.check();
+    this.nodeIndex.delete(nodeId);
+    this.nodeOnline.delete(nodeId);
+    this.reaping.delete(nodeId);
+  }
+
+  writeOps(nodeId: string, userId: string, ops: NodeOp[]): void {
+    this.check();
+    const user = this.user(userId);
+    applyOpsToSessions(user.sessions, nodeId, ops);
+    user.seq += 1;
+    this.publishToUser({ kind: 'ops', user: userId, seq: user.seq, node: nodeId, ops });
+    this.tidy(userId);
+  }
+
+  reapUser(nodeId: string, userId: string, lastSeenAt: number): number {
+    this.check();
+    const user = this.users.get(userId);
+    if (!user) return 0;
+    let marked = 0;
+    let attached = false;
+    for (const stored of user.sessions.values()) {
+      if (stored.node !== nodeId || stored.orphanedAt !== undefined) continue;
+      stored.orphanedAt = this.now();
+      marked += 1;
+      if (stored.session.attached) attached = true;
+    }
+    if (marked === 0) return 0;
+    // As reap_user.lua: a connected user was online until the dead node's last renewal.
+    if (attached && manualStatus(user.fields.manual) !== 'invisible' && lastSeenAt > 0) {
+      const stored = user.fields.lastSeenAt ? Number(user.fields.lastSeenAt) : undefined;
+      if (stored === undefined || stored < lastSeenAt) user.fields.lastSeenAt = String(lastSeenAt);
+    }
+    user.seq += 1;
+    this.publishToUser({ kind: 'reaped', user: userId, seq: user.seq, node: nodeId, fields: { ...user.fields } });
+    return marked;
+  }
+
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): SessionSnapshot[] {
+    this.check();
+    const user = this.users.get(userId);
+    if (!user) return [];
+    const removed: SessionSnapshot[] = [];
+    for (const [id, stored] of user.sessions) {
+      if (stored.node !== nodeId || stored.orphanedAt === undefined || stored.orphanedAt + offlineDelayMs > this.now()) continue;
+      removed.push(stored.session);
+      user.sessions.delete(id);
+    }
+    this.tidy(userId);
+    return structuredClone(removed);
+  }
+
+  readUser(userId: string): UserShard {
+    this.check();
+    const user = this.users.get(userId);
+    if (!user) return { seq: 0, fields: null, sessions: [] };
+    return structuredClone({ seq: user.seq, fields: Object.keys(user.fields).length > 0 ? user.fields : null, sessions: [...user.sessions.values()] });
+  }
+
+  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): void {
+    this.check();
+    const user = this.user(userId);
+    for (const [field, value] of Object.entries(fields)) {
+      // As in write_user.lua: the activity timestamps only move forward.
+      const stored = FORWARD_ONLY.has(field) && user.fields[field] ? Number(user.fields[field]) : undefined;
+      if (stored === undefined || (Number(value) || 0) > stored) user.fields[field] = value;
+    }
+    if (!announce) return;
+    user.seq += 1;
+    this.publishToUser({ kind: 'record', user: userId, seq: user.seq, node: nodeId, fields: { ...user.fields } });
   }
 
   restoreUser(userId: string, fields: StoredUserFields): void {
     this.check();
-    if (!this.users.has(userId)) this.users.set(userId, { version: 1, fields: { ...fields } });
+    const user = this.user(userId);
+    for (const [field, value] of Object.entries(fields)) if (!(field in user.fields)) user.fields[field] = value;
   }
 
-  readUser(userId: string): StoredUser | null {
+  addToChannel(name: string, entries: ChannelEntry[]): void {
     this.check();
-    const user = this.users.get(userId);
-    return user ? structuredClone(user) : null;
+    let channel = this.channels.get(name);
+    if (!channel) this.channels.set(name, (channel = new Map()));
+    const announced = new Set<string>();
+    for (const entry of entries) {
+      const before = channel.get(entry.sessionId);
+      channel.set(entry.sessionId, { ...entry });
+      if (before?.userId === entry.userId && before.node === entry.node) continue;
+      if (announced.has(entry.userId)) continue;
+      announced.add(entry.userId);
+      this.published.channel += 1;
+      this.deliver(
+        [...this.connected].filter((service) => service.follows('channel', name)),
+        { kind: 'member', channel: name, user: entry.userId },
+      );
+    }
+  }
+
+  removeFromChannel(name: string, node: string, sessionIds: string[]): void {
+    this.check();
+    const channel = this.channels.get(name);
+    if (!channel) return;
+    for (const id of sessionIds) if (channel.get(id)?.node === node) channel.delete(id);
+    if (channel.size === 0) this.channels.delete(name);
+  }
+
+  readChannel(name: string): ChannelEntry[] {
+    this.check();
+    return structuredClone([...(this.channels.get(name)?.values() ?? [])]);
+  }
+}
+
+/**
+ * A node's ops applied to a user's stored sessions, as write_ops.lua does: a session's snapshot
+ * replaces the stored one unless the stored one has moved more often (a late op from a node the
+ * session left); only the owner on record ends a session.
+ */
+export function applyOpsToSessions(sessions: Map<string, StoredSession>, nodeId: string, ops: NodeOp[]): void {
+  for (const op of ops) {
+    if (op.op === 'session') {
+      const stored = sessions.get(op.session.id);
+      if (stored && (stored.session.moves ?? 0) > (op.session.moves ?? 0)) continue;
+      sessions.set(op.session.id, { node: nodeId, session: structuredClone(op.session) });
+    } else if (op.op === 'end') {
+      if (sessions.get(op.sessionId)?.node === nodeId) sessions.delete(op.sessionId);
+    }
   }
 }
 
@@ -184,6 +327,7 @@ export class MemoryService implements SharedService {
   /** Set while the service is down, and after it is back until this node's turn to reconnect. */
   away = false;
   private closed = false;
+  private readonly followed = { user: new Set<string>(), channel: new Set<string>() };
 
   constructor(private readonly shared: MemoryHub) {}
 
@@ -193,12 +337,21 @@ export class MemoryService implements SharedService {
     return this.shared;
   }
 
+  follows(kind: 'user' | 'channel', id: string): boolean {
+    return this.followed[kind].has(id);
+  }
+
+  /** How many shards this node follows, for tests of routing. */
+  following(): { users: number; channels: number } {
+    return { users: this.followed.user.size, channels: this.followed.channel.size };
+  }
+
   async connect(handlers: Handlers): Promise<void> {
     this.handlers = handlers;
     this.hub.attach(this);
   }
 
-  deliver(message: BusMessage): void {
+  deliver(message: ShardMessage): void {
     if (!this.closed && this.shared.isUp && !this.away) this.handlers?.message(message);
   }
 
@@ -206,57 +359,96 @@ export class MemoryService implements SharedService {
     return !this.closed && this.shared.isUp && !this.away;
   }
 
-  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
-    return this.hub.renewLease(nodeId, ttlMs);
+  async follow(interest: Interest): Promise<void> {
+    // Like a subscription, it survives an outage of the service (the client re-subscribes).
+    for (const id of interest.users ?? []) this.followed.user.add(id);
+    for (const name of interest.channels ?? []) this.followed.channel.add(name);
   }
 
-  async reapNode(nodeId: string): Promise<boolean> {
-    return this.hub.dropNode(nodeId, true);
+  async unfollow(interest: Interest): Promise<void> {
+    for (const id of interest.users ?? []) this.followed.user.delete(id);
+    for (const name of interest.channels ?? []) this.followed.channel.delete(name);
+  }
+
+  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
+    return this.hub.renewLease(nodeId, ttlMs);
   }
 
   async leaseDeadline(nodeId: string): Promise<number | null> {
     return this.hub.leaseDeadline(nodeId);
   }
 
-  async leave(nodeId: string): Promise<void> {
-    this.hub.dropNode(nodeId, false);
+  async dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean> {
+    return this.hub.dropNode(nodeId, onlyIfExpired);
   }
 
-  async registerNode(nodeId: string, ttlMs: number, state: NodeState): Promise<void> {
-    this.hub.registerNode(nodeId, ttlMs, state);
+  async nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'> {
+    return this.hub.nodeStatus(nodeId);
   }
 
-  async writeOps(nodeId: string, seq: number, ops: NodeOp[]): Promise<boolean> {
-    return this.hub.writeOps(nodeId, seq, ops);
+  async indexUsers(nodeId: string, userIds: string[]): Promise<void> {
+    this.hub.indexUsers(nodeId, userIds);
   }
 
-  async readNode(nodeId: string): Promise<NodeState | null> {
-    return this.hub.readNode(nodeId);
+  async indexedUsers(nodeId: string): Promise<string[]> {
+    return this.hub.indexedUsers(nodeId);
   }
 
-  async readNodeSeqs(nodeIds: string[]): Promise<Map<string, number>> {
-    const seqs = new Map<string, number>();
-    for (const node of nodeIds) {
-      const state = this.hub.readNode(node);
-      if (state) seqs.set(node, state.seq);
-    }
-    return seqs;
+  async listOnline(nodeId: string, add: string[], remove: string[]): Promise<void> {
+    this.hub.listOnline(nodeId, add, remove);
+  }
+
+  async readOnline(nodeIds: string[]): Promise<string[]> {
+    return this.hub.readOnline(nodeIds);
+  }
+
+  async finishReap(nodeId: string): Promise<void> {
+    this.hub.finishReap(nodeId);
+  }
+
+  async writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void> {
+    this.hub.writeOps(nodeId, userId, ops);
+  }
+
+  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
+    return this.hub.reapUser(nodeId, userId, lastSeenAt);
+  }
+
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
+    return this.hub.expireOrphans(nodeId, userId, offlineDelayMs);
+  }
+
+  async readUsers(userIds: string[]): Promise<Map<string, UserShard>> {
+    return new Map(userIds.map((id) => [id, this.hub.readUser(id)]));
+  }
+
+  async readSeqs(userIds: string[]): Promise<Map<string, number>> {
+    return new Map(userIds.map((id) => [id, this.hub.readUser(id).seq]));
   }
 
   async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void> {
     this.hub.writeUser(nodeId, userId, fields, announce);
   }
 
-  async raiseLastSeen(userId: string, at: number): Promise<void> {
-    this.hub.raiseLastSeen(userId, at);
-  }
-
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {
     this.hub.restoreUser(userId, fields);
   }
 
-  async readUsers(userIds: string[]): Promise<Map<string, StoredUser | null>> {
-    return new Map(userIds.map((id) => [id, this.hub.readUser(id)]));
+  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
+    this.hub.addToChannel(channel, entries);
+  }
+
+  async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {
+    this.hub.removeFromChannel(channel, node, sessionIds);
+  }
+
+  async readChannel(channel: string): Promise<ChannelEntry[]> {
+    return this.hub.readChannel(channel);
+  }
+
+  async previousLayoutNodes(): Promise<string[]> {
+    this.hub.check();
+    return [...this.shared.previousLayoutNodes];
   }
 
   async close(): Promise<void> {
@@ -266,7 +458,8 @@ export class MemoryService implements SharedService {
 }
 
 /** The manual status in a stored `manual` field, as the Lua scripts read it (unreadable: none). */
-function manualStatus(json: string): unknown {
+function manualStatus(json: string | undefined): unknown {
+  if (json === undefined) return undefined;
   try {
     return (JSON.parse(json) as { status?: unknown } | null)?.status;
   } catch {

@@ -3,33 +3,44 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { BusMessage, SharedService, LeaseState, NodeState, StoredUser, StoredUserFields } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
 
 /**
- * Key layout. Every key a script touches at once shares a hash tag, so each script would run
- * unchanged on Redis Cluster: the node registry and the nodes' session hashes share `{prefix}`;
- * a user record is alone in its own slot `{user id}`.
+ * Key layout. Every key a script touches at once shares a hash tag, and so does the topic it
+ * publishes on, so each script runs unchanged on Redis Cluster: the registry and the reaping list
+ * share `{prefix}`; a user's record, sessions and topic share `{user id}`; a channel's index and
+ * topic share `{channel name}`; a node's index of users is alone in `{node id}`. The user record
+ * keeps the name it had before sharding (`prefix:user:{id}`), so stored records carry over.
  */
 export function redisKeys(prefix = 'presence') {
   return {
-    registry: `{${prefix}}:nodes`,
-    nodeState: (nodeId: string) => `{${prefix}}:node:${nodeId}`,
+    registry: `{${prefix}}:registry`,
+    reaping: `{${prefix}}:reaping`,
+    registryTopic: `{${prefix}}:registry:events`,
+    nodeUsers: (nodeId: string) => `${prefix}:node-users:{${nodeId}}`,
+    nodeOnline: (nodeId: string) => `${prefix}:node-online:{${nodeId}}`,
     user: (userId: string) => `${prefix}:user:{${userId}}`,
-    bus: `${prefix}:bus`,
+    userSessions: (userId: string) => `${prefix}:user:{${userId}}:sessions`,
+    userTopic: (userId: string) => `${prefix}:user:{${userId}}:events`,
+    channel: (name: string) => `${prefix}:channel:{${name}}:sessions`,
+    channelTopic: (name: string) => `${prefix}:channel:{${name}}:events`,
+    /** The registry of the layout before sharding: nodes still on it are another cluster. */
+    previousRegistry: `{${prefix}}:nodes`,
   };
 }
 
 const SCRIPTS = {
-  lease: 1,
+  lease: 2,
   drop_node: 2,
-  register_node: 2,
   write_ops: 2,
   write_user: 1,
-  raise_last_seen: 1,
-  restore_user: 1,
+  reap_user: 2,
+  expire_orphans: 1,
+  add_to_channel: 1,
+  remove_from_channel: 1,
 } as const;
 
 /** The Lua scripts ship beside the compiled code (`lua/` in the package), one file each. */
@@ -43,13 +54,14 @@ function scriptDirectory(): string {
 }
 
 interface ScriptCommands {
-  lease(registry: string, nodeId: string, ttlMs: number): Promise<[string, number, string[], string[]]>;
-  drop_node(registry: string, nodeState: string, ...args: string[]): Promise<number>;
-  register_node(registry: string, nodeState: string, ...args: string[]): Promise<number>;
-  write_ops(registry: string, nodeState: string, ...args: string[]): Promise<number>;
+  lease(registry: string, reaping: string, nodeId: string, ttlMs: number): Promise<[string, number, string[], string[], string[]]>;
+  drop_node(registry: string, reaping: string, ...args: string[]): Promise<number>;
+  write_ops(record: string, sessions: string, ...args: string[]): Promise<number>;
   write_user(user: string, ...args: string[]): Promise<number>;
-  raise_last_seen(user: string, bus: string, userId: string, at: string): Promise<number>;
-  restore_user(user: string, ...args: string[]): Promise<number>;
+  reap_user(record: string, sessions: string, ...args: string[]): Promise<number>;
+  expire_orphans(sessions: string, ...args: string[]): Promise<string[]>;
+  add_to_channel(channel: string, ...args: string[]): Promise<number>;
+  remove_from_channel(channel: string, ...args: string[]): Promise<number>;
 }
 
 export interface RedisServiceOptions {
@@ -73,6 +85,8 @@ export class RedisService implements SharedService {
   private wasReady = false;
   private lost = false;
   private closing = false;
+  /** Classic pub/sub on one Redis; sharded (SPUBLISH) on Redis Cluster, where a topic lives on its slot's shard. */
+  private readonly publishCommand = 'PUBLISH';
 
   constructor(options: RedisServiceOptions) {
     const shared: RedisOptions = {
@@ -113,16 +127,16 @@ export class RedisService implements SharedService {
   async connect(handlers: Handlers): Promise<void> {
     this.handlers = handlers;
     this.subscriber.on('message', (_channel: string, text: string) => {
-      let message: BusMessage;
+      let message: ShardMessage;
       try {
-        message = JSON.parse(text) as BusMessage;
+        message = JSON.parse(text) as ShardMessage;
       } catch {
         return;
       }
       handlers.message(message);
     });
     await Promise.all([this.commands.status === 'wait' ? this.commands.connect() : undefined, this.subscriber.status === 'wait' ? this.subscriber.connect() : undefined]);
-    await this.subscriber.subscribe(this.keys.bus);
+    await this.subscriber.subscribe(this.keys.registryTopic);
     this.wasReady = true;
   }
 
@@ -142,104 +156,146 @@ export class RedisService implements SharedService {
     return !this.closing && this.commands.status === 'ready' && this.subscriber.status === 'ready';
   }
 
-  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
-    const [now, registered, expired, nodes] = await this.scripts.lease(this.keys.registry, nodeId, ttlMs);
-    return { now: Number(now), wasRegistered: registered === 1, expired, nodes };
+  private topicsOf(interest: Interest): string[] {
+    return [...(interest.users ?? []).map((id) => this.keys.userTopic(id)), ...(interest.channels ?? []).map((name) => this.keys.channelTopic(name))];
   }
 
-  async reapNode(nodeId: string): Promise<boolean> {
-    return (await this.dropNode(nodeId, true)) === 1;
+  async follow(interest: Interest): Promise<void> {
+    const topics = this.topicsOf(interest);
+    // ioredis subscribes again to everything after a reconnect (autoResubscribe).
+    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.subscribe(...topics.slice(i, i + 1000));
+  }
+
+  async unfollow(interest: Interest): Promise<void> {
+    const topics = this.topicsOf(interest);
+    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.unsubscribe(...topics.slice(i, i + 1000));
+  }
+
+  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
+    const [now, registered, expired, nodes, reaping] = await this.scripts.lease(this.keys.registry, this.keys.reaping, nodeId, ttlMs);
+    const dropped: LeaseState['reaping'] = [];
+    for (let i = 0; i < reaping.length; i += 2) dropped.push({ node: reaping[i], since: Number(reaping[i + 1]) });
+    return { now: Number(now), wasRegistered: registered === 1, expired, nodes, reaping: dropped };
   }
 
   async leaseDeadline(nodeId: string): Promise<number | null> {
-    const deadline = await this.commands.zscore(this.keys.registry, nodeId);
+    const deadline = (await this.commands.zscore(this.keys.registry, nodeId)) ?? (await this.commands.zscore(this.keys.reaping, nodeId));
     return deadline === null ? null : Number(deadline);
   }
 
-  async leave(nodeId: string): Promise<void> {
-    await this.dropNode(nodeId, false);
+  async dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean> {
+    const down: ShardMessage = { kind: 'down', node: nodeId };
+    const dropped = await this.scripts.drop_node(this.keys.registry, this.keys.reaping, this.publishCommand, this.keys.registryTopic, nodeId, onlyIfExpired ? '1' : '0', JSON.stringify(down));
+    return dropped === 1;
   }
 
-  private dropNode(nodeId: string, onlyIfExpired: boolean): Promise<number> {
-    const down: BusMessage = { kind: 'down', node: nodeId };
-    return this.scripts.drop_node(this.keys.registry, this.keys.nodeState(nodeId), nodeId, onlyIfExpired ? '1' : '0', this.keys.bus, JSON.stringify(down));
+  async nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'> {
+    const [live, reaping] = await Promise.all([this.commands.zscore(this.keys.registry, nodeId), this.commands.zscore(this.keys.reaping, nodeId)]);
+    return live !== null ? 'live' : reaping !== null ? 'reaping' : 'gone';
   }
 
-  async registerNode(nodeId: string, ttlMs: number, state: NodeState): Promise<void> {
-    const hello: BusMessage = { kind: 'hello', node: nodeId, seq: state.seq };
-    const pairs = state.sessions.flatMap((session) => [session.id, JSON.stringify(session)]);
-    await this.scripts.register_node(this.keys.registry, this.keys.nodeState(nodeId), nodeId, String(ttlMs), String(state.seq), this.keys.bus, JSON.stringify(hello), ...pairs);
+  async indexUsers(nodeId: string, userIds: string[]): Promise<void> {
+    if (userIds.length > 0) await this.commands.sadd(this.keys.nodeUsers(nodeId), ...userIds);
   }
 
-  async writeOps(nodeId: string, seq: number, ops: NodeOp[]): Promise<boolean> {
-    // The stored state keeps each session's latest snapshot; within a batch the last op wins.
-    const latest = new Map<string, SessionSnapshot | null>();
+  async indexedUsers(nodeId: string): Promise<string[]> {
+    return this.commands.smembers(this.keys.nodeUsers(nodeId));
+  }
+
+  async listOnline(nodeId: string, add: string[], remove: string[]): Promise<void> {
+    const key = this.keys.nodeOnline(nodeId);
+    await Promise.all([add.length > 0 ? this.commands.sadd(key, ...add) : undefined, remove.length > 0 ? this.commands.srem(key, ...remove) : undefined]);
+  }
+
+  async readOnline(nodeIds: string[]): Promise<string[]> {
+    // One set per node, each in its own slot: read apart, joined here.
+    const lists = await Promise.all(nodeIds.map((node) => this.commands.smembers(this.keys.nodeOnline(node))));
+    return [...new Set(lists.flat())];
+  }
+
+  async finishReap(nodeId: string): Promise<void> {
+    await this.commands.del(this.keys.nodeUsers(nodeId), this.keys.nodeOnline(nodeId));
+    await this.commands.zrem(this.keys.reaping, nodeId);
+  }
+
+  async writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void> {
+    const args: string[] = [];
     for (const op of ops) {
-      if (op.op === 'session') latest.set(op.session.id, op.session);
-      else if (op.op === 'end') latest.set(op.sessionId, null);
+      if (op.op === 'session') args.push('s', op.session.id, String(op.session.moves ?? 0), JSON.stringify(op.session));
+      else if (op.op === 'end') args.push('e', op.sessionId);
     }
-    const upserts: string[] = [];
-    const removals: string[] = [];
-    for (const [id, snapshot] of latest) {
-      if (snapshot) upserts.push(id, JSON.stringify(snapshot));
-      else removals.push(id);
-    }
-    const message: BusMessage = { kind: 'ops', node: nodeId, seq, ops };
-    const written = await this.scripts.write_ops(
-      this.keys.registry,
-      this.keys.nodeState(nodeId),
-      nodeId,
-      String(seq),
-      this.keys.bus,
-      JSON.stringify(message),
-      String(upserts.length / 2),
-      ...upserts,
-      ...removals,
-    );
-    return written === 1;
+    const head = `{"kind":"ops","user":${JSON.stringify(userId)},"node":${JSON.stringify(nodeId)},"ops":${JSON.stringify(ops)},"seq":`;
+    await this.scripts.write_ops(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, head, ...args);
   }
 
-  async readNode(nodeId: string): Promise<NodeState | null> {
-    const stored = await this.commands.hgetall(this.keys.nodeState(nodeId));
-    if (stored['~seq'] === undefined) return null;
-    const sessions: SessionSnapshot[] = [];
-    for (const [field, value] of Object.entries(stored)) {
-      if (field !== '~seq') sessions.push(JSON.parse(value) as SessionSnapshot);
-    }
-    return { seq: Number(stored['~seq']), sessions };
+  async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
+    return this.scripts.reap_user(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, String(lastSeenAt));
   }
 
-  async readNodeSeqs(nodeIds: string[]): Promise<Map<string, number>> {
-    const seqs = await Promise.all(nodeIds.map((node) => this.commands.hget(this.keys.nodeState(node), '~seq')));
-    const result = new Map<string, number>();
-    nodeIds.forEach((node, i) => {
-      if (seqs[i] !== null) result.set(node, Number(seqs[i]));
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
+    const removed = await this.scripts.expire_orphans(this.keys.userSessions(userId), nodeId, String(offlineDelayMs));
+    return removed.map((json) => JSON.parse(json) as SessionSnapshot);
+  }
+
+  async readUsers(userIds: string[]): Promise<Map<string, UserShard>> {
+    // Two reads per user in its own slot, auto-pipelined into one round trip.
+    const shards = await Promise.all(userIds.map((id) => Promise.all([this.commands.hgetall(this.keys.user(id)), this.commands.hgetall(this.keys.userSessions(id))])));
+    const result = new Map<string, UserShard>();
+    userIds.forEach((id, i) => {
+      const [{ '~v': seq, ...fields }, stored] = shards[i];
+      const sessions: StoredSession[] = [];
+      for (const value of Object.values(stored)) {
+        // node \n moves \n orphaned at ('' while its node lives) \n snapshot JSON (write_ops.lua)
+        const a = value.indexOf('\n');
+        const b = value.indexOf('\n', a + 1);
+        const c = value.indexOf('\n', b + 1);
+        const entry: StoredSession = { node: value.slice(0, a), session: JSON.parse(value.slice(c + 1)) as SessionSnapshot };
+        if (c > b + 1) entry.orphanedAt = Number(value.slice(b + 1, c));
+        sessions.push(entry);
+      }
+      result.set(id, { seq: Number(seq ?? 0), fields: Object.keys(fields).length === 0 ? null : fields, sessions });
     });
     return result;
+  }
+
+  async readSeqs(userIds: string[]): Promise<Map<string, number>> {
+    const seqs = await Promise.all(userIds.map((id) => this.commands.hget(this.keys.user(id), '~v')));
+    return new Map(userIds.map((id, i) => [id, Number(seqs[i] ?? 0)]));
   }
 
   async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void> {
     const pairs = Object.entries(fields).flat();
-    await this.scripts.write_user(this.keys.user(userId), this.keys.bus, nodeId, userId, announce ? '1' : '0', ...pairs);
-  }
-
-  async raiseLastSeen(userId: string, at: number): Promise<void> {
-    await this.scripts.raise_last_seen(this.keys.user(userId), this.keys.bus, userId, String(at));
+    await this.scripts.write_user(this.keys.user(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, announce ? '1' : '0', ...pairs);
   }
 
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {
-    await this.scripts.restore_user(this.keys.user(userId), ...Object.entries(fields).flat());
+    // Field by field: a quiet activity write that reached the emptied Redis first keeps the rest coming back.
+    await Promise.all(Object.entries(fields).map(([field, value]) => this.commands.hsetnx(this.keys.user(userId), field, value)));
   }
 
-  async readUsers(userIds: string[]): Promise<Map<string, StoredUser | null>> {
-    // One HGETALL per user, auto-pipelined into one round trip (and spread over slots on a Cluster).
-    const stored = await Promise.all(userIds.map((id) => this.commands.hgetall(this.keys.user(id))));
-    const result = new Map<string, StoredUser | null>();
-    userIds.forEach((id, i) => {
-      const { '~v': version, ...fields } = stored[i];
-      result.set(id, Object.keys(fields).length === 0 ? null : { version: Number(version ?? 0), fields });
+  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const args = entries.flatMap((entry) => [entry.sessionId, entry.userId, entry.node]);
+    await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
+  }
+
+  async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {
+    if (sessionIds.length > 0) await this.scripts.remove_from_channel(this.keys.channel(channel), node, ...sessionIds);
+  }
+
+  async readChannel(channel: string): Promise<ChannelEntry[]> {
+    const stored = await this.commands.hgetall(this.keys.channel(channel));
+    return Object.entries(stored).map(([sessionId, value]) => {
+      const at = value.indexOf('\n');
+      return { sessionId, userId: value.slice(0, at), node: value.slice(at + 1) };
     });
-    return result;
+  }
+
+  async previousLayoutNodes(): Promise<string[]> {
+    // The old registry held lease deadlines on Redis's clock, as this one does.
+    const [seconds, micros] = await this.commands.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    return this.commands.zrangebyscore(this.keys.previousRegistry, now, '+inf');
   }
 
   async close(): Promise<void> {

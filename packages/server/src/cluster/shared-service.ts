@@ -1,88 +1,151 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 
 /*
- * What a shared service (Redis, or an in-process hub for tests and single-process clusters) must
- * do for the cluster. Everything here is one atomic step on the service; the ordering of the
- * messages it delivers is the order in which those steps ran. The cluster logic on top of it
- * (cluster-link.ts) is the same for every service, so both pass one conformance suite.
+ * What a shared service (Redis, Redis Cluster, or an in-process hub for tests and single-process
+ * clusters) must do for the cluster. The state is sharded: each user is one shard (their record,
+ * their sessions on every node, and a topic), each channel is one shard (an index of the sessions
+ * in it, and a topic), and the node registry is one small shard touched only by lease renewals and
+ * node lifecycle. Every method that writes touches one shard, as one atomic step that also
+ * publishes on that shard's topic, so the order of a shard's messages is the order its writes ran.
+ * A node receives a shard's messages only while it follows the shard: interest, not broadcast.
+ * The cluster logic on top (cluster-link.ts) is the same for every service, so all of them pass
+ * one conformance suite.
  */
 
 /** A user record as stored: one string per field, so concurrent writers of different fields both win. */
 export type StoredUserFields = Record<string, string>;
 
-export type BusMessage =
-  /** A batch of one node's operations; `seq` increases by one per batch. */
-  | { kind: 'ops'; node: string; seq: number; ops: NodeOp[] }
-  /** A node (re)wrote its whole state: read it instead of waiting for operations. */
-  | { kind: 'hello'; node: string; seq: number }
-  /** A node's lease was removed (expired and reaped, or the node left). */
-  | { kind: 'down'; node: string }
+/** A session in a user's shard, with the node that owns it. */
+export interface StoredSession {
+  node: string;
+  session: SessionSnapshot;
+  /** Set once its node was declared dead (ms, the service's clock): it stays for the offline delay. */
+  orphanedAt?: number;
+}
+
+export type ShardMessage =
   /**
-   * A user record after a write, whole, with its version. `node` is the writer; empty for a write
-   * made for a dead node (its users' lastSeen at the reap), which is no live node's own write.
+   * One node's operations on one user's sessions (and typing, logout, unload for that user), in
+   * the order they were made. `seq` is the user shard's sequence: it grows by one per message on
+   * the user's topic, whatever the kind.
    */
-  | { kind: 'user'; node: string; userId: string; version: number; fields: StoredUserFields };
+  | { kind: 'ops'; user: string; seq: number; node: string; ops: NodeOp[] }
+  /**
+   * A user record after an announced write, whole. `node` is the writer; empty for a write made
+   * for a dead node (its users' lastSeen at the reap), which is no live node's own write.
+   */
+  | { kind: 'record'; user: string; seq: number; node: string; fields: StoredUserFields }
+  /**
+   * A dead node's sessions of this user were removed from the shard (the reap); `fields` is the
+   * record after its lastSeen was raised to the dead node's last lease renewal.
+   */
+  | { kind: 'reaped'; user: string; seq: number; node: string; fields: StoredUserFields }
+  /** On a channel's topic: a session of `user` entered the channel (follow that user to see it). */
+  | { kind: 'member'; channel: string; user: string }
+  /** On the registry's topic: a node's lease was removed (expired and reaped, or the node left). */
+  | { kind: 'down'; node: string };
 
 export interface LeaseState {
   /** The service's own clock, ms since the epoch: the cluster's one clock. */
   now: number;
   /** Whether this node was still registered before this renewal (false after a reap or a flush). */
   wasRegistered: boolean;
-  /** Nodes whose lease ran out (not yet reaped). */
+  /** Nodes whose lease ran out (not yet dropped). */
   expired: string[];
   /** Every registered node, this one included. */
   nodes: string[];
+  /** Dropped nodes whose sessions are still being removed from the user shards, with when their reap started. */
+  reaping: { node: string; since: number }[];
 }
 
-export interface NodeState {
+/** A user's shard as read: the record's fields (null: no record), and every node's sessions. */
+export interface UserShard {
   seq: number;
-  sessions: SessionSnapshot[];
+  fields: StoredUserFields | null;
+  sessions: StoredSession[];
 }
 
-export interface StoredUser {
-  version: number;
-  fields: StoredUserFields;
+/** One entry of a channel's index: a session that is in the channel, its user and its node. */
+export interface ChannelEntry {
+  sessionId: string;
+  userId: string;
+  node: string;
+}
+
+export interface Interest {
+  users?: string[];
+  channels?: string[];
 }
 
 export interface SharedService {
-  /** Starts delivering bus messages (and connection changes) to the callbacks. */
-  connect(handlers: { message(message: BusMessage): void; reconnected(): void; disconnected(): void }): Promise<void>;
+  /**
+   * Connects and starts delivering the registry's messages. A shard's messages are delivered while
+   * it is followed. `reconnected`: the service (or the connection to it) came back; whatever was
+   * followed is followed again, but messages sent meanwhile are lost.
+   */
+  connect(handlers: { message(message: ShardMessage): void; reconnected(): void; disconnected(): void }): Promise<void>;
   isConnected(): boolean;
+  /** Starts delivering these shards' messages; resolves once the service confirmed it. */
+  follow(interest: Interest): Promise<void>;
+  unfollow(interest: Interest): Promise<void>;
+
+  // Registry: one small shard, touched only by leases and node lifecycle.
   renewLease(nodeId: string, ttlMs: number): Promise<LeaseState>;
-  /** Removes an expired node's lease and state and announces `down`; false if it renewed meanwhile. */
-  reapNode(nodeId: string): Promise<boolean>;
   /** A node's lease deadline (its last renewal plus the lease lifetime, on the service's clock); null without a lease. */
   leaseDeadline(nodeId: string): Promise<number | null>;
   /**
-   * Removes a node's lease and state and announces `down`: this node leaving gracefully, or a
-   * previous incarnation of it (crashed, restarted under the same id before its lease ran out).
+   * Removes a node's lease, marks it for reaping and announces `down`. `onlyIfExpired`: false (and
+   * nothing done) when the node renewed meanwhile. Returns whether this call dropped it.
    */
-  leave(nodeId: string): Promise<void>;
-  /** Writes the node's whole state, registers its lease, announces `hello`. */
-  registerNode(nodeId: string, ttlMs: number, state: NodeState): Promise<void>;
+  dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean>;
+  /** Whether a node holds a lease, was dropped and is being reaped, or is unknown. */
+  nodeStatus(nodeId: string): Promise<'live' | 'reaping' | 'gone'>;
+  /** Adds users to a node's index of users it holds sessions of (written before their sessions). */
+  indexUsers(nodeId: string, userIds: string[]): Promise<void>;
+  /** The users a node's index lists (a superset of those it holds sessions of). */
+  indexedUsers(nodeId: string): Promise<string[]>;
+  /** Adds users to and removes them from a node's online list (its visible users with a session there). */
+  listOnline(nodeId: string, add: string[], remove: string[]): Promise<void>;
+  /** The union of these nodes' online lists. */
+  readOnline(nodeIds: string[]): Promise<string[]>;
+  /** The reap of a dropped node is over: its index, its online list and its reaping mark go. */
+  finishReap(nodeId: string): Promise<void>;
+
+  // User shards.
+  /** Applies one node's ops to a user's stored sessions and publishes them, in one step. */
+  writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void>;
   /**
-   * Applies one batch to the node's stored state and publishes it. Returns false (and writes
-   * nothing) when the node is not registered: its state was reaped or lost, so it must re-register.
+   * Marks a dead node's sessions in one user's shard as orphaned: they stay for the offline delay,
+   * so a client can still resume its session on any node. When any was newly marked, the user's
+   * stored lastSeen moves up to `lastSeenAt` (never back, not while invisible) if one of them was
+   * attached, and `reaped` is published. Returns how many were newly marked. Safe to repeat.
    */
-  writeOps(nodeId: string, seq: number, ops: NodeOp[]): Promise<boolean>;
-  readNode(nodeId: string): Promise<NodeState | null>;
-  /** `seq` of every registered node's stored state. */
-  readNodeSeqs(nodeIds: string[]): Promise<Map<string, number>>;
+  reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number>;
+  /** Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard; returns them. */
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]>;
+  readUsers(userIds: string[]): Promise<Map<string, UserShard>>;
+  /** The shard sequence of each user (0 for a shard with nothing in it). */
+  readSeqs(userIds: string[]): Promise<Map<string, number>>;
   /**
-   * Writes some fields of a user record. `announce`: bump the version and publish the whole
-   * record; otherwise (activity timestamps) write quietly. The activity timestamps `lastSeenAt`
-   * and `lastActiveAt` only move forward: a value older than the stored one is not written.
+   * Writes some fields of a user record. `announce`: publish the whole record; otherwise (activity
+   * timestamps) write quietly. The activity timestamps `lastSeenAt` and `lastActiveAt` only move
+   * forward: a value older than the stored one is not written.
    */
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
-  /**
-   * Moves a user's stored `lastSeenAt` up to `at` (ms, the service's clock): never back, and not
-   * while the stored record is invisible. Unless invisible, the version is bumped and the record
-   * published as for an announced write, also when the stored value was later (quiet activity
-   * writes are never published), so every node ends with the stored record.
-   */
-  raiseLastSeen(userId: string, at: number): Promise<void>;
-  /** Writes a whole record only if the service has none (after it lost its data). */
+  /** Writes every field the stored record lacks (after the service lost its data); never overwrites one. */
   restoreUser(userId: string, fields: StoredUserFields): Promise<void>;
-  readUsers(userIds: string[]): Promise<Map<string, StoredUser | null>>;
+
+  // Channel shards: an index of who is where, so a node that follows a channel finds its members.
+  /** Adds sessions to a channel's index and announces each new user in it on the channel's topic. */
+  addToChannel(channel: string, entries: ChannelEntry[]): Promise<void>;
+  /** Takes sessions out of a channel's index, each only where `node` still owns it (a moved session stays listed). */
+  removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
+  readChannel(channel: string): Promise<ChannelEntry[]>;
+
+  /**
+   * Live nodes of the layout before sharding (one registry and one pub/sub channel for everything)
+   * on the same service: they form a cluster of their own that this one cannot see.
+   */
+  previousLayoutNodes(): Promise<string[]>;
   close(): Promise<void>;
 }

@@ -1,14 +1,20 @@
 import type { Logger } from '../log.js';
 import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
-import type { BusMessage, SharedService, StoredUserFields } from './shared-service.js';
+import type { SharedService, StoredUserFields } from './shared-service.js';
+
+/** A record as the service published or read it: its fields, the shard sequence, the writer. */
+export interface RecordWrite {
+  node: string;
+  userId: string;
+  version: number;
+  fields: StoredUserFields;
+}
 
 export interface UserRecordsOptions {
   service: SharedService;
   /** This process in the cluster (its own writes come back on the bus under it). */
   nodeId: string;
   log: Logger;
-  /** Records of users not held by the model that are kept for fast reads. @default 50000 */
-  maxCachedUsers?: number;
   /** Hands a record, as the service now holds it, to the model (with the change's name when known). */
   apply: (record: UserRecord, cause?: string) => void | Promise<void>;
 }
@@ -28,9 +34,8 @@ interface CachedUser {
  * applied in the order the service ran them, and, after the service comes back, read back and
  * written back field by field so changes made on several nodes meanwhile all survive.
  */
-export class UserRecords implements UserStore {
+export class UserRecords {
   private readonly cache = new Map<string, CachedUser>();
-  private readonly loading = new Map<string, Promise<void>>();
   /** Announced writes of this node not yet seen back on the bus, per user. */
   private readonly pendingWrites = new Map<string, number>();
   /** Activity timestamps waiting for the next quiet write. */
@@ -47,45 +52,48 @@ export class UserRecords implements UserStore {
     return this.cache.get(userId)?.record ?? undefined;
   }
 
-  load(userIds: string[]): Promise<void> | undefined {
-    const waits: Promise<void>[] = [];
-    const toRead: string[] = [];
-    for (const id of new Set(userIds)) {
-      if (this.cache.has(id)) continue;
-      const inFlight = this.loading.get(id);
-      if (inFlight) waits.push(inFlight);
-      else toRead.push(id);
+  /** Whether a record (or the knowledge that there is none) of this user is held. */
+  has(userId: string): boolean {
+    return this.cache.has(userId);
+  }
+
+  /**
+   * A record read from the service (the user is newly followed, or messages were missed):
+   * remembered unless this node holds the same version, or its own copy is newer (changed here and
+   * not written back yet). A version lower than the one held means the service lost its data and
+   * counts again from zero: what it holds now is the reference. `fields` null: the service has no
+   * record of the user. Returns whether the record read is now the one held.
+   */
+  adopt(userId: string, version: number, fields: StoredUserFields | null): boolean {
+    const cached = this.cache.get(userId);
+    if (!cached) {
+      this.cache.set(userId, fields ? { record: decodeRecord(userId, fields), version, fields } : { record: null, version, fields: {} });
+      return fields !== null;
     }
-    if (toRead.length > 0) {
-      const read = this.options.service.readUsers(toRead).then(
-        (stored) => {
-          for (const [id, user] of stored) {
-            const cached = this.cache.get(id);
-            if (cached && user && user.version <= cached.version) continue;
-            if (cached && !user) continue;
-            this.remember(id, user ? { record: decodeRecord(id, user.fields), version: user.version, fields: user.fields } : { record: null, version: 0, fields: {} });
-          }
-        },
-        (error: unknown) => {
-          // Unreachable service: the user starts from an empty record now and the stored one is
-          // read again after reconnecting, so nobody is refused while the service is away.
-          this.options.log.debug('user records not loaded', { error });
-          for (const id of toRead) this.unread.add(id);
-        },
-      );
-      const done = read.finally(() => {
-        for (const id of toRead) this.loading.delete(id);
-      });
-      for (const id of toRead) this.loading.set(id, done);
-      waits.push(done);
-    }
-    return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
+    if (version === cached.version || !fields || this.busy(userId)) return false;
+    this.cache.set(userId, { record: decodeRecord(userId, fields), version, fields });
+    return true;
+  }
+
+  /** The record could not be read (the service is away): read again after reconnecting. */
+  markUnread(userId: string): void {
+    this.unread.add(userId);
+  }
+
+  /** Writes of this user are pending or waiting for the service: the user must stay followed for their echo. */
+  busy(userId: string): boolean {
+    return this.pendingWrites.has(userId) || this.quietFields.has(userId) || this.unsynced.has(userId);
+  }
+
+  /** The user is no longer followed: their record goes, unless writes of it are still pending. */
+  forget(userId: string): void {
+    if (!this.pendingWrites.has(userId) && !this.quietFields.has(userId) && !this.unsynced.has(userId)) this.cache.delete(userId);
   }
 
   save(record: UserRecord, kind: SaveKind = 'presence', cause?: string): void {
     const id = record.userId;
     let entry = this.cache.get(id);
-    if (!entry) entry = this.remember(id, { record, version: 0, fields: {} });
+    if (!entry) this.cache.set(id, (entry = { record, version: 0, fields: {} }));
     entry.record = record;
     const encoded = encodeRecord(record);
     let changed: StoredUserFields | undefined;
@@ -170,7 +178,7 @@ export class UserRecords implements UserStore {
    * still in flight, others' records are only remembered: the echo of our last write carries
    * both (writes are per field), and applying an older whole record meanwhile would flap.
    */
-  async receive(message: Extract<BusMessage, { kind: 'user' }>): Promise<void> {
+  async receive(message: RecordWrite): Promise<void> {
     const own = message.node === this.options.nodeId;
     const writing = own ? this.writeSeen(message.userId) : this.pendingWrites.get(message.userId) ?? 0;
     // Changed here while the service was away and not written back yet: this node's copy is newer
@@ -186,7 +194,7 @@ export class UserRecords implements UserStore {
       if (inFlight > 0) return;
       entry.record = record;
     } else {
-      this.remember(message.userId, { record, version: message.version, fields });
+      this.cache.set(message.userId, { record, version: message.version, fields });
       if (inFlight > 0) return;
     }
     await this.options.apply(record, message.fields[CAUSE_FIELD]);
@@ -225,14 +233,14 @@ export class UserRecords implements UserStore {
       );
       const stored = await this.options.service.readUsers([...new Set([...this.cache.keys(), ...unread])]);
       for (const [id, user] of stored) {
-        if (!user) continue;
+        if (!user.fields) continue;
         const entry = this.cache.get(id);
-        if (entry && user.version < entry.version) continue;
+        if (entry && user.seq < entry.version) continue;
         const record = decodeRecord(id, user.fields);
         // A write of ours made since may not be in what was read: its echo brings the record.
         if (entry && this.pendingWrites.has(id)) continue;
-        if (entry) Object.assign(entry, { record, version: user.version, fields: user.fields });
-        else this.remember(id, { record, version: user.version, fields: user.fields });
+        if (entry) Object.assign(entry, { record, version: user.seq, fields: user.fields });
+        else this.cache.set(id, { record, version: user.seq, fields: user.fields });
         await this.options.apply(record);
       }
     } catch (error) {
@@ -240,20 +248,6 @@ export class UserRecords implements UserStore {
       for (const id of unread) this.unread.add(id);
       throw error;
     }
-  }
-
-  private remember(userId: string, entry: CachedUser): CachedUser {
-    this.cache.delete(userId);
-    this.cache.set(userId, entry);
-    const max = this.options.maxCachedUsers ?? 50_000;
-    if (this.cache.size > max) {
-      // Oldest first; the model holds its own reference to every record it is using.
-      for (const id of this.cache.keys()) {
-        if (this.cache.size <= max) break;
-        if (!this.pendingWrites.has(id) && !this.quietFields.has(id) && !this.unsynced.has(id)) this.cache.delete(id);
-      }
-    }
-    return entry;
   }
 
   isReady(): boolean {

@@ -132,7 +132,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
   const rateLimits = new HttpRateLimits(limits, deps.now ?? Date.now);
 
   const router = new Router<Handler>()
-    .add('GET', ROUTES.channelPresence, ({ params, query, viewer }) => {
+    .add('GET', ROUTES.channelPresence, async ({ params, query, viewer }) => {
       const channel = assertChannelName(decodeParam(params.id), limits);
       if (viewer.kind === 'user' && !channelAllowed(viewer.identity.channels, channel)) {
         throw new PresenceError('CHANNEL_FORBIDDEN');
@@ -140,6 +140,8 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       const page: { limit: number; cursor?: string } = { limit: parseLimit(query.get('limit'), defaultPageSize, limits.maxPageSize) };
       const cursor = query.get('cursor');
       if (cursor) page.cursor = cursor;
+      // In a cluster, a channel no client of this node is in is read from the shared state first.
+      await queries.loadChannel(channel);
       const result = queries.channelPresence(channel, page);
       const body: Record<string, unknown> = {
         channel: result.channel,
@@ -167,22 +169,23 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       await queries.loadUsers(userIds);
       return { status: 200, json: { users: queries.queryUsers(userIds, viewerId(viewer)) } };
     })
-    .add('GET', ROUTES.userChannels, ({ params, viewer }) => {
+    .add('GET', ROUTES.userChannels, async ({ params, viewer }) => {
       const userId = assertUserId(decodeParam(params.id), limits);
       // Where someone is goes beyond what user-level privacy lets others see: only the user and
       // trusted backends may list it (co-members still see each other in the channels themselves).
       if (viewer.kind === 'user' && viewer.identity.userId !== userId) {
         throw new PresenceError('FORBIDDEN', 'A user token may only list its own channels.');
       }
+      await queries.loadUserChannels(userId);
       return { status: 200, json: { userId, channels: queries.userChannels(userId) } };
     })
-    .add('GET', ROUTES.onlineUsers, ({ query, viewer }) => {
+    .add('GET', ROUTES.onlineUsers, async ({ query, viewer }) => {
       // Everyone's presence, without the viewer's privacy: for backends only.
       if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The online list needs the API key.');
       const page: { limit: number; cursor?: string } = { limit: parseLimit(query.get('limit'), defaultPageSize, limits.maxPageSize) };
       const cursor = query.get('cursor');
       if (cursor) page.cursor = cursor;
-      const result = queries.onlineUsers(page);
+      const result = await queries.onlineUsers(page);
       const body: Record<string, unknown> = { count: result.count, users: result.users };
       if (result.nextCursor !== undefined) body.nextCursor = result.nextCursor;
       return { status: 200, json: body };
@@ -191,7 +194,7 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       if (!deps.sessions) throw new PresenceError('NOT_FOUND', 'HTTP sessions are not enabled on this server.');
       const identity = heartbeatIdentity(viewer, query, devMode, limits);
       const heartbeat = parseHeartbeat(await readJsonObject(req, limits.maxFrameBytes));
-      await queries.loadUsers([identity.userId]);
+      await queries.prepareConnect(identity.userId, heartbeat.sessionId);
       return { status: 200, text: heartbeatJson(deps.sessions.heartbeat(identity, heartbeat)), contentType: JSON_CONTENT_TYPE };
     })
     .add('POST', ROUTES.disconnect, async ({ req }) => {

@@ -254,7 +254,7 @@ export function openApiDocument({ routes, realtimePath }: OpenApiOptions): JsonO
         operationId: 'getReadiness',
         summary: 'Readiness: the store is reachable and the node is not overloaded or shutting down',
         security: publicRoute,
-        responses: { '200': json('Ready for traffic.', ReadyResponse), ...errors(['NOT_READY', 'OVERLOADED']) },
+        responses: { '200': json('Ready for traffic.', ReadyResponse), ...errors(['NOT_READY', 'OVERLOADED', 'MIXED_CLUSTER']) },
       },
     },
     metrics: {

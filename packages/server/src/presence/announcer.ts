@@ -31,6 +31,12 @@ export class Announcer {
     };
   }
 
+  /** A user dropped from this node without events (nobody here can see them any more). */
+  forget(user: UserState): void {
+    if (user.announcedVisible) this.visibleUserCount -= 1;
+    user.announcedVisible = false;
+  }
+
   /**
    * Compares the user's presence with what others were last told and announces the difference:
    * join/leave in every channel when visibility flips, update otherwise, and the user event.

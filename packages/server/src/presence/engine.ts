@@ -78,8 +78,13 @@ export interface SessionReplication {
   sessionEnded(session: Session): void;
   /** Publishes an op that is not a session's state (typing, logout). */
   publish(
-    op: { op: 'typing'; channel: string; userId: string; typing: boolean } | { op: 'logout'; userId: string } | { op: 'unload'; sessionId: string },
+    op: { op: 'typing'; channel: string; userId: string; typing: boolean } | { op: 'logout'; userId: string } | { op: 'unload'; sessionId: string; userId: string },
   ): void;
+  /**
+   * Before a session here joins a channel: resolves once the channel's members on other nodes are
+   * known here. Undefined when they are already (or there are no other nodes).
+   */
+  prepareChannel(name: string): Promise<void> | undefined;
 }
 
 const NO_REPLICATION: SessionReplication = {
@@ -88,6 +93,7 @@ const NO_REPLICATION: SessionReplication = {
   sessionClaimed() {},
   sessionEnded() {},
   publish() {},
+  prepareChannel: () => undefined,
 };
 
 const NO_OUTPUT: SessionOutput = {
@@ -168,6 +174,22 @@ export class PresenceEngine {
   loadUsers(userIds: string[]): Promise<void> | undefined {
     const missing = userIds.filter((id) => !this.users.has(id));
     return missing.length > 0 ? this.store.load(missing) : undefined;
+  }
+
+  /**
+   * Everything `connect` needs in memory: the user's record and sessions, and, when the client
+   * resumes a session another node holds, the channels it takes along (their members on other
+   * nodes, so its sync lists them). Call before `connect`.
+   */
+  prepareConnect(userId: string, sessionId?: string): Promise<void> | undefined {
+    const channelsOfMovedSession = (): Promise<void> | undefined => {
+      const session = sessionId === undefined ? undefined : this.sessions.get(sessionId);
+      if (!session?.remote?.channels || session.user.record.userId !== userId) return undefined;
+      const waits = session.remote.channels.filter((name) => !this.channels.has(name)).flatMap((name) => this.replication.prepareChannel(name) ?? []);
+      return waits.length > 0 ? Promise.all(waits).then(() => undefined) : undefined;
+    };
+    const loading = this.loadUsers([userId]);
+    return loading ? loading.then(channelsOfMovedSession) : channelsOfMovedSession();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -458,7 +480,28 @@ export class PresenceEngine {
    * throws PresenceError, which the transport turns into an `error` frame.
    */
   handle(attachment: Attachment, command: ClientMessage): AckData | Promise<AckData> {
-    return this.causes.local(() => this.handleNow(attachment, command));
+    const { session } = attachment;
+    // A session's commands run in the order they came: after one that had to wait (a join whose
+    // channel's members were being loaded), the next ones wait for it.
+    const waiting = this.pendingCommands.get(session);
+    if (waiting) return this.chain(session, waiting.then(() => this.causes.local(() => this.handleNow(attachment, command))));
+    const result = this.causes.local(() => this.handleNow(attachment, command));
+    return result instanceof Promise ? this.chain(session, result) : result;
+  }
+
+  /** Commands of a session still waiting for an earlier one to finish. */
+  private readonly pendingCommands = new Map<Session, Promise<unknown>>();
+
+  private chain(session: Session, result: Promise<AckData>): Promise<AckData> {
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.pendingCommands.set(session, settled);
+    void settled.then(() => {
+      if (this.pendingCommands.get(session) === settled) this.pendingCommands.delete(session);
+    });
+    return result;
   }
 
   private handleNow(attachment: Attachment, command: ClientMessage): AckData | Promise<AckData> {
@@ -466,8 +509,12 @@ export class PresenceEngine {
     if (session.sink !== attachment.sink) return undefined; // a replaced socket's late frame
     const user = session.user;
     switch (command.type) {
-      case 'join':
-        return this.join(session, command.channel, command.meta);
+      case 'join': {
+        const loading = this.channels.has(command.channel) ? undefined : this.replication.prepareChannel(command.channel);
+        if (!loading) return this.join(session, command.channel, command.meta);
+        // The channel's members on other nodes come first, so the joiner's sync lists them.
+        return loading.then(() => (this.sessions.get(session.id) === session && session.sink === attachment.sink ? this.causes.local(() => this.join(session, command.channel, command.meta)) : undefined));
+      }
       case 'leave': {
         const channel = this.joinedChannel(session, command.channel);
         this.removeFromChannel(channel, session);
@@ -496,7 +543,7 @@ export class PresenceEngine {
         const loading = Array.isArray(command.users) ? this.loadUsers(command.users.filter((id) => typeof id === 'string')) : undefined;
         if (!loading) return this.watch(session, command.users);
         // Records of users this node has not seen come from the shared store first.
-        return loading.then(() => (this.sessions.get(session.id) === session ? this.watch(session, command.users) : undefined));
+        return loading.then(() => (this.sessions.get(session.id) === session ? this.causes.local(() => this.watch(session, command.users)) : undefined));
       }
       case 'unwatch':
         this.unwatch(session, command.users);
@@ -758,6 +805,41 @@ export class PresenceEngine {
   releaseIfUnused(user: UserState): void {
     // A watched user stays, so changes arriving from other nodes can be compared and announced.
     if (user.sessions.size > 0 || user.expiryTimer || this.watchers.isWatched(user.record.userId)) return;
+    if (this.users.get(user.record.userId) === user) this.users.delete(user.record.userId);
+  }
+
+  /**
+   * For the replica: drops a channel that no session here is in, with its remote members, without
+   * events (nobody here can see it; its members' own nodes announce their changes).
+   */
+  forgetChannel(channel: Channel): void {
+    for (const [userId, member] of channel.members) {
+      for (const session of member.sessions) session.channels.delete(channel.name);
+      member.user.channels.delete(channel.name);
+      channel.members.delete(userId);
+    }
+    this.typingTracker.forget(channel);
+    this.channels.delete(channel.name);
+  }
+
+  /**
+   * For the replica: drops a user known only through other nodes' sessions that nobody here can
+   * see any more (no shared channel, not watched), without events.
+   */
+  forgetUser(user: UserState): void {
+    for (const session of user.sessions.values()) {
+      if (!session.remote) return;
+    }
+    for (const session of user.sessions.values()) {
+      this.clock.clearTimer(session.offlineTimer);
+      this.clock.clearTimer(session.idleTimer);
+      session.offlineTimer = session.idleTimer = undefined;
+      this.sessions.delete(session.id);
+    }
+    user.sessions.clear();
+    this.clock.clearTimer(user.expiryTimer);
+    user.expiryTimer = undefined;
+    this.announcer.forget(user);
     if (this.users.get(user.record.userId) === user) this.users.delete(user.record.userId);
   }
 

@@ -1,6 +1,6 @@
 import type { UserRecord } from '../store/user-store.js';
 import type { PresenceEngine, SessionReplication } from './engine.js';
-import type { Cluster, ClusterListener, NodeOp, SessionSnapshot } from './replication.js';
+import type { Cluster, ClusterListener, NodeOp, OwnedSession, SessionSnapshot } from './replication.js';
 import type { ChannelMember, Session } from './state.js';
 import { NO_WATCHES } from './watchers.js';
 
@@ -18,13 +18,45 @@ export class Replica implements SessionReplication, ClusterListener {
   /** The cause of each changed session's latest change in this turn, published with its op. */
   private readonly causeOf = new Map<Session, string>();
   private publishQueued = false;
+  /** Users this node lists as online in the shared state: visible, with a session here. */
+  private readonly listedOnline = new Set<string>();
+  /** Users whose listing may have changed in this turn. */
+  private readonly onlineChecks = new Set<string>();
 
   constructor(
     private readonly engine: PresenceEngine,
     /** Absent on a single node, where only records (a durable store) are applied. */
     private readonly cluster?: Cluster,
   ) {
-    if (cluster) engine.replication = this;
+    if (!cluster) return;
+    engine.replication = this;
+    engine.announcer.subscribe((event) => {
+      if (event.type === 'user.online' || event.type === 'user.offline') this.checkOnline(event.userId);
+    });
+  }
+
+  /**
+   * The cluster's online list is the union of what each node lists: the visible users with a
+   * session on it. Checked at the end of the turn, after every change of sessions and visibility.
+   */
+  private checkOnline(userId: string): void {
+    this.onlineChecks.add(userId);
+    if (this.publishQueued) return;
+    this.publishQueued = true;
+    queueMicrotask(() => this.publishChangedSessions());
+  }
+
+  private publishOnline(): void {
+    for (const userId of this.onlineChecks) {
+      const user = this.engine.state.users.get(userId);
+      let local = false;
+      if (user?.announcedVisible) for (const session of user.sessions.values()) if (!session.remote) local = true;
+      if (local === this.listedOnline.has(userId)) continue;
+      if (local) this.listedOnline.add(userId);
+      else this.listedOnline.delete(userId);
+      this.cluster?.listOnline(userId, local);
+    }
+    this.onlineChecks.clear();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -33,6 +65,7 @@ export class Replica implements SessionReplication, ClusterListener {
 
   sessionChanged(session: Session): void {
     if (session.remote) return;
+    this.onlineChecks.add(session.user.record.userId);
     this.changedSessions.add(session);
     this.causeOf.set(session, this.engine.causes.now().id);
     if (this.publishQueued) return;
@@ -52,7 +85,15 @@ export class Replica implements SessionReplication, ClusterListener {
     this.changedSessions.delete(session);
     this.claimedSessions.delete(session);
     this.causeOf.delete(session);
-    if (!session.remote) this.publish({ op: 'end', sessionId: session.id });
+    if (!session.remote) {
+      this.checkOnline(session.user.record.userId);
+      this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
+    }
+  }
+
+  /** Before a session here joins a channel: the cluster brings its members from other nodes first. */
+  prepareChannel(name: string): Promise<void> | undefined {
+    return this.cluster?.loadChannel(name);
   }
 
   /** Publishes an op after the session changes it may depend on (a typing op needs the join first). */
@@ -63,6 +104,7 @@ export class Replica implements SessionReplication, ClusterListener {
 
   private publishChangedSessions(): void {
     this.publishQueued = false;
+    if (this.onlineChecks.size > 0) this.publishOnline();
     for (const session of this.changedSessions) {
       if (this.engine.state.sessions.get(session.id) !== session || session.remote) continue;
       const claim = this.claimedSessions.delete(session);
@@ -155,24 +197,31 @@ export class Replica implements SessionReplication, ClusterListener {
     }
   }
 
-  applySnapshot(nodeId: string, snapshots: SessionSnapshot[]): void | Promise<void> {
-    const unseen = snapshots.flatMap((snapshot) => (this.engine.state.users.has(snapshot.userId) ? [] : [snapshot.userId]));
-    const loading = unseen.length > 0 ? this.engine.store.load([...new Set(unseen)]) : undefined;
-    if (loading) return loading.then(() => this.applySnapshotNow(nodeId, snapshots));
-    this.applySnapshotNow(nodeId, snapshots);
+  applyUser(userId: string, sessions: OwnedSession[]): void | Promise<void> {
+    const loading = this.engine.state.users.has(userId) || sessions.length === 0 ? undefined : this.engine.store.load([userId]);
+    if (loading) return loading.then(() => this.applyUserNow(userId, sessions));
+    this.applyUserNow(userId, sessions);
   }
 
-  private applySnapshotNow(nodeId: string, snapshots: SessionSnapshot[]): void {
-    // A whole state read names no change: its events get ids of this reading.
+  private applyUserNow(userId: string, stored: OwnedSession[]): void {
+    // A whole shard read names no change: its events get ids of this reading.
     this.engine.causes.local(() => {
-      const listed = new Set(snapshots.map((snapshot) => snapshot.id));
-      for (const session of [...this.engine.state.sessions.values()]) {
-        if (session.remote?.node !== nodeId || listed.has(session.id)) continue;
-        const user = session.user;
-        this.engine.expireSession(session);
-        this.engine.releaseIfUnused(user);
+      const listed = new Set(stored.map(({ session }) => session.id));
+      const user = this.engine.state.users.get(userId);
+      if (user) {
+        // A session the shard no longer holds ended while this node missed the message, or the
+        // shared state lost it and its owner has not written it again yet (it does when it is
+        // back). Either way it gets the offline delay, as if its node had died: no flap.
+        const missing = [...user.sessions.values()].filter((session) => session.remote && !listed.has(session.id));
+        for (const session of missing) this.orphan(session.remote!.node, [session]);
       }
-      for (const snapshot of snapshots) this.applySession(nodeId, snapshot, false);
+      for (const { node, session } of stored) {
+        // This node's own sessions are its own to describe: a stored copy is older, unless it moved.
+        if (node === this.cluster?.nodeId && !this.engine.state.sessions.get(session.id)?.remote) continue;
+        this.applySession(node, session, false);
+      }
+      const after = this.engine.state.users.get(userId);
+      if (after) this.engine.releaseIfUnused(after);
     });
   }
 
@@ -228,13 +277,25 @@ export class Replica implements SessionReplication, ClusterListener {
     session.device = snapshot.device;
     session.idle = snapshot.idle;
     session.remote!.attached = snapshot.attached;
+    session.remote!.channels = Object.keys(snapshot.channels);
     for (const name of [...session.channels]) {
       if (Object.hasOwn(snapshot.channels, name)) continue;
       const channel = engine.state.channels.get(name);
       if (channel) engine.removeFromChannel(channel, session);
       else session.channels.delete(name);
     }
-    for (const [name, entry] of Object.entries(snapshot.channels)) engine.addToChannel(session, name, entry.meta, entry.joinedAt);
+    for (const [name, entry] of Object.entries(snapshot.channels)) {
+      // Only channels a session here is in (or a query asked for): nobody here sees the others.
+      if (this.cluster && !this.cluster.followsChannel(name)) {
+        if (session.channels.has(name)) {
+          const channel = engine.state.channels.get(name);
+          if (channel) engine.removeFromChannel(channel, session);
+          else session.channels.delete(name);
+        }
+        continue;
+      }
+      engine.addToChannel(session, name, entry.meta, entry.joinedAt);
+    }
     if (!snapshot.attached) {
       for (const name of session.channels) {
         const channel = engine.state.channels.get(name);
@@ -254,8 +315,10 @@ export class Replica implements SessionReplication, ClusterListener {
     this.engine.cancelUnload(session);
     this.engine.unwatchAll(session);
     // Drops it from this node's stored state; others ignore an `end` from a non-owner.
-    this.publish({ op: 'end', sessionId: session.id });
+    this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
     session.remote = { node: nodeId, attached: true };
+    // Its user may have no session here any more: off this node's online list then.
+    this.checkOnline(session.user.record.userId);
     this.engine.closeSocket(session, 4000, 'SESSION_REPLACED');
   }
 
@@ -264,8 +327,18 @@ export class Replica implements SessionReplication, ClusterListener {
    * as if their sockets had just closed, so clients that resume elsewhere cause no leave.
    */
   nodeDown(nodeId: string): void {
+    this.orphan(nodeId, this.engine.state.sessions.values());
+  }
+
+  /** The dead node's sessions of one user were reaped from the shard (`nodeDown` may not have come yet). */
+  userOrphaned(nodeId: string, userId: string): void {
+    const user = this.engine.state.users.get(userId);
+    if (user) this.orphan(nodeId, user.sessions.values());
+  }
+
+  private orphan(nodeId: string, sessions: Iterable<Session>): void {
     const { engine } = this;
-    for (const session of [...engine.state.sessions.values()]) {
+    for (const session of [...sessions]) {
       if (session.remote?.node !== nodeId || session.offlineTimer) continue;
       const user = session.user;
       session.remote.attached = false;
@@ -284,6 +357,35 @@ export class Replica implements SessionReplication, ClusterListener {
         });
       if (engine.config.offlineDelayMs <= 0) expire();
       else session.offlineTimer = engine.clock.setTimer(engine.config.offlineDelayMs, expire);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Interest: what the cluster must keep delivering here
+  // -------------------------------------------------------------------------------------------
+
+  needsUser(userId: string): boolean {
+    return this.engine.state.users.has(userId);
+  }
+
+  needsChannel(name: string): boolean {
+    const channel = this.engine.state.channels.get(name);
+    if (!channel) return false;
+    for (const member of channel.members.values()) for (const session of member.sessions) if (!session.remote) return true;
+    return false;
+  }
+
+  dropUnfollowed(): void {
+    const { engine } = this;
+    for (const channel of [...engine.state.channels.values()]) {
+      if (this.needsChannel(channel.name) || this.cluster?.followsChannel(channel.name)) continue;
+      engine.forgetChannel(channel);
+    }
+    for (const user of [...engine.state.users.values()]) {
+      if (user.channels.size > 0 || user.expiryTimer || engine.watchers.isWatched(user.record.userId)) continue;
+      let local = false;
+      for (const session of user.sessions.values()) if (!session.remote) local = true;
+      if (!local) engine.forgetUser(user);
     }
   }
 

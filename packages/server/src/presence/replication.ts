@@ -5,11 +5,13 @@ import type { UserRecord } from '../store/user-store.js';
  * The contract between one node's presence model and the other nodes.
  *
  * Each node owns the sessions of its own sockets and is the only writer of their state. It
- * publishes what changed as ordered batches of operations; every other node applies them to a
- * replica, so member lists, user presence and the HTTP API answer cluster-wide from memory. A
- * node's full state is also stored, so a node that missed messages (a sequence gap, a Redis
- * restart) or that just started reads it whole instead. Liveness is a lease: a node that stops
- * renewing it is declared down by the others, and its sessions then get the offline delay.
+ * publishes what changed as operations on each user's shard; a node that follows the user (one of
+ * its sessions is that user's, watches them, or shares a channel with them) applies them to its
+ * replica, so member lists and user presence answer from memory for what this node's clients can
+ * see, and nothing else reaches it. A user's shard is also stored, so a node that missed messages
+ * (a sequence gap, a Redis restart) or that starts following reads it whole instead. Liveness is
+ * a lease: a node that stops renewing it is declared down by the others, and its sessions then get
+ * the offline delay.
  */
 
 /** One session as its owner node describes it: everything another node needs to replicate it. */
@@ -37,7 +39,7 @@ export type NodeOp = (
    */
   | { op: 'session'; session: SessionSnapshot; claim?: boolean }
   /** A session ended (offline delay over, logout, or left for good). */
-  | { op: 'end'; sessionId: string }
+  | { op: 'end'; sessionId: string; userId: string }
   /** Typing started, was refreshed, or stopped; each node runs its own expiry for it. */
   | { op: 'typing'; channel: string; userId: string; typing: boolean }
   /** The user logged out: every node ends that user's sessions at once. */
@@ -46,20 +48,45 @@ export type NodeOp = (
    * An unload beacon for a session this node does not own reached it: the owner starts the grace
    * (published by any node; every node but the owner ignores it).
    */
-  | { op: 'unload'; sessionId: string }
+  | { op: 'unload'; sessionId: string; userId: string }
 ) & { cause?: string };
+
+/** The user an op is about: the shard it is written to. */
+export function userOfOp(op: NodeOp): string {
+  return op.op === 'session' ? op.session.userId : op.userId;
+}
+
+/** A session in a user's shard, with the node that owns it. */
+export interface OwnedSession {
+  node: string;
+  session: SessionSnapshot;
+}
 
 /**
  * What the cluster delivers, strictly in the cluster's order. A returned promise holds back later
  * deliveries until it settles (the model uses this to load user records it has not seen).
  */
 export interface ClusterListener {
-  /** Operations of another node, in that node's order. */
+  /** Operations of another node on one user, in the order of that user's shard. */
   applyOps(nodeId: string, ops: NodeOp[]): void | Promise<void>;
-  /** The whole state of another node: it replaces every session that node owned. */
-  applySnapshot(nodeId: string, sessions: SessionSnapshot[]): void | Promise<void>;
+  /**
+   * A user's shard as read whole (the user is newly followed, or messages were missed): it
+   * replaces every session of that user that another node owns.
+   */
+  applyUser(userId: string, sessions: OwnedSession[]): void | Promise<void>;
   /** Another node lost its lease: its sessions are orphaned and get the offline delay. */
   nodeDown(nodeId: string): void;
+  /** A dead node's sessions of one user were removed from the shard: orphaned here too, if not yet. */
+  userOrphaned(nodeId: string, userId: string): void;
+  /**
+   * Whether this node still needs a followed user (a session here is theirs, watches them, or
+   * shares a channel with them) or a followed channel (a session here is in it). Before asking,
+   * the cluster calls `dropUnfollowed` so replicas nobody here can see are gone.
+   */
+  needsUser(userId: string): boolean;
+  needsChannel(name: string): boolean;
+  /** Forgets, without events, remote members of channels no session here is in, and users nobody here can see. */
+  dropUnfollowed(): void;
   /**
    * A user record changed (on any node, this one included), in the order writes happened. `cause`
    * names the change at its origin when the write carried it.
@@ -75,6 +102,17 @@ export interface Cluster {
   start(listener: ClusterListener): Promise<void>;
   /** Queues an operation; the operations of one tick are published together, in order. */
   publish(op: NodeOp): void;
+  /**
+   * Follows a channel (before a session here joins it, or a query about it): resolves once its
+   * members' sessions are in the replica. Undefined when it is followed already.
+   */
+  loadChannel(name: string): Promise<void> | undefined;
+  /** Whether the cluster delivers this channel's members here (remote sessions keep only such channels). */
+  followsChannel(name: string): boolean;
+  /** Lists a user as online on this node in the shared state (visible, with a session here), or not. */
+  listOnline(userId: string, online: boolean): void;
+  /** The cluster's online users: the union of every node's list, by user id. */
+  readOnline(): Promise<string[]>;
   /** Sends everything queued now (before a typing op that must follow the session it concerns). */
   flush(): void;
   /** The cluster's clock minus this node's clock, so timestamps never depend on one node's wall clock. */

@@ -43,13 +43,22 @@ export interface PresenceStats {
 export interface PresenceQueries {
   /** Brings records of users this node has not seen into memory (from a shared store). */
   loadUsers(userIds: string[]): Promise<void> | undefined;
+  /** Before a session connects or resumes: its user, and the channels a session moving here takes along. */
+  prepareConnect(userId: string, sessionId?: string): Promise<void> | undefined;
+  /** Brings a channel's members on every node into memory (a no-op on one node, or when a session here is in it). */
+  loadChannel(name: string): Promise<void> | undefined;
+  /** Brings a user and every channel any of their sessions is in into memory. */
+  loadUserChannels(userId: string): Promise<void> | undefined;
   channelPresence(channel: string, page: { limit: number; cursor?: string }): ChannelPage;
   userPresence(userId: string, viewer: ViewerId): UserPresence;
   queryUsers(userIds: string[], viewer: ViewerId): UserPresence[];
   /** The channels a user is a visible member of, by name; empty when offline or invisible. */
   userChannels(userId: string): UserChannel[];
-  /** Everyone others see as present (the trusted view), one page at a time, by user id. */
-  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage;
+  /**
+   * Everyone others see as present (the trusted view), one page at a time, by user id; in a
+   * cluster, read from the shared state (every node's online list).
+   */
+  onlineUsers(page: { limit: number; cursor?: string }): OnlineUsersPage | Promise<OnlineUsersPage>;
   /** Applies the patch as if the user sent it; works for offline users too. Throws PresenceError. */
   updateUser(userId: string, patch: UserPatch): SelfPresence;
   stats(): PresenceStats;

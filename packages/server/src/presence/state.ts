@@ -93,7 +93,15 @@ export interface Session {
    * Set for a session whose socket is on another node: this node keeps a replica of it (for
    * member lists and merged presence) but never runs its timers or writes to it.
    */
-  remote?: { node: string; attached: boolean };
+  remote?: {
+    node: string;
+    attached: boolean;
+    /**
+     * Every channel its owner lists, also those this node does not follow (which the replica
+     * leaves out): a client that moves the session here takes them along (`prepareConnect`).
+     */
+    channels?: string[];
+  };
 }
 
 export interface UserState {

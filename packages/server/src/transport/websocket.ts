@@ -222,7 +222,7 @@ export class WebSocketTransport {
       if (identity.expiresAt !== undefined && identity.expiresAt <= this.now()) {
         throw new PresenceError('TOKEN_EXPIRED');
       }
-      await this.options.engine.loadUsers([identity.userId]);
+      await this.options.engine.prepareConnect(identity.userId, url.searchParams.get('sessionId') ?? undefined);
       return identity;
     }
     if (isDevMode(config)) {
@@ -236,7 +236,7 @@ export class WebSocketTransport {
         const value = url.searchParams.get(claim);
         if (value) meta[claim] = value;
       }
-      await this.options.engine.loadUsers([userId]);
+      await this.options.engine.prepareConnect(userId, url.searchParams.get('sessionId') ?? undefined);
       return { userId, meta };
     }
     throw new PresenceError('UNAUTHORIZED', 'a token is required: ?token=<JWT>');

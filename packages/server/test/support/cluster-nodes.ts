@@ -56,6 +56,7 @@ export class ClusterNode {
       nodeId: options.nodeId,
       leaseTtlMs: options.leaseTtlMs ?? 300,
       syncIntervalMs: this.config.syncIntervalMs,
+      offlineDelayMs: this.config.offlineDelayMs,
       clock: base,
       log: silentLogger,
       activityFlushMs: 100,
@@ -75,7 +76,7 @@ export class ClusterNode {
   }
 
   async connect(userId: string, options: { sessionId?: string; device?: string } = {}): Promise<RecordingSink> {
-    await this.engine.loadUsers([userId]);
+    await this.engine.prepareConnect(userId, options.sessionId);
     const sink = new RecordingSink();
     sink.attachment = this.engine.connect({ identity: { userId, meta: {} }, sessionId: options.sessionId, device: options.device }, sink);
     return sink;
@@ -99,9 +100,9 @@ export class ClusterNode {
 }
 
 /** Polls until the condition holds (cluster state travels asynchronously). */
-export async function eventually(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
