@@ -308,7 +308,7 @@ async function redisLeftovers(url: string, liveNodes: string[]): Promise<NonNull
     let sessionFields = 0;
     const strayKeys: string[] = [];
     for (const key of keys) {
-      if (key === '{presence}:nodes') {
+      if (key === '{presence}:registry') {
         const members = await redis.zrange(key, 0, -1);
         for (const member of members) if (!liveNodes.includes(member)) strayKeys.push(`${key} member ${member}`);
         continue;
@@ -317,11 +317,17 @@ async function redisLeftovers(url: string, liveNodes: string[]): Promise<NonNull
         userRecords += 1;
         continue;
       }
-      const node = /^\{presence\}:node:(.+)$/.exec(key)?.[1];
+      // Every client has gone: a user's sessions and a channel's index are empty, and empty hashes vanish.
+      if (/^presence:(user|channel):\{.+\}:sessions$/.test(key)) {
+        sessionFields += await redis.hlen(key);
+        strayKeys.push(key);
+        continue;
+      }
+      // A live node's index of users (it shrinks only when the node is reaped) and its online list.
+      const node = /^presence:node-(?:users|online):\{(.+)\}$/.exec(key)?.[1];
       if (node && liveNodes.includes(node)) {
         liveNodeKeys += 1;
-        const fields = await redis.hkeys(key);
-        sessionFields += fields.filter((field) => !field.startsWith('~')).length;
+        if (key.startsWith('presence:node-online:')) sessionFields += await redis.scard(key);
         continue;
       }
       strayKeys.push(key);
