@@ -117,7 +117,7 @@ export const ERRORS = {
     summary: 'The node is past its event-loop lag or outbound buffer limit; back off, then reconnect (maybe elsewhere).',
   },
   NOT_READY: { http: 503, retryable: true, summary: 'The node cannot reach its store.' },
-  MIXED_CLUSTER: { http: 503, retryable: true, summary: 'Nodes of the layout before sharding still run against the same Redis; finish the upgrade (docs/scaling.md).' },
+  MIXED_CLUSTER: { http: 503, retryable: true, summary: 'Old nodes still run.' },
   INTERNAL: { http: 500, close: 1011, retryable: true, summary: 'An unexpected server error; it is logged.' },
 } as const satisfies Record<string, ErrorSpec>;
 

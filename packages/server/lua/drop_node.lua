@@ -2,6 +2,7 @@
 -- reapers derive its last renewal) and tells every node, in one step.
 -- KEYS[1]  registry (sorted set)
 -- KEYS[2]  reaping (sorted set)
+-- KEYS[3]  node stats (hash): the node's row goes with its lease
 -- ARGV[1]  publish command ('PUBLISH', or 'SPUBLISH' on Redis Cluster)
 -- ARGV[2]  registry topic
 -- ARGV[3]  node id
@@ -14,6 +15,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[4] == '1' and tonumber(deadline) >= now then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[2], deadline, ARGV[3])
 redis.call(ARGV[1], ARGV[2], ARGV[5])
 return 1

@@ -254,6 +254,10 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.replica.applyRecord(record, cause);
   }
 
+  localStats(): { sessions: number; connections: number; users: number } {
+    return this.replica.localStats();
+  }
+
   localSnapshot(): SessionSnapshot[] {
     return this.replica.localSnapshot();
   }

@@ -79,7 +79,7 @@ describe('GET /realtime/admin/stats', () => {
 });
 
 describe('admin stats rates', () => {
-  it('averages the counters over the window since the oldest sample, and keeps the sample list bounded', () => {
+  it('averages the counters over the window since the oldest sample, and keeps the sample list bounded', async () => {
     let now = 0;
     let eventsIn = 0;
     let eventsOut = 0;
@@ -92,19 +92,19 @@ describe('admin stats rates', () => {
       now: () => now,
       rateWindowMs: 10_000,
     });
-    assert.equal(stats().rates, null);
+    assert.equal((await stats()).rates, null);
     for (let second = 1; second <= 30; second++) {
       now = second * 1000;
       eventsIn += 5;
       eventsOut += 50;
-      const { rates } = stats();
+      const { rates } = await stats();
       assert.ok(rates);
       assert.equal(rates.eventsInPerSecond, 5);
       assert.equal(rates.eventsOutPerSecond, 50);
       assert.equal(rates.windowSeconds, Math.min(second, 10));
     }
     // Many calls within one instant neither divide by zero nor grow the list.
-    for (let i = 0; i < 1000; i++) assert.equal(stats().rates?.eventsInPerSecond, 5);
+    for (let i = 0; i < 1000; i++) assert.equal((await stats()).rates?.eventsInPerSecond, 5);
   });
 });
 
@@ -144,16 +144,16 @@ describe('admin stats: process figures and error totals', () => {
     assert.match(exposition, /^presence_errors_total\{code="INVALID_CHANNEL"\} 2$/m);
   });
 
-  it('passes through what its sources say, and zeros without them', () => {
+  it('passes through what its sources say, and zeros without them', async () => {
     const engine = {
       stats: () => ({ connections: 0, sessions: 0, onlineUsers: 0, channels: 0 }),
       adminView: () => ({ topChannels: [], nodes: new Map() }),
     };
     const counters = { eventsIn: { total: () => 0 }, eventsOut: { total: () => 0 } };
-    const bare = createAdminStats({ engine, metrics: counters })();
+    const bare = await createAdminStats({ engine, metrics: counters })();
     assert.deepEqual(bare.process, { residentMemoryBytes: 0, heapUsedBytes: 0, heapTotalBytes: 0, outboundBufferBytes: 0, outboundBufferMaxBytes: 0, eventLoopLag: null });
     assert.deepEqual(bare.totals.errors, {});
-    const full = createAdminStats({
+    const full = await createAdminStats({
       engine,
       metrics: { ...counters, errors: { counts: () => ({ RATE_LIMITED: 7 }) } },
       process: {

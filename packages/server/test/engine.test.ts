@@ -1863,7 +1863,7 @@ describe('no leaks', () => {
 /** A cluster that only answers who this node is and which nodes hold a lease; what it is given to publish goes to `publish`. */
 function stubCluster(nodeId: string, nodes: string[], publish: (op: NodeOp) => void = () => {}): Cluster {
   // It delivers every channel, as if a session of this node were in each.
-  return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {}, loadChannel: () => undefined, followsChannel: () => true, listOnline: () => {}, readOnline: async () => [] };
+  return { nodeId, start: async () => {}, publish, flush: () => {}, clockOffsetMs: 0, isReady: () => true, nodes: () => nodes, close: async () => {}, loadChannel: () => undefined, followsChannel: () => true, listOnline: () => {}, readOnline: async () => [], readNodeStats: async () => new Map() };
 }
 
 describe('corners found by the model-based tests', () => {

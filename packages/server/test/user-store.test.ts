@@ -58,6 +58,7 @@ const idleListener: ClusterListener = {
   needsUser: () => true,
   needsChannel: () => true,
   dropUnfollowed: () => {},
+  localStats: () => ({ sessions: 0, connections: 0, users: 0 }),
   applyRecord: () => {},
   localSnapshot: () => [],
 };

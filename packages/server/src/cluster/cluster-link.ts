@@ -166,6 +166,14 @@ export class ClusterLink implements Cluster, UserStore {
     setImmediate(() => this.flush());
   }
 
+  async readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>> {
+    const stored = await this.service.readNodeStats();
+    const live = new Set(this.registry);
+    const rows = new Map([...stored].filter(([node]) => live.has(node)));
+    rows.set(this.nodeId, this.listener!.localStats());
+    return rows;
+  }
+
   async readOnline(): Promise<string[]> {
     const ids = await this.service.readOnline([...new Set([...this.registry, ...this.reapingNodes])]);
     return ids.sort();
@@ -500,7 +508,7 @@ export class ClusterLink implements Cluster, UserStore {
   /** Renews the lease and measures this node's clock against the service's on the way. */
   private async timedRenewal(): Promise<LeaseState> {
     const sentAt = this.options.clock.now();
-    const lease = await this.service.renewLease(this.nodeId, this.options.leaseTtlMs);
+    const lease = await this.service.renewLease(this.nodeId, this.options.leaseTtlMs, this.listener!.localStats());
     const receivedAt = this.options.clock.now();
     // The service's clock is the cluster's: timestamps and expiries never trust one node's wall clock.
     this.clockOffsetMs = Math.round(lease.now - (sentAt + receivedAt) / 2);

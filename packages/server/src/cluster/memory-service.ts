@@ -1,5 +1,5 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, NodeStats, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
@@ -22,6 +22,7 @@ interface UserEntry {
 export class MemoryHub {
   private readonly leases = new Map<string, number>();
   private readonly reaping = new Map<string, number>();
+  private readonly nodeStats = new Map<string, NodeStats>();
   private readonly nodeIndex = new Map<string, Set<string>>();
   private readonly nodeOnline = new Map<string, Set<string>>();
   private readonly users = new Map<string, UserEntry>();
@@ -61,6 +62,7 @@ export class MemoryHub {
     if (options.empty) {
       this.leases.clear();
       this.reaping.clear();
+      this.nodeStats.clear();
       this.nodeIndex.clear();
       this.nodeOnline.clear();
       this.users.clear();
@@ -82,6 +84,7 @@ export class MemoryHub {
     return [
       ...(this.leases.size > 0 ? ['nodes'] : []),
       ...(this.reaping.size > 0 ? ['reaping'] : []),
+      ...(this.nodeStats.size > 0 ? ['node-stats'] : []),
       ...[...this.nodeIndex.keys()].map((node) => `node:${node}:users`),
       ...[...this.nodeOnline.keys()].map((node) => `node:${node}:online`),
       ...[...this.users].flatMap(([id, user]) => [
@@ -134,13 +137,19 @@ export class MemoryHub {
     if (user && user.sessions.size === 0 && Object.keys(user.fields).length === 0 && user.seq === 0) this.users.delete(userId);
   }
 
-  renewLease(nodeId: string, ttlMs: number): LeaseState {
+  renewLease(nodeId: string, ttlMs: number, stats: NodeStats): LeaseState {
     this.check();
     const now = this.now();
     const wasRegistered = this.leases.has(nodeId);
     this.leases.set(nodeId, now + ttlMs);
+    this.nodeStats.set(nodeId, { ...stats });
     const expired = [...this.leases].filter(([, until]) => until < now).map(([node]) => node);
     return { now, wasRegistered, expired, nodes: [...this.leases.keys()], reaping: [...this.reaping].map(([node, since]) => ({ node, since })) };
+  }
+
+  readNodeStats(): Map<string, NodeStats> {
+    this.check();
+    return structuredClone(this.nodeStats);
   }
 
   leaseDeadline(nodeId: string): number | null {
@@ -153,6 +162,7 @@ export class MemoryHub {
     const until = this.leases.get(nodeId);
     if (until === undefined || (onlyIfExpired && until >= this.now())) return false;
     this.leases.delete(nodeId);
+    this.nodeStats.delete(nodeId);
     this.reaping.set(nodeId, this.now());
     this.published.registry += 1;
     this.deliver(this.connected, { kind: 'down', node: nodeId });
@@ -370,8 +380,12 @@ export class MemoryService implements SharedService {
     for (const name of interest.channels ?? []) this.followed.channel.delete(name);
   }
 
-  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
-    return this.hub.renewLease(nodeId, ttlMs);
+  async renewLease(nodeId: string, ttlMs: number, stats: NodeStats): Promise<LeaseState> {
+    return this.hub.renewLease(nodeId, ttlMs, stats);
+  }
+
+  async readNodeStats(): Promise<Map<string, NodeStats>> {
+    return this.hub.readNodeStats();
   }
 
   async leaseDeadline(nodeId: string): Promise<number | null> {

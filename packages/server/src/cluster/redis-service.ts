@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, NodeStats, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
@@ -19,6 +19,7 @@ export function redisKeys(prefix = 'presence') {
   return {
     registry: `{${prefix}}:registry`,
     reaping: `{${prefix}}:reaping`,
+    nodeStats: `{${prefix}}:node-stats`,
     registryTopic: `{${prefix}}:registry:events`,
     nodeUsers: (nodeId: string) => `${prefix}:node-users:{${nodeId}}`,
     nodeOnline: (nodeId: string) => `${prefix}:node-online:{${nodeId}}`,
@@ -33,8 +34,8 @@ export function redisKeys(prefix = 'presence') {
 }
 
 const SCRIPTS = {
-  lease: 2,
-  drop_node: 2,
+  lease: 3,
+  drop_node: 3,
   write_ops: 2,
   write_user: 1,
   reap_user: 2,
@@ -54,8 +55,8 @@ function scriptDirectory(): string {
 }
 
 interface ScriptCommands {
-  lease(registry: string, reaping: string, nodeId: string, ttlMs: number): Promise<[string, number, string[], string[], string[]]>;
-  drop_node(registry: string, reaping: string, ...args: string[]): Promise<number>;
+  lease(registry: string, reaping: string, nodeStats: string, nodeId: string, ttlMs: number, stats: string): Promise<[string, number, string[], string[], string[]]>;
+  drop_node(registry: string, reaping: string, nodeStats: string, ...args: string[]): Promise<number>;
   write_ops(record: string, sessions: string, ...args: string[]): Promise<number>;
   write_user(user: string, ...args: string[]): Promise<number>;
   reap_user(record: string, sessions: string, ...args: string[]): Promise<number>;
@@ -171,11 +172,16 @@ export class RedisService implements SharedService {
     for (let i = 0; i < topics.length; i += 1000) await this.subscriber.unsubscribe(...topics.slice(i, i + 1000));
   }
 
-  async renewLease(nodeId: string, ttlMs: number): Promise<LeaseState> {
-    const [now, registered, expired, nodes, reaping] = await this.scripts.lease(this.keys.registry, this.keys.reaping, nodeId, ttlMs);
+  async renewLease(nodeId: string, ttlMs: number, stats: NodeStats): Promise<LeaseState> {
+    const [now, registered, expired, nodes, reaping] = await this.scripts.lease(this.keys.registry, this.keys.reaping, this.keys.nodeStats, nodeId, ttlMs, JSON.stringify(stats));
     const dropped: LeaseState['reaping'] = [];
     for (let i = 0; i < reaping.length; i += 2) dropped.push({ node: reaping[i], since: Number(reaping[i + 1]) });
     return { now: Number(now), wasRegistered: registered === 1, expired, nodes, reaping: dropped };
+  }
+
+  async readNodeStats(): Promise<Map<string, NodeStats>> {
+    const stored = await this.commands.hgetall(this.keys.nodeStats);
+    return new Map(Object.entries(stored).map(([node, json]) => [node, JSON.parse(json) as NodeStats]));
   }
 
   async leaseDeadline(nodeId: string): Promise<number | null> {
@@ -185,7 +191,7 @@ export class RedisService implements SharedService {
 
   async dropNode(nodeId: string, onlyIfExpired: boolean): Promise<boolean> {
     const down: ShardMessage = { kind: 'down', node: nodeId };
-    const dropped = await this.scripts.drop_node(this.keys.registry, this.keys.reaping, this.publishCommand, this.keys.registryTopic, nodeId, onlyIfExpired ? '1' : '0', JSON.stringify(down));
+    const dropped = await this.scripts.drop_node(this.keys.registry, this.keys.reaping, this.keys.nodeStats, this.publishCommand, this.keys.registryTopic, nodeId, onlyIfExpired ? '1' : '0', JSON.stringify(down));
     return dropped === 1;
   }
 

@@ -45,6 +45,14 @@ export type ShardMessage =
   /** On the registry's topic: a node's lease was removed (expired and reaped, or the node left). */
   | { kind: 'down'; node: string };
 
+/** One node's own counts, stored with its lease. */
+export interface NodeStats {
+  sessions: number;
+  connections: number;
+  /** Visible users with a session on the node. */
+  users: number;
+}
+
 export interface LeaseState {
   /** The service's own clock, ms since the epoch: the cluster's one clock. */
   now: number;
@@ -90,7 +98,10 @@ export interface SharedService {
   unfollow(interest: Interest): Promise<void>;
 
   // Registry: one small shard, touched only by leases and node lifecycle.
-  renewLease(nodeId: string, ttlMs: number): Promise<LeaseState>;
+  /** Renews the lease and stores the node's counts beside it (what the admin stats show per node). */
+  renewLease(nodeId: string, ttlMs: number, stats: NodeStats): Promise<LeaseState>;
+  /** Every node's counts as of its last renewal. */
+  readNodeStats(): Promise<Map<string, NodeStats>>;
   /** A node's lease deadline (its last renewal plus the lease lifetime, on the service's clock); null without a lease. */
   leaseDeadline(nodeId: string): Promise<number | null>;
   /**

@@ -24,8 +24,19 @@ export interface AdminStatsSources {
     outbound(): { totalBytes: number; maxBytes: number };
     eventLoopLag(): AdminStats['process']['eventLoopLag'];
   };
-  /** `nodeId` and `nodes()` are incarnations (`<id>@<incarnation>`); `nameOf` gives the id shown. */
-  cluster?: { readonly nodeId: string; nodes(): string[]; isReady(): boolean; nameOf(node: string): string };
+  /**
+   * `nodeId` and `nodes()` are incarnations (`<id>@<incarnation>`); `nameOf` gives the id shown.
+   * A node holds only what its clients see, so the rows and the online count come from the shared
+   * state: each node's counts as of its last lease renewal, and the union of the nodes' online lists.
+   */
+  cluster?: {
+    readonly nodeId: string;
+    nodes(): string[];
+    isReady(): boolean;
+    nameOf(node: string): string;
+    readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>>;
+    readOnline(): Promise<string[]>;
+  };
   /** Set when webhooks are configured: one row per URL. */
   webhooks?: { stats(): AdminWebhookTarget[] };
   now?: () => number;
@@ -45,13 +56,13 @@ interface Sample {
  * Returns a function computing the stats. Rates come from the event counters sampled at each call
  * rather than on a timer: a node nobody watches does no work for the dashboard.
  */
-export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
+export function createAdminStats(sources: AdminStatsSources): () => Promise<AdminStats> {
   const now = sources.now ?? Date.now;
   const limit = sources.topChannels ?? 10;
   const windowMs = sources.rateWindowMs ?? 10_000;
   const samples: Sample[] = [];
 
-  return () => {
+  return async () => {
     const at = now();
     const current: Sample = { at, eventsIn: sources.metrics.eventsIn.total(), eventsOut: sources.metrics.eventsOut.total() };
     // Keep the newest sample that is at least a window old, and everything after it.
@@ -72,14 +83,16 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
     const stats = sources.engine.stats();
     const view = sources.engine.adminView(limit);
     let cluster: AdminStats['cluster'] = null;
+    let onlineUsers = stats.onlineUsers;
     const link = sources.cluster;
     if (link) {
       const live = new Set(link.nodes());
-      const ids = new Set<string>([link.nodeId, ...live]);
-      for (const node of view.nodes.keys()) if (node !== null) ids.add(node);
+      const [stored, online] = await Promise.all([link.readNodeStats(), link.readOnline()]);
+      onlineUsers = online.length;
+      const ids = new Set<string>([link.nodeId, ...live, ...stored.keys()]);
       const rows = [...ids].map((nodeId): AdminNodeRow => {
         const self = nodeId === link.nodeId;
-        const counts = view.nodes.get(self ? null : nodeId) ?? { sessions: 0, connections: 0, users: 0 };
+        const counts = stored.get(nodeId) ?? { sessions: 0, connections: 0, users: 0 };
         return { nodeId: link.nameOf(nodeId), self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', ...counts };
       });
       rows.sort((a, b) => Number(b.self) - Number(a.self) || (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
@@ -95,7 +108,7 @@ export function createAdminStats(sources: AdminStatsSources): () => AdminStats {
       nodeId: link ? link.nameOf(link.nodeId) : null,
       connections: stats.connections,
       sessions: stats.sessions,
-      onlineUsers: stats.onlineUsers,
+      onlineUsers,
       channels: stats.channels,
       topChannels: view.topChannels,
       rates,

@@ -39,7 +39,7 @@ export interface HttpApiDeps {
   serveMetrics?: boolean;
   log: Logger;
   /** Figures for the operations dashboard (`GET /realtime/admin/stats`); the route is 404 without it. */
-  adminStats?: () => AdminStats;
+  adminStats?: () => AdminStats | Promise<AdminStats>;
   /** False while the store is unreachable; `/readyz` answers 503 then, with this error's code when one is given (OVERLOADED). */
   isReady(): boolean | PresenceError;
   /** The clock of the rate limits' token buckets. @default Date.now */
@@ -208,11 +208,11 @@ export function createHttpApi(deps: HttpApiDeps): (req: IncomingMessage, res: Se
       countBeacon();
       return { status: 204 };
     })
-    .add('GET', ROUTES.adminStats, ({ viewer }) => {
+    .add('GET', ROUTES.adminStats, async ({ viewer }) => {
       // Channel names and per-node figures are for operators: the API key, never a user's token.
       if (viewer.kind === 'user') throw new PresenceError('FORBIDDEN', 'The admin stats need the API key or the dashboard key.');
       if (!deps.adminStats) throw new PresenceError('NOT_FOUND', 'Admin stats are not enabled on this server.');
-      return { status: 200, json: deps.adminStats() };
+      return { status: 200, json: await deps.adminStats() };
     })
     .add('GET', ROUTES.health, () => ({ status: 200, json: { status: 'ok' } }))
     .add('GET', ROUTES.ready, () => {

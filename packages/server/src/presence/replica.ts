@@ -129,6 +129,11 @@ export class Replica implements SessionReplication, ClusterListener {
     return snapshot;
   }
 
+  /** This node's own counts, stored with its lease for the admin stats of every node. */
+  localStats(): { sessions: number; connections: number; users: number } {
+    return this.engine.reader.adminView(0).nodes.get(null) ?? { sessions: 0, connections: 0, users: 0 };
+  }
+
   /** This node's sessions, for the cluster link to write whole (at start, and after Redis lost them). */
   localSnapshot(): SessionSnapshot[] {
     const snapshots: SessionSnapshot[] = [];

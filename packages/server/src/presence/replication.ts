@@ -92,6 +92,8 @@ export interface ClusterListener {
    * names the change at its origin when the write carried it.
    */
   applyRecord(record: UserRecord, cause?: string): void | Promise<void>;
+  /** This node's own counts (sessions, open connections, visible users with a session here), stored with its lease. */
+  localStats(): { sessions: number; connections: number; users: number };
   /** This node's sessions as they are now, for re-registering after the shared state was lost. */
   localSnapshot(): SessionSnapshot[];
 }
@@ -113,6 +115,8 @@ export interface Cluster {
   listOnline(userId: string, online: boolean): void;
   /** The cluster's online users: the union of every node's list, by user id. */
   readOnline(): Promise<string[]>;
+  /** Every live node's counts as of its last lease renewal (this one's as of now). */
+  readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>>;
   /** Sends everything queued now (before a typing op that must follow the session it concerns). */
   flush(): void;
   /** The cluster's clock minus this node's clock, so timestamps never depend on one node's wall clock. */
