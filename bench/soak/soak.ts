@@ -308,8 +308,8 @@ async function redisLeftovers(url: string, liveNodes: string[]): Promise<NonNull
     let sessionFields = 0;
     const strayKeys: string[] = [];
     for (const key of keys) {
-      if (key === '{presence}:registry') {
-        const members = await redis.zrange(key, 0, -1);
+      if (key === '{presence}:registry' || key === '{presence}:node-stats') {
+        const members = key === '{presence}:registry' ? await redis.zrange(key, 0, -1) : await redis.hkeys(key);
         for (const member of members) if (!liveNodes.includes(member)) strayKeys.push(`${key} member ${member}`);
         continue;
       }
@@ -510,7 +510,7 @@ export function formatReport(result: SoakResult): string {
     lines.push(`left on node ${n.node}: ${JSON.stringify(n.stats)} ${JSON.stringify(n.inspect)}, engine timers ${n.engineTimers}${n.cluster ? `, cluster ${JSON.stringify(n.cluster)}` : ''}`);
   }
   if (left.redis) {
-    lines.push(`left in redis: ${left.redis.keys} keys = ${left.redis.userRecords} user records + ${left.redis.liveNodeKeys} live node hashes (${left.redis.sessionFields} session fields) + registry; stray: ${left.redis.strayKeys.length}`);
+    lines.push(`left in redis: ${left.redis.keys} keys = ${left.redis.userRecords} user records + ${left.redis.liveNodeKeys} live node keys (${left.redis.sessionFields} session fields) + registry and node counts; stray: ${left.redis.strayKeys.length}`);
   }
   lines.push(result.clean ? `nothing left over (settled ${left.settledAfterSeconds} s after the last client went)` : `LEFT OVER:\n  ${left.problems.join('\n  ')}`);
   return lines.join('\n');
