@@ -87,8 +87,15 @@ export function createAdminStats(sources: AdminStatsSources): () => Promise<Admi
     const link = sources.cluster;
     if (link) {
       const live = new Set(link.nodes());
-      const [stored, online] = await Promise.all([link.readNodeStats(), link.readOnline()]);
-      onlineUsers = online.length;
+      let stored = new Map<string, { sessions: number; connections: number; users: number }>();
+      try {
+        const [rows, online] = await Promise.all([link.readNodeStats(), link.readOnline()]);
+        stored = rows;
+        onlineUsers = online.length;
+      } catch {
+        // Redis is out of reach: this node's own row and what it can see itself, and `ready: false`.
+        stored.set(link.nodeId, view.nodes.get(null) ?? { sessions: 0, connections: 0, users: 0 });
+      }
       const ids = new Set<string>([link.nodeId, ...live, ...stored.keys()]);
       const rows = [...ids].map((nodeId): AdminNodeRow => {
         const self = nodeId === link.nodeId;
