@@ -7,7 +7,7 @@ import { PresenceEngine, type AckData, type Attachment, type ConnectRequest } fr
 import type { PresenceEventListener } from './presence/events.js';
 import type { ChannelPage, OnlineUsersPage, PresenceQueries, PresenceStats, UserPatch, ViewerId } from './presence/service.js';
 import { Replica } from './presence/replica.js';
-import type { Cluster, ClusterListener, NodeOp, OwnedSession, SessionSnapshot } from './presence/replication.js';
+import type { Cluster, ClusterListener, NodeCounts, NodeOp, OwnedSession, SessionSnapshot } from './presence/replication.js';
 import type { SessionSink } from './presence/state.js';
 import { ProtocolV1Fanout, type FanoutObserver } from './protocol-v1/fanout.js';
 import { PusherProtocol } from './protocol-pusher/pusher-protocol.js';
@@ -254,7 +254,7 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     return this.replica.applyRecord(record, cause);
   }
 
-  localStats(): { sessions: number; connections: number; users: number } {
+  localStats(): NodeCounts {
     return this.replica.localStats();
   }
 

@@ -266,7 +266,9 @@ describe('dashboard page', () => {
     for (;;) {
       expected = (await stats(nodes[0])).body;
       const other = (await stats(nodes[1])).body;
-      if (expected.onlineUsers === 5 && other.onlineUsers === 5 && expected.cluster?.nodes.every((n) => n.lease === 'live') && expected.cluster.nodes.length === 2) break;
+      // Another node's row is as of its last lease renewal (a third of the lease): wait for both rows' connections.
+      const rowsCurrent = expected.cluster?.nodes.reduce((sum, n) => sum + n.connections, 0) === 6;
+      if (expected.onlineUsers === 5 && other.onlineUsers === 5 && expected.cluster?.nodes.every((n) => n.lease === 'live') && expected.cluster.nodes.length === 2 && rowsCurrent) break;
       if (Date.now() > deadline) assert.fail(`cluster did not settle: ${JSON.stringify(expected)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

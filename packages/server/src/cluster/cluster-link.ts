@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Clock } from '../presence/clock.js';
 import type { SaveKind, UserRecord, UserStore } from '../store/user-store.js';
-import { userOfOp, type Cluster, type ClusterListener, type NodeOp, type OwnedSession } from '../presence/replication.js';
+import { userOfOp, type Cluster, type ClusterListener, type NodeCounts, type NodeOp, type OwnedSession } from '../presence/replication.js';
 import type { ChannelEntry, LeaseState, ShardMessage, SharedService, UserShard } from './shared-service.js';
 import { UserRecords } from './user-records.js';
 
@@ -166,7 +166,7 @@ export class ClusterLink implements Cluster, UserStore {
     setImmediate(() => this.flush());
   }
 
-  async readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>> {
+  async readNodeStats(): Promise<Map<string, NodeCounts>> {
     const stored = await this.service.readNodeStats();
     const live = new Set(this.registry);
     const rows = new Map([...stored].filter(([node]) => live.has(node)));

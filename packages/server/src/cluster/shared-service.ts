@@ -1,4 +1,4 @@
-import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
+import type { NodeCounts, NodeOp, SessionSnapshot } from '../presence/replication.js';
 
 /*
  * What a shared service (Redis, Redis Cluster, or an in-process hub for tests and single-process
@@ -45,13 +45,8 @@ export type ShardMessage =
   /** On the registry's topic: a node's lease was removed (expired and reaped, or the node left). */
   | { kind: 'down'; node: string };
 
-/** One node's own counts, stored with its lease. */
-export interface NodeStats {
-  sessions: number;
-  connections: number;
-  /** Visible users with a session on the node. */
-  users: number;
-}
+/** One node's own counts, stored with its lease (see `NodeCounts`). */
+export type NodeStats = NodeCounts;
 
 export interface LeaseState {
   /** The service's own clock, ms since the epoch: the cluster's one clock. */

@@ -34,7 +34,7 @@ export interface AdminStatsSources {
     nodes(): string[];
     isReady(): boolean;
     nameOf(node: string): string;
-    readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>>;
+    readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number; channels?: number; top?: [string, number][] }>>;
     readOnline(): Promise<string[]>;
   };
   /** Set when webhooks are configured: one row per URL. */
@@ -84,14 +84,23 @@ export function createAdminStats(sources: AdminStatsSources): () => Promise<Admi
     const view = sources.engine.adminView(limit);
     let cluster: AdminStats['cluster'] = null;
     let onlineUsers = stats.onlineUsers;
+    let channels = stats.channels;
+    let topChannels = view.topChannels;
     const link = sources.cluster;
     if (link) {
       const live = new Set(link.nodes());
-      let stored = new Map<string, { sessions: number; connections: number; users: number }>();
+      let stored = new Map<string, { sessions: number; connections: number; users: number; channels?: number; top?: [string, number][] }>();
       try {
         const [rows, online] = await Promise.all([link.readNodeStats(), link.readOnline()]);
         stored = rows;
         onlineUsers = online.length;
+        // Channels and their members summed over the nodes' lists: a user with sessions on two
+        // nodes counts twice in one channel, and beyond 1,000 channels on one node the count of
+        // channels is a lower bound.
+        const members = new Map<string, number>();
+        for (const row of rows.values()) for (const [name, count] of row.top ?? []) members.set(name, (members.get(name) ?? 0) + count);
+        channels = Math.max(members.size, ...[...rows.values()].map((row) => row.channels ?? 0));
+        topChannels = [...members].map(([channel, count]) => ({ channel, members: count })).sort((a, b) => b.members - a.members || (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0)).slice(0, limit);
       } catch {
         // Redis is out of reach: this node's own row and what it can see itself, and `ready: false`.
         stored.set(link.nodeId, view.nodes.get(null) ?? { sessions: 0, connections: 0, users: 0 });
@@ -99,8 +108,8 @@ export function createAdminStats(sources: AdminStatsSources): () => Promise<Admi
       const ids = new Set<string>([link.nodeId, ...live, ...stored.keys()]);
       const rows = [...ids].map((nodeId): AdminNodeRow => {
         const self = nodeId === link.nodeId;
-        const counts = stored.get(nodeId) ?? { sessions: 0, connections: 0, users: 0 };
-        return { nodeId: link.nameOf(nodeId), self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', ...counts };
+        const { sessions, connections, users } = stored.get(nodeId) ?? { sessions: 0, connections: 0, users: 0 };
+        return { nodeId: link.nameOf(nodeId), self, lease: live.has(nodeId) || (self && link.isReady()) ? 'live' : 'expired', sessions, connections, users };
       });
       rows.sort((a, b) => Number(b.self) - Number(a.self) || (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
       cluster = { ready: link.isReady(), nodes: rows };
@@ -116,8 +125,8 @@ export function createAdminStats(sources: AdminStatsSources): () => Promise<Admi
       connections: stats.connections,
       sessions: stats.sessions,
       onlineUsers,
-      channels: stats.channels,
-      topChannels: view.topChannels,
+      channels,
+      topChannels,
       rates,
       totals: { eventsIn: current.eventsIn, eventsOut: current.eventsOut, errors: sources.metrics.errors?.counts() ?? {} },
       process: {

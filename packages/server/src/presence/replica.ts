@@ -4,6 +4,20 @@ import type { Cluster, ClusterListener, NodeOp, OwnedSession, SessionSnapshot } 
 import type { ChannelMember, Session } from './state.js';
 import { NO_WATCHES } from './watchers.js';
 
+/** Channels a node lists with its counts (the busiest first): the admin stats sum them over nodes. */
+const LOCAL_CHANNELS_KEPT = 1000;
+
+/** A node's own counts, stored with its lease (see `ClusterListener.localStats`). */
+export interface LocalStats {
+  sessions: number;
+  connections: number;
+  users: number;
+  /** Channels with a visible member who has a session on this node. */
+  channels: number;
+  /** Of those, the busiest (at most 1,000), with how many such members each. */
+  top: [string, number][];
+}
+
 /**
  * The other nodes' sessions, and this node's as they are published. It keeps a replica of every
  * session another node owns (for member lists and merged presence) by applying that node's ops to
@@ -130,8 +144,24 @@ export class Replica implements SessionReplication, ClusterListener {
   }
 
   /** This node's own counts, stored with its lease for the admin stats of every node. */
-  localStats(): { sessions: number; connections: number; users: number } {
-    return this.engine.reader.adminView(0).nodes.get(null) ?? { sessions: 0, connections: 0, users: 0 };
+  localStats(): LocalStats {
+    const counts = this.engine.reader.adminView(0).nodes.get(null) ?? { sessions: 0, connections: 0, users: 0 };
+    // Channels where a visible member has a session here, with how many such members.
+    const members: [string, number][] = [];
+    for (const channel of this.engine.state.channels.values()) {
+      let local = 0;
+      for (const member of channel.members.values()) {
+        if (!member.user.announcedVisible) continue;
+        for (const session of member.sessions) {
+          if (session.remote) continue;
+          local += 1;
+          break;
+        }
+      }
+      if (local > 0) members.push([channel.name, local]);
+    }
+    members.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+    return { ...counts, channels: members.length, top: members.slice(0, LOCAL_CHANNELS_KEPT) };
   }
 
   /** This node's sessions, for the cluster link to write whole (at start, and after Redis lost them). */

@@ -14,6 +14,19 @@ import type { UserRecord } from '../store/user-store.js';
  * the offline delay.
  */
 
+/**
+ * One node's own counts, stored with its lease: its sessions, open connections and visible users,
+ * and its channels with a visible member there (the busiest with their counts, summed over nodes
+ * for the admin stats).
+ */
+export interface NodeCounts {
+  sessions: number;
+  connections: number;
+  users: number;
+  channels?: number;
+  top?: [string, number][];
+}
+
 /** One session as its owner node describes it: everything another node needs to replicate it. */
 export interface SessionSnapshot {
   id: string;
@@ -93,7 +106,7 @@ export interface ClusterListener {
    */
   applyRecord(record: UserRecord, cause?: string): void | Promise<void>;
   /** This node's own counts (sessions, open connections, visible users with a session here), stored with its lease. */
-  localStats(): { sessions: number; connections: number; users: number };
+  localStats(): NodeCounts;
   /** This node's sessions as they are now, for re-registering after the shared state was lost. */
   localSnapshot(): SessionSnapshot[];
 }
@@ -116,7 +129,7 @@ export interface Cluster {
   /** The cluster's online users: the union of every node's list, by user id. */
   readOnline(): Promise<string[]>;
   /** Every live node's counts as of its last lease renewal (this one's as of now). */
-  readNodeStats(): Promise<Map<string, { sessions: number; connections: number; users: number }>>;
+  readNodeStats(): Promise<Map<string, NodeCounts>>;
   /** Sends everything queued now (before a typing op that must follow the session it concerns). */
   flush(): void;
   /** The cluster's clock minus this node's clock, so timestamps never depend on one node's wall clock. */
