@@ -245,12 +245,13 @@ export function createLogger(level: LogLevel, options: LoggerOptions | ((line: s
 }
 
 /** The configured values no log line may contain: the JWT secret, the API and dashboard keys, Redis's password. */
-export function configSecrets(config: Pick<ServerConfig, 'auth' | 'redisUrl'>): string[] {
+export function configSecrets(config: Pick<ServerConfig, 'auth' | 'redisUrl' | 'redisClusterNodes'>): string[] {
   const secrets = [config.auth.jwtSecret, config.auth.apiKey, config.auth.dashboardKey].filter((s): s is string => s !== undefined);
-  if (config.redisUrl) {
+  for (const url of [config.redisUrl, ...(config.redisClusterNodes ?? [])]) {
+    if (!url) continue;
     try {
-      const { password } = new URL(config.redisUrl);
-      if (password) secrets.push(decodeURIComponent(password), password);
+      const { password } = new URL(url);
+      if (password && !secrets.includes(password)) secrets.push(decodeURIComponent(password), password);
     } catch {
       // loadConfig has validated the URL; a programmatic caller's bad URL fails at connect instead.
     }

@@ -35,7 +35,8 @@ export interface ServerOptions {
    */
   store?: UserStore;
   /**
-   * The shared service of a cluster. @default a RedisService when `config.redisUrl` is set,
+   * The shared service of a cluster. @default a RedisService when `config.redisUrl` or
+   * `config.redisClusterNodes` is set,
    * else none (a single node with the memory store)
    */
   sharedService?: SharedService;
@@ -91,20 +92,22 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     config = { ...config, limits: { ...config.limits, maxConnections: ceiling } };
   }
   const baseClock = options.clock ?? skewed(systemClock, config.clockSkewMs);
-  if (config.dataDir !== undefined && (config.redisUrl || options.sharedService)) {
+  const redisConfigured = config.redisUrl !== undefined || config.redisClusterNodes !== undefined;
+  if (config.dataDir !== undefined && (redisConfigured || options.sharedService)) {
     throw new Error('dataDir cannot be combined with a cluster: user records live in the shared store');
   }
   if (config.auth.dashboardKey !== undefined && (config.auth.dashboardKey === config.auth.apiKey || isDevMode(config))) {
     // loadConfig says the same, naming the variable; this guards programmatic configurations.
     throw new Error('auth.dashboardKey must differ from auth.apiKey and needs another credential configured (without one, everything is open)');
   }
-  if (config.webhooks && (config.redisUrl || options.sharedService)) {
+  if (config.webhooks && (redisConfigured || options.sharedService)) {
     throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
-  if (config.pusher && (config.redisUrl || options.sharedService)) {
+  if (config.pusher && (redisConfigured || options.sharedService)) {
     throw new Error('the Pusher endpoint cannot be combined with a cluster yet: client events and triggered events are not relayed between nodes (docs/pusher.md)');
   }
-  const sharedService = options.sharedService ?? (config.redisUrl ? new RedisService({ url: config.redisUrl, prefix: config.redisPrefix }) : undefined);
+  const sharedService =
+    options.sharedService ?? (redisConfigured ? new RedisService({ url: config.redisUrl, clusterNodes: config.redisClusterNodes, prefix: config.redisPrefix }) : undefined);
   const cluster = sharedService
     ? new ClusterLink({
         service: sharedService,
@@ -187,7 +190,8 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       await cluster.start(engine);
     } catch (error) {
       await cluster.close().catch(() => {});
-      throw new Error(`cannot reach Redis at ${redactUrl(config.redisUrl ?? '')}: ${(error as Error).message}`);
+      const where = config.redisClusterNodes ? `the Redis Cluster at ${config.redisClusterNodes.map(redactUrl).join(',')}` : `Redis at ${redactUrl(config.redisUrl ?? '')}`;
+      throw new Error(`cannot reach ${where}: ${(error as Error).message}`);
     }
     log.info('joined the cluster', { node: cluster.nodeId, nodes: cluster.nodes().length });
   }

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { DEFAULT_CONFIG, DEFAULT_STATES } from '../src/config/config.js';
 import {
@@ -15,7 +17,7 @@ import {
   wantsHelp,
   wantsVersion,
 } from '../src/config/env.js';
-import { createLogger, silentLogger } from '../src/log.js';
+import { configSecrets, createLogger, silentLogger } from '../src/log.js';
 
 /** Asserts that loading throws a ConfigError blaming `variable`, with the name in the message. */
 function assertConfigError(env: Record<string, string>, variable: string, argv: string[] = [], match?: RegExp): void {
@@ -221,6 +223,56 @@ describe('loadConfig', () => {
       () => loadConfig({ REDIS_URL: 'redis://user:hunter2@ bad host' }, []),
       (err: unknown) => err instanceof ConfigError && !err.message.includes('hunter2'),
     );
+  });
+
+  it('REDIS_CLUSTER_NODES: seeds as host:port or redis:// and rediss:// URLs, the scheme and credentials of any seed shared by all', () => {
+    const nodes = (value: string) => loadConfig({ REDIS_CLUSTER_NODES: value }, []).redisClusterNodes;
+    assert.equal(loadConfig({}, []).redisClusterNodes, undefined);
+    assert.deepEqual(nodes('10.0.0.1:7000, 10.0.0.2:7001,,redis-3'), ['redis://10.0.0.1:7000', 'redis://10.0.0.2:7001', 'redis://redis-3:6379']);
+    assert.deepEqual(nodes('[::1]:7000'), ['redis://[::1]:7000']);
+    assert.deepEqual(nodes('rediss://app:p%40ss@a.example.com:7000,b.example.com:7001'), ['rediss://app:p%40ss@a.example.com:7000', 'rediss://app:p%40ss@b.example.com:7001']);
+    assert.deepEqual(nodes('redis://:pw@a:7000/0,redis://:pw@b:7001/'), ['redis://:pw@a:7000', 'redis://:pw@b:7001']);
+    assert.deepEqual(loadConfig({ REDIS_CLUSTER_NODES: 'redis://:pw@a:7000' }, []).redisUrl, undefined);
+    assertConfigError({ REDIS_CLUSTER_NODES: ' , ' }, 'REDIS_CLUSTER_NODES', [], /at least one seed node/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'a:7000,http://b:7001' }, 'REDIS_CLUSTER_NODES', [], /seed 2 must be host:port or a redis:\/\/ or rediss:\/\/ URL/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'a:notaport' }, 'REDIS_CLUSTER_NODES', [], /seed 1 is neither host:port nor/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'user:pw@a:7000' }, 'REDIS_CLUSTER_NODES', [], /credentials and TLS go in a redis:\/\/ or rediss:\/\/ URL/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'redis://a:7000/2' }, 'REDIS_CLUSTER_NODES', [], /database 0 only/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'redis://:one@a:7000,redis://:two@b:7001' }, 'REDIS_CLUSTER_NODES', [], /seed 2 has another scheme or other credentials than seed 1/);
+    assertConfigError({ REDIS_CLUSTER_NODES: 'redis://a:7000,rediss://b:7001' }, 'REDIS_CLUSTER_NODES', [], /seed 2 has another scheme/);
+  });
+
+  it('REDIS_CLUSTER_NODES: never echoes a password, and its passwords are kept out of the logs', () => {
+    assert.throws(
+      () => loadConfig({ REDIS_CLUSTER_NODES: 'redis://user:hunter2@a:7000/5' }, []),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes('hunter2') && err.message.includes('***'),
+    );
+    const config = loadConfig({ REDIS_CLUSTER_NODES: 'redis://app:s%3Dcret@a:7000,b:7001' }, []);
+    assert.ok(configSecrets(config).includes('s=cret'), 'the decoded password is a secret of the logs');
+  });
+
+  it('REDIS_URL and REDIS_CLUSTER_NODES together are refused, naming both; so is either with PRESENCE_DATA_DIR or webhooks', () => {
+    assertConfigError(
+      { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER_NODES: '127.0.0.1:7000' },
+      'REDIS_CLUSTER_NODES',
+      [],
+      /^REDIS_URL and REDIS_CLUSTER_NODES are both set: REDIS_URL names one Redis, REDIS_CLUSTER_NODES a Redis Cluster; unset one of them$/,
+    );
+    assertConfigError({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_DATA_DIR: '/data' }, 'PRESENCE_DATA_DIR', [], /PRESENCE_DATA_DIR and REDIS_CLUSTER_NODES are both set: with REDIS_CLUSTER_NODES user records live in Redis/);
+    assertConfigError(
+      { REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_WEBHOOK_URLS: 'https://hooks.example.com/p', PRESENCE_WEBHOOK_SECRET: 'w'.repeat(32) },
+      'PRESENCE_WEBHOOK_URLS',
+      [],
+      /PRESENCE_WEBHOOK_URLS and REDIS_CLUSTER_NODES are both set/,
+    );
+  });
+
+  it('REDIS_URL and REDIS_CLUSTER_NODES together: the server exits with code 2 and says so', () => {
+    const bin = fileURLToPath(new URL('../bin/presence.ts', import.meta.url));
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, REDIS_URL: 'redis://127.0.0.1:1', REDIS_CLUSTER_NODES: '127.0.0.1:2' };
+    const run = spawnSync(process.execPath, ['--import', 'tsx', bin], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 2, run.stdout + run.stderr);
+    assert.match(run.stderr + run.stdout, /REDIS_URL and REDIS_CLUSTER_NODES are both set/);
   });
 
   it('parses PRESENCE_ALLOWED_ORIGINS into exact origins', () => {

@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { masterProbeTopics, openRedis, publishCommand, type RedisConnection, type RedisConnectionOptions, type RedisMode } from './redis-connection.js';
+import type { TopicSubscriber } from './topic-subscriber.js';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 import type { ChannelEntry, Interest, LeaseState, NodeStats, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
@@ -65,10 +67,7 @@ interface ScriptCommands {
   remove_from_channel(channel: string, ...args: string[]): Promise<number>;
 }
 
-export interface RedisServiceOptions {
-  /** A `redis://` URL; or pass `client` (a Redis or Cluster instance) to configure it yourself. */
-  url?: string;
-  client?: Client;
+export interface RedisServiceOptions extends RedisConnectionOptions {
   /** Key prefix, for several clusters sharing one Redis. @default 'presence' */
   prefix?: string;
 }
@@ -80,45 +79,53 @@ export interface RedisServiceOptions {
  */
 export class RedisService implements SharedService {
   private readonly commands: Client;
-  private readonly subscriber: Client;
+  private readonly subscriber: TopicSubscriber;
+  private readonly connection: RedisConnection;
+  private readonly mode: RedisMode;
+  private readonly prefix: string;
   private readonly keys: ReturnType<typeof redisKeys>;
   private handlers?: Handlers;
   private wasReady = false;
   private lost = false;
   private closing = false;
   /** Classic pub/sub on one Redis; sharded (SPUBLISH) on Redis Cluster, where a topic lives on its slot's shard. */
-  private readonly publishCommand = 'PUBLISH';
+  private readonly publishCommand: string;
 
   constructor(options: RedisServiceOptions) {
-    const shared: RedisOptions = {
-      lazyConnect: true,
-      enableAutoPipelining: true,
-      // Retry forever, at most a second apart: Redis coming back must be noticed quickly. Jittered,
-      // so the nodes that lost Redis together do not all come back in the same instant.
-      retryStrategy: (attempt) => Math.round(Math.min(50 * attempt, 1000) * (0.5 + Math.random() / 2)),
-      maxRetriesPerRequest: 1,
-    };
-    if (options.client) {
-      this.commands = options.client;
-    } else if (options.url) {
-      this.commands = new Redis(options.url, { ...shared, enableOfflineQueue: false });
-    } else {
-      throw new Error('RedisService needs a url or a client');
-    }
-    this.subscriber = this.commands.duplicate();
-    this.keys = redisKeys(options.prefix);
+    this.connection = openRedis(options);
+    this.commands = this.connection.commands;
+    this.mode = this.connection.mode;
+    this.publishCommand = publishCommand(this.mode).toUpperCase();
+    this.prefix = options.prefix ?? 'presence';
+    this.keys = redisKeys(this.prefix);
+    this.subscriber = this.connection.topicSubscriber({
+      message: (_topic, text) => {
+        let message: ShardMessage;
+        try {
+          message = JSON.parse(text) as ShardMessage;
+        } catch {
+          return;
+        }
+        this.handlers?.message(message);
+      },
+      // Topics that lost their subscription may have missed messages: the node goes through its
+      // re-registration once they are back (everything it follows is read again).
+      lost: () => this.connectionChanged(),
+      resubscribed: () => {
+        this.lost = true;
+        this.connectionChanged();
+      },
+    });
     const directory = scriptDirectory();
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
       // ioredis runs these with EVALSHA and falls back to EVAL (e.g. after Redis restarted).
       this.commands.defineCommand(name, { numberOfKeys, lua: readFileSync(join(directory, `${name}.lua`), 'utf8') });
     }
-    for (const client of [this.commands, this.subscriber]) {
-      client.on('error', () => {
-        // Connection errors surface as disconnects; ioredis keeps retrying.
-      });
-      client.on('ready', () => this.connectionChanged());
-      client.on('close', () => this.connectionChanged());
-    }
+    this.commands.on('error', () => {
+      // Connection errors surface as disconnects; ioredis keeps retrying.
+    });
+    this.commands.on('ready', () => this.connectionChanged());
+    this.commands.on('close', () => this.connectionChanged());
   }
 
   private get scripts(): ScriptCommands {
@@ -127,17 +134,11 @@ export class RedisService implements SharedService {
 
   async connect(handlers: Handlers): Promise<void> {
     this.handlers = handlers;
-    this.subscriber.on('message', (_channel: string, text: string) => {
-      let message: ShardMessage;
-      try {
-        message = JSON.parse(text) as ShardMessage;
-      } catch {
-        return;
-      }
-      handlers.message(message);
-    });
-    await Promise.all([this.commands.status === 'wait' ? this.commands.connect() : undefined, this.subscriber.status === 'wait' ? this.subscriber.connect() : undefined]);
-    await this.subscriber.subscribe(this.keys.registryTopic);
+    if (this.commands.status === 'wait') await this.commands.connect();
+    // On a Redis Cluster, also a probe topic on every master: one that fails or restarts (and with
+    // it the shards it holds) takes this node through re-registration, as losing the registry's does.
+    const probes = await masterProbeTopics(this.connection, (i) => `${this.prefix}:probe:{${i}}`);
+    await this.subscriber.subscribe([this.keys.registryTopic, ...probes]);
     this.wasReady = true;
   }
 
@@ -154,7 +155,7 @@ export class RedisService implements SharedService {
   }
 
   isConnected(): boolean {
-    return !this.closing && this.commands.status === 'ready' && this.subscriber.status === 'ready';
+    return !this.closing && this.commands.status === 'ready' && this.subscriber.isLive();
   }
 
   private topicsOf(interest: Interest): string[] {
@@ -163,13 +164,13 @@ export class RedisService implements SharedService {
 
   async follow(interest: Interest): Promise<void> {
     const topics = this.topicsOf(interest);
-    // ioredis subscribes again to everything after a reconnect (autoResubscribe).
-    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.subscribe(...topics.slice(i, i + 1000));
+    // The subscriber subscribes again to everything after a reconnect or a move of a slot.
+    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.subscribe(topics.slice(i, i + 1000));
   }
 
   async unfollow(interest: Interest): Promise<void> {
     const topics = this.topicsOf(interest);
-    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.unsubscribe(...topics.slice(i, i + 1000));
+    for (let i = 0; i < topics.length; i += 1000) await this.subscriber.unsubscribe(topics.slice(i, i + 1000));
   }
 
   async renewLease(nodeId: string, ttlMs: number, stats: NodeStats): Promise<LeaseState> {
@@ -306,7 +307,7 @@ export class RedisService implements SharedService {
 
   async close(): Promise<void> {
     this.closing = true;
-    this.subscriber.disconnect();
+    this.subscriber.close();
     this.commands.disconnect();
   }
 }

@@ -176,15 +176,21 @@ export interface ServerConfig {
   states: Record<string, StateBase>;
   /** Allowed `Origin` values for WebSocket upgrades and CORS; empty: any. */
   allowedOrigins: string[];
-  /** When set, nodes share presence through Redis. */
+  /** When set, nodes share presence through this Redis. Not with `redisClusterNodes`. */
   redisUrl?: string;
+  /**
+   * When set, nodes share presence through this Redis Cluster (sharded pub/sub, Redis 7 or later):
+   * seed nodes as `redis://` or `rediss://` URLs, all with the same scheme and credentials. Not with
+   * `redisUrl`.
+   */
+  redisClusterNodes?: string[];
   /**
    * Single node: user records (status, state, message, meta, privacy, lastSeen) are kept in this
    * directory and survive restarts, `kill -9` included (at most the last second is lost). Unset:
-   * in memory. Cannot be combined with `redisUrl`, where records live in Redis.
+   * in memory. Cannot be combined with `redisUrl` or `redisClusterNodes`, where records live in Redis.
    */
   dataDir?: string;
-  /** Set when `PRESENCE_WEBHOOK_URLS` is: single node only for now (not with `redisUrl`). */
+  /** Set when `PRESENCE_WEBHOOK_URLS` is: single node only for now (not with Redis). */
   webhooks?: WebhookConfig;
   /** Set when `PRESENCE_PUSHER_APP_ID`, `_KEY` and `_SECRET` are: the Pusher endpoint is on. */
   pusher?: PusherConfig;

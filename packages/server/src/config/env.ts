@@ -188,6 +188,43 @@ function parseRedisUrl(name: string, raw: string): string {
   return text;
 }
 
+/**
+ * The seed nodes of a Redis Cluster: `host:port` (port 6379 when left out) or `redis://` and
+ * `rediss://` URLs. The scheme and credentials given on any seed are those of every node (one
+ * cluster, one set); seeds that disagree are refused. Returns each seed as a URL with them.
+ */
+function parseRedisClusterNodes(name: string, raw: string): string[] {
+  const entries = raw
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  if (entries.length === 0) throw new ConfigError(name, `${name} must list at least one seed node (host:port or a redis:// URL)`);
+  let common: { scheme: string; credentials: string; seed: number } | undefined;
+  const hosts: string[] = [];
+  entries.forEach((entry, i) => {
+    const isUrl = entry.includes('://');
+    const bad = (why: string) => new ConfigError(name, `${name}: seed ${i + 1} ${why} (got ${shown(redactUrl(entry))})`);
+    let url: URL;
+    try {
+      url = new URL(isUrl ? entry : `redis://${entry}`);
+    } catch {
+      throw bad('is neither host:port nor a redis:// or rediss:// URL');
+    }
+    if (isUrl && url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw bad('must be host:port or a redis:// or rediss:// URL');
+    if (!isUrl && /[@/?#]/.test(entry)) throw bad('must be host:port (credentials and TLS go in a redis:// or rediss:// URL)');
+    if (url.hostname === '') throw bad('has no host');
+    if (!['', '/', '/0'].includes(url.pathname) || url.search !== '' || url.hash !== '') throw bad('may not name a database or options (a Redis Cluster has database 0 only)');
+    hosts.push(`${url.hostname}:${url.port || '6379'}`);
+    if (!isUrl) return;
+    const credentials = url.username || url.password ? `${url.username}:${url.password}@` : '';
+    if (!common) common = { scheme: url.protocol, credentials, seed: i + 1 };
+    else if (common.scheme !== url.protocol || common.credentials !== credentials) {
+      throw new ConfigError(name, `${name}: seed ${i + 1} has another scheme or other credentials than seed ${common.seed}; the seeds are nodes of one cluster and share them`);
+    }
+  });
+  return hosts.map((host) => `${common?.scheme ?? 'redis:'}//${common?.credentials ?? ''}${host}`);
+}
+
 /** Accepts PEM text, with real newlines or `\n` escapes; returns the key as SPKI PEM. */
 function parsePublicKey(name: string, raw: string): string {
   let pem = raw.trim();
@@ -245,7 +282,8 @@ export const MIN_WEBHOOK_SECRET_BYTES = 32;
 function readWebhooks(
   env: Env,
   int: (name: string, fallback: number, min: number, max: number) => number,
-  clustered: boolean,
+  /** The Redis variable that is set, if any. */
+  clustered: string | undefined,
 ): WebhookConfig | undefined {
   const settings = ['PRESENCE_WEBHOOK_SECRET', 'PRESENCE_WEBHOOK_EVENTS', 'PRESENCE_WEBHOOK_MAX_BACKLOG', 'PRESENCE_WEBHOOK_TIMEOUT_MS', 'PRESENCE_WEBHOOK_GIVE_UP_MS'];
   if (!present(env.PRESENCE_WEBHOOK_URLS)) {
@@ -258,7 +296,7 @@ function readWebhooks(
     // each node would deliver its own share with no order per user across nodes (docs/webhooks.md).
     throw new ConfigError(
       'PRESENCE_WEBHOOK_URLS',
-      'PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now (cluster-wide delivery is not built yet); unset one of them',
+      `PRESENCE_WEBHOOK_URLS and ${clustered} are both set: webhooks are delivered by a single node for now (cluster-wide delivery is not built yet); unset one of them`,
     );
   }
   const urls = parseWebhookUrls(env.PRESENCE_WEBHOOK_URLS);
@@ -503,18 +541,27 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     vars.PRESENCE_ALLOWED_ORIGINS === undefined ? [] : parseAllowedOrigins(vars.PRESENCE_ALLOWED_ORIGINS);
 
   const redisUrl = present(vars.REDIS_URL) ? parseRedisUrl('REDIS_URL', vars.REDIS_URL) : undefined;
+  const redisClusterNodes = present(vars.REDIS_CLUSTER_NODES) ? parseRedisClusterNodes('REDIS_CLUSTER_NODES', vars.REDIS_CLUSTER_NODES) : undefined;
+  if (redisUrl !== undefined && redisClusterNodes !== undefined) {
+    throw new ConfigError(
+      'REDIS_CLUSTER_NODES',
+      'REDIS_URL and REDIS_CLUSTER_NODES are both set: REDIS_URL names one Redis, REDIS_CLUSTER_NODES a Redis Cluster; unset one of them',
+    );
+  }
+  /** The Redis variable that is set, for the messages of what does not go with it. */
+  const redisVariable = redisUrl !== undefined ? 'REDIS_URL' : redisClusterNodes !== undefined ? 'REDIS_CLUSTER_NODES' : undefined;
   const dataDirVar = get('PRESENCE_DATA_DIR');
   const dataDir = dataDirVar?.raw.trim();
-  if (dataDir !== undefined && redisUrl !== undefined) {
+  if (dataDir !== undefined && redisVariable !== undefined) {
     // Two homes for user records would disagree after the first restart; make the operator pick.
     throw new ConfigError(
       dataDirVar!.source,
-      `${dataDirVar!.source} and REDIS_URL are both set: with REDIS_URL user records live in Redis; unset one of them`,
+      `${dataDirVar!.source} and ${redisVariable} are both set: with ${redisVariable} user records live in Redis; unset one of them`,
     );
   }
 
-  const webhooks = readWebhooks(vars, int, redisUrl !== undefined);
-  const pusher = readPusher(vars, redisUrl !== undefined);
+  const webhooks = readWebhooks(vars, int, redisVariable);
+  const pusher = readPusher(vars, redisVariable !== undefined);
 
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;
@@ -576,6 +623,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     limits,
   };
   if (redisUrl !== undefined) config.redisUrl = redisUrl;
+  if (redisClusterNodes !== undefined) config.redisClusterNodes = redisClusterNodes;
   if (dataDir !== undefined) config.dataDir = dataDir;
   if (nodeId !== undefined) config.nodeId = nodeId;
   if (metricsPort !== undefined) config.metricsPort = metricsPort;
@@ -603,7 +651,7 @@ export function configWarnings(config: ServerConfig): string[] {
       'PRESENCE_JWT_AUDIENCE/PRESENCE_JWT_ISSUER are set but no PRESENCE_JWT_SECRET or public key; user tokens cannot be verified',
     );
   }
-  if (config.redisUrl !== undefined && !auth.sessionSecret && !auth.jwtSecret && !auth.apiKey && auth.jwtPublicKey) {
+  if ((config.redisUrl !== undefined || config.redisClusterNodes !== undefined) && !auth.sessionSecret && !auth.jwtSecret && !auth.apiKey && auth.jwtPublicKey) {
     warnings.push('no PRESENCE_SESSION_SECRET (nor PRESENCE_JWT_SECRET or PRESENCE_API_KEY) to sign session tokens with: unload beacons are only accepted by the node that issued their token; set PRESENCE_SESSION_SECRET on every node');
   }
   if (config.production && config.allowedOrigins.length === 0) {

@@ -1,11 +1,13 @@
 /**
- * The two shared services a cluster test runs against: the in-process hub and a real
- * `redis-server` on a free port. The conformance suite and the cluster model test use both.
+ * The shared services a cluster test runs against: the in-process hub, a real `redis-server` on a
+ * free port, and a real Redis Cluster of three masters. The conformance suite and the cluster
+ * model test use all three.
  */
 import { Redis } from 'ioredis';
 import { MemoryHub, MemoryService } from '../../src/cluster/memory-service.js';
-import { RedisService } from '../../src/cluster/redis-service.js';
+import { RedisService, redisKeys } from '../../src/cluster/redis-service.js';
 import type { ServiceUnderTest } from './cluster-conformance.js';
+import { RedisCluster, type ClusterNodeProcess } from './redis-cluster.js';
 import { RedisServer } from './redis-server.js';
 
 export async function memoryHubService(): Promise<ServiceUnderTest> {
@@ -36,5 +38,28 @@ export async function redisServerService(): Promise<ServiceUnderTest> {
       }
     },
     close: () => redis.stop(),
+  };
+}
+
+/**
+ * A Redis Cluster of three masters. "Down" is the master that serves the node registry and the bus
+ * (the `{presence}` slot), killed; "back empty" is that master restarted with its nodes.conf and no
+ * data, rejoining with its slots. The user records on the other masters stay.
+ */
+export async function redisClusterService(): Promise<ServiceUnderTest> {
+  const cluster = await RedisCluster.start();
+  let down: ClusterNodeProcess | undefined;
+  return {
+    connect: () => new RedisService({ clusterNodes: cluster.seeds }),
+    async goDown() {
+      down = await cluster.masterOf(redisKeys().registry);
+      await cluster.kill(down);
+    },
+    async comeBackEmpty() {
+      if (down) await cluster.restart(down);
+      down = undefined;
+    },
+    keys: () => cluster.keys(),
+    close: () => cluster.stop(),
   };
 }
