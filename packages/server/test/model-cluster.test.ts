@@ -1,6 +1,7 @@
 /**
  * Model-based tests of a cluster: three nodes (real engines, real cluster links) over a shared
- * service — the in-process hub, and a real `redis-server` started on a free port — run random
+ * service — the in-process hub, a real `redis-server` started on a free port, and a real Redis
+ * Cluster of three masters — run random
  * command sequences mixed with node crashes (a node dies without leaving; its lease runs out),
  * graceful node stops, and the shared service going down (for 0.1 to 8 s, with local commands at
  * random moments meanwhile) and coming back empty, node after node. The reference model
@@ -21,7 +22,8 @@
  *   flapping when a client moves to another node, a node crashes or Redis restarts empty.
  *
  * Fewer runs than the single-engine model test (each takes seconds of real time):
- * PRESENCE_MODEL_CLUSTER_RUNS sets them (default 10 over Redis, 10 over the hub); PRESENCE_MODEL_SEED replays a seed
+ * PRESENCE_MODEL_CLUSTER_RUNS sets them (default 10 over Redis, 10 over the hub, 3 over Redis Cluster);
+ * PRESENCE_MODEL_BACKENDS picks backends (hub, redis, redis-cluster); PRESENCE_MODEL_SEED replays a seed
  * (PRESENCE_MODEL_PATH=n from its run n on, with PRESENCE_MODEL_CLUSTER_RUNS=1 that run alone) and
  * PRESENCE_MODEL_REPLAY (a counterexample's JSON) one sequence. Runs that once failed are replayed
  * in every run of the suite (RECORDED below).
@@ -35,7 +37,7 @@ import type { SessionSink } from '../src/presence/state.js';
 import type { ServiceUnderTest } from './support/cluster-conformance.js';
 import { ClusterNode, pause } from './support/cluster-nodes.js';
 import { ObserverLog, sorted, type StepReport } from './support/model-observer.js';
-import { memoryHubService, redisServerService } from './support/shared-services.js';
+import { memoryHubService, redisClusterService, redisServerService } from './support/shared-services.js';
 import { ReferenceModel, type ExpectedMember, type StatusPatch } from './support/reference-model.js';
 import { CHANNELS, DEVICES, STATES, TRUSTED, USERS, channel, index, iso, metaPatch, toPatch, type StatusGen } from './support/model-vocabulary.js';
 import { serverMessages } from './support/harness.js';
@@ -665,10 +667,16 @@ interface Backend {
   create(): Promise<ServiceUnderTest>;
 }
 
-const backends: Backend[] = [
-  { name: 'in-process hub', runs: 10, create: memoryHubService },
-  { name: 'redis-server', runs: 10, create: redisServerService },
+const ALL_BACKENDS: (Backend & { key: string })[] = [
+  { key: 'hub', name: 'in-process hub', runs: 10, create: memoryHubService },
+  { key: 'redis', name: 'redis-server', runs: 10, create: redisServerService },
+  // Three masters; an outage is the master of the registry and the bus killed, then restarted empty.
+  { key: 'redis-cluster', name: 'Redis Cluster', runs: 3, create: redisClusterService },
 ];
+/** PRESENCE_MODEL_BACKENDS: a comma list of hub, redis, redis-cluster (default: all three). */
+const CHOSEN = process.env.PRESENCE_MODEL_BACKENDS?.split(',').map((key) => key.trim());
+const backends = ALL_BACKENDS.filter((backend) => !CHOSEN || CHOSEN.includes(backend.key));
+if (CHOSEN && backends.length !== CHOSEN.length) throw new Error(`PRESENCE_MODEL_BACKENDS takes ${ALL_BACKENDS.map((b) => b.key).join(', ')}`);
 
 /**
  * Runs that once failed, replayed in the normal suite: run `path` of the sequences `seed`
