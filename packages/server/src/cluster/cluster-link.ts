@@ -665,7 +665,12 @@ export class ClusterLink implements Cluster, UserStore {
         const applied = this.userSeq.get(item.user);
         // Not followed (any more), or already in what was read.
         if (applied === undefined || this.loadingUsers.has(item.user) && applied === 0) return;
-        if (item.seq <= applied) return;
+        if (item.seq <= applied) {
+          // Already in what a read brought (a read can overtake the echo of this node's own write):
+          // the write was seen back all the same.
+          if (item.kind === 'record' && item.node === this.nodeId) this.records.echoSkipped(item.user);
+          return;
+        }
         if (item.seq !== applied + 1) {
           await this.read([item.user]);
           return;

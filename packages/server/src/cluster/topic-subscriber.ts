@@ -12,7 +12,7 @@ export interface TopicSubscriber {
   subscribe(topics: string[]): Promise<void>;
   /** Resolves once Redis acknowledged (or the connection holding a topic is gone anyway). */
   unsubscribe(topics: string[]): Promise<void>;
-  /** True while every subscribed topic is acknowledged and none is lost. */
+  /** True while no wanted topic is lost (or failed to subscribe) and not yet subscribed again. */
   isLive(): boolean;
   close(): void;
 }
@@ -108,7 +108,9 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
 
   isLive(): boolean {
     if (this.closed) return false;
-    for (const topic of this.wanted) if (!this.placed.has(topic)) return false;
+    // A topic being subscribed for the first time is not a loss: nothing was missed on it yet (and a
+    // node that follows users all the time would never count as connected). Lost or failed ones are.
+    for (const topic of this.missed) if (this.wanted.has(topic)) return false;
     return true;
   }
 

@@ -166,6 +166,11 @@ export class UserRecords {
     );
   }
 
+  /** The echo of this node's own write arrived after a read that already held it. */
+  echoSkipped(userId: string): void {
+    if (this.pendingWrites.has(userId)) this.writeSeen(userId);
+  }
+
   private writeSeen(userId: string): number {
     const left = (this.pendingWrites.get(userId) ?? 1) - 1;
     if (left > 0) this.pendingWrites.set(userId, left);
