@@ -676,10 +676,7 @@ export class ClusterLink implements Cluster, UserStore {
           return;
         }
         this.userSeq.set(item.user, item.seq);
-        // Applying it may ask for the user (the model loads users it does not hold): it is being read.
-        const wasReading = this.reading.has(item.user);
-        this.reading.add(item.user);
-        try {
+        await this.applying(item.user, async () => {
           if (item.kind === 'ops') {
             if (item.node !== this.nodeId) await listener.applyOps(item.node, item.ops);
           } else if (item.kind === 'record') {
@@ -688,9 +685,7 @@ export class ClusterLink implements Cluster, UserStore {
             await this.records.receive({ node: '', userId: item.user, version: item.seq, fields: item.fields });
             listener.userOrphaned(item.node, item.user);
           }
-        } finally {
-          if (!wasReading) this.reading.delete(item.user);
-        }
+        });
         return;
       }
       case 'member':
@@ -736,16 +731,23 @@ export class ClusterLink implements Cluster, UserStore {
     const shards = await this.service.readUsers(userIds);
     for (const [userId, shard] of shards) {
       if (!this.userSeq.has(userId)) continue;
-      // Applying it may ask for the user again (the model loads what it has not seen): this read is it.
-      const wasReading = this.reading.has(userId);
-      this.reading.add(userId);
-      try {
-        await this.applyShard(userId, shard);
-      } finally {
-        if (!wasReading) this.reading.delete(userId);
-      }
+      await this.applying(userId, () => this.applyShard(userId, shard));
     }
     return shards;
+  }
+
+  /**
+   * Applies something of one user's shard. Applying may ask for the user (the model loads users it
+   * does not hold): `follow` then finds them being read, and does not wait for this very queue.
+   */
+  private async applying(userId: string, apply: () => Promise<void>): Promise<void> {
+    const wasReading = this.reading.has(userId);
+    this.reading.add(userId);
+    try {
+      await apply();
+    } finally {
+      if (!wasReading) this.reading.delete(userId);
+    }
   }
 
   private async applyShard(userId: string, shard: UserShard): Promise<void> {
