@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type WebSocket from 'ws';
+import { OverloadGuard } from '../src/transport/overload-guard.js';
 import { TestClient, httpJson, sleep, startTestServer } from './support/harness.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
@@ -166,6 +167,30 @@ describe('overload: event-loop lag', () => {
       assert.equal((await httpJson(node, '/readyz')).status, 200);
     } finally {
       load.stop();
+    }
+  });
+});
+
+describe('overload: a node without connections', () => {
+  it('stops sampling the loop while idle, and the next upgrade starts it again without counting the idle time as lag', async () => {
+    let idle = true;
+    const guard = new OverloadGuard({ maxEventLoopLagMs: 100, maxTotalOutboundBytes: 0, outbound: () => ({ totalBytes: 0, maxBytes: 0 }), idle: () => idle });
+    try {
+      await until(() => !guard.sampling, 'the sampler to stop', 2000);
+      await sleep(300); // three times the limit without a tick: not a stall
+      assert.equal(guard.check(), undefined, 'the first upgrade after idling is let in');
+      assert.equal(guard.sampling, true, 'an upgrade wakes the sampler');
+      idle = false;
+      const end = performance.now() + 250;
+      while (performance.now() < end) {
+        // busy: a real stall while a connection is open
+      }
+      await sleep(30);
+      assert.equal(guard.check()?.reason, 'event_loop_lag', 'a stall after waking is caught');
+      await sleep(100);
+      assert.equal(guard.sampling, true, 'keeps sampling while not idle');
+    } finally {
+      guard.close();
     }
   });
 });

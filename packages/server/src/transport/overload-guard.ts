@@ -29,6 +29,12 @@ export interface OverloadGuardOptions {
   maxTotalOutboundBytes: number;
   /** Reads the outbound buffers of every connection (a full scan, so it runs on a timer, not per upgrade). */
   outbound: () => OutboundBuffer;
+  /**
+   * True while there is nothing to guard (no connection open). The sampler then stops until the
+   * next upgrade: a node without clients (a standby, or one whose clients all moved away) would
+   * otherwise wake 50 times a second for nothing, the largest part of its upkeep.
+   */
+  idle?: () => boolean;
 }
 
 /**
@@ -45,7 +51,10 @@ const OUTBOUND_SCAN_MS = 250;
 export const LAG_HOLD_MS = 1000;
 
 export class OverloadGuard {
-  private readonly timer?: NodeJS.Timeout;
+  private timer?: NodeJS.Timeout;
+  /** False when both checks are off: then no sampler ever runs. */
+  private readonly enabled: boolean;
+  private closed = false;
   private readonly periodMs: number;
   private lastTickAt = performance.now();
   /** Ticks between two outbound scans, and ticks left until the next. */
@@ -59,15 +68,24 @@ export class OverloadGuard {
     const { maxEventLoopLagMs, maxTotalOutboundBytes } = options;
     this.periodMs = maxEventLoopLagMs > 0 ? LAG_SAMPLE_MS : OUTBOUND_SCAN_MS;
     this.scanEvery = Math.max(1, Math.round(OUTBOUND_SCAN_MS / this.periodMs));
-    if (maxEventLoopLagMs > 0 || maxTotalOutboundBytes > 0) {
-      this.timer = setInterval(() => this.tick(), this.periodMs);
-      this.timer.unref();
-    }
+    this.enabled = maxEventLoopLagMs > 0 || maxTotalOutboundBytes > 0;
+    this.wake();
+  }
+
+  /** Starts the sampler if it stopped for idleness; from now on lag is measured afresh. */
+  private wake(): void {
+    if (!this.enabled || this.closed || this.timer) return;
+    this.lastTickAt = performance.now();
+    this.ticksToScan = 0;
+    this.timer = setInterval(() => this.tick(), this.periodMs);
+    this.timer.unref();
   }
 
   /** Why a new connection must be refused right now, if it must. Constant time: runs on every upgrade. */
   check(): Overload | undefined {
     const { maxEventLoopLagMs, maxTotalOutboundBytes } = this.options;
+    // A stopped sampler knows nothing of the time since it stopped: none of it counts as lag.
+    this.wake();
     if (maxEventLoopLagMs > 0) {
       const now = performance.now();
       // The sampler has not run for longer than its period: the loop is coming out of a stall
@@ -89,11 +107,24 @@ export class OverloadGuard {
     return undefined;
   }
 
+  /** Whether the sampler runs now (it stops while `idle`). */
+  get sampling(): boolean {
+    return this.timer !== undefined;
+  }
+
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   private tick(): void {
+    if (this.options.idle?.() && performance.now() >= this.stall.until) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.outboundTotal = 0;
+      return;
+    }
     const now = performance.now();
     this.noteLag(now - this.lastTickAt - this.periodMs, now);
     this.lastTickAt = now;

@@ -144,6 +144,7 @@ export class WebSocketTransport {
       maxEventLoopLagMs: config.limits.maxEventLoopLagMs,
       maxTotalOutboundBytes: config.limits.maxTotalOutboundBytes,
       outbound: () => this.outboundBuffer(),
+      idle: () => this.connections.size === 0,
     });
   }
 
