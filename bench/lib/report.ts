@@ -365,10 +365,10 @@ function renderScaleout(outcome: Outcome<ScaleoutResult> | undefined): string {
     const [a, b] = idle.memory;
     out.push(
       table(
-        ['users on A', 'A CPU', 'B CPU', 'B / A CPU (goal ≤ 2 %)', 'B heap / A-user after GC (goal ≤ 0.5 KB)', 'B RSS / A-user', 'A heap / user', 'A RSS / user', 'B heap, RSS', 'notes'],
+        ['users on A (WebSocket + HTTP)', 'A CPU', 'B CPU', 'B / A CPU (goal ≤ 2 %)', 'B heap / A-user after GC (goal ≤ 0.5 KB)', 'B RSS / A-user', 'A heap / user', 'A RSS / user', 'B heap, RSS', 'notes'],
         [
           [
-            `${n(idle.connected)}/${n(idle.users)}`,
+            `${n(idle.connected + (idle.httpUsers ?? 0))}/${n(idle.users)} (${n(idle.connected)} + ${n(idle.httpUsers ?? 0)})`,
             pct(idle.window.nodeCpu[0]),
             pct(idle.window.nodeCpu[1]),
             `${(idle.idleCpuShare * 100).toFixed(1)} %`,

@@ -20,6 +20,7 @@
 import { mergeEncoded, summarize, type LatencySummary } from '../lib/histogram.js';
 import type { LoadGen } from '../lib/loadgen.js';
 import { cpuSeconds, machineBusySeconds, selfCpuSeconds, sleep, type ProbeResult } from '../lib/proc.js';
+import { startHttpSessions, type HttpSessions } from '../lib/http-sessions.js';
 import { RedisStats, redisDelta, type RedisSnapshot } from '../lib/redis-stats.js';
 import type { RunningSystem } from '../lib/systems.js';
 import { usersPerNode, type Layout } from '../loadgen/layout.js';
@@ -162,8 +163,12 @@ export interface ScaleoutSummary {
 }
 
 export interface IdleTaxResult {
+  /** Users on node A: over WebSockets (`connected`) and over HTTP heartbeats (`httpUsers`). */
   users: number;
   connected: number;
+  httpUsers: number;
+  /** Heartbeats that failed during the measurement (none expected). */
+  httpFailures: number;
   connectSeconds: number;
   rate: number;
   window: WindowFigures;
@@ -261,13 +266,25 @@ export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
 async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult> {
   const layout: Layout = { kind: 'groups', size: o.channelSize };
   const users = Math.ceil(o.idleUsers / o.channelSize) * o.channelSize;
+  const httpUsers = Math.ceil(o.idleHttpUsers / o.channelSize) * o.channelSize;
   let baseline: ProbeResult[] = [];
   let redisStats: RedisStats | undefined;
   let redisBefore: RedisSnapshot | undefined;
+  let http: HttpSessions | undefined;
   try {
     return await withPopulation(
       ctx,
-      { system: 'presence', layout, total: users, nodes: 2, clientNodes: 1, redis: true, quietWaitMs: 0 },
+      {
+        system: 'presence',
+        layout,
+        total: users,
+        nodes: 2,
+        clientNodes: 1,
+        redis: true,
+        quietWaitMs: 0,
+        // The HTTP users all come from this process's address, in development mode.
+        env: { PRESENCE_HTTP_IP_RATE_LIMIT: '0', PRESENCE_HTTP_USER_RATE_LIMIT: '0' },
+      },
       async (running) => {
         await settle(ctx, running);
         baseline = await probeAll(running);
@@ -275,24 +292,32 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
         redisBefore = await redisStats.snapshot();
       },
       async ({ system: running, loadgen, connect }) => {
+        if (httpUsers > 0) {
+          ctx.status(`    ${httpUsers} users over HTTP heartbeats`);
+          http = await startHttpSessions(running.urls[0].replace(/^ws:/, 'http:'), { count: httpUsers, channelSize: o.channelSize, prefix: 'idle-http' });
+          if (http.ready < httpUsers) throw new Error(`only ${http.ready} of ${httpUsers} HTTP users were let in`);
+        }
+        const onA = connect.ready + (http?.ready ?? 0);
         await settle(ctx, running);
         const after = await probeAll(running);
-        const memory = nodeMemory(baseline, after, [connect.ready, 0]);
+        const memory = nodeMemory(baseline, after, [onA, 0]);
         const redisAfter = await redisStats!.snapshot();
         const window = await measureWindow(ctx, running, loadgen, redisStats!, {
           rate: o.idleRate,
           durationMs: o.durationMs,
           deliveriesPerEvent: o.channelSize - 1,
-          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, connect.ready),
+          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, onA),
         });
         const [a, b] = window.nodeCpu;
         // The share over the whole span: work B did late still counts.
         const [spanA, spanB] = window.span.nodeCpuSeconds;
-        const idleHeapPerUser = Math.round((memory[1].heapAfter - memory[1].heapBefore) / Math.max(1, connect.ready));
-        const idleRssPerUser = Math.round((memory[1].rssAfter - memory[1].rssBefore) / Math.max(1, connect.ready));
+        const idleHeapPerUser = Math.round((memory[1].heapAfter - memory[1].heapBefore) / Math.max(1, onA));
+        const idleRssPerUser = Math.round((memory[1].rssAfter - memory[1].rssBefore) / Math.max(1, onA));
         const result: IdleTaxResult = {
-          users,
+          users: users + httpUsers,
           connected: connect.ready,
+          httpUsers: http?.ready ?? 0,
+          httpFailures: http?.failures ?? 0,
           connectSeconds: round2(connect.elapsedMs / 1000),
           rate: o.idleRate,
           window,
@@ -300,10 +325,10 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
           idleCpuShare: spanA > 0 ? round3(spanB / spanA) : 0,
           idleHeapPerUser,
           idleRssPerUser,
-          flags: windowFlags(window, connect.ready, users),
+          flags: [...windowFlags(window, connect.ready, users), ...(http && http.failures > 0 ? [`${http.failures} heartbeats failed`] : [])],
         };
         ctx.log(
-          `  idle-node tax: A ${pct(a)} CPU, B ${pct(b)} (${(result.idleCpuShare * 100).toFixed(1)} % of A); ` +
+          `  idle-node tax: ${onA} users on A (${connect.ready} WebSocket, ${http?.ready ?? 0} HTTP); A ${pct(a)} CPU, B ${pct(b)} (${(result.idleCpuShare * 100).toFixed(1)} % of A); ` +
             `B +${kb(idleHeapPerUser)} KB heap and +${kb(idleRssPerUser)} KB RSS per user of A; A ${kb(memory[0].heapPerUser ?? 0)} KB heap per user` +
             (result.flags.length > 0 ? ` (${result.flags.join('; ')})` : ''),
         );
@@ -311,6 +336,7 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
       },
     );
   } finally {
+    http?.stop();
     redisStats?.close();
   }
 }
