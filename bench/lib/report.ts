@@ -382,6 +382,19 @@ function renderScaleout(outcome: Outcome<ScaleoutResult> | undefined): string {
         ],
       ),
     );
+    if (idle.httpReads?.length) {
+      out.push(`\nHTTP API reads about A's users, one request at a time: from A's memory, and from B (no client: it reads Redis)\n`);
+      out.push(
+        table(
+          ['read', ...idle.httpReads.flatMap((r) => [`${r.node} p50`, `${r.node} p99`]), 'errors'],
+          idle.httpReads[0].reads.map((first, i) => [
+            first.kind,
+            ...idle.httpReads.flatMap((r) => [`${r.reads[i].latency.p50Ms} ms`, `${r.reads[i].latency.p99Ms} ms`]),
+            String(idle.httpReads.reduce((sum, r) => sum + r.reads[i].errors, 0)),
+          ]),
+        ),
+      );
+    }
   }
   out.push(
     `\n### Scale-out: ${n(outcome.summary[0]?.usersPerNode ?? o.users)} users and ${n(o.rate)} updates/s per node, channels of ${o.channelSize}; ` +

@@ -20,6 +20,7 @@
 import { mergeEncoded, summarize, type LatencySummary } from '../lib/histogram.js';
 import type { LoadGen } from '../lib/loadgen.js';
 import { cpuSeconds, machineBusySeconds, selfCpuSeconds, sleep, type ProbeResult } from '../lib/proc.js';
+import { measureHttpReads, type HttpReadFigures } from '../lib/http-reads.js';
 import { startHttpSessions, type HttpSessions } from '../lib/http-sessions.js';
 import { RedisStats, redisDelta, type RedisSnapshot } from '../lib/redis-stats.js';
 import type { RunningSystem } from '../lib/systems.js';
@@ -179,6 +180,11 @@ export interface IdleTaxResult {
   /** B's heap and RSS growth after a forced GC, per user of A (bytes). */
   idleHeapPerUser: number;
   idleRssPerUser: number;
+  /**
+   * The HTTP API's reads about A's users, asked of A (answers from memory) and of B (no client:
+   * reads Redis), after the window, with A's users still there.
+   */
+  httpReads: { node: 'A' | 'B'; reads: HttpReadFigures[] }[];
   flags: string[];
 }
 
@@ -325,6 +331,7 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
           idleCpuShare: spanA > 0 ? round3(spanB / spanA) : 0,
           idleHeapPerUser,
           idleRssPerUser,
+          httpReads: await httpReads(ctx, running, users, o),
           flags: [...windowFlags(window, connect.ready, users), ...(http && http.failures > 0 ? [`${http.failures} heartbeats failed`] : [])],
         };
         ctx.log(
@@ -339,6 +346,18 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
     http?.stop();
     redisStats?.close();
   }
+}
+
+async function httpReads(ctx: Context, running: RunningSystem, users: number, o: ScaleoutOptions): Promise<IdleTaxResult['httpReads']> {
+  const requests = ctx.opts.quick ? 20 : 500;
+  const out: IdleTaxResult['httpReads'] = [];
+  for (const [node, url] of [['A', running.urls[0]], ['B', running.urls[1]]] as const) {
+    ctx.status(`    HTTP reads on node ${node}`);
+    const reads = await measureHttpReads(url.replace(/^ws:/, 'http:'), { users, channelSize: o.channelSize, requests });
+    out.push({ node, reads });
+    ctx.log(`  HTTP reads on node ${node}: ${reads.map((r) => `${r.kind} p50 ${r.latency.p50Ms} ms, p99 ${r.latency.p99Ms} ms${r.errors > 0 ? ` (${r.errors} errors)` : ''}`).join('; ')}`);
+  }
+  return out;
 }
 
 async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; variant: 'local' | 'cross'; run: number; perNode: number }): Promise<ScaleoutRun> {
