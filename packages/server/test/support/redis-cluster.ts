@@ -89,6 +89,18 @@ export class RedisCluster {
   private constructor(readonly nodes: ClusterNodeProcess[]) {}
 
   static async start(options: { masters?: number; replicasPerMaster?: 0 | 1 } = {}): Promise<RedisCluster> {
+    // Ports found free can be taken by another process (tests run side by side) before our
+    // redis-servers bind them; a start that fails is tried again on other ports.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await RedisCluster.startOnce(options);
+      } catch (error) {
+        if (attempt >= 3) throw error;
+      }
+    }
+  }
+
+  private static async startOnce(options: { masters?: number; replicasPerMaster?: 0 | 1 }): Promise<RedisCluster> {
     const masters = options.masters ?? 3;
     const replicas = options.replicasPerMaster ?? 0;
     const ports = new Set<number>();
@@ -124,7 +136,10 @@ export class RedisCluster {
     node.process = child;
     running.add(child);
     child.once('exit', () => running.delete(child));
-    await until(async () => (await nodeCommand(node.port, 'PING')) === 'PONG', 10_000, () => `redis-server on port ${node.port} to answer (is it installed?)`);
+    await until(async () => (await nodeCommand(node.port, 'PING')) === 'PONG', 20_000, () => `redis-server on port ${node.port} to answer (is it installed?)`);
+    // What answered may be another process on the port, ours exiting because it could not bind.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (!node.alive) throw new Error(`redis-server on port ${node.port} exited at start (port taken?)`);
   }
 
   /**

@@ -38,9 +38,18 @@ export class RedisServer {
 
   /** `extraArgs`: more redis-server options, e.g. `['--requirepass', 'secret']`. */
   static async start(port?: number, extraArgs: string[] = []): Promise<RedisServer> {
-    const server = new RedisServer(port ?? (await freePort()), extraArgs);
-    await server.launch();
-    return server;
+    // A free port can be taken by another process (tests run side by side) between the probe and
+    // redis-server's bind: then it exits at once, and another port is tried.
+    for (let attempt = 1; ; attempt += 1) {
+      const server = new RedisServer(port ?? (await freePort()), extraArgs);
+      try {
+        await server.launch();
+        return server;
+      } catch (error) {
+        await server.kill();
+        if (port !== undefined || attempt >= 5) throw error;
+      }
+    }
   }
 
   get url(): string {
@@ -54,12 +63,15 @@ export class RedisServer {
     this.process = child;
     const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`redis-server exited (${code}); is it installed?`))));
     exited.catch(() => {});
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 20_000;
     while (!(await portAnswers(this.port))) {
       if (child.exitCode !== null) await exited;
       if (Date.now() > deadline) throw new Error('redis-server did not start');
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    // What answered may be another process on the port, ours exiting because it could not bind.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (child.exitCode !== null || child.signalCode !== null) await exited;
   }
 
   /** SIGKILL: Redis vanishes without a goodbye, as in a crash. */
