@@ -1,15 +1,28 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 
-/** A free TCP port on loopback (the OS picks it; the probe socket is closed before use). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for the servers tests start, below Linux's ephemeral range (32768 and up): a port from that
+ * range can be handed to any outgoing connection the moment its server is down (a Redis killed to
+ * be restarted on the same port, or one found free but not yet bound), and redis-server then fails
+ * to bind it. Chosen at random so that test processes running side by side rarely try the same.
+ */
+const PORT_RANGE = { from: 20_000, to: 32_000 } as const;
+
+/** A free TCP port on loopback, outside the ephemeral range (the probe socket is closed before use). */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port between ${PORT_RANGE.from} and ${PORT_RANGE.to}`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
   });
 }
 
