@@ -361,23 +361,33 @@ export class ClusterLink implements Cluster, UserStore {
       ops.push({ op: 'session', session });
     }
     this.needsRegistration = false;
-    if (byUser.size > 0) {
-      await this.service.indexUsers(this.nodeId, [...byUser.keys()]);
+    // Users whose sessions this node wrote before: one that ended while the service was away (its
+    // end dropped) is still in the shard, which may have survived (a Redis Cluster loses only the
+    // masters that failed), also when the user has no session here any more.
+    const written = new Set([...this.listedChannels.values()].map((listed) => listed.userId));
+    const live = new Set(sessions.map((session) => session.id));
+    if (byUser.size > 0 || written.size > 0) {
+      if (byUser.size > 0) await this.service.indexUsers(this.nodeId, [...byUser.keys()]);
       for (const id of byUser.keys()) this.indexed.add(id);
       // This node's stored sessions that ended while the service was away end in the shard too.
-      const stored = await this.service.readUsers([...byUser.keys()]);
-      const live = new Set(sessions.map((session) => session.id));
+      const stored = await this.service.readUsers([...new Set([...byUser.keys(), ...written])]);
       for (const [userId, shard] of stored) {
-        for (const { node, session } of shard.sessions) if (node === this.nodeId && !live.has(session.id)) byUser.get(userId)!.push({ op: 'end', sessionId: session.id, userId });
+        for (const { node, session } of shard.sessions) {
+          if (node !== this.nodeId || live.has(session.id)) continue;
+          let ops = byUser.get(userId);
+          if (!ops) byUser.set(userId, (ops = []));
+          ops.push({ op: 'end', sessionId: session.id, userId });
+        }
       }
       this.listedChannels.clear();
       const { added } = this.channelChanges(sessions.map((session) => ({ op: 'session', session })));
       await Promise.all([...added].map(([channel, entries]) => this.service.addToChannel(channel, entries)));
       await Promise.all([...byUser].map(([userId, ops]) => this.service.writeOps(this.nodeId, userId, ops)));
     }
-    // The online list is written whole: the service may have lost it.
+    // The online list is written whole: the service may have lost it, or kept one (a surviving
+    // Redis Cluster master) without the removals made while it was away.
     this.onlineChanges = new Map();
-    if (this.online.size > 0) await this.service.listOnline(this.nodeId, [...this.online], []);
+    await this.service.replaceOnline(this.nodeId, [...this.online]);
     // At start only: if re-registrations retired too, two live processes given one id (a
     // misconfiguration) would end each other in turn forever.
     if (!this.started) for (const node of lease.nodes) if (this.isPreviousIncarnation(node)) this.enqueue({ kind: 'retire', node });

@@ -195,6 +195,12 @@ export class MemoryHub {
     if (online.size === 0) this.nodeOnline.delete(nodeId);
   }
 
+  replaceOnline(nodeId: string, userIds: string[]): void {
+    this.check();
+    if (userIds.length === 0) this.nodeOnline.delete(nodeId);
+    else this.nodeOnline.set(nodeId, new Set(userIds));
+  }
+
   readOnline(nodeIds: string[]): string[] {
     this.check();
     const all = new Set<string>();
@@ -410,6 +416,10 @@ export class MemoryService implements SharedService {
 
   async listOnline(nodeId: string, add: string[], remove: string[]): Promise<void> {
     this.hub.listOnline(nodeId, add, remove);
+  }
+
+  async replaceOnline(nodeId: string, userIds: string[]): Promise<void> {
+    this.hub.replaceOnline(nodeId, userIds);
   }
 
   async readOnline(nodeIds: string[]): Promise<string[]> {

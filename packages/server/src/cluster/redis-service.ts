@@ -214,6 +214,14 @@ export class RedisService implements SharedService {
     await Promise.all([add.length > 0 ? this.commands.sadd(key, ...add) : undefined, remove.length > 0 ? this.commands.srem(key, ...remove) : undefined]);
   }
 
+  async replaceOnline(nodeId: string, userIds: string[]): Promise<void> {
+    const key = this.keys.nodeOnline(nodeId);
+    // One key, so one slot: the delete and the add apply together.
+    const transaction = this.commands.multi().del(key);
+    if (userIds.length > 0) transaction.sadd(key, ...userIds);
+    await transaction.exec();
+  }
+
   async readOnline(nodeIds: string[]): Promise<string[]> {
     // One set per node, each in its own slot: read apart, joined here.
     const lists = await Promise.all(nodeIds.map((node) => this.commands.smembers(this.keys.nodeOnline(node))));

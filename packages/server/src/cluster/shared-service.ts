@@ -112,6 +112,11 @@ export interface SharedService {
   indexedUsers(nodeId: string): Promise<string[]>;
   /** Adds users to and removes them from a node's online list (its visible users with a session there). */
   listOnline(nodeId: string, add: string[], remove: string[]): Promise<void>;
+  /**
+   * Sets a node's online list to exactly these users, at re-registration: the service may have
+   * lost the list, or kept one that misses the removals made while it was away.
+   */
+  replaceOnline(nodeId: string, userIds: string[]): Promise<void>;
   /** The union of these nodes' online lists. */
   readOnline(nodeIds: string[]): Promise<string[]>;
   /** The reap of a dropped node is over: its index, its online list and its reaping mark go. */
