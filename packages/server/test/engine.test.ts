@@ -1984,6 +1984,29 @@ describe('corners found by the model-based tests', () => {
     assert.deepEqual(await publishedNow(), []);
   });
 
+  it("a copy of a session from before it ended (a logout here, or its owner's end) does not bring it back; a later move of it does (model-cluster.test.ts)", async () => {
+    const clock = new ManualClock();
+    const cluster = stubCluster('b', ['a', 'b', 'c'], () => {});
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, cluster });
+    const copy = (id: string, moves?: number): SessionSnapshot => ({ id, userId: 'ann', device: 'web', idle: false, attached: true, channels: { room: { meta: {}, joinedAt: clock.now() } }, ...(moves ? { moves } : {}) });
+    const members = () => engine.channelPresence('room', { limit: 10 }).members.map((m) => m.userId);
+    engine.applyOps('a', [{ op: 'session', session: copy('ann-on-a') }]);
+    assert.deepEqual(members(), ['ann']);
+    engine.logout('ann');
+    assert.deepEqual(members(), []);
+    // A shard read that started before the logout landed.
+    engine.applyUser('ann', [{ node: 'a', session: copy('ann-on-a') }]);
+    assert.deepEqual(members(), [], 'the logged-out session stays ended');
+    // Its owner's end, then a late copy of another session of hers.
+    engine.applyOps('c', [{ op: 'session', session: copy('ann-on-c') }]);
+    engine.applyOps('c', [{ op: 'end', sessionId: 'ann-on-c', userId: 'ann' }]);
+    engine.applyOps('c', [{ op: 'session', session: copy('ann-on-c') }]);
+    assert.deepEqual(members(), [], 'ended by its owner, it stays ended');
+    // A client that resumed it elsewhere as it ended moved it: that copy wins.
+    engine.applyOps('a', [{ op: 'session', session: copy('ann-on-c', 1), claim: true }]);
+    assert.deepEqual(members(), ['ann']);
+  });
+
   it("a stale copy of the user's other session does not put back a channel meta changed since, whatever order copies arrive in (model-cluster.test.ts)", async () => {
     const clock = new ManualClock();
     const published: NodeOp[] = [];

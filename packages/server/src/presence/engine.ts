@@ -396,6 +396,7 @@ export class PresenceEngine {
     }
     for (const session of [...user.sessions.values()]) {
       this.closeSocket(session, 1000, 'LOGGED_OUT');
+      session.loggedOut = true;
       this.expireSession(session, false);
     }
     // One announcement for the whole logout: others see a leave, not a devices update first.

@@ -32,6 +32,14 @@ export class Replica implements SessionReplication, ClusterListener {
   /** The cause of each changed session's latest change in this turn, published with its op. */
   private readonly causeOf = new Map<Session, string>();
   private publishQueued = false;
+  /**
+   * Sessions that ended for good (here by their owner, by their owner's `end`, or by a logout),
+   * with their moves, until a while after: a copy read or received later (a shard read that
+   * raced the end, an op published before it) is stale and must not bring the session back, which
+   * showed as a leave, a join and a leave again. Insertion order is end order, so the oldest go
+   * first.
+   */
+  private readonly ended = new Map<string, { moves: number; until: number }>();
   /** Users this node lists as online in the shared state: visible, with a session here. */
   private readonly listedOnline = new Set<string>();
   /** Users whose listing may have changed in this turn. */
@@ -96,6 +104,7 @@ export class Replica implements SessionReplication, ClusterListener {
   }
 
   sessionEnded(session: Session): void {
+    if (!session.remote || session.loggedOut) this.markEnded(session);
     this.changedSessions.delete(session);
     this.claimedSessions.delete(session);
     this.causeOf.delete(session);
@@ -103,6 +112,18 @@ export class Replica implements SessionReplication, ClusterListener {
       this.checkOnline(session.user.record.userId);
       this.publish({ op: 'end', sessionId: session.id, userId: session.user.record.userId });
     }
+  }
+
+  private markEnded(session: Session): void {
+    const now = this.engine.clock.now();
+    // Long enough for any copy in flight, and for an owner back from an outage to write its end.
+    const keepMs = this.engine.config.offlineDelayMs + 10_000;
+    for (const [id, entry] of this.ended) {
+      if (entry.until > now) break;
+      this.ended.delete(id);
+    }
+    this.ended.delete(session.id);
+    this.ended.set(session.id, { moves: session.moves, until: now + keepMs });
   }
 
   /** Before a session here joins a channel: the cluster brings its members from other nodes first. */
@@ -204,6 +225,7 @@ export class Replica implements SessionReplication, ClusterListener {
         // Only the owner ends a session; a late op from a node it moved away from is stale.
         if (!session || session.remote?.node !== nodeId) break;
         const user = session.user;
+        this.markEnded(session);
         engine.expireSession(session);
         engine.releaseIfUnused(user);
         break;
@@ -264,6 +286,10 @@ export class Replica implements SessionReplication, ClusterListener {
   private applySession(nodeId: string, snapshot: SessionSnapshot, claim: boolean): void {
     const { engine } = this;
     let session = engine.state.sessions.get(snapshot.id);
+    const ended = session ? undefined : this.ended.get(snapshot.id);
+    // A copy of a session that ended for good, from before its end. (A client that resumed it
+    // elsewhere at the very moment it ended moved it: more moves, and that copy wins.)
+    if (ended && (snapshot.moves ?? 0) <= ended.moves) return;
     if (session) {
       if (session.user.record.userId !== snapshot.userId) return;
       const moves = snapshot.moves ?? 0;

@@ -90,6 +90,12 @@ export interface Session {
    */
   moves: number;
   /**
+   * Set when the session ends for good, whoever held it: a logout. (Its owner's own end is final
+   * too; a replica's expiry of a dead node's session is not: the client may have resumed it on a
+   * node this one has not heard from yet.)
+   */
+  loggedOut?: boolean;
+  /**
    * Set for a session whose socket is on another node: this node keeps a replica of it (for
    * member lists and merged presence) but never runs its timers or writes to it.
    */
