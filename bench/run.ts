@@ -187,7 +187,10 @@ async function main(): Promise<void> {
 
   if (want('scaleout')) {
     const s = opts.scaleout;
-    ctx.log(`\n== scale-out: Presence through one Redis on ${s.nodes.join(', ')} nodes, ${s.users} users and ${s.rate} updates/s per node; idle-node tax with ${s.idleUsers} WebSocket and ${s.idleHttpUsers} HTTP users`);
+    ctx.log(
+      `\n== scale-out: Presence through one Redis on ${s.nodes.join(', ')} nodes, ${s.users} users and ${s.rate} updates/s per node; idle-node tax with ${s.idleUsers} WebSocket and ${s.idleHttpUsers} HTTP users` +
+        (s.redisCluster.length > 0 ? `; on a Redis Cluster of 3 masters: ${s.redisCluster.join(', ')} nodes` : ''),
+    );
     scenarios.scaleout = systems.includes('presence')
       ? await attempt(ctx, 'presence', () => scaleoutScenario(ctx))
       : { skipped: 'measures Presence only, and --systems leaves it out' };

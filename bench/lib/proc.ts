@@ -20,7 +20,7 @@ export function defaultPinning(enabled: boolean): Pinning {
   return { server: '0', loadgen: '1' };
 }
 
-function pinned(cores: string | undefined, command: string, args: string[]): [string, string[]] {
+export function pinned(cores: string | undefined, command: string, args: string[]): [string, string[]] {
   // taskset execs the command, so the child's pid is the pinned process itself.
   return cores ? ['taskset', ['-c', cores, command, ...args]] : [command, args];
 }

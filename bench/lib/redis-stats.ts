@@ -2,7 +2,8 @@
  * Reads a Redis server's own counters (`INFO`, `PUBSUB`) for the scale-out scenario: commands
  * processed, messages published (PUBLISH and SPUBLISH, including those Lua scripts issue: Redis
  * counts a script's calls in `commandstats`), the subscribers of each pub/sub channel, and memory.
- * The only bench code that speaks Redis commands to a measured Redis.
+ * On a Redis Cluster one of these per master, each connected to its master alone: the counters are
+ * the master's own. The only bench code that speaks Redis commands to a measured Redis.
  */
 import { Redis } from 'ioredis';
 
@@ -85,5 +86,19 @@ export function redisDelta(before: RedisSnapshot, after: RedisSnapshot): RedisSn
     calls,
     usedMemory: after.usedMemory,
     netOutputBytes: after.netOutputBytes - before.netOutputBytes,
+  };
+}
+
+/** Several Redis processes' counters (a cluster's masters, or their deltas) added up. */
+export function sumSnapshots(snapshots: RedisSnapshot[]): RedisSnapshot {
+  const calls: Record<string, number> = {};
+  for (const snapshot of snapshots) for (const [name, value] of Object.entries(snapshot.calls)) calls[name] = (calls[name] ?? 0) + value;
+  const total = (pick: (s: RedisSnapshot) => number) => snapshots.reduce((sum, s) => sum + pick(s), 0);
+  return {
+    commands: total((s) => s.commands),
+    published: total((s) => s.published),
+    calls,
+    usedMemory: total((s) => s.usedMemory),
+    netOutputBytes: total((s) => s.netOutputBytes),
   };
 }

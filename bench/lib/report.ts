@@ -422,6 +422,7 @@ function renderScaleout(outcome: Outcome<ScaleoutResult> | undefined): string {
       ]),
     ),
   );
+  out.push(renderRedisCluster(outcome));
   const g = outcome.goals;
   out.push(
     `\nGoals: idle node's CPU ≤ ${pct(g.idleCpuShare.goal)} of the loaded node's: ${g.idleCpuShare.value === null ? 'n/a' : `${(g.idleCpuShare.value * 100).toFixed(1)} %`} (${met(g.idleCpuShare.met)}); ` +
@@ -431,5 +432,39 @@ function renderScaleout(outcome: Outcome<ScaleoutResult> | undefined): string {
   const flagged = outcome.summary.flatMap((s) => s.flags.map((f) => `${s.variant} ${s.nodes}: ${f}`));
   if (flagged.length > 0) out.push(`\nFlags (server core and Redis over ${pct(0.8)} of their core, missing deliveries, other tenants):\n${flagged.map((f) => `- ${f}`).join('\n')}`);
   for (const f of outcome.failures) out.push(`\n${f.variant} ${f.nodes} nodes, run ${f.run}: error ${f.error.split('\n')[0]}`);
+  return out.join('\n');
+}
+
+/** Each node count run on the Redis Cluster: a row per master, their total, and one redis-server's row beside. */
+function renderRedisCluster(outcome: ScaleoutResult): string {
+  const cluster = outcome.redisCluster;
+  if (!cluster || (cluster.summary.length === 0 && cluster.failures.length === 0)) return '';
+  const o = outcome.options;
+  const out: string[] = [];
+  const pct = (cores: number) => `${Math.round(cores * 100)}%`;
+  for (const s of cluster.summary) {
+    out.push(
+      `\n### Scale-out on a Redis Cluster of ${s.masters.length} masters: ${s.nodes} node${s.nodes > 1 ? 's' : ''}, ${n(s.usersPerNode)} users and ${n(s.ratePerNode)} updates/s per node, ` +
+        `local channels of ${o.channelSize}; median of ${s.runs} run${s.runs > 1 ? 's' : ''}; per update = per update sent, per user = per online user of the whole cluster\n`,
+    );
+    const row = (label: string, f: { cpu: number; commandsPerSec: number; commandsPerUpdate: number; publishedPerUpdate: number; memoryPerUser: number } | null, server: string, p99: string) =>
+      f
+        ? [label, pct(f.cpu), n(f.commandsPerSec), f.commandsPerUpdate.toFixed(2), f.publishedPerUpdate.toFixed(2), `${n(f.memoryPerUser)} B`, server, p99]
+        : [label, '–', '–', '–', '–', '–', server, p99];
+    out.push(
+      table(
+        ['Redis', 'CPU', 'commands/s', 'commands / update', 'published / update', 'used memory / user', 'server CPU / delivery', 'p99'],
+        [
+          ...s.masters.map((m, i) => row(`master ${i + 1} (slots ${m.slots})`, m, '', '')),
+          row(`cluster total (${s.masters.length} masters)`, s.total, `${s.cpuPerDeliveryUs.toFixed(1)} µs`, `${msf(s.p99Ms)} ms`),
+          s.oneRedis
+            ? row('one redis-server, same node count', s.oneRedis, `${s.oneRedis.cpuPerDeliveryUs.toFixed(1)} µs`, `${msf(s.oneRedis.p99Ms)} ms`)
+            : row('one redis-server, same node count', null, `not run (add ${s.nodes} to --scaleout.nodes)`, ''),
+        ],
+      ),
+    );
+    if (s.flags.length > 0) out.push(`\nFlags:\n${s.flags.map((f) => `- ${f}`).join('\n')}`);
+  }
+  for (const f of cluster.failures) out.push(`\nRedis Cluster, ${f.nodes} nodes, run ${f.run}: error ${f.error.split('\n')[0]}`);
   return out.join('\n');
 }

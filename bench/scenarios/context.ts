@@ -98,6 +98,11 @@ export interface ScaleoutOptions {
   idleRate: number;
   /** Longest wait for other tenants' CPU use to calm down before each run (ms). */
   quietWaitMs: number;
+  /**
+   * Node counts also run on a Redis Cluster of 3 masters (local channels, the same load per node
+   * and runs per count), each master measured apart; empty = none (`--scaleout.redis-cluster=0`).
+   */
+  redisCluster: number[];
 }
 
 export interface Context {
@@ -133,7 +138,7 @@ export function defaultOptions(quick: boolean): Options {
       joinstorm: { users: 60 },
       reconnect: { users: 100, channelSize: 5, concurrency: 100, settleMs: 300 },
       multinode: { channels: 20, members: 4, rates: [50], start: 50, factor: 2, maxSteps: 1, refine: 0 },
-      scaleout: { nodes: [1, 2], users: 200, rate: 40, channelSize: 10, crossFraction: 0.1, runs: 1, durationMs: 1000, idleUsers: 300, idleHttpUsers: 20, idleRate: 40, quietWaitMs: 0 },
+      scaleout: { nodes: [1, 2], users: 200, rate: 40, channelSize: 10, crossFraction: 0.1, runs: 1, durationMs: 1000, idleUsers: 300, idleHttpUsers: 20, idleRate: 40, quietWaitMs: 0, redisCluster: [1] },
       largeroom: { members: 40, windowMembers: 10, rate: 4, durationMs: 1500, hugeMembers: 150, fillSeconds: 1, occupancyMembers: 20, perEventSizes: [50], settleMs: 5000 },
     };
   }
@@ -150,7 +155,7 @@ export function defaultOptions(quick: boolean): Options {
     joinstorm: { users: 2000 },
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
-    scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 18_000, idleHttpUsers: 2_000, idleRate: 200, quietWaitMs: 20_000 },
+    scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 18_000, idleHttpUsers: 2_000, idleRate: 200, quietWaitMs: 20_000, redisCluster: [4] },
     largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
   };
 }
@@ -201,6 +206,9 @@ Scenario parameters, as --<scenario>.<name>=value:
                                 node A, none on node B
                                 (0 users = not measured)
   scaleout.quiet-wait-ms=20000  longest wait for other tenants to calm down before each run
+  scaleout.redis-cluster=4      node counts run again on a Redis Cluster of 3 masters (local
+                                channels, same load per node; each master's figures beside
+                                one redis-server's); 0 = none (--quick: 1)
   largeroom.members=2000 largeroom.rate=30 largeroom.duration-ms=10000 largeroom.window-members=200
                                 busy room: visible members, status changes/s among them, the step,
                                 and from how many visible members the windowed run windows
@@ -234,7 +242,9 @@ export function parseOptions(argv: string[]): Options | 'help' {
     if (!section || typeof section !== 'object' || !(name in section || (name === 'rates' && 'start' in section))) {
       throw new Error(`unknown option --${group}.${key} (see --help)`);
     }
-    section[name] = name === 'rates' || Array.isArray(section[name]) ? numberList(arg, value) : positiveNumber(arg, value);
+    // A list that may be empty says so with 0 (--scaleout.redis-cluster=0).
+    if (group === 'scaleout' && name === 'redisCluster' && value.trim() === '0') section[name] = [];
+    else section[name] = name === 'rates' || Array.isArray(section[name]) ? numberList(arg, value) : positiveNumber(arg, value);
   }
   return opts;
 }

@@ -18,6 +18,8 @@ export interface PopulationSpec {
   clientNodes?: number;
   /** Presence: through Redis even with one node. */
   redis?: boolean;
+  /** Presence: through a Redis Cluster (3 masters) instead of one Redis. */
+  redisCluster?: boolean;
   /** How long to wait for other tenants' CPU use to calm down before connecting (default 60 s). */
   quietWaitMs?: number;
   env?: Record<string, string>;
@@ -65,7 +67,7 @@ export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, befo
   });
   let system: RunningSystem;
   try {
-    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, redis: spec.redis, env: spec.env, presenceEntry: ctx.opts.presenceEntry, nodeFlags: ctx.opts.serverFlags });
+    system = await startSystem(spec.system, { pinning: ctx.pinning, nodes, redis: spec.redis, redisCluster: spec.redisCluster, env: spec.env, presenceEntry: ctx.opts.presenceEntry, nodeFlags: ctx.opts.serverFlags });
   } catch (error) {
     await (await loadgenStarting).close();
     if (error instanceof ChildExitedError) throw new Skip(`server refused to start: ${error.reason}`);
@@ -77,7 +79,7 @@ export async function withPopulation<T>(ctx: Context, spec: PopulationSpec, befo
     const addressCount = spec.sourceAddresses && spec.sourceAddresses > 0 ? spec.sourceAddresses : Math.ceil(spec.total / 25_000);
     const sourceAddresses = addressCount > 1 ? Array.from({ length: addressCount }, (_, i) => `127.0.0.${i + 1}`) : [];
     await loadgen.init({ system: spec.system, urls: system.urls.slice(0, clientNodes), layout: spec.layout, total: spec.total, sourceAddresses, client: ctx.opts.client });
-    await waitForQuiet(ctx, [...system.servers.map((s) => s.pid), ...(system.redis ? [system.redis.pid] : []), ...loadgen.pids], spec.quietWaitMs);
+    await waitForQuiet(ctx, [...system.servers.map((s) => s.pid), ...system.redisProcesses.map((r) => r.pid), ...loadgen.pids], spec.quietWaitMs);
     if (before) await before(system);
     let peakRss = 0;
     const sample = () => {

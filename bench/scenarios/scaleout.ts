@@ -13,16 +13,21 @@
  *   forced GC), Redis commands/s, messages published and pub/sub deliveries per update, Redis
  *   memory per online user. `runs` fresh runs per node count and variant; the table shows medians.
  *
- * All server processes share the server core and Redis shares the other with the load generator,
- * so "each node under 80 % of its core" here means all nodes together under 80 % of the one core;
- * a run above it is flagged, not dropped.
+ * - Redis Cluster: the node counts of `redisCluster` again with local channels and the same load
+ *   per node, on a Redis Cluster of 3 masters (REDIS_CLUSTER_NODES, sharded pub/sub) instead of
+ *   one redis-server: each master's commands/s, commands and messages published per update, memory
+ *   growth per online user and CPU, their total, beside one redis-server's at the same node count.
+ *
+ * All server processes share the server core and Redis (every master of the cluster too) shares
+ * the other with the load generator, so "each node under 80 % of its core" here means all nodes
+ * together under 80 % of the one core; a run above it is flagged, not dropped.
  */
 import { mergeEncoded, summarize, type LatencySummary } from '../lib/histogram.js';
 import type { LoadGen } from '../lib/loadgen.js';
 import { cpuSeconds, machineBusySeconds, selfCpuSeconds, sleep, type ProbeResult } from '../lib/proc.js';
 import { measureHttpReads, type HttpReadFigures } from '../lib/http-reads.js';
 import { startHttpSessions, type HttpSessions } from '../lib/http-sessions.js';
-import { RedisStats, redisDelta, type RedisSnapshot } from '../lib/redis-stats.js';
+import { RedisStats, redisDelta, sumSnapshots, type RedisSnapshot } from '../lib/redis-stats.js';
 import type { RunningSystem } from '../lib/systems.js';
 import { usersPerNode, type Layout } from '../loadgen/layout.js';
 import type { Context, ScaleoutOptions } from './context.js';
@@ -69,6 +74,17 @@ export interface RedisFigures {
 }
 
 /**
+ * One Redis Cluster master's own figures (its INFO, its process's CPU). Per update and per online
+ * user mean per update sent and per user online in the whole cluster, so the masters' figures add
+ * up to the cluster's.
+ */
+export interface MasterFigures extends RedisFigures {
+  address: string;
+  /** The hash slots it serves, e.g. `0-5460`. */
+  slots: string;
+}
+
+/**
  * One measurement. Utilisation comes from the steady window (after the warm-up); the cost of an
  * update comes from the whole span, from the first update sent until the last delivery arrived,
  * so that work a loaded node did late (or Redis did for it) is still counted against the updates
@@ -103,7 +119,10 @@ export interface WindowFigures {
     /** CPU seconds of each node over the span. */
     nodeCpuSeconds: number[];
   };
+  /** The Redis: one redis-server's figures, or the total over a Redis Cluster's masters. */
   redis: RedisFigures;
+  /** On a Redis Cluster: each master's figures, in slot order. */
+  masters?: MasterFigures[];
 }
 
 export interface NodeMemory {
@@ -119,6 +138,8 @@ export interface NodeMemory {
 
 export interface ScaleoutRun {
   variant: 'local' | 'cross';
+  /** Through one redis-server, or through a Redis Cluster of 3 masters. */
+  backend: 'redis' | 'redis-cluster';
   nodes: number;
   run: number;
   users: number;
@@ -163,6 +184,37 @@ export interface ScaleoutSummary {
   flags: string[];
 }
 
+/** Redis figures of a node count, medians over its runs. */
+export interface RedisSummaryFigures {
+  /** CPU in cores over the steady window. */
+  cpu: number;
+  commandsPerSec: number;
+  commandsPerUpdate: number;
+  publishedPerUpdate: number;
+  memoryPerUser: number;
+}
+
+/** A node count on the Redis Cluster: the servers' figures, each master's and their total. */
+export interface ClusterSummary {
+  nodes: number;
+  runs: number;
+  usersPerNode: number;
+  ratePerNode: number;
+  cpuPerDeliveryUs: number;
+  heapPerUser: number;
+  serverCpu: number;
+  loadgenCpu: number;
+  p99Ms: number;
+  /** Each master (in slot order, the same slots in every run), medians over the runs. */
+  masters: Array<RedisSummaryFigures & { slots: string }>;
+  /** The masters together: the median of each run's total. */
+  total: RedisSummaryFigures;
+  /** One redis-server at the same node count (the local scaling runs' medians); null when that count was not run. */
+  oneRedis: (RedisSummaryFigures & { cpuPerDeliveryUs: number; p99Ms: number }) | null;
+  flaggedRuns: number;
+  flags: string[];
+}
+
 export interface IdleTaxResult {
   /** Users on node A: over WebSockets (`connected`) and over HTTP heartbeats (`httpUsers`). */
   users: number;
@@ -195,6 +247,12 @@ export interface ScaleoutResult {
   /** Runs that failed, with the reason (their node count and variant have fewer samples). */
   failures: Array<{ variant: 'local' | 'cross'; nodes: number; run: number; error: string }>;
   summary: ScaleoutSummary[];
+  /** The node counts of `options.redisCluster` on a Redis Cluster of 3 masters (local channels). */
+  redisCluster: {
+    runs: ScaleoutRun[];
+    failures: Array<{ nodes: number; run: number; error: string }>;
+    summary: ClusterSummary[];
+  };
   goals: {
     idleCpuShare: { goal: number; value: number | null; met: boolean | null };
     idleHeapPerUser: { goal: number; value: number | null; met: boolean | null };
@@ -207,9 +265,12 @@ export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
   const o = ctx.opts.scaleout;
   if (o.crossFraction < 0 || o.crossFraction >= 1) throw new Error(`--scaleout.cross-fraction must be at least 0 and below 1 (got ${o.crossFraction})`);
   for (const n of o.nodes) if (!Number.isInteger(n) || n < 1) throw new Error(`--scaleout.nodes must list whole numbers of nodes (got ${o.nodes.join(',')})`);
+  for (const n of o.redisCluster) if (!Number.isInteger(n) || n < 1) throw new Error(`--scaleout.redis-cluster must list whole numbers of nodes, or be 0 (got ${o.redisCluster.join(',')})`);
   const perNode = Math.max(o.channelSize, Math.ceil(o.users / o.channelSize) * o.channelSize);
   const runs: ScaleoutRun[] = [];
   const failures: ScaleoutResult['failures'] = [];
+  const clusterRuns: ScaleoutRun[] = [];
+  const clusterFailures: ScaleoutResult['redisCluster']['failures'] = [];
 
   let idle: ScaleoutResult['idle'];
   if (o.idleUsers > 0) {
@@ -230,7 +291,7 @@ export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
       for (const variant of variants) {
         const label = `${variant} ${nodes} node${nodes > 1 ? 's' : ''}, run ${run}/${o.runs}`;
         try {
-          const result = await scalingRun(ctx, o, { nodes, variant, run, perNode });
+          const result = await scalingRun(ctx, o, { nodes, variant, backend: 'redis', run, perNode });
           runs.push(result);
           ctx.log(`  ${label}: ${formatRun(result)}`);
         } catch (error) {
@@ -238,6 +299,18 @@ export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
           failures.push({ variant, nodes, run, error: message });
           ctx.log(`  ${label}: ERROR ${message}`);
         }
+      }
+    }
+    for (const nodes of o.redisCluster) {
+      const label = `Redis Cluster, local ${nodes} node${nodes > 1 ? 's' : ''}, run ${run}/${o.runs}`;
+      try {
+        const result = await scalingRun(ctx, o, { nodes, variant: 'local', backend: 'redis-cluster', run, perNode });
+        clusterRuns.push(result);
+        ctx.log(`  ${label}: ${formatRun(result)}`);
+      } catch (error) {
+        const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        clusterFailures.push({ nodes, run, error: message });
+        ctx.log(`  ${label}: ERROR ${message}`);
       }
     }
   }
@@ -253,6 +326,7 @@ export async function scaleoutScenario(ctx: Context): Promise<ScaleoutResult> {
     runs,
     failures,
     summary,
+    redisCluster: { runs: clusterRuns, failures: clusterFailures, summary: summarizeClusterRuns(clusterRuns, summary, o, perNode) },
     goals: {
       idleCpuShare: { goal: SCALEOUT_GOALS.idleCpuShare, value: idleResult?.idleCpuShare ?? null, met: idleResult ? idleResult.idleCpuShare <= SCALEOUT_GOALS.idleCpuShare : null },
       idleHeapPerUser: {
@@ -274,8 +348,8 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
   const users = Math.ceil(o.idleUsers / o.channelSize) * o.channelSize;
   const httpUsers = Math.ceil(o.idleHttpUsers / o.channelSize) * o.channelSize;
   let baseline: ProbeResult[] = [];
-  let redisStats: RedisStats | undefined;
-  let redisBefore: RedisSnapshot | undefined;
+  let redisStats: RedisStats[] = [];
+  let redisBefore: RedisSnapshot[] = [];
   let http: HttpSessions | undefined;
   try {
     return await withPopulation(
@@ -294,8 +368,8 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
       async (running) => {
         await settle(ctx, running);
         baseline = await probeAll(running);
-        redisStats = await RedisStats.connect(running.redisUrl!);
-        redisBefore = await redisStats.snapshot();
+        redisStats = await connectRedisStats(running);
+        redisBefore = await snapshots(redisStats);
       },
       async ({ system: running, loadgen, connect }) => {
         if (httpUsers > 0) {
@@ -307,12 +381,12 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
         await settle(ctx, running);
         const after = await probeAll(running);
         const memory = nodeMemory(baseline, after, [onA, 0]);
-        const redisAfter = await redisStats!.snapshot();
-        const window = await measureWindow(ctx, running, loadgen, redisStats!, {
+        const redisAfter = await snapshots(redisStats);
+        const window = await measureWindow(ctx, running, loadgen, redisStats, {
           rate: o.idleRate,
           durationMs: o.durationMs,
           deliveriesPerEvent: o.channelSize - 1,
-          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, onA),
+          memoryPerUser: redisAfter.map((a, i) => (a.usedMemory - redisBefore[i].usedMemory) / Math.max(1, onA)),
         });
         const [a, b] = window.nodeCpu;
         // The share over the whole span: work B did late still counts.
@@ -344,7 +418,7 @@ async function idleTax(ctx: Context, o: ScaleoutOptions): Promise<IdleTaxResult>
     );
   } finally {
     http?.stop();
-    redisStats?.close();
+    for (const stats of redisStats) stats.close();
   }
 }
 
@@ -360,37 +434,42 @@ async function httpReads(ctx: Context, running: RunningSystem, users: number, o:
   return out;
 }
 
-async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; variant: 'local' | 'cross'; run: number; perNode: number }): Promise<ScaleoutRun> {
+async function scalingRun(
+  ctx: Context,
+  o: ScaleoutOptions,
+  p: { nodes: number; variant: 'local' | 'cross'; backend: ScaleoutRun['backend']; run: number; perNode: number },
+): Promise<ScaleoutRun> {
   const layout: Layout = { kind: 'homed', size: o.channelSize, crossFraction: p.variant === 'cross' ? o.crossFraction : 0 };
   const total = p.perNode * p.nodes;
   const planned = usersPerNode(total, layout, p.nodes);
   let baseline: ProbeResult[] = [];
-  let redisStats: RedisStats | undefined;
-  let redisBefore: RedisSnapshot | undefined;
+  let redisStats: RedisStats[] = [];
+  let redisBefore: RedisSnapshot[] = [];
   try {
     return await withPopulation(
       ctx,
-      { system: 'presence', layout, total, nodes: p.nodes, redis: true, quietWaitMs: 0 },
+      { system: 'presence', layout, total, nodes: p.nodes, redis: true, redisCluster: p.backend === 'redis-cluster', quietWaitMs: 0 },
       async (running) => {
         await settle(ctx, running);
         baseline = await probeAll(running);
-        redisStats = await RedisStats.connect(running.redisUrl!);
-        redisBefore = await redisStats.snapshot();
+        redisStats = await connectRedisStats(running);
+        redisBefore = await snapshots(redisStats);
       },
       async ({ system: running, loadgen, connect }) => {
         await settle(ctx, running);
         const after = await probeAll(running);
         const memory = nodeMemory(baseline, after, planned);
-        const redisAfter = await redisStats!.snapshot();
-        const window = await measureWindow(ctx, running, loadgen, redisStats!, {
+        const redisAfter = await snapshots(redisStats);
+        const window = await measureWindow(ctx, running, loadgen, redisStats, {
           rate: o.rate * p.nodes,
           durationMs: o.durationMs,
           deliveriesPerEvent: o.channelSize - 1,
-          memoryPerUser: (redisAfter.usedMemory - redisBefore!.usedMemory) / Math.max(1, connect.ready),
+          memoryPerUser: redisAfter.map((a, i) => (a.usedMemory - redisBefore[i].usedMemory) / Math.max(1, connect.ready)),
         });
         const perUser = (pick: (m: NodeMemory) => number | null) => Math.round(mean(memory.map(pick).filter((v): v is number => v !== null)));
         return {
           variant: p.variant,
+          backend: p.backend,
           nodes: p.nodes,
           run: p.run,
           users: total,
@@ -407,9 +486,24 @@ async function scalingRun(ctx: Context, o: ScaleoutOptions, p: { nodes: number; 
       },
     );
   } finally {
-    redisStats?.close();
+    for (const stats of redisStats) stats.close();
   }
 }
+
+/** A counters reader per Redis process: the one redis-server, or each master of the cluster. */
+async function connectRedisStats(running: RunningSystem): Promise<RedisStats[]> {
+  const urls = running.redisCluster ? running.redisCluster.map((m) => m.url) : [running.redisUrl!];
+  const stats: RedisStats[] = [];
+  try {
+    for (const url of urls) stats.push(await RedisStats.connect(url));
+  } catch (error) {
+    for (const s of stats) s.close();
+    throw error;
+  }
+  return stats;
+}
+
+const snapshots = (stats: RedisStats[]) => Promise.all(stats.map((s) => s.snapshot()));
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
@@ -458,22 +552,22 @@ async function measureWindow(
   ctx: Context,
   running: RunningSystem,
   loadgen: LoadGen,
-  redis: RedisStats,
-  plan: { rate: number; durationMs: number; deliveriesPerEvent: number; memoryPerUser: number },
+  redis: RedisStats[],
+  plan: { rate: number; durationMs: number; deliveriesPerEvent: number; memoryPerUser: number[] },
 ): Promise<WindowFigures> {
   await loadgen.mode('markers');
-  await waitForQuiet(ctx, [...running.servers.map((s) => s.pid), running.redis!.pid, ...loadgen.pids], ctx.opts.scaleout.quietWaitMs);
+  await waitForQuiet(ctx, [...running.servers.map((s) => s.pid), ...running.redisProcesses.map((r) => r.pid), ...loadgen.pids], ctx.opts.scaleout.quietWaitMs);
   await loadgen.collect();
-  const subscribers = (await redis.channels()).subscribers;
+  const subscribers = (await Promise.all(redis.map((r) => r.channels()))).map((c) => c.subscribers);
   const warmupMs = Math.round(plan.durationMs / 5);
   const read = async () => ({
     nodes: running.servers.map((s) => s.cpuSeconds()),
-    redis: running.redisCpuSeconds(),
+    redis: running.redisProcesses.map((r) => r.cpuSeconds()),
     loadgen: loadgen.cpuSeconds(),
     self: selfCpuSeconds(),
     busy: machineBusySeconds(),
     at: nowMs(),
-    info: await redis.snapshot(),
+    info: await snapshots(redis),
   });
   const spanStart = await read();
   const startAt = nowMs() + (ctx.opts.quick ? 100 : 300);
@@ -495,15 +589,29 @@ async function measureWindow(
   const perSec = (a: number, b: number) => (b - a) / seconds;
   const nodeCpu = end.nodes.map((v, i) => round3(perSec(start.nodes[i], v)));
   const serverCpu = sum(nodeCpu);
-  const redisCpu = perSec(start.redis, end.redis);
+  const redisCpus = end.redis.map((v, i) => perSec(start.redis[i], v));
+  const redisCpu = sum(redisCpus);
   const loadgenCpu = perSec(start.loadgen, end.loadgen);
   const foreignCpu = Math.max(0, perSec(start.busy, end.busy) - serverCpu - redisCpu - loadgenCpu - perSec(start.self, end.self));
   const delivered = sum(collected.map((c) => c.deliveredInWindow));
   const windowSeconds = (plan.durationMs - warmupMs) / 1000;
-  const steadyInfo = redisDelta(start.info, end.info);
-  const spanInfo = redisDelta(spanStart.info, spanEnd.info);
-  const channels = Object.entries(subscribers).filter(([, n]) => n > 0);
-  const perUpdate = (n: number) => (schedule.sent > 0 ? round3(n / schedule.sent) : 0);
+  // Each Redis process's counters, then their total (the one redis-server's own when there is one).
+  const parts = redis.map((_, i) => ({
+    cpu: redisCpus[i],
+    steady: redisDelta(start.info[i], end.info[i]),
+    span: redisDelta(spanStart.info[i], spanEnd.info[i]),
+    subscribers: subscribers[i],
+    memoryPerUser: plan.memoryPerUser[i],
+  }));
+  const figures = (part: (typeof parts)[number]) => redisFigures(part, seconds, schedule.sent);
+  const total = figures({
+    cpu: redisCpu,
+    steady: sumSnapshots(parts.map((p) => p.steady)),
+    span: sumSnapshots(parts.map((p) => p.span)),
+    subscribers: mergeSubscribers(subscribers),
+    memoryPerUser: sum(plan.memoryPerUser),
+  });
+  const masters = running.redisCluster?.map((m, i) => ({ address: m.address, slots: m.slots, ...figures(parts[i]) }));
   return {
     seconds: round3(seconds),
     scheduleSeconds: windowSeconds,
@@ -525,18 +633,41 @@ async function measureWindow(
       deliveriesByNode: running.servers.map((_, i) => sum(collected.map((c) => c.deliveredByNode[i] ?? 0))),
       nodeCpuSeconds: spanEnd.nodes.map((v, i) => round3(v - spanStart.nodes[i])),
     },
-    redis: {
-      cpu: round3(redisCpu),
-      commandsPerSec: Math.round(steadyInfo.commands / seconds),
-      commandsPerUpdate: perUpdate(spanInfo.commands),
-      publishedPerUpdate: perUpdate(spanInfo.published),
-      pubsubDeliveriesPerUpdate: channels.length === 1 ? perUpdate(spanInfo.published * channels[0][1]) : channels.length === 0 ? 0 : null,
-      subscribers,
-      callsPerUpdate: Object.fromEntries(Object.entries(spanInfo.calls).map(([name, n]) => [name, perUpdate(n)])),
-      memoryPerUser: Math.round(plan.memoryPerUser),
-      usedMemory: end.info.usedMemory,
-    },
+    redis: total,
+    ...(masters ? { masters } : {}),
   };
+}
+
+/**
+ * One Redis process's figures (or several added up): `steady` is the counters' growth over the
+ * steady window of `seconds`, `span` over the whole span in which `updates` were sent.
+ */
+function redisFigures(
+  p: { cpu: number; steady: RedisSnapshot; span: RedisSnapshot; subscribers: Record<string, number>; memoryPerUser: number },
+  seconds: number,
+  updates: number,
+): RedisFigures {
+  const channels = Object.entries(p.subscribers).filter(([, n]) => n > 0);
+  const perUpdate = (n: number) => (updates > 0 ? round3(n / updates) : 0);
+  return {
+    cpu: round3(p.cpu),
+    commandsPerSec: Math.round(p.steady.commands / seconds),
+    commandsPerUpdate: perUpdate(p.span.commands),
+    publishedPerUpdate: perUpdate(p.span.published),
+    pubsubDeliveriesPerUpdate: channels.length === 1 ? perUpdate(p.span.published * channels[0][1]) : channels.length === 0 ? 0 : null,
+    subscribers: p.subscribers,
+    callsPerUpdate: Object.fromEntries(Object.entries(p.span.calls).map(([name, n]) => [name, perUpdate(n)])),
+    memoryPerUser: Math.round(p.memoryPerUser),
+    // The steady window's end reading (a delta keeps the later value).
+    usedMemory: p.steady.usedMemory,
+  };
+}
+
+/** Subscribers per channel over several Redis processes (a shard channel lives on one master). */
+function mergeSubscribers(lists: Record<string, number>[]): Record<string, number> {
+  const merged: Record<string, number> = {};
+  for (const list of lists) for (const [name, n] of Object.entries(list)) merged[name] = (merged[name] ?? 0) + n;
+  return merged;
 }
 
 /** CPU microseconds per delivery. */
@@ -598,6 +729,55 @@ function summarizeRuns(runs: ScaleoutRun[], o: ScaleoutOptions, perNode: number)
   return summaries.sort((a, b) => (a.variant === b.variant ? a.nodes - b.nodes : a.variant === 'local' ? -1 : 1));
 }
 
+function summarizeClusterRuns(runs: ScaleoutRun[], oneRedis: ScaleoutSummary[], o: ScaleoutOptions, perNode: number): ClusterSummary[] {
+  const counts = [...new Set(runs.map((r) => r.nodes))].sort((a, b) => a - b);
+  const redisMedians = (list: RedisFigures[]): RedisSummaryFigures => {
+    const m = (pick: (f: RedisFigures) => number) => median(list.map(pick));
+    return {
+      cpu: round3(m((f) => f.cpu)),
+      commandsPerSec: Math.round(m((f) => f.commandsPerSec)),
+      commandsPerUpdate: round3(m((f) => f.commandsPerUpdate)),
+      publishedPerUpdate: round3(m((f) => f.publishedPerUpdate)),
+      memoryPerUser: Math.round(m((f) => f.memoryPerUser)),
+    };
+  };
+  return counts.map((nodes) => {
+    const list = runs.filter((r) => r.nodes === nodes);
+    const m = (pick: (r: ScaleoutRun) => number) => median(list.map(pick));
+    const masterCount = Math.max(...list.map((r) => r.window.masters?.length ?? 0));
+    const single = oneRedis.find((s) => s.variant === 'local' && s.nodes === nodes);
+    return {
+      nodes,
+      runs: list.length,
+      usersPerNode: perNode,
+      ratePerNode: o.rate,
+      cpuPerDeliveryUs: round2(m((r) => r.cpuPerDeliveryUs)),
+      heapPerUser: Math.round(m((r) => r.heapPerUser)),
+      serverCpu: round3(m((r) => r.window.serverCpu)),
+      loadgenCpu: round3(m((r) => r.window.loadgenCpu)),
+      p99Ms: round2(m((r) => r.window.latency.p99Ms)),
+      masters: Array.from({ length: masterCount }, (_, i) => {
+        const figures = list.flatMap((r) => (r.window.masters?.[i] ? [r.window.masters[i]] : []));
+        return { slots: figures[0]?.slots ?? '', ...redisMedians(figures) };
+      }),
+      total: redisMedians(list.map((r) => r.window.redis)),
+      oneRedis: single
+        ? {
+            cpu: single.redisCpu,
+            commandsPerSec: single.redisCommandsPerSec,
+            commandsPerUpdate: single.redisCommandsPerUpdate,
+            publishedPerUpdate: single.publishedPerUpdate,
+            memoryPerUser: single.redisMemoryPerUser,
+            cpuPerDeliveryUs: single.cpuPerDeliveryUs,
+            p99Ms: single.p99Ms,
+          }
+        : null,
+      flaggedRuns: list.filter((r) => r.flags.length > 0).length,
+      flags: list.flatMap((r) => r.flags.map((f) => `run ${r.run}: ${f}`)),
+    };
+  });
+}
+
 function median(values: number[]): number {
   if (values.length === 0) return 0;
   const sorted = [...values].sort((a, b) => a - b);
@@ -620,6 +800,7 @@ function formatRun(r: ScaleoutRun): string {
     (r.nodes > 1 ? ` (${w.nodeCpu.map(pct).join(' ')})` : '') +
     `, Redis ${pct(w.redis.cpu)}, load generator ${pct(w.loadgenCpu)}; ${r.cpuPerDeliveryUs} µs CPU per delivery; ` +
     `${kb(r.heapPerUser)} KB heap per user per node; Redis ${w.redis.commandsPerSec} commands/s, ${w.redis.publishedPerUpdate} published per update; ` +
+    (w.masters ? `masters ${w.masters.map((m) => `${pct(m.cpu)} ${m.commandsPerSec}/s`).join(', ')}; ` : '') +
     `p99 ${w.latency.p99Ms} ms` +
     (r.flags.length > 0 ? ` (${r.flags.join('; ')})` : '')
   );

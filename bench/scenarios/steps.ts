@@ -49,7 +49,7 @@ export interface StepResult {
 const DISTURBED = 0.15;
 
 function ourPids(system: RunningSystem, loadgen: LoadGen): number[] {
-  return [...system.servers.map((s) => s.pid), ...(system.redis ? [system.redis.pid] : []), ...loadgen.pids];
+  return [...system.servers.map((s) => s.pid), ...system.redisProcesses.map((r) => r.pid), ...loadgen.pids];
 }
 
 /** Waits (up to a limit) until nothing else on the machine uses a noticeable share of the CPU. */

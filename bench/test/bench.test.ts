@@ -194,6 +194,35 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     assert.ok(r.goals.flatness.value !== null && r.goals.idleCpuShare.value !== null);
   });
 
+  it('measures Presence on a Redis Cluster of 3 masters: each master, their total, one redis-server beside', () => {
+    const r = results.scenarios.scaleout;
+    assert.ok(r && !isOutcome(r));
+    const o = results.options.scaleout;
+    assert.ok(o.redisCluster.length > 0, 'quick mode runs the Redis Cluster variant');
+    assert.deepEqual(r.redisCluster.failures, []);
+    assert.deepEqual(r.redisCluster.summary.map((s) => s.nodes), o.redisCluster);
+    for (const run of r.redisCluster.runs) {
+      const where = `Redis Cluster ${run.nodes} run ${run.run}`;
+      const w = run.window;
+      assert.equal(run.backend, 'redis-cluster');
+      assert.equal(run.connected, run.users, `${where}: every user connected`);
+      assert.ok(w.delivered >= w.expected * 0.95 && w.delivered <= w.expected, `${where}: ${w.delivered} of ${w.expected} deliveries`);
+      assert.equal(w.masters?.length, 3, `${where}: three masters measured`);
+      assert.deepEqual(w.masters.map((m) => m.slots), ['0-5460', '5461-10922', '10923-16383'], `${where}: the masters in slot order`);
+      // Sharded pub/sub on a cluster: SPUBLISH only, one message per update spread over the masters.
+      assert.ok(w.masters.every((m) => m.commandsPerSec > 0 && m.commandsPerUpdate > 0), `${where}: every master served commands`);
+      assert.ok(w.masters.some((m) => (m.callsPerUpdate.spublish ?? 0) > 0) && w.redis.callsPerUpdate.publish === undefined, `${where}: sharded publishes`);
+      assert.ok(Math.abs(w.masters.reduce((a, m) => a + m.publishedPerUpdate, 0) - w.redis.publishedPerUpdate) < 0.01, `${where}: the total is the masters' sum`);
+      assert.ok(w.redis.publishedPerUpdate > 0 && Object.keys(w.redis.subscribers).length > 0, `${where}: counters and shard channels read`);
+      assert.ok(run.cpuPerDeliveryUs > 0);
+    }
+    for (const s of r.redisCluster.summary) {
+      assert.equal(s.masters.length, 3);
+      assert.ok(s.total.commandsPerSec > 0 && s.total.publishedPerUpdate > 0 && Number.isFinite(s.total.memoryPerUser));
+      if (o.nodes.includes(s.nodes)) assert.ok(s.oneRedis && s.oneRedis.commandsPerSec > 0, `one redis-server's figures beside ${s.nodes} nodes`);
+    }
+  });
+
   it('measures large rooms: the busy room in each variant, the huge room with occupancy and without', () => {
     const r = results.scenarios.largeroom;
     assert.ok(r && !isOutcome(r), `largeroom: ${JSON.stringify(r)?.slice(0, 2000)}`);
