@@ -526,7 +526,14 @@ async function settle(ctx: Context, running: RunningSystem): Promise<void> {
 
 async function probeAll(running: RunningSystem): Promise<ProbeResult[]> {
   const probes = await running.probe(true);
-  const silent = probes.flatMap((p, i) => (p.rss === 0 ? [`${running.servers[i].name}: ${p.error ?? (running.servers[i].alive ? 'no answer' : 'exited')}`] : []));
+  const silent = probes.flatMap((p, i) => {
+    if (p.rss > 0) return [];
+    const server = running.servers[i];
+    const exit = server.exit;
+    // An exited server's own last words say why (a crash, a refused start).
+    const why = p.error ?? (server.alive ? 'no answer' : `exited (code ${exit?.code ?? '?'}${exit?.signal ? `, ${exit.signal}` : ''}): ${server.recentOutput.trim().split('\n').slice(-3).join(' | ')}`);
+    return [`${server.name}: ${why}`];
+  });
   if (silent.length > 0) throw new Error(`no answer to the memory probe from ${silent.join('; ')}`);
   return probes;
 }
