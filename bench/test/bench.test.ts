@@ -161,7 +161,8 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     assert.deepEqual(r.failures, []);
     const idle = r.idle;
     assert.ok(idle && !isOutcome(idle), `idle-node tax: ${JSON.stringify(idle)?.slice(0, 2000)}`);
-    assert.equal(idle.connected, idle.users, 'every user on node A connected');
+    assert.equal(idle.connected + idle.httpUsers, idle.users, 'every user on node A connected (over WebSockets and over HTTP heartbeats)');
+    assert.equal(idle.httpFailures, 0, 'no heartbeat failed');
     assert.deepEqual(idle.memory.map((m) => m.users), [idle.users, 0], 'the users are on node A, none on node B');
     assert.equal(idle.window.span.deliveriesByNode[1], 0, 'nothing delivered on node B');
     assert.ok(idle.window.delivered >= idle.window.expected * 0.95 && idle.window.delivered <= idle.window.expected, 'idle-node tax: deliveries accounted for');
