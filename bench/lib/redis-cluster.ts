@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Child, freePort, pinned, sleep, waitForPort } from './proc.js';
+import { Child, ChildExitedError, freePort, pinned, sleep, waitForPort } from './proc.js';
 
 const run = promisify(execFile);
 
@@ -36,6 +36,18 @@ export interface StartedRedisCluster {
 }
 
 export async function startRedisCluster(cores: string | undefined, masters = 3): Promise<StartedRedisCluster> {
+  // A port found free may be taken by another process before redis-server binds it (then it
+  // exits at once): start again on other ports, a few times.
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await startOnce(cores, masters);
+    } catch (error) {
+      if (!(error instanceof ChildExitedError) || attempt >= 3) throw error;
+    }
+  }
+}
+
+async function startOnce(cores: string | undefined, masters: number): Promise<StartedRedisCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'presence-bench-cluster-'));
   const started: RedisClusterMaster[] = [];
   const stop = async () => {
