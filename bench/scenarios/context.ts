@@ -155,7 +155,7 @@ export function defaultOptions(quick: boolean): Options {
     joinstorm: { users: 2000 },
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
-    scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 50, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 18_000, idleHttpUsers: 2_000, idleRate: 200, quietWaitMs: 20_000, redisCluster: [4] },
+    scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 150, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 18_000, idleHttpUsers: 2_000, idleRate: 200, quietWaitMs: 20_000, redisCluster: [4] },
     largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
   };
 }
@@ -194,7 +194,7 @@ Scenario parameters, as --<scenario>.<name>=value:
   reconnect.users=10000 reconnect.channel-size=10 reconnect.concurrency=10000
   multinode.channels=1000 multinode.members=10 multinode.rates=… multinode.start=1000 …
   scaleout.nodes=1,2,4,8        Presence alone, through one Redis, on each node count in turn
-  scaleout.users=1000 scaleout.rate=50
+  scaleout.users=1000 scaleout.rate=150
                                 users and presence updates/s per node (the same on every node)
   scaleout.channel-size=10 scaleout.cross-fraction=0.1
                                 channels live on one node; in the cross-node variant this share of
