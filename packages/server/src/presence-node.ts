@@ -65,7 +65,8 @@ export class PresenceNode implements PresenceQueries, ClusterListener {
     this.engine.output = this.fanout;
     this.engine.announcer.subscribe(this.fanout.onEvent);
     if (options.config.pusher) {
-      this.pusher = new PusherProtocol(this.engine, options.config.pusher, options.log);
+      // Pusher clients need a channel's whole member list: no subscription to one in occupancy mode.
+      this.pusher = new PusherProtocol(this.engine, options.config.pusher, options.log, (channel) => this.fanout.inOccupancyMode(channel));
       this.engine.output = this.pusher.outputBeside(this.fanout);
       this.engine.announcer.subscribe(this.pusher.onEvent);
     }

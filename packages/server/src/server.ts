@@ -16,7 +16,8 @@ import { EventLoopWindow, createPresenceMetrics, createWebhookMetrics, processMe
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
 import { RedisService } from './cluster/redis-service.js';
-import type { SharedService } from './cluster/shared-service.js';
+import { hasPusherChannels, type SharedService } from './cluster/shared-service.js';
+import { PusherRelay } from './cluster/pusher-relay.js';
 import { PresenceNode } from './presence-node.js';
 import { FileUserStore } from './store/file-user-store.js';
 import { MemoryUserStore, type UserStore } from './store/user-store.js';
@@ -103,11 +104,14 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   if (config.webhooks && (redisConfigured || options.sharedService)) {
     throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
-  if (config.pusher && (redisConfigured || options.sharedService)) {
-    throw new Error('the Pusher endpoint cannot be combined with a cluster yet: client events and triggered events are not relayed between nodes (docs/pusher.md)');
+  if (config.pusher && config.pusher.webhookUrls.length > 0 && (redisConfigured || options.sharedService)) {
+    throw new Error('Pusher webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/pusher.md)');
   }
   const sharedService =
     options.sharedService ?? (redisConfigured ? new RedisService({ url: config.redisUrl, clusterNodes: config.redisClusterNodes, prefix: config.redisPrefix }) : undefined);
+  if (config.pusher && sharedService && !hasPusherChannels(sharedService)) {
+    throw new Error('the Pusher endpoint in a cluster needs a shared service that relays Pusher channels (PusherChannelService)');
+  }
   const cluster = sharedService
     ? new ClusterLink({
         service: sharedService,
@@ -185,6 +189,19 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       node.pusher!.hooks = pusherProtocolHooks(pusherWebhooks, () => baseClock.now());
     }
   }
+  // In a cluster, the Pusher endpoint's messages and channel lists go through the shared service.
+  const pusherRelay =
+    cluster && engine.pusher && sharedService && hasPusherChannels(sharedService)
+      ? new PusherRelay({
+          service: sharedService,
+          cluster,
+          localChannels: () => engine!.pusher!.localChannels(),
+          localChannel: (name) => engine!.pusher!.localChannel(name),
+          deliver: engine.pusher.receiveRelayed,
+          log,
+        })
+      : undefined;
+  if (pusherRelay) engine.pusher!.attachCluster(pusherRelay);
   if (cluster) {
     try {
       await cluster.start(engine);
@@ -308,6 +325,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       await metricsServer?.close();
       // Disconnects above were published; leaving now lets other nodes start the offline delay at
       // once, so clients reconnecting elsewhere resume their sessions without a leave.
+      await pusherRelay?.close();
       await cluster?.close();
       // Sessions are disposed without events below; the next start (with a data directory) tells
       // receivers that this run's users are gone.

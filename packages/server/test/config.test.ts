@@ -487,7 +487,13 @@ describe('Pusher endpoint configuration', () => {
     assertConfigError({ ...base, PRESENCE_PUSHER_SECRET: 'app-key' }, 'PRESENCE_PUSHER_SECRET', [], /key is public/);
     assertConfigError({ PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
     assertConfigError({ ...base, PRESENCE_PUSHER_WEBHOOK_URLS: 'ftp://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
-    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6390' }, 'PRESENCE_PUSHER_APP_ID', [], /single node for now/);
+    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6390', PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS', [], /PRESENCE_PUSHER_WEBHOOK_URLS and REDIS_URL are both set: Pusher webhooks are delivered by a single node for now/);
+    assertConfigError({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS', [], /and REDIS_CLUSTER_NODES are both set/);
+  });
+
+  it('runs in a cluster: REDIS_URL or REDIS_CLUSTER_NODES with the endpoint is accepted', () => {
+    assert.equal(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6390' }).pusher?.appId, base.PRESENCE_PUSHER_APP_ID);
+    assert.equal(loadConfig({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).pusher?.appId, base.PRESENCE_PUSHER_APP_ID);
   });
 
   it('warns about a short secret', () => {

@@ -275,7 +275,7 @@ describe('Pusher endpoint: private channels, auth and client events', () => {
     intruder.join('orders.2').error((e: { status?: number; type?: string }) => errors.push(e));
     await eventually(() => (errors.length === 2 ? true : undefined), 'two subscription errors');
     assert.deepEqual(errors.map((e) => e.status), [401, 401]);
-    assert.deepEqual(server.engine.pusher!.occupiedChannels(''), []);
+    assert.deepEqual(await server.engine.pusher!.occupiedChannels(''), []);
 
     const client = await raw(server);
     client.send({ event: 'pusher:subscribe', data: { channel: 'private-orders.1', auth: `${APP.key}:0000` } });

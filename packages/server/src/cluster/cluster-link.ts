@@ -284,6 +284,11 @@ export class ClusterLink implements Cluster, UserStore {
     return [...this.registry];
   }
 
+  /** Live nodes and dropped nodes still being reaped (their sessions wait out the offline delay). */
+  nodesWithSessions(): string[] {
+    return [...new Set([...this.registry, ...this.reapingNodes])];
+  }
+
   /** A node's name for people (the admin stats): its configured id, without the incarnation. */
   nameOf(node: string): string {
     const at = node.lastIndexOf('@');

@@ -5,7 +5,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { masterProbeTopics, openRedis, publishCommand, type RedisConnection, type RedisConnectionOptions, type RedisMode } from './redis-connection.js';
 import type { TopicSubscriber } from './topic-subscriber.js';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, NodeStats, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
@@ -30,6 +30,10 @@ export function redisKeys(prefix = 'presence') {
     userTopic: (userId: string) => `${prefix}:user:{${userId}}:events`,
     channel: (name: string) => `${prefix}:channel:{${name}}:sessions`,
     channelTopic: (name: string) => `${prefix}:channel:{${name}}:events`,
+    /** A Pusher channel's events that are not presence (client events, the HTTP API's), by its Pusher name. */
+    pusherTopic: (channel: string) => `${prefix}:pusher:{${channel}}:events`,
+    /** A node's Pusher channels and its subscriptions in each. */
+    nodePusherChannels: (nodeId: string) => `${prefix}:node-pusher-channels:{${nodeId}}`,
     /** The registry of the layout before sharding: nodes still on it are another cluster. */
     previousRegistry: `{${prefix}}:nodes`,
   };
@@ -77,7 +81,7 @@ export interface RedisServiceOptions extends RedisConnectionOptions {
  * writes of one tick go out as one round trip), one subscribed to the bus. Commands fail fast
  * while Redis is away instead of queueing: the cluster link rewrites its whole state on return.
  */
-export class RedisService implements SharedService {
+export class RedisService implements SharedService, PusherChannelService {
   private readonly commands: Client;
   private readonly subscriber: TopicSubscriber;
   private readonly connection: RedisConnection;
@@ -90,6 +94,9 @@ export class RedisService implements SharedService {
   private closing = false;
   /** Classic pub/sub on one Redis; sharded (SPUBLISH) on Redis Cluster, where a topic lives on its slot's shard. */
   private readonly publishCommand: string;
+  private pusherHandler?: (payload: string) => void;
+  /** Every Pusher channel topic starts so (see `redisKeys`). */
+  private readonly pusherTopicStart: string;
 
   constructor(options: RedisServiceOptions) {
     this.connection = openRedis(options);
@@ -98,8 +105,13 @@ export class RedisService implements SharedService {
     this.publishCommand = publishCommand(this.mode).toUpperCase();
     this.prefix = options.prefix ?? 'presence';
     this.keys = redisKeys(this.prefix);
+    this.pusherTopicStart = `${this.prefix}:pusher:{`;
     this.subscriber = this.connection.topicSubscriber({
-      message: (_topic, text) => {
+      message: (topic, text) => {
+        if (topic.startsWith(this.pusherTopicStart)) {
+          this.pusherHandler?.(text);
+          return;
+        }
         let message: ShardMessage;
         try {
           message = JSON.parse(text) as ShardMessage;
@@ -311,6 +323,51 @@ export class RedisService implements SharedService {
     const [seconds, micros] = await this.commands.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     return this.commands.zrangebyscore(this.keys.previousRegistry, now, '+inf');
+  }
+
+  // Pusher channels ------------------------------------------------------------------------------
+
+  onPusherMessage(handler: (payload: string) => void): void {
+    this.pusherHandler = handler;
+  }
+
+  async followPusherChannels(channels: string[]): Promise<void> {
+    if (channels.length > 0) await this.subscriber.subscribe(channels.map((name) => this.keys.pusherTopic(name)));
+  }
+
+  async unfollowPusherChannels(channels: string[]): Promise<void> {
+    if (channels.length > 0) await this.subscriber.unsubscribe(channels.map((name) => this.keys.pusherTopic(name)));
+  }
+
+  async publishPusherMessage(channel: string, payload: string): Promise<void> {
+    const topic = this.keys.pusherTopic(channel);
+    // On a Redis Cluster the topic lives on its slot's shard, where its followers subscribed.
+    if (this.mode === 'cluster') await this.commands.spublish(topic, payload);
+    else await this.commands.publish(topic, payload);
+  }
+
+  async writePusherChannels(nodeId: string, set: Record<string, number>, remove: string[], whole: boolean, ttlMs: number): Promise<void> {
+    const key = this.keys.nodePusherChannels(nodeId);
+    const pairs = Object.entries(set).flatMap(([name, count]) => [name, String(count)]);
+    // One key, one slot: the steps go as one transaction.
+    const steps = this.commands.multi();
+    if (whole) steps.del(key);
+    else if (remove.length > 0) steps.hdel(key, ...remove);
+    if (pairs.length > 0) {
+      steps.hset(key, ...pairs);
+      steps.pexpire(key, ttlMs);
+    }
+    await steps.exec();
+  }
+
+  async readPusherChannels(nodeIds: string[]): Promise<Record<string, number>[]> {
+    const lists = await Promise.all(nodeIds.map((node) => this.commands.hgetall(this.keys.nodePusherChannels(node))));
+    return lists.map((list) => Object.fromEntries(Object.entries(list).map(([name, count]) => [name, Number(count)])));
+  }
+
+  async readPusherChannel(nodeIds: string[], channel: string): Promise<number> {
+    const counts = await Promise.all(nodeIds.map((node) => this.commands.hget(this.keys.nodePusherChannels(node), channel)));
+    return counts.reduce((sum, count) => sum + Number(count ?? 0), 0);
   }
 
   async close(): Promise<void> {

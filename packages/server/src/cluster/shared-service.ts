@@ -160,3 +160,33 @@ export interface SharedService {
   previousLayoutNodes(): Promise<string[]>;
   close(): Promise<void>;
 }
+
+/**
+ * What the Pusher endpoint needs of the service in a cluster, beside the presence shards: a topic
+ * per Pusher channel for the events that are not presence (client events, events of the HTTP API),
+ * followed by the nodes with a Pusher subscriber of that channel, and each node's list of its Pusher
+ * channels (what `GET /apps/:id/channels` reads). Messages on these topics are not stored: a node
+ * that was not following when one was sent never sees it, as on Pusher.
+ */
+export interface PusherChannelService {
+  /** Where the messages of followed Pusher channels go (set once, before following any). */
+  onPusherMessage(handler: (payload: string) => void): void;
+  /** Resolves once the service confirmed it: messages published from then on come here. */
+  followPusherChannels(channels: string[]): Promise<void>;
+  unfollowPusherChannels(channels: string[]): Promise<void>;
+  publishPusherMessage(channel: string, payload: string): Promise<void>;
+  /**
+   * A node's Pusher channels with its count of Pusher subscriptions in each (0: only native
+   * members of a presence channel there). `whole`: `set` is the whole list (the stored one is
+   * replaced). The list expires `ttlMs` after its last write, so a crashed node's goes by itself.
+   */
+  writePusherChannels(nodeId: string, set: Record<string, number>, remove: string[], whole: boolean, ttlMs: number): Promise<void>;
+  /** These nodes' lists. */
+  readPusherChannels(nodeIds: string[]): Promise<Record<string, number>[]>;
+  /** One channel's count summed over these nodes. */
+  readPusherChannel(nodeIds: string[], channel: string): Promise<number>;
+}
+
+export function hasPusherChannels(service: SharedService): service is SharedService & PusherChannelService {
+  return typeof (service as Partial<PusherChannelService>).publishPusherMessage === 'function';
+}

@@ -86,7 +86,7 @@ export function createPusherApi(deps: PusherApiDeps): (req: IncomingMessage, res
     return out;
   };
 
-  const send = (event: EventToSend): Record<string, unknown> | undefined => {
+  const send = async (event: EventToSend): Promise<Record<string, unknown> | undefined> => {
     pusher.trigger(
       event.channels.map((c) => c.name),
       event.name,
@@ -95,17 +95,17 @@ export function createPusherApi(deps: PusherApiDeps): (req: IncomingMessage, res
     );
     if (event.info.size === 0) return undefined;
     const channels: Record<string, unknown> = {};
-    for (const c of event.channels) channels[c.name] = info(pusher.channelInfo(c), event.info);
+    for (const c of event.channels) channels[c.name] = info(await pusher.channelInfo(c), event.info);
     return channels;
   };
 
   const router = new Router<Handler>()
-    .add('POST', PUSHER_ROUTES.events, ({ body }) => {
+    .add('POST', PUSHER_ROUTES.events, async ({ body }) => {
       const event = parseEvent(body!, channel, 'the body');
-      const channels = send(event);
+      const channels = await send(event);
       return channels ? { channels } : {};
     })
-    .add('POST', PUSHER_ROUTES.batchEvents, ({ body }) => {
+    .add('POST', PUSHER_ROUTES.batchEvents, async ({ body }) => {
       const batch = body!.batch;
       if (!Array.isArray(batch) || batch.length === 0 || batch.length > MAX_BATCH) {
         throw new PresenceError('INVALID_MESSAGE', `"batch" must be an array of 1–${MAX_BATCH} events`);
@@ -115,13 +115,14 @@ export function createPusherApi(deps: PusherApiDeps): (req: IncomingMessage, res
         if (!isPlainObject(item)) throw new PresenceError('INVALID_MESSAGE', `batch[${i}] must be an object`);
         return parseEvent(item, channel, `batch[${i}]`);
       });
-      const answers = events.map((event) => {
-        const channels = send(event);
-        return channels ? Object.values(channels)[0] : {};
-      });
+      const answers: unknown[] = [];
+      for (const event of events) {
+        const channels = await send(event);
+        answers.push(channels ? Object.values(channels)[0] : {});
+      }
       return events.some((e) => e.info.size > 0) ? { batch: answers } : {};
     })
-    .add('GET', PUSHER_ROUTES.channels, ({ query }) => {
+    .add('GET', PUSHER_ROUTES.channels, async ({ query }) => {
       const prefix = query.get('filter_by_prefix') ?? '';
       const wanted = infoAttributes(query.get('info'));
       if (wanted.has('subscription_count')) throw new PresenceError('INVALID_MESSAGE', 'info=subscription_count is for one channel (GET /channels/:name)');
@@ -129,20 +130,22 @@ export function createPusherApi(deps: PusherApiDeps): (req: IncomingMessage, res
         throw new PresenceError('INVALID_MESSAGE', 'info=user_count needs filter_by_prefix=presence-');
       }
       const channels: Record<string, unknown> = {};
-      for (const name of pusher.occupiedChannels(prefix)) channels[name] = info(pusher.channelInfo(channel(name)), wanted);
+      const names = await pusher.occupiedChannels(prefix);
+      const infos = wanted.size === 0 ? [] : await Promise.all(names.map((name) => pusher.channelInfo(channel(name))));
+      names.forEach((name, i) => (channels[name] = wanted.size === 0 ? {} : info(infos[i], wanted)));
       return { channels };
     })
-    .add('GET', PUSHER_ROUTES.channel, ({ params, query }) => {
+    .add('GET', PUSHER_ROUTES.channel, async ({ params, query }) => {
       const target = channel(decodeParam(params.channel_name));
       const wanted = infoAttributes(query.get('info'));
       if (wanted.has('user_count') && target.kind !== 'presence') throw new PresenceError('INVALID_MESSAGE', 'info=user_count is for presence channels');
-      const found = pusher.channelInfo(target);
+      const found = await pusher.channelInfo(target);
       return { occupied: found.occupied, ...info(found, wanted) };
     })
-    .add('GET', PUSHER_ROUTES.channelUsers, ({ params }) => {
+    .add('GET', PUSHER_ROUTES.channelUsers, async ({ params }) => {
       const target = channel(decodeParam(params.channel_name));
       if (target.kind !== 'presence') throw new PresenceError('INVALID_MESSAGE', 'only presence channels have users');
-      return { users: pusher.members(target.base).map((id) => ({ id })) };
+      return { users: (await pusher.members(target.base)).map((id) => ({ id })) };
     })
     .add('POST', PUSHER_ROUTES.terminate, ({ params }) => {
       const userId = decodeParam(params.user_id);
@@ -197,7 +200,7 @@ export function createPusherApi(deps: PusherApiDeps): (req: IncomingMessage, res
       throw error;
     }
     rateLimits.take('key', 'pusher-app');
-    const json = JSON.stringify(match.handler({ req, query, params: match.params, body }));
+    const json = JSON.stringify(await match.handler({ req, query, params: match.params, body }));
     reply(res, 200, json, state.route);
   }
 

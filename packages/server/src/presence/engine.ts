@@ -302,7 +302,16 @@ export class PresenceEngine {
     this.causes.local(() => this.disconnectNow(attachment));
   }
 
-  private disconnectNow(attachment: Attachment): void {
+  /**
+   * Ends an attached session at once, without the offline delay and without closing its socket:
+   * a Pusher connection whose user left their last presence channel, or whose first join was
+   * refused, is no session of that user any more (the connection itself stays open).
+   */
+  endSession(attachment: Attachment): void {
+    this.causes.local(() => this.disconnectNow(attachment, true));
+  }
+
+  private disconnectNow(attachment: Attachment, endNow = false): void {
     const { session } = attachment;
     if (session.sink !== attachment.sink || !this.sessions.has(session.id)) return;
     session.sink = null;
@@ -322,7 +331,7 @@ export class PresenceEngine {
     }
     // After an unload beacon whose grace ran out while the socket was still open, the page is gone
     // for good: no offline delay.
-    if (this.config.offlineDelayMs <= 0 || session.unloading === true) {
+    if (endNow || this.config.offlineDelayMs <= 0 || session.unloading === true) {
       this.expireSession(session);
       this.releaseIfUnused(user);
     } else {

@@ -148,29 +148,85 @@ export class PusherClient {
       if (!existing && this.subscriptions.size >= limits.maxChannelsPerSession) {
         throw new PusherError(PUSHER_CODES.SUBSCRIPTION_REFUSED, `at most ${limits.maxChannelsPerSession} channels per connection`);
       }
+      // In a cluster, the channel's messages from other nodes come here before anything is answered.
+      const following = this.protocol.prepareSubscription(channel);
       if (!member) {
-        this.subscriptions.set(channel.name, { channel });
-        this.protocol.addSubscriber(channel, this);
-        this.succeeded(channel);
+        const subscribed = (): void => {
+          this.subscriptions.set(channel.name, { channel });
+          this.protocol.addSubscriber(channel, this);
+          this.succeeded(channel);
+        };
+        this.after([following], subscribed, channel);
         return;
       }
       const { userId } = member;
       const joined = (): void => {
-        if (this.ended) return;
+        // Checked before a session opens: a refused subscription leaves no session behind.
+        if (this.protocol.occupancyMode(channel.base)) {
+          throw new PusherError(PUSHER_CODES.OVER_CAPACITY, `${channel.name}: the channel shows occupancy instead of its members (large rooms), and Pusher clients need the whole member list`);
+        }
+        const opened = !this.hasSession(userId);
         const attachment = this.sessionOf(userId, member.userInfo, member.userInfoJson);
-        // The model answers the join with the channel's members (PusherProtocol.sync).
-        engine.handle(attachment, { type: 'join', channel: channel.base });
+        let answer: ReturnType<typeof engine.handle>;
+        try {
+          // The model answers the join with the channel's members (PusherProtocol.sync).
+          answer = engine.handle(attachment, { type: 'join', channel: channel.base });
+        } catch (error) {
+          if (opened) this.endSession(userId);
+          throw error;
+        }
         this.subscriptions.set(channel.name, { channel, userId });
         this.protocol.addSubscriber(channel, this);
+        if (answer instanceof Promise) {
+          answer.then(undefined, (error: unknown) => {
+            if (this.subscriptions.get(channel.name)?.userId === userId) {
+              this.subscriptions.delete(channel.name);
+              this.protocol.removeSubscriber(channel, this);
+            }
+            if (opened) this.endSession(userId);
+            this.refuse(channel, error);
+          });
+        }
       };
-      // Records of users this node has not seen come from the shared store first.
-      const loading = engine.loadUsers([userId]);
-      if (!loading) joined();
-      else
-        loading.then(joined).then(undefined, (error: unknown) => this.refuse(channel, error));
+      // Records of users this node has not seen come from the shared store first, and in a cluster
+      // the channel's members on other nodes (so the join is answered at once, and the occupancy
+      // check sees the whole channel).
+      this.after([following, engine.loadUsers([userId]), engine.replication.prepareChannel(channel.base)], joined, channel);
     } catch (error) {
       this.refuse(channel, error);
     }
+  }
+
+  /** Runs `then` now, or once every wait is over; a failure (thrown or awaited) refuses the subscription. */
+  private after(waits: (Promise<void> | undefined)[], then: () => void, channel: PusherChannel): void {
+    const pending = waits.filter((wait): wait is Promise<void> => wait !== undefined);
+    if (pending.length === 0) {
+      then();
+      return;
+    }
+    Promise.all(pending)
+      .then(() => {
+        if (!this.ended) then();
+      })
+      .then(undefined, (error: unknown) => this.refuse(channel, error));
+  }
+
+  /** Whether the connection holds a live session of this user. */
+  private hasSession(userId: string): boolean {
+    const known = this.sessions.get(userId);
+    return known !== undefined && known.attachment.session.sink === known.attachment.sink;
+  }
+
+  /**
+   * Ends the user's session on this connection at once (its first subscription was refused): no
+   * offline delay, so a refused user never looks present.
+   */
+  private endSession(userId: string): void {
+    const known = this.sessions.get(userId);
+    if (!known) return;
+    this.sessions.delete(userId);
+    if (known.attachment.session.channels.size === 0) this.protocol.engine.endSession(known.attachment);
+    else this.protocol.engine.disconnect(known.attachment);
   }
 
   private unsubscribe(data: unknown): void {

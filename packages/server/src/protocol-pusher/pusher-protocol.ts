@@ -9,13 +9,16 @@ import { memberView, shownJoinedAt } from '../presence/user-presence.js';
 import { presenceChannelName, PRESENCE_PREFIX, type PusherChannel } from './channel-names.js';
 import { frame } from './frames.js';
 import { PusherClient, PusherSessionSink, type PusherSocket } from './pusher-client.js';
+import type { PusherCluster, RelayedEvent } from './pusher-cluster.js';
 
 /*
  * The Pusher Channels protocol (version 7) on the way out: a second listener of the presence
  * events beside protocol v1, and the answer to a Pusher session's join. The members of a
  * `presence-X` channel are the Presence channel X's, so pusher-js users and native SDK users in
  * one room see each other, merged per user, with the offline delay. Public and private channels
- * carry messages only: client events and events triggered through the HTTP API.
+ * carry messages only: client events and events triggered through the HTTP API. In a cluster,
+ * those messages also go to the other nodes (`PusherCluster`), and the HTTP API's queries answer
+ * for every node.
  */
 
 /** Seconds of silence after which pusher-js pings (`activity_timeout` of `connection_established`). */
@@ -57,13 +60,22 @@ export class PusherProtocol {
   private socketCounter = 0;
   private keepAlive: ReturnType<PresenceEngine['clock']['setTimer']> | undefined;
   hooks: PusherHooks | undefined;
+  /** Set in a cluster (see `attachCluster`). */
+  private cluster: PusherCluster | undefined;
 
   constructor(
     readonly engine: PresenceEngine,
     readonly config: PusherConfig,
     readonly log?: Logger,
+    /** Whether a Presence channel is in occupancy mode (large rooms): Pusher clients need the whole list. */
+    readonly occupancyMode: (channel: string) => boolean = () => false,
   ) {
     this.armKeepAlive();
+  }
+
+  /** In a cluster: messages go to the other nodes too, and queries answer for every node. */
+  attachCluster(cluster: PusherCluster): void {
+    this.cluster = cluster;
   }
 
   /** A new connection on `/app/:key`: gets its socket id in `pusher:connection_established`. */
@@ -86,11 +98,25 @@ export class PusherProtocol {
 
   // Subscriptions ------------------------------------------------------------------------------
 
+  /**
+   * For PusherClient, before a subscription is made: in a cluster, the channel's messages from
+   * other nodes must come here before the subscriber is told it is subscribed.
+   */
+  prepareSubscription(channel: PusherChannel): Promise<void> | undefined {
+    if (!this.cluster || this.subscribers.has(channel.name)) return undefined;
+    return this.cluster.follow(channel.name);
+  }
+
   /** For PusherClient. */
   addSubscriber(channel: PusherChannel, client: PusherClient): void {
     let set = this.subscribers.get(channel.name);
     if (!set) this.subscribers.set(channel.name, (set = new Set()));
     set.add(client);
+    if (this.cluster) {
+      // Followed already (prepareSubscription) unless the last subscriber left meanwhile.
+      if (set.size === 1) void this.cluster.follow(channel.name).catch(() => undefined);
+      this.cluster.changed([channel.name]);
+    }
     // A presence channel is occupied by its visible members, which the presence events tell.
     if (set.size === 1 && channel.kind !== 'presence') this.hooks?.occupied(channel.name);
   }
@@ -99,8 +125,10 @@ export class PusherProtocol {
   removeSubscriber(channel: PusherChannel, client: PusherClient): void {
     const set = this.subscribers.get(channel.name);
     if (!set?.delete(client)) return;
+    this.cluster?.changed([channel.name]);
     if (set.size > 0) return;
     this.subscribers.delete(channel.name);
+    this.cluster?.unfollow(channel.name);
     if (channel.kind !== 'presence') this.hooks?.vacated(channel.name);
   }
 
@@ -110,18 +138,29 @@ export class PusherProtocol {
   relay(from: PusherClient, channel: PusherChannel, event: string, data: string, userId: string | undefined): void {
     const json = frame(event, channel.name, data, userId);
     this.toSubscribers(channel.name, json, from);
+    this.cluster?.publish({ node: this.cluster.nodeId, channel: channel.name, event, data, ...(userId !== undefined ? { userId } : {}) });
     this.hooks?.clientEvent({ channel: channel.name, event, data, socketId: from.socketId, ...(userId !== undefined ? { userId } : {}) });
   }
 
   /** An event of the HTTP API, to every subscriber of each channel but the connection `exceptSocketId`. */
   trigger(channels: readonly string[], event: string, data: string, exceptSocketId?: string): void {
     for (const name of channels) {
-      const set = this.subscribers.get(name);
-      if (!set) continue;
-      let except: PusherClient | undefined;
-      if (exceptSocketId !== undefined) for (const client of set) if (client.socketId === exceptSocketId) except = client;
-      this.toSubscribers(name, frame(event, name, data), except);
+      this.deliver(name, frame(event, name, data), exceptSocketId);
+      this.cluster?.publish({ node: this.cluster.nodeId, channel: name, event, data, ...(exceptSocketId !== undefined ? { except: exceptSocketId } : {}) });
     }
+  }
+
+  /** A message another node relayed (a client event or an event of the HTTP API), for the subscribers here. */
+  readonly receiveRelayed = (event: RelayedEvent): void => {
+    this.deliver(event.channel, frame(event.event, event.channel, event.data, event.userId), event.except);
+  };
+
+  private deliver(name: string, json: string, exceptSocketId: string | undefined): void {
+    const set = this.subscribers.get(name);
+    if (!set) return;
+    let except: PusherClient | undefined;
+    if (exceptSocketId !== undefined) for (const client of set) if (client.socketId === exceptSocketId) except = client;
+    this.toSubscribers(name, json, except);
   }
 
   /** The presence-event listener. */
@@ -129,6 +168,7 @@ export class PusherProtocol {
     switch (event.type) {
       case 'member.joined': {
         const name = presenceChannelName(event.channel);
+        this.cluster?.changed([name]);
         if (!this.subscribers.has(name)) return;
         this.toSubscribers(name, frame('pusher_internal:member_added', name, JSON.stringify({ user_id: event.userId, user_info: event.view.meta })));
         this.memberUpdated(name, event.userId, memberView(event.view, event.channelMeta, event.joinedAt));
@@ -136,6 +176,7 @@ export class PusherProtocol {
       }
       case 'member.left': {
         const name = presenceChannelName(event.channel);
+        this.cluster?.changed([name]);
         if (!this.subscribers.has(name)) return;
         this.toSubscribers(name, frame('pusher_internal:member_removed', name, JSON.stringify({ user_id: event.userId })));
         return;
@@ -205,9 +246,17 @@ export class PusherProtocol {
   }
 
   // Queries (the HTTP API) -----------------------------------------------------------------------
+  // In a cluster a node holds only the channels its clients see: a presence channel's members are
+  // brought here first (followed for a while, as the native HTTP API does), and the other channels
+  // come from every node's list in the shared state.
 
   /** Visible members of a Presence channel, in join order. */
-  members(channel: string): string[] {
+  async members(channel: string): Promise<string[]> {
+    await this.engine.replication.prepareChannel(channel);
+    return this.visibleMembers(channel);
+  }
+
+  private visibleMembers(channel: string): string[] {
     const found = this.engine.state.channels.get(channel);
     if (!found) return [];
     const ids: string[] = [];
@@ -215,28 +264,57 @@ export class PusherProtocol {
     return ids;
   }
 
-  channelInfo(channel: PusherChannel): ChannelInfo {
-    const subscriptionCount = this.subscribers.get(channel.name)?.size ?? 0;
+  async channelInfo(channel: PusherChannel): Promise<ChannelInfo> {
+    const subscriptionCount = this.cluster ? await this.cluster.readSubscriptionCount(channel.name) : (this.subscribers.get(channel.name)?.size ?? 0);
     if (channel.kind !== 'presence') return { occupied: subscriptionCount > 0, subscriptionCount };
-    const userCount = this.members(channel.base).length;
+    const userCount = (await this.members(channel.base)).length;
     return { occupied: userCount > 0, userCount, subscriptionCount };
   }
 
   /** Occupied channels: presence channels by their visible members, the others by their subscribers. */
-  occupiedChannels(prefix: string): string[] {
+  async occupiedChannels(prefix: string): Promise<string[]> {
     const names = new Set<string>();
-    for (const name of this.subscribers.keys()) if (!name.startsWith(PRESENCE_PREFIX) && name.startsWith(prefix)) names.add(name);
-    for (const [channel, state] of this.engine.state.channels) {
-      const name = presenceChannelName(channel);
+    const presence = new Set<string>();
+    const counts = this.cluster ? await this.cluster.readChannels() : new Map([...this.subscribers].map(([name, set]) => [name, set.size]));
+    for (const [name, count] of counts) {
       if (!name.startsWith(prefix)) continue;
-      for (const member of state.members.values()) {
-        if (member.user.announcedVisible) {
-          names.add(name);
-          break;
-        }
-      }
+      if (name.startsWith(PRESENCE_PREFIX)) presence.add(name.slice(PRESENCE_PREFIX.length));
+      else if (count > 0) names.add(name);
     }
+    for (const channel of this.engine.state.channels.keys()) if (presenceChannelName(channel).startsWith(prefix)) presence.add(channel);
+    // Other nodes' presence channels are read here first.
+    await Promise.all([...presence].map((channel) => this.engine.replication.prepareChannel(channel)));
+    for (const channel of presence) if (this.visibleMembers(channel).length > 0) names.add(presenceChannelName(channel));
     return [...names].sort();
+  }
+
+  /**
+   * This node's count of Pusher subscriptions in a channel, for the cluster's list: 0 for a
+   * presence channel with only native sessions here; undefined when nothing of it is here.
+   */
+  localChannel(name: string): number | undefined {
+    const subscribed = this.subscribers.get(name)?.size ?? 0;
+    if (subscribed > 0) return subscribed;
+    if (!name.startsWith(PRESENCE_PREFIX)) return undefined;
+    return this.hasLocalSession(name.slice(PRESENCE_PREFIX.length)) ? 0 : undefined;
+  }
+
+  /** Every channel `localChannel` counts. */
+  localChannels(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [name, set] of this.subscribers) counts.set(name, set.size);
+    for (const channel of this.engine.state.channels.keys()) {
+      const name = presenceChannelName(channel);
+      if (!counts.has(name) && this.hasLocalSession(channel)) counts.set(name, 0);
+    }
+    return counts;
+  }
+
+  private hasLocalSession(channel: string): boolean {
+    const found = this.engine.state.channels.get(channel);
+    if (!found) return false;
+    for (const member of found.members.values()) for (const session of member.sessions) if (!session.remote) return true;
+    return false;
   }
 
   /** Ends every session of the user at once, both protocols (`POST /users/:id/terminate_connections`). */

@@ -50,6 +50,11 @@ export class ProtocolV1Fanout implements SessionOutput {
     return this.rooms.pending(channel);
   }
 
+  /** Whether the channel is in occupancy mode (large rooms; see LargeRooms.inOccupancyMode). */
+  inOccupancyMode(channel: string): boolean {
+    return this.rooms.inOccupancyMode(channel);
+  }
+
   /** The presence-event listener. */
   readonly onEvent = (event: PresenceEvent): void => {
     switch (event.type) {

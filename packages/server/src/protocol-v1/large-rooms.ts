@@ -122,6 +122,17 @@ export class LargeRooms {
     return { window: room.windowed && room.pending.size > 0, timer: room.timer !== undefined };
   }
 
+  /**
+   * Whether a channel shows occupancy instead of its member list to the viewers that opted in: in
+   * occupancy mode, or at its threshold already (the switch comes with the next window).
+   */
+  inOccupancyMode(name: string): boolean {
+    const channel = this.state.channels.get(name);
+    if (!channel) return false;
+    const { occupancyMembers } = this.settings;
+    return this.rooms.get(channel)?.occupancy === true || (occupancyMembers > 0 && visibleCount(channel) >= occupancyMembers);
+  }
+
   /** Whether a channel without a room has reached a threshold (read after each of its events). */
   reached(channel: Channel): boolean {
     const { windowMembers, occupancyMembers } = this.settings;
