@@ -356,6 +356,94 @@ describe('Pusher endpoint: private channels, auth and client events', () => {
   });
 });
 
+describe('Pusher endpoint: refused presence subscriptions', () => {
+  let server: PusherTestServer;
+  before(async () => {
+    // Occupancy mode from 3 visible members; no windows, so every member event goes out at once.
+    server = await startPusherServer({ largeRooms: { occupancyMembers: 3, windowMembers: 0 } });
+  });
+  after(() => server.shutdown());
+
+  /** A native user watching `userId`: what they were told of that user's status. */
+  async function watch(userId: string): Promise<{ client: TestClient; statuses: () => string[] }> {
+    const client = await TestClient.connect({ wsUrl: server.wsUrl }, { userId: `watcher-of-${userId}` });
+    await client.request({ type: 'watch', users: [userId] });
+    const statuses = () => client.messages.flatMap((m) => (m.type === 'user.update' && m.user.userId === userId ? [m.user.status] : []));
+    return { client, statuses };
+  }
+
+  it('a presence- subscription to a channel in occupancy mode is refused with pusher:error 4100 (the connection stays), and pusher-js hears subscription_error 503', async () => {
+    const natives: TestClient[] = [];
+    for (const userId of ['big1', 'big2', 'big3']) {
+      const native = await TestClient.connect({ wsUrl: server.wsUrl }, { userId, features: 'occupancy' });
+      await native.request({ type: 'join', channel: 'webinar' });
+      natives.push(native);
+    }
+    const page = await pusherJs(server, { userId: 'viewer', info: { name: 'V' } });
+    const connectionErrors: { data?: { code?: number } }[] = [];
+    page.connection.bind('error', (e: { data?: { code?: number } }) => connectionErrors.push(e));
+    const refusals: { status?: number }[] = [];
+    page.subscribe('presence-webinar').bind('pusher:subscription_error', (e: { status?: number }) => refusals.push(e));
+    await eventually(() => refusals[0], 'subscription error');
+    assert.equal(refusals[0].status, 503);
+    await eventually(() => connectionErrors[0], 'pusher:error');
+    assert.equal(connectionErrors[0].data?.code, 4100);
+    assert.equal(page.connection.state, 'connected', 'the connection stays: only the subscription is refused');
+
+    // The wire, and the connection's other channels work on.
+    const client = await raw(server);
+    client.send({ event: 'pusher:subscribe', data: { channel: 'news' } });
+    await client.next('pusher_internal:subscription_succeeded', 'news');
+    const channelData = JSON.stringify({ user_id: 'viewer2' });
+    client.send({ event: 'pusher:subscribe', data: { channel: 'presence-webinar', auth: server.backend.authorizeChannel(client.socketId, 'presence-webinar', { user_id: 'viewer2' }).auth, channel_data: channelData } });
+    const error = await client.next('pusher:error');
+    assert.equal((error.data as { code: number }).code, 4100);
+    assert.equal(((await client.next('pusher:subscription_error', 'presence-webinar')).data as { code: number }).code, 4100);
+    await server.backend.trigger('news', 'still-here', {});
+    await client.next('still-here', 'news');
+
+    // Below the threshold (and out of occupancy mode) Pusher clients are members again.
+    await natives.pop()!.close();
+    await natives.pop()!.close();
+    const later = page.subscribe('presence-webinar-2') as PresenceChannel;
+    await new Promise((resolve) => later.bind('pusher:subscription_succeeded', resolve));
+    client.ws.close();
+    page.disconnect();
+    for (const native of natives) await native.close();
+  });
+
+  it('a refused first presence subscription (occupancy mode, a wrong signature) leaves no session: the user never looks present', async () => {
+    const natives: TestClient[] = [];
+    for (const userId of ['crowd1', 'crowd2', 'crowd3']) {
+      const native = await TestClient.connect({ wsUrl: server.wsUrl }, { userId });
+      await native.request({ type: 'join', channel: 'crowd' });
+      natives.push(native);
+    }
+    const ghost = await watch('ghost');
+    const client = await raw(server);
+    const socketId = client.socketId;
+    const channelData = JSON.stringify({ user_id: 'ghost' });
+    client.send({ event: 'pusher:subscribe', data: { channel: 'presence-crowd', auth: server.backend.authorizeChannel(socketId, 'presence-crowd', { user_id: 'ghost' }).auth, channel_data: channelData } });
+    await client.next('pusher:subscription_error', 'presence-crowd');
+    client.messages.length = 0;
+    client.send({ event: 'pusher:subscribe', data: { channel: 'presence-quiet', auth: `${APP.key}:${'0'.repeat(64)}`, channel_data: channelData } });
+    await client.next('pusher:subscription_error', 'presence-quiet');
+    await sleep(100);
+    assert.equal(server.engine.userPresence('ghost', { trusted: true }).status, 'offline');
+    assert.deepEqual(server.engine.userPresence('ghost', { trusted: true }).devices ?? [], []);
+    assert.deepEqual(ghost.statuses().filter((s) => s !== 'offline'), [], 'no watcher was told the user came online');
+    assert.deepEqual(server.engine.channelPresence('crowd', { limit: 10 }).members.map((m) => m.userId), ['crowd1', 'crowd2', 'crowd3']);
+
+    // The same connection can still become the user in a channel that accepts them.
+    client.send({ event: 'pusher:subscribe', data: { channel: 'presence-small', auth: server.backend.authorizeChannel(socketId, 'presence-small', { user_id: 'ghost' }).auth, channel_data: channelData } });
+    await client.next('pusher_internal:subscription_succeeded', 'presence-small');
+    assert.equal(server.engine.userPresence('ghost', { trusted: true }).status, 'online');
+    client.ws.close();
+    await ghost.client.close();
+    for (const native of natives) await native.close();
+  });
+});
+
 describe('Pusher endpoint: close codes', () => {
   it('refuses over capacity with 4100 (pusher-js backs off) and a foreign Origin with 4009 (it stops)', async () => {
     const server = await startPusherServer({ allowedOrigins: ['https://app.example.com'], limits: { maxConnections: 1 } });
