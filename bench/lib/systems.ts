@@ -12,8 +12,8 @@ export const SYSTEM_LABELS: Record<SystemName, string> = {
   pusher: 'Presence, Pusher protocol',
 };
 
-/** Scenarios that measure the Pusher endpoint; the others are about the model or the baselines. */
-export const PUSHER_SCENARIOS: ReadonlySet<string> = new Set(['connections', 'fanout']);
+/** Scenarios that measure the Pusher endpoint (multi-node: client events relayed between nodes); the others are about the model or the baselines. */
+export const PUSHER_SCENARIOS: ReadonlySet<string> = new Set(['connections', 'fanout', 'multinode']);
 
 /** One system under test: its server process(es) and, when it has one, its Redis. */
 export interface RunningSystem {
@@ -52,7 +52,7 @@ export interface StartOptions {
 export async function startSystem(name: SystemName, options: StartOptions): Promise<RunningSystem> {
   const nodes = options.nodes ?? 1;
   if (options.redisCluster && name !== 'presence') throw new Error(`${name} has no Redis Cluster mode here`);
-  const needsRedis = name === 'socketio' || (name === 'presence' && !options.redisCluster && (nodes > 1 || options.redis === true));
+  const needsRedis = name === 'socketio' || ((name === 'presence' || name === 'pusher') && !options.redisCluster && (nodes > 1 || options.redis === true));
   const redis = needsRedis ? await startRedis(options.pinning.loadgen) : undefined;
   // Pinned like the single Redis: every master on the load generator's core.
   const cluster = options.redisCluster ? await startRedisCluster(options.pinning.loadgen) : undefined;

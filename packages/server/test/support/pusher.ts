@@ -19,11 +19,22 @@ type Overrides = Parameters<typeof startTestServer>[0];
 
 export async function startPusherServer(overrides: Overrides = {}) {
   const server = await startTestServer({ pusher: { ...APP, webhookUrls: [] }, ...overrides });
-  const backend = new PusherServer({ appId: APP.appId, key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(server.port), useTLS: false });
+  const backend = pusherBackend(server.port);
   return { ...server, backend, pusherUrl: `ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7` };
 }
 
 export type PusherTestServer = Awaited<ReturnType<typeof startPusherServer>>;
+
+/** Where pusher-js connects and the app's backend calls: a test server, or a node of a cluster. */
+export interface PusherEndpoint {
+  port: number;
+  backend: PusherServer;
+}
+
+/** The `pusher` server library of the test app, pointed at a server on this port. */
+export function pusherBackend(port: number): PusherServer {
+  return new PusherServer({ appId: APP.appId, key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(port), useTLS: false });
+}
 
 /** Who the app's auth endpoint says the page's user is; `deny` makes it sign with a wrong secret. */
 export interface PageUser {
@@ -32,7 +43,7 @@ export interface PageUser {
   deny?: boolean;
 }
 
-function options(server: PusherTestServer, user: PageUser) {
+function options(server: PusherEndpoint, user: PageUser) {
   const forged = new PusherServer({ appId: APP.appId, key: APP.key, secret: 'not-the-secret', host: '127.0.0.1', port: String(server.port), useTLS: false });
   return {
     cluster: 'local',
@@ -55,14 +66,14 @@ function options(server: PusherTestServer, user: PageUser) {
 }
 
 /** A pusher-js client, as on a page, connected (resolves once `connected`). */
-export async function pusherJs(server: PusherTestServer, user: PageUser = {}): Promise<PusherJs> {
+export async function pusherJs(server: PusherEndpoint, user: PageUser = {}): Promise<PusherJs> {
   const client = new PusherJs(APP.key, options(server, user));
   await connected(client);
   return client;
 }
 
 /** A Laravel Echo instance over pusher-js, connected. */
-export async function echo(server: PusherTestServer, user: PageUser = {}): Promise<Echo<'pusher'>> {
+export async function echo(server: PusherEndpoint, user: PageUser = {}): Promise<Echo<'pusher'>> {
   const instance = new Echo({ broadcaster: 'pusher', key: APP.key, Pusher: pusherJsModule, ...options(server, user) });
   await connected(instance.connector.pusher as PusherJs);
   return instance;

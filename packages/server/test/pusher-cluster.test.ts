@@ -1,0 +1,284 @@
+/**
+ * The Pusher endpoint in a cluster (docs/pusher.md#clusters): real server processes (the CLI, run
+ * with tsx) sharing one real redis-server, then a real Redis Cluster, with the real, unmodified
+ * pusher-js, Laravel Echo and `pusher` server library: presence across nodes, whispers and
+ * triggered events relayed between nodes, the HTTP API answering for the cluster, and a reload
+ * inside the offline delay that lands on the other node.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, afterEach, describe, it } from 'node:test';
+import type { PresenceChannel } from 'pusher-js';
+import type Echo from 'laravel-echo';
+import { httpJson, sleep } from './support/harness.js';
+import { APP, echo, eventually, pusherBackend, pusherJs, type PusherEndpoint, type PusherJs } from './support/pusher.js';
+import { RedisCluster } from './support/redis-cluster.js';
+import { RedisServer, freePort } from './support/redis-server.js';
+
+const BIN = fileURLToPath(new URL('../bin/presence.ts', import.meta.url));
+const OFFLINE_DELAY_MS = 1500;
+/** Room for a loaded 2-core machine. */
+const WAIT_MS = 8000;
+
+interface PusherNode extends PusherEndpoint {
+  id: string;
+  url: string;
+  child: ChildProcess;
+  log: string;
+}
+
+async function startNode(env: Record<string, string>, id: string): Promise<PusherNode> {
+  const port = await freePort();
+  const childEnv: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!/^PRESENCE_/.test(key) && !['PORT', 'HOST', 'REDIS_URL', 'REDIS_CLUSTER_NODES', 'LOG_LEVEL', 'NODE_ENV'].includes(key)) childEnv[key] = value;
+  }
+  Object.assign(childEnv, {
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    ...env,
+    PRESENCE_NODE_ID: id,
+    PRESENCE_PUSHER_APP_ID: APP.appId,
+    PRESENCE_PUSHER_KEY: APP.key,
+    PRESENCE_PUSHER_SECRET: APP.secret,
+    PRESENCE_OFFLINE_DELAY_MS: String(OFFLINE_DELAY_MS),
+    PRESENCE_NODE_LEASE_MS: '600',
+    PRESENCE_SYNC_INTERVAL_MS: '1000',
+    PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
+    LOG_LEVEL: 'warn',
+  });
+  const child = spawn(process.execPath, ['--import', 'tsx', BIN], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const node: PusherNode = { id, port, url: `http://127.0.0.1:${port}`, backend: pusherBackend(port), child, log: '' };
+  child.stdout!.on('data', (chunk) => (node.log += chunk.toString()));
+  child.stderr!.on('data', (chunk) => (node.log += chunk.toString()));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`node ${id} exited: ${node.log}`);
+    const ready = await httpJson(node, '/readyz').catch(() => undefined);
+    if (ready?.status === 200) return node;
+    if (Date.now() > deadline) throw new Error(`node ${id} did not become ready: ${node.log}`);
+    await sleep(50);
+  }
+}
+
+async function stopNode(node: PusherNode): Promise<void> {
+  if (node.child.exitCode !== null || node.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => node.child.once('exit', resolve));
+  node.child.kill('SIGTERM');
+  await exited;
+}
+
+function subscribed(channel: { bind(event: string, callback: (data: unknown) => void): unknown }): Promise<void> {
+  return new Promise((resolve) => channel.bind('pusher:subscription_succeeded', () => resolve()));
+}
+
+async function get(node: PusherNode, path: string, params?: Record<string, string>): Promise<Record<string, unknown>> {
+  const response = await node.backend.get({ path, params });
+  return (await response.json()) as Record<string, unknown>;
+}
+
+/** Polls a query until it answers `expected` (the nodes' lists are written a moment after a change). */
+async function answers(node: PusherNode, path: string, params: Record<string, string> | undefined, expected: unknown): Promise<void> {
+  let last: unknown;
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    last = await get(node, path, params);
+    try {
+      assert.deepEqual(last, expected);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+    await sleep(50);
+  }
+}
+
+interface Backend {
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+function describeCluster(name: string, start: () => Promise<Backend>, full: boolean): void {
+  describe(`the Pusher endpoint on two nodes through ${name}`, { timeout: 240_000 }, () => {
+    let backend: Backend | undefined;
+    let nodes: PusherNode[] = [];
+    const pages: PusherJs[] = [];
+    const echos: Echo<'pusher'>[] = [];
+
+    async function pair(): Promise<[PusherNode, PusherNode]> {
+      backend ??= await start();
+      const tag = Math.random().toString(36).slice(2, 7);
+      const started = await Promise.all([startNode(backend.env, `a-${tag}`), startNode(backend.env, `b-${tag}`)]);
+      nodes.push(...started);
+      return [started[0], started[1]];
+    }
+
+    const page = async (node: PusherNode, user: Parameters<typeof pusherJs>[1] = {}) => {
+      const client = await pusherJs(node, user);
+      pages.push(client);
+      return client;
+    };
+    const echoOn = async (node: PusherNode, user: Parameters<typeof echo>[1] = {}) => {
+      const instance = await echo(node, user);
+      echos.push(instance);
+      return instance;
+    };
+
+    afterEach(async () => {
+      for (const client of pages.splice(0)) client.disconnect();
+      for (const instance of echos.splice(0)) instance.disconnect();
+      await Promise.all(nodes.map((node) => stopNode(node)));
+      nodes = [];
+      await backend?.stop();
+      backend = undefined;
+    });
+    after(async () => backend?.stop());
+
+    it("Echo's here/joining/leaving and whisper/listenForWhisper across nodes; a private channel's whispers too", async () => {
+      const [a, b] = await pair();
+      const ann = await echoOn(a, { userId: 'ann', info: { name: 'Ann' } });
+      const annRoom = ann.join('room.1');
+      const annSaw: string[] = [];
+      const annHeard: unknown[] = [];
+      annRoom.joining((m: { name: string }) => annSaw.push(`joining ${m.name}`));
+      annRoom.leaving((m: { name: string }) => annSaw.push(`leaving ${m.name}`));
+      annRoom.listenForWhisper('typing', (e: unknown) => annHeard.push(e));
+      await new Promise((resolve) => annRoom.here(resolve));
+
+      const bob = await echoOn(b, { userId: 'bob', info: { name: 'Bob' } });
+      const bobRoom = bob.join('room.1');
+      const bobHeard: unknown[] = [];
+      bobRoom.listenForWhisper('typing', (e: unknown) => bobHeard.push(e));
+      const here = (await new Promise((resolve) => bobRoom.here(resolve))) as { name: string }[];
+      assert.deepEqual(here.map((m) => m.name).sort(), ['Ann', 'Bob'], 'bob, on the other node, sees ann at once');
+      await eventually(() => (annSaw.includes('joining Bob') ? true : undefined), 'ann sees bob join', WAIT_MS);
+
+      annRoom.whisper('typing', { from: 'ann' });
+      await eventually(() => bobHeard[0], 'ann\'s whisper on the other node', WAIT_MS);
+      bobRoom.whisper('typing', { from: 'bob' });
+      await eventually(() => annHeard[0], 'bob\'s whisper on the other node', WAIT_MS);
+      assert.deepEqual(bobHeard, [{ from: 'ann' }], 'never back to the sender, once to the others');
+      assert.deepEqual(annHeard, [{ from: 'bob' }]);
+
+      const dmHeard: unknown[] = [];
+      const annDm = ann.private('dm.7');
+      bob.private('dm.7').listenForWhisper('ping', (e: unknown) => dmHeard.push(e));
+      await new Promise((resolve) => annDm.subscribed(() => resolve(undefined)));
+      await sleep(200);
+      annDm.whisper('ping', { n: 1 });
+      await eventually(() => dmHeard[0], 'a private whisper on the other node', WAIT_MS);
+
+      bob.leave('room.1');
+      await eventually(() => (annSaw.includes('leaving Bob') ? true : undefined), 'an explicit leave on the other node, at once', WAIT_MS);
+    });
+
+    it('a server-triggered event (the pusher library, on node A) reaches subscribers on node B; socket_id is left out on any node; /batch_events too', async () => {
+      const [a, b] = await pair();
+      const onA = await page(a, { userId: 'ua' });
+      const onB = await page(b, { userId: 'ub' });
+      const got: string[] = [];
+      for (const [client, who] of [[onA, 'A'], [onB, 'B']] as const) {
+        for (const channelName of ['ticker', 'private-orders', 'presence-shop']) {
+          const channel = client.subscribe(channelName);
+          channel.bind('shipped', (data: { id: number }) => got.push(`${who} ${channelName} ${data.id}`));
+          await subscribed(channel);
+        }
+      }
+      await a.backend.trigger(['ticker', 'private-orders', 'presence-shop'], 'shipped', { id: 1 });
+      await eventually(() => (got.length === 6 ? true : undefined), 'six deliveries', WAIT_MS);
+      assert.deepEqual(got.sort(), ['A presence-shop 1', 'A private-orders 1', 'A ticker 1', 'B presence-shop 1', 'B private-orders 1', 'B ticker 1']);
+
+      got.length = 0;
+      // socket_id of a connection on B, sent through A; a batch through B.
+      await a.backend.trigger('ticker', 'shipped', { id: 2 }, { socket_id: onB.connection.socket_id });
+      await b.backend.triggerBatch([
+        { channel: 'private-orders', name: 'shipped', data: JSON.stringify({ id: 3 }) },
+        { channel: 'presence-shop', name: 'shipped', data: JSON.stringify({ id: 4 }), socket_id: onA.connection.socket_id },
+      ]);
+      await eventually(() => (got.length === 4 ? true : undefined), 'four deliveries', WAIT_MS);
+      await sleep(200);
+      assert.deepEqual(got.sort(), ['A private-orders 3', 'A ticker 2', 'B presence-shop 4', 'B private-orders 3']);
+    });
+
+    it('the HTTP API answers for the cluster: channels, counts and users from any node; terminate_connections ends the user on every node', async () => {
+      const [a, b] = await pair();
+      const onA = await page(a, { userId: 'ann', info: { name: 'Ann' } });
+      const onB = await page(b, { userId: 'bob' });
+      const annOnB = await page(b, { userId: 'ann' });
+      for (const client of [onA, onB, annOnB]) await subscribed(client.subscribe('presence-q.stats'));
+      await subscribed(onB.subscribe('q.ticker'));
+      await subscribed(onA.subscribe('private-q.orders'));
+      await subscribed(onB.subscribe('private-q.orders'));
+
+      for (const node of [a, b]) {
+        await answers(node, '/channels/presence-q.stats', { info: 'user_count,subscription_count' }, { occupied: true, user_count: 2, subscription_count: 3 });
+        await answers(node, '/channels/q.ticker', { info: 'subscription_count' }, { occupied: true, subscription_count: 1 });
+        await answers(node, '/channels/private-q.orders', { info: 'subscription_count' }, { occupied: true, subscription_count: 2 });
+        await answers(node, '/channels/presence-q.stats/users', undefined, { users: [{ id: 'ann' }, { id: 'bob' }] });
+        await answers(node, '/channels', { filter_by_prefix: 'q.' }, { channels: { 'q.ticker': {} } });
+        await answers(node, '/channels', { filter_by_prefix: 'presence-q.', info: 'user_count' }, { channels: { 'presence-q.stats': { user_count: 2 } } });
+        await answers(node, '/channels', undefined, { channels: { 'presence-q.stats': {}, 'private-q.orders': {}, 'q.ticker': {} } });
+      }
+
+      // Through A, for a user whose connections are on both nodes.
+      const removed: string[] = [];
+      const watched = onB.channel('presence-q.stats') as PresenceChannel;
+      watched.bind('pusher:member_removed', (m: { id: string }) => removed.push(m.id));
+      await a.backend.terminateUserConnections('ann');
+      await eventually(() => (annOnB.connection.state !== 'connected' ? true : undefined), "ann's connection on B ends", WAIT_MS);
+      await eventually(() => (onA.connection.state !== 'connected' ? true : undefined), "ann's connection on A ends", WAIT_MS);
+      await eventually(() => (removed.includes('ann') ? true : undefined), 'member_removed on B without the offline delay', OFFLINE_DELAY_MS - 200);
+      await sleep(300);
+      assert.ok(['disconnected', 'failed', 'unavailable'].includes(annOnB.connection.state), `pusher-js does not come back after 4009 (${annOnB.connection.state})`);
+      await answers(b, '/channels/presence-q.stats/users', undefined, { users: [{ id: 'bob' }] });
+    });
+
+    if (full) {
+      it('a reload inside the offline delay that moves to the other node is silent to the other members; leaving for good is member_removed after it', async () => {
+        const [a, b] = await pair();
+        const watcher = await page(b, { userId: 'w' });
+        const lobby = watcher.subscribe('presence-lobby') as PresenceChannel;
+        const seen: string[] = [];
+        lobby.bind('pusher:member_added', (m: { id: string }) => seen.push(`added ${m.id}`));
+        lobby.bind('pusher:member_removed', (m: { id: string }) => seen.push(`removed ${m.id}`));
+        await subscribed(lobby);
+
+        const first = await pusherJs(a, { userId: 'dave', info: { name: 'Dave' } });
+        await subscribed(first.subscribe('presence-lobby'));
+        await eventually(() => (seen.includes('added dave') ? true : undefined), 'dave added', WAIT_MS);
+
+        // The page reloads, and its new connection lands on the other node.
+        first.disconnect();
+        await sleep(200);
+        const second = await page(b, { userId: 'dave', info: { name: 'Dave' } });
+        const again = second.subscribe('presence-lobby') as PresenceChannel;
+        await subscribed(again);
+        assert.equal(again.members.count, 2);
+        await sleep(OFFLINE_DELAY_MS + 1500);
+        assert.deepEqual(seen, ['added dave'], 'nothing for the reload');
+
+        second.disconnect();
+        await eventually(() => (seen.includes('removed dave') ? true : undefined), 'dave removed after the offline delay', OFFLINE_DELAY_MS + WAIT_MS);
+      });
+    }
+  });
+}
+
+describeCluster(
+  'one redis-server',
+  async () => {
+    const redis = await RedisServer.start();
+    return { env: { REDIS_URL: redis.url }, stop: () => redis.stop() };
+  },
+  true,
+);
+
+describeCluster(
+  'a Redis Cluster of 3 masters (sharded pub/sub)',
+  async () => {
+    const cluster = await RedisCluster.start();
+    return { env: { REDIS_CLUSTER_NODES: cluster.seeds.join(',') }, stop: () => cluster.stop() };
+  },
+  false,
+);
