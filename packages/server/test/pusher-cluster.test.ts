@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, it } from 'node:test';
 import type { PresenceChannel } from 'pusher-js';
 import type Echo from 'laravel-echo';
+import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
+import { resolveConfig } from '../src/config/config.js';
+import { silentLogger } from '../src/log.js';
+import { startServer, type RunningServer } from '../src/server.js';
 import { httpJson, sleep } from './support/harness.js';
 import { APP, echo, eventually, pusherBackend, pusherJs, type PusherEndpoint, type PusherJs } from './support/pusher.js';
 import { RedisCluster } from './support/redis-cluster.js';
@@ -73,13 +77,13 @@ function subscribed(channel: { bind(event: string, callback: (data: unknown) => 
   return new Promise((resolve) => channel.bind('pusher:subscription_succeeded', () => resolve()));
 }
 
-async function get(node: PusherNode, path: string, params?: Record<string, string>): Promise<Record<string, unknown>> {
+async function get(node: PusherEndpoint, path: string, params?: Record<string, string>): Promise<Record<string, unknown>> {
   const response = await node.backend.get({ path, params });
   return (await response.json()) as Record<string, unknown>;
 }
 
 /** Polls a query until it answers `expected` (the nodes' lists are written a moment after a change). */
-async function answers(node: PusherNode, path: string, params: Record<string, string> | undefined, expected: unknown): Promise<void> {
+async function answers(node: PusherEndpoint, path: string, params: Record<string, string> | undefined, expected: unknown): Promise<void> {
   let last: unknown;
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
@@ -282,3 +286,44 @@ describeCluster(
   },
   false,
 );
+
+describe('the Pusher endpoint on two in-process nodes over the memory hub', () => {
+  it('whispers and triggered events cross nodes, the queries answer for both, and a node that leaves takes its channels from the lists', async () => {
+    const hub = new MemoryHub();
+    const servers: RunningServer[] = [];
+    const clients: PusherJs[] = [];
+    try {
+      for (let i = 0; i < 2; i += 1) {
+        const config = resolveConfig({ port: 0, host: '127.0.0.1', pusher: { ...APP, webhookUrls: [] }, nodeLeaseMs: 600, syncIntervalMs: 400, limits: { maxEventLoopLagMs: 0 } });
+        servers.push(await startServer(config, { log: silentLogger, sharedService: new MemoryService(hub) }));
+      }
+      const [a, b] = servers.map((server) => ({ port: server.port, backend: pusherBackend(server.port) }));
+      const ann = await pusherJs(a, { userId: 'ann' });
+      const bob = await pusherJs(b, { userId: 'bob' });
+      clients.push(ann, bob);
+      const heard: unknown[] = [];
+      const annRoom = ann.subscribe('presence-hub.room');
+      const bobRoom = bob.subscribe('presence-hub.room');
+      bobRoom.bind('client-wave', (data: unknown) => heard.push(data));
+      bobRoom.bind('news', (data: unknown) => heard.push(data));
+      await subscribed(annRoom);
+      await subscribed(bobRoom);
+      annRoom.trigger('client-wave', { from: 'ann' });
+      await a.backend.trigger('presence-hub.room', 'news', { n: 1 });
+      await eventually(() => (heard.length === 2 ? true : undefined), 'a whisper and an event from node A on node B', WAIT_MS);
+      assert.deepEqual(heard, [{ from: 'ann' }, { n: 1 }]);
+      await subscribed(bob.subscribe('hub.ticker'));
+      await answers(a, '/channels/presence-hub.room', { info: 'user_count,subscription_count' }, { occupied: true, user_count: 2, subscription_count: 2 });
+      await answers(a, '/channels', { filter_by_prefix: 'hub.' }, { channels: { 'hub.ticker': {} } });
+
+      // Node B leaves: its list goes with it.
+      bob.disconnect();
+      await servers[1].shutdown();
+      assert.deepEqual(hub.keys().filter((key) => key.endsWith(':pusher-channels')).length, 1, 'only node A lists channels');
+      await answers(a, '/channels', { filter_by_prefix: 'hub.' }, { channels: {} });
+    } finally {
+      for (const client of clients) client.disconnect();
+      for (const server of servers) await server.shutdown();
+    }
+  });
+});

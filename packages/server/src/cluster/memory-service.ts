@@ -1,5 +1,5 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, NodeStats, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { ChannelEntry, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
@@ -28,6 +28,8 @@ export class MemoryHub {
   private readonly users = new Map<string, UserEntry>();
   private readonly channels = new Map<string, Map<string, ChannelEntry>>();
   private readonly connected = new Set<MemoryService>();
+  /** Each node's Pusher channels and its subscriptions in each (see PusherChannelService). */
+  private readonly pusherChannels = new Map<string, Map<string, number>>();
   private up = true;
   /** Counts outages, so a node's turn to come back from an earlier one is not taken in a later one. */
   private returns = 0;
@@ -67,6 +69,7 @@ export class MemoryHub {
       this.nodeOnline.clear();
       this.users.clear();
       this.channels.clear();
+      this.pusherChannels.clear();
     }
     this.up = true;
     const returns = ++this.returns;
@@ -92,6 +95,7 @@ export class MemoryHub {
         ...(user.sessions.size > 0 ? [`user:${id}:sessions`] : []),
       ]),
       ...[...this.channels.keys()].map((name) => `channel:${name}:sessions`),
+      ...[...this.pusherChannels.keys()].map((node) => `node:${node}:pusher-channels`),
     ];
   }
 
@@ -318,6 +322,27 @@ export class MemoryHub {
     this.check();
     return structuredClone([...(this.channels.get(name)?.values() ?? [])]);
   }
+
+  // Pusher channels (no expiry here: a test's crashed node keeps its list, filtered out by the readers)
+
+  publishPusherMessage(channel: string, payload: string): void {
+    this.check();
+    for (const service of this.connected) queueMicrotask(() => service.receivePusherMessage(channel, payload));
+  }
+
+  writePusherChannels(nodeId: string, set: Record<string, number>, remove: string[], whole: boolean): void {
+    this.check();
+    let list = this.pusherChannels.get(nodeId);
+    if (!list || whole) this.pusherChannels.set(nodeId, (list = new Map()));
+    for (const name of remove) list.delete(name);
+    for (const [name, count] of Object.entries(set)) list.set(name, count);
+    if (list.size === 0) this.pusherChannels.delete(nodeId);
+  }
+
+  readPusherChannels(nodeIds: string[]): Record<string, number>[] {
+    this.check();
+    return nodeIds.map((node) => Object.fromEntries(this.pusherChannels.get(node) ?? []));
+  }
 }
 
 /**
@@ -338,7 +363,7 @@ export function applyOpsToSessions(sessions: Map<string, StoredSession>, nodeId:
 }
 
 /** One node's connection to a MemoryHub. */
-export class MemoryService implements SharedService {
+export class MemoryService implements SharedService, PusherChannelService {
   handlers?: Handlers;
   /** Set while the service is down, and after it is back until this node's turn to reconnect. */
   away = false;
@@ -473,6 +498,44 @@ export class MemoryService implements SharedService {
   async previousLayoutNodes(): Promise<string[]> {
     this.hub.check();
     return [...this.shared.previousLayoutNodes];
+  }
+
+  // Pusher channels ------------------------------------------------------------------------------
+
+  private pusherHandler?: (payload: string) => void;
+  private readonly pusherFollowed = new Set<string>();
+
+  onPusherMessage(handler: (payload: string) => void): void {
+    this.pusherHandler = handler;
+  }
+
+  async followPusherChannels(channels: string[]): Promise<void> {
+    for (const name of channels) this.pusherFollowed.add(name);
+  }
+
+  async unfollowPusherChannels(channels: string[]): Promise<void> {
+    for (const name of channels) this.pusherFollowed.delete(name);
+  }
+
+  /** For the hub: a message of a Pusher channel, delivered while this node follows it. */
+  receivePusherMessage(channel: string, payload: string): void {
+    if (!this.closed && this.shared.isUp && !this.away && this.pusherFollowed.has(channel)) this.pusherHandler?.(payload);
+  }
+
+  async publishPusherMessage(channel: string, payload: string): Promise<void> {
+    this.hub.publishPusherMessage(channel, payload);
+  }
+
+  async writePusherChannels(nodeId: string, set: Record<string, number>, remove: string[], whole: boolean): Promise<void> {
+    this.hub.writePusherChannels(nodeId, set, remove, whole);
+  }
+
+  async readPusherChannels(nodeIds: string[]): Promise<Record<string, number>[]> {
+    return this.hub.readPusherChannels(nodeIds);
+  }
+
+  async readPusherChannel(nodeIds: string[], channel: string): Promise<number> {
+    return this.hub.readPusherChannels(nodeIds).reduce((sum, list) => sum + (list[channel] ?? 0), 0);
   }
 
   async close(): Promise<void> {
