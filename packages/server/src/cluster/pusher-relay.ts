@@ -50,13 +50,12 @@ export class PusherRelay implements PusherCluster {
   follow(channel: string): Promise<void> {
     let following = this.followed.get(channel);
     if (!following) {
-      following = this.service.followPusherChannels([channel]);
-      this.followed.set(channel, following);
-      // A failed subscription is retried by the service and counts as followed; a failure here
-      // (the service away) must not keep the channel from being followed again later.
-      following.catch(() => {
-        if (this.followed.get(channel) === following) this.followed.delete(channel);
+      // While the service is away the subscription is retried by the service itself, and the
+      // subscriber is served all the same (locally, as everything is then): never refused for it.
+      following = this.service.followPusherChannels([channel]).catch((error: unknown) => {
+        this.options.log.debug('Pusher channel not followed yet; the service retries', { channel, error });
       });
+      this.followed.set(channel, following);
     }
     return following;
   }
