@@ -32,7 +32,18 @@ interface PusherNode extends PusherEndpoint {
   log: string;
 }
 
+/** Starts a node; again on another port when the free port found was taken meanwhile. */
 async function startNode(env: Record<string, string>, id: string): Promise<PusherNode> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await startNodeOnce(env, id);
+    } catch (error) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(String(error))) throw error;
+    }
+  }
+}
+
+async function startNodeOnce(env: Record<string, string>, id: string): Promise<PusherNode> {
   const port = await freePort();
   const childEnv: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -73,8 +84,25 @@ async function stopNode(node: PusherNode): Promise<void> {
   await exited;
 }
 
-function subscribed(channel: { bind(event: string, callback: (data: unknown) => void): unknown }): Promise<void> {
-  return new Promise((resolve) => channel.bind('pusher:subscription_succeeded', () => resolve()));
+/** A promise, or a failure naming what did not come within WAIT_MS. */
+function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), WAIT_MS)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function subscribed(channel: { name: string; bind(event: string, callback: (data: unknown) => void): unknown }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${channel.name}: no subscription_succeeded within ${WAIT_MS} ms`)), WAIT_MS);
+    channel.bind('pusher:subscription_succeeded', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    channel.bind('pusher:subscription_error', (error) => {
+      clearTimeout(timer);
+      reject(new Error(`${channel.name}: subscription refused: ${JSON.stringify(error)}`));
+    });
+  });
 }
 
 async function get(node: PusherEndpoint, path: string, params?: Record<string, string>): Promise<Record<string, unknown>> {
@@ -113,9 +141,12 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
     async function pair(): Promise<[PusherNode, PusherNode]> {
       backend ??= await start();
       const tag = Math.random().toString(36).slice(2, 7);
-      const started = await Promise.all([startNode(backend.env, `a-${tag}`), startNode(backend.env, `b-${tag}`)]);
-      nodes.push(...started);
-      return [started[0], started[1]];
+      const results = await Promise.allSettled([startNode(backend.env, `a-${tag}`), startNode(backend.env, `b-${tag}`)]);
+      // Every node that started is stopped after the test, also when the other one failed.
+      for (const result of results) if (result.status === 'fulfilled') nodes.push(result.value);
+      for (const result of results) if (result.status === 'rejected') throw result.reason;
+      const [a, b] = results.map((result) => (result as PromiseFulfilledResult<PusherNode>).value);
+      return [a, b];
     }
 
     const page = async (node: PusherNode, user: Parameters<typeof pusherJs>[1] = {}) => {
@@ -148,13 +179,13 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
       annRoom.joining((m: { name: string }) => annSaw.push(`joining ${m.name}`));
       annRoom.leaving((m: { name: string }) => annSaw.push(`leaving ${m.name}`));
       annRoom.listenForWhisper('typing', (e: unknown) => annHeard.push(e));
-      await new Promise((resolve) => annRoom.here(resolve));
+      await within(new Promise((resolve) => annRoom.here(resolve)), "ann's here");
 
       const bob = await echoOn(b, { userId: 'bob', info: { name: 'Bob' } });
       const bobRoom = bob.join('room.1');
       const bobHeard: unknown[] = [];
       bobRoom.listenForWhisper('typing', (e: unknown) => bobHeard.push(e));
-      const here = (await new Promise((resolve) => bobRoom.here(resolve))) as { name: string }[];
+      const here = (await within(new Promise((resolve) => bobRoom.here(resolve)), "bob's here")) as { name: string }[];
       assert.deepEqual(here.map((m) => m.name).sort(), ['Ann', 'Bob'], 'bob, on the other node, sees ann at once');
       await eventually(() => (annSaw.includes('joining Bob') ? true : undefined), 'ann sees bob join', WAIT_MS);
 
@@ -168,7 +199,7 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
       const dmHeard: unknown[] = [];
       const annDm = ann.private('dm.7');
       bob.private('dm.7').listenForWhisper('ping', (e: unknown) => dmHeard.push(e));
-      await new Promise((resolve) => annDm.subscribed(() => resolve(undefined)));
+      await within(new Promise((resolve) => annDm.subscribed(() => resolve(undefined))), 'the private channel');
       await sleep(200);
       annDm.whisper('ping', { n: 1 });
       await eventually(() => dmHeard[0], 'a private whisper on the other node', WAIT_MS);

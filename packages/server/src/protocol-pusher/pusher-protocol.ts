@@ -250,10 +250,10 @@ export class PusherProtocol {
   // brought here first (followed for a while, as the native HTTP API does), and the other channels
   // come from every node's list in the shared state.
 
-  /** Visible members of a Presence channel, in join order. */
+  /** Visible members of a Presence channel, by id: the same answer from every node. */
   async members(channel: string): Promise<string[]> {
     await this.engine.replication.prepareChannel(channel);
-    return this.visibleMembers(channel);
+    return this.visibleMembers(channel).sort();
   }
 
   private visibleMembers(channel: string): string[] {
