@@ -88,14 +88,17 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     assert.ok(isOutcome(results.scenarios.multinode.ws), 'the bare ws server has no multi-node mode');
   });
 
-  it('measures the Pusher endpoint on connections and fan-out, and says why it skips the rest', () => {
+  it('measures the Pusher endpoint on connections and fan-out (one node and two), and says why it skips the rest', () => {
     const connections = results.scenarios.connections.pusher;
     assert.ok(connections && !isOutcome(connections), 'connections/pusher measured');
     assert.equal(connections.connected, connections.users, 'every pusher-js-like client subscribed');
     const fanout = results.scenarios.fanout.pusher;
     assert.ok(fanout && !isOutcome(fanout), 'fanout/pusher measured');
     fanout.steps.forEach((step, i) => assertSaneStep(step, `fanout/pusher step ${i}`));
-    for (const scenario of ['joinstorm', 'typing', 'churn', 'reconnect', 'multinode'] as const) {
+    const multinode = results.scenarios.multinode.pusher;
+    assert.ok(multinode && !isOutcome(multinode), 'multinode/pusher measured: client events relayed between two nodes');
+    multinode.steps.forEach((step, i) => assertSaneStep(step, `multinode/pusher step ${i}`));
+    for (const scenario of ['joinstorm', 'typing', 'churn', 'reconnect'] as const) {
       const outcome = (results.scenarios[scenario] as Record<string, unknown>).pusher;
       assert.ok(isOutcome(outcome) && 'skipped' in outcome, `${scenario}/pusher is skipped with a reason`);
     }
