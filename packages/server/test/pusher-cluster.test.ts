@@ -132,7 +132,7 @@ interface Backend {
 }
 
 function describeCluster(name: string, start: () => Promise<Backend>, full: boolean): void {
-  describe(`the Pusher endpoint on two nodes through ${name}`, { timeout: 240_000 }, () => {
+  describe(`the Pusher endpoint on two nodes through ${name}`, { timeout: 360_000 }, () => {
     let backend: Backend | undefined;
     let nodes: PusherNode[] = [];
     const pages: PusherJs[] = [];
@@ -160,15 +160,17 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
       return instance;
     };
 
-    afterEach(async () => {
+    /** Everything a test started ends, also after a failure: nothing may keep the test process alive. */
+    async function cleanUp(): Promise<void> {
       for (const client of pages.splice(0)) client.disconnect();
       for (const instance of echos.splice(0)) instance.disconnect();
       await Promise.all(nodes.map((node) => stopNode(node)));
       nodes = [];
       await backend?.stop();
       backend = undefined;
-    });
-    after(async () => backend?.stop());
+    }
+    afterEach(cleanUp);
+    after(cleanUp);
 
     it("Echo's here/joining/leaving and whisper/listenForWhisper across nodes; a private channel's whispers too", async () => {
       const [a, b] = await pair();
@@ -279,7 +281,7 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
         lobby.bind('pusher:member_removed', (m: { id: string }) => seen.push(`removed ${m.id}`));
         await subscribed(lobby);
 
-        const first = await pusherJs(a, { userId: 'dave', info: { name: 'Dave' } });
+        const first = await page(a, { userId: 'dave', info: { name: 'Dave' } });
         await subscribed(first.subscribe('presence-lobby'));
         await eventually(() => (seen.includes('added dave') ? true : undefined), 'dave added', WAIT_MS);
 
