@@ -90,6 +90,7 @@ export class LoadGen {
       counts: reports.flatMap((r) => r.counts),
       changedAt: reports.flatMap((r) => r.changedAt),
       bytes: reports.flatMap((r) => r.bytes),
+      nodes: reports.flatMap((r) => r.nodes),
       lastJoinAt: Math.max(...reports.map((r) => r.lastJoinAt)),
       failed: sum(reports, (r) => r.failed),
     };

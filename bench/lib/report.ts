@@ -344,6 +344,34 @@ function renderLargeRoom(outcome: Outcome<LargeRoomResult> | undefined, options:
       }),
     ),
   );
+  const cluster = outcome.cluster;
+  const ms = (value: number | null) => (value === null ? '–' : n(value));
+  if (cluster !== undefined) {
+    if (!isResult(cluster)) {
+      out.push(`\n### Large rooms: occupancy listeners over several nodes\n\n${outcomeNote(cluster)}`);
+    } else {
+      const c = cluster;
+      out.push(
+        `\n### Large rooms: ${n(c.connected)} occupancy listeners in one channel over ${c.nodes} server processes (${c.loadgens} load generators, ` +
+          `${c.sourceAddresses.length} source addresses, one redis-server; servers on ${c.cores.servers}, load generators and Redis on ${c.cores.loadgensAndRedis})\n`,
+      );
+      out.push(
+        `Filled in ${c.fill.seconds}s; every count right ${c.fill.countsRightAfterMs === null ? 'NOT reached' : `${n(c.fill.countsRightAfterMs)} ms after the last join`}; ` +
+          `fill CPU s per node ${c.fill.serverCpuSeconds.join(', ')}, Redis ${c.fill.redisCpuSeconds}.\n`,
+      );
+      out.push(
+        table(
+          ['change', 'count', 'right', 'p50 / p99 / max ms', 'ms per 10,000 writes (per node)'],
+          c.changes.map((ch, i) => [String(i + 1), n(ch.count), `${n(ch.right)}/${n(c.connected)}`, `${ms(ch.p50Ms)} / ${ms(ch.p99Ms)} / ${ms(ch.maxMs)}`, ch.msPer10kWrites.join(' / ')]),
+        ),
+      );
+      out.push(
+        `\nOver every change: p99 ${ms(c.p99Ms)} ms, max ${ms(c.maxMs)} ms; per 10,000 writes median ${ms(c.msPer10kWritesMedian)} ms (max ${ms(c.msPer10kWritesMax)}). ` +
+          `Server CPU per node ${c.serverCpu.map((x) => `${Math.round(x * 100)}%`).join(' / ')}, RSS ${c.serverRss.map((r) => `${n(r / 1048576)} MB`).join(' / ')} ` +
+          `(peak ${c.serverPeakRss.map((r) => `${n(r / 1048576)}`).join(' / ')} MB); Redis CPU ${Math.round(c.redisCpu * 100)}%, RSS ${n(c.redisRss / 1048576)} MB.`,
+      );
+    }
+  }
   out.push('\nGoals:\n');
   out.push(table(['goal', 'objective', 'measured', 'met'], outcome.goals.map((g) => [g.name, g.goal, g.value, g.met === null ? 'n/a' : g.met ? 'yes' : 'NO'])));
   return out.join('\n');

@@ -98,6 +98,8 @@ export interface CountReport {
   changedAt: number[];
   /** Bytes each client received since it connected. */
   bytes: number[];
+  /** The node (index into the init's `urls`) each client is on. */
+  nodes: number[];
   /** When the last join of this worker was sent. */
   lastJoinAt: number;
   failed: number;
@@ -667,6 +669,7 @@ function countReport(): CountReport {
     counts: clients.map((c) => c.count),
     changedAt: clients.map((c) => c.countChangedAt),
     bytes: clients.map((c) => c.bytes),
+    nodes: clients.map((c) => c.node),
     lastJoinAt: lastJoinSentAt,
     failed: clients.filter((c) => c.state !== 'ready').length,
   };

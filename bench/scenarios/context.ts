@@ -70,6 +70,21 @@ export interface LargeRoomOptions {
   perEventSizes: number[];
   /** How long after the last join every count must be right for a huge room to finish (ms). */
   settleMs: number;
+  /**
+   * Cluster room (bench/scenarios/large-room-cluster.ts): occupancy listeners in one channel over
+   * several server processes through one redis-server (0 skips it); at least `clusterNodes` servers
+   * and `clusterLoadgens` load generators (more when the open-files limit needs them), over
+   * `clusterSourceAddresses` loopback addresses (0: one per 25,000), filled at `clusterFillRate`
+   * joins a second; then `clusterChanges` changes `clusterGapMs` apart. `clusterOnly`=1 runs only it.
+   */
+  clusterListeners: number;
+  clusterNodes: number;
+  clusterLoadgens: number;
+  clusterSourceAddresses: number;
+  clusterFillRate: number;
+  clusterChanges: number;
+  clusterGapMs: number;
+  clusterOnly: number;
 }
 
 /** Presence on 1…N nodes through Redis (bench/scenarios/scaleout.ts). */
@@ -113,6 +128,10 @@ export interface Context {
   status(line: string): void;
 }
 
+/** The cluster room: small in a quick run; off in a full run (it needs minutes: --largeroom.cluster-listeners=100000). */
+const quickCluster = { clusterListeners: 120, clusterNodes: 2, clusterLoadgens: 2, clusterSourceAddresses: 2, clusterFillRate: 400, clusterChanges: 2, clusterGapMs: 1000, clusterOnly: 0 };
+const fullCluster = { clusterListeners: 0, clusterNodes: 6, clusterLoadgens: 6, clusterSourceAddresses: 0, clusterFillRate: 500, clusterChanges: 10, clusterGapMs: 3000, clusterOnly: 0 };
+
 export function defaultOptions(quick: boolean): Options {
   // What every run shares; the two modes differ only in scale.
   const common = {
@@ -139,7 +158,7 @@ export function defaultOptions(quick: boolean): Options {
       reconnect: { users: 100, channelSize: 5, concurrency: 100, settleMs: 300 },
       multinode: { channels: 20, members: 4, rates: [50], start: 50, factor: 2, maxSteps: 1, refine: 0 },
       scaleout: { nodes: [1, 2], users: 200, rate: 40, channelSize: 10, crossFraction: 0.1, runs: 1, durationMs: 1000, idleUsers: 300, idleHttpUsers: 20, idleRate: 40, quietWaitMs: 0, redisCluster: [1] },
-      largeroom: { members: 40, windowMembers: 10, rate: 4, durationMs: 1500, hugeMembers: 150, fillSeconds: 1, occupancyMembers: 20, perEventSizes: [50], settleMs: 5000 },
+      largeroom: { members: 40, windowMembers: 10, rate: 4, durationMs: 1500, hugeMembers: 150, fillSeconds: 1, occupancyMembers: 20, perEventSizes: [50], settleMs: 5000, ...quickCluster },
     };
   }
   return {
@@ -156,7 +175,7 @@ export function defaultOptions(quick: boolean): Options {
     reconnect: { users: 10_000, channelSize: 10, concurrency: 10_000, settleMs: 2000 },
     multinode: { channels: 1000, members: 10, start: 1000, factor: 1.5, maxSteps: 12, refine: 1 },
     scaleout: { nodes: [1, 2, 4, 8], users: 1000, rate: 150, channelSize: 10, crossFraction: 0.1, runs: 3, durationMs: 10_000, idleUsers: 18_000, idleHttpUsers: 2_000, idleRate: 200, quietWaitMs: 20_000, redisCluster: [4] },
-    largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000 },
+    largeroom: { members: 2000, windowMembers: 200, rate: 30, durationMs: 10_000, hugeMembers: 10_000, fillSeconds: 10, occupancyMembers: 50, perEventSizes: [1000, 2000, 4000], settleMs: 30_000, ...fullCluster },
   };
 }
 
@@ -218,6 +237,15 @@ Scenario parameters, as --<scenario>.<name>=value:
   largeroom.per-event-sizes=1000,2000,4000 largeroom.settle-ms=30000
                                 huge room with both modes off: sizes up to the first that does not
                                 get every count right within settle-ms of its last join
+  largeroom.cluster-listeners=0 largeroom.cluster-nodes=6 largeroom.cluster-loadgens=6
+                                cluster room: occupancy listeners in one channel over that many
+                                server and load-generator processes (at least; more when the
+                                open-files limit needs them) through one redis-server (0: skipped)
+  largeroom.cluster-source-addresses=0 largeroom.cluster-fill-rate=500
+                                loopback source addresses (0: one per 25,000), joins a second
+  largeroom.cluster-changes=10 largeroom.cluster-gap-ms=3000 largeroom.cluster-only=0
+                                single changes (an actor joins, then leaves, …) and their spacing;
+                                cluster-only=1 skips the busy and huge rooms
 `;
 
 /** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */

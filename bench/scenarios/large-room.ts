@@ -14,8 +14,8 @@
  *   `perEventSizes`, at the same join rate, up to the largest that finishes within `settleMs` of
  *   its last join.
  *
- * The 100,000-listener room over several nodes of the issue is not here: it needs the scale-out
- * cluster, and comes with it.
+ * - cluster room (large-room-cluster.ts, off unless `clusterListeners` > 0): occupancy listeners
+ *   in one channel over several server processes through Redis, and single changes 3 s apart.
  */
 import type { CountReport } from '../loadgen/worker.js';
 import type { SystemName } from '../loadgen/wire.js';
@@ -23,6 +23,7 @@ import { LoadGen, connectionsPerWorker } from '../lib/loadgen.js';
 import { ChildExitedError, openFileLimit, rssBytes, sleep } from '../lib/proc.js';
 import { startSystem } from '../lib/systems.js';
 import type { Context } from './context.js';
+import { clusterRoom, type ClusterRoomResult } from './large-room-cluster.js';
 import { Skip, withPopulation } from './population.js';
 import { runStep, waitForQuiet, type StepResult } from './steps.js';
 
@@ -62,6 +63,8 @@ type Outcome<T> = T | { skipped: string } | { error: string };
 export interface LargeRoomResult {
   busy: Partial<Record<BusyVariant, Outcome<BusyResult>>>;
   huge: { occupancy: Outcome<HugeResult>; perEvent: Outcome<HugeResult>[] };
+  /** Occupancy listeners over several nodes (absent when `clusterListeners` is 0). */
+  cluster?: Outcome<ClusterRoomResult>;
   /** The issue's goals, judged from the figures above. */
   goals: { name: string; goal: string; value: string; met: boolean | null }[];
 }
@@ -231,12 +234,34 @@ function judge(result: LargeRoomResult): LargeRoomResult['goals'] {
     goals.push({ name: 'huge room: every count right within 1 s of the last join', goal: '≤ 1000 ms', value: occ.lastRightMs === null ? `${occ.countsRight}/${occ.members} right` : `${occ.lastRightMs} ms`, met: occ.lastRightMs !== null && occ.lastRightMs <= 1000 });
     goals.push({ name: 'huge room: bytes per member over the fill', goal: '≤ 50 KB', value: `${(occ.bytesPerMemberMean / 1024).toFixed(1)} KB (max ${(occ.bytesPerMemberMax / 1024).toFixed(1)})`, met: occ.bytesPerMemberMax <= 50 * 1024 });
   }
+  const cluster = result.cluster;
+  if (isResult(cluster)) {
+    const window = cluster.windowMs;
+    const n = cluster.changes.length;
+    goals.push({
+      name: `cluster room, ${cluster.connected} listeners on ${cluster.nodes} nodes: every listener's count right after each of ${n} changes, max`,
+      goal: `≤ ${window + 2500} ms`,
+      value: cluster.maxMs === null ? 'n/a' : `${cluster.maxMs} ms${cluster.allRight ? '' : ' (not every listener right)'}`,
+      met: cluster.maxMs !== null && cluster.allRight && cluster.maxMs <= window + 2500,
+    });
+    goals.push({ name: 'cluster room: p99 change to count', goal: `≤ ${window + 2000} ms`, value: cluster.p99Ms === null ? 'n/a' : `${cluster.p99Ms} ms`, met: cluster.p99Ms !== null && cluster.p99Ms <= window + 2000 });
+    goals.push({ name: 'cluster room: at least 10 changes 3 s apart', goal: '≥ 10', value: String(n), met: n >= 10 });
+  }
   return goals;
 }
 
 export async function largeRoomScenario(ctx: Context): Promise<LargeRoomResult> {
   const o = ctx.opts.largeroom;
   const busy: LargeRoomResult['busy'] = {};
+  const presence = ctx.opts.systems.includes('presence');
+  const cluster = presence && o.clusterListeners > 0 ? () => attempt(ctx, 'cluster room', () => clusterRoom(ctx)) : undefined;
+  if (o.clusterOnly > 0) {
+    const skipped = { skipped: 'largeroom.cluster-only=1' };
+    const result: LargeRoomResult = { busy, huge: { occupancy: skipped, perEvent: [] }, goals: [] };
+    if (cluster) result.cluster = await cluster();
+    result.goals = judge(result);
+    return result;
+  }
   ctx.log(`  busy room: ${o.members} visible members, ${o.rate} status changes/s`);
   const variants: BusyVariant[] = [];
   if (ctx.opts.systems.includes('presence')) variants.push('windowed', 'perEvent');
@@ -257,6 +282,7 @@ export async function largeRoomScenario(ctx: Context): Promise<LargeRoomResult> 
     if (!isResult(outcome) || !outcome.finished) break;
   }
   const result: LargeRoomResult = { busy, huge: { occupancy, perEvent }, goals: [] };
+  if (cluster) result.cluster = await cluster();
   result.goals = judge(result);
   return result;
 }
