@@ -53,6 +53,12 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
   private readonly wanted = new Set<string>();
   /** Acknowledged topics, on the link that holds them. */
   private readonly placed = new Map<string, SubscriberLink>();
+  /**
+   * Wanted topics not placed (yet, or any more): what the next run places. Kept beside the two
+   * above so that a run costs what it places, not every topic held (a node following the 100,000
+   * members of one channel subscribes one topic per member, one after the other).
+   */
+  private readonly unplaced = new Set<string>();
   /** Topics placed since the last `lost`/`resubscribed` report: reported together. */
   private readonly lostNow = new Set<string>();
   /** Topics that were lost or failed: their next placement is reported as `resubscribed`. */
@@ -75,6 +81,7 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
     if (this.closed) return Promise.reject(new Error('the topic subscriber is closed'));
     const fresh = topics.filter((topic) => !this.placed.has(topic));
     for (const topic of topics) this.wanted.add(topic);
+    for (const topic of fresh) this.unplaced.add(topic);
     if (fresh.length === 0) return Promise.resolve();
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ topics: new Set(fresh), resolve, reject }));
     this.kick();
@@ -82,7 +89,10 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
   }
 
   async unsubscribe(topics: string[]): Promise<void> {
-    for (const topic of topics) this.wanted.delete(topic);
+    for (const topic of topics) {
+      this.wanted.delete(topic);
+      this.unplaced.delete(topic);
+    }
     for (const waiter of this.waiters) {
       if (topics.some((topic) => waiter.topics.has(topic))) waiter.reject(new Error('unsubscribed before the subscription was acknowledged'));
     }
@@ -142,7 +152,7 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
   }
 
   private async place(): Promise<void> {
-    const unplaced = [...this.wanted].filter((topic) => !this.placed.has(topic));
+    const unplaced = [...this.unplaced];
     if (unplaced.length === 0) return;
     let failure: Error | undefined;
     const placeGroup = async (link: SubscriberLink, group: string[]) => {
@@ -153,7 +163,10 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
         return;
       }
       for (const topic of group) {
-        if (this.wanted.has(topic)) this.placed.set(topic, link);
+        if (this.wanted.has(topic)) {
+          this.placed.set(topic, link);
+          this.unplaced.delete(topic);
+        }
         // Unsubscribed while this was in flight: undo it.
         else link.unsubscribe(this.router.kind, [topic]).catch(() => {});
       }
@@ -196,8 +209,7 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
     }
     this.waiters = waiting;
     if (recovered.length > 0) this.events.resubscribed(recovered);
-    const unplaced = [...this.wanted].some((topic) => !this.placed.has(topic));
-    if (!unplaced) {
+    if (this.unplaced.size === 0) {
       this.attempt = 0;
       this.dropIdleLinks();
       return;
@@ -236,6 +248,7 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
     if (this.placed.get(topic) !== link) return;
     this.placed.delete(topic);
     if (!this.wanted.has(topic) || this.closed) return;
+    this.unplaced.add(topic);
     this.missed.add(topic);
     this.lostNow.add(topic);
     this.router.invalidate();
@@ -249,9 +262,13 @@ export class RoutedTopicSubscriber implements TopicSubscriber {
   }
 
   private dropIdleLinks(): void {
-    const used = new Set(this.placed.values());
+    // Usually every link holds topics: the scan ends as soon as each was seen once.
+    const idle = new Set(this.links.values());
+    for (const link of this.placed.values()) {
+      if (idle.delete(link) && idle.size === 0) return;
+    }
     for (const [key, link] of this.links) {
-      if (!used.has(link)) {
+      if (idle.has(link)) {
         this.links.delete(key);
         link.close();
       }
