@@ -75,12 +75,14 @@ export class LoadGen {
   }
 
   /** A large room's fill at `rate` joins per second over every worker (each its share, phase-shifted). */
-  async fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number }> {
+  async fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number; errors: Record<string, number> }> {
     const n = this.workers.length;
     const results = (await Promise.all(
       this.workers.map((w, i) => w.call('fill', { rate: request.rate / n, startAt: request.startAt + (i * 1000) / request.rate })),
-    )) as Array<{ ready: number; failed: number; lastJoinAt: number }>;
-    return { ready: sum(results, (r) => r.ready), failed: sum(results, (r) => r.failed), lastJoinAt: Math.max(...results.map((r) => r.lastJoinAt)) };
+    )) as Array<{ ready: number; failed: number; lastJoinAt: number; errors?: Record<string, number> }>;
+    const errors: Record<string, number> = {};
+    for (const r of results) for (const [k, v] of Object.entries(r.errors ?? {})) errors[k] = (errors[k] ?? 0) + v;
+    return { ready: sum(results, (r) => r.ready), failed: sum(results, (r) => r.failed), lastJoinAt: Math.max(...results.map((r) => r.lastJoinAt)), errors };
   }
 
   /** Every client's count of its channel (mode `count`), over every worker. */

@@ -642,7 +642,7 @@ async function churn(request: ScheduleRequest): Promise<ScheduleResult> {
  * A large room's fill: the clients connect (each joins as it is welcomed) one after the other at
  * `rate` per second from `startAt`, open loop; resolves once every one has answered.
  */
-async function fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number }> {
+async function fill(request: FillRequest): Promise<{ ready: number; failed: number; lastJoinAt: number; errors: Record<string, number> }> {
   const errors: Record<string, number> = {};
   const list = clients.filter((c) => c.state !== 'ready');
   let ready = 0;
@@ -661,7 +661,7 @@ async function fill(request: FillRequest): Promise<{ ready: number; failed: numb
     );
   }
   await Promise.all(attempts);
-  return { ready, failed, lastJoinAt: lastJoinSentAt };
+  return { ready, failed, lastJoinAt: lastJoinSentAt, errors };
 }
 
 function countReport(): CountReport {

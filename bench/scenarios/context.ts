@@ -85,6 +85,14 @@ export interface LargeRoomOptions {
   clusterChanges: number;
   clusterGapMs: number;
   clusterOnly: number;
+  /**
+   * 1: the listeners join invisible (members, followed by every node, never counted) and
+   * `clusterRevealed` of them turn visible after the fill, so the count stays still while the room
+   * fills; 0: every listener joins visible (each window of the fill then sends every listener a
+   * new count: quadratic in the listeners, more than this machine can fill at 100,000).
+   */
+  clusterQuiet: number;
+  clusterRevealed: number;
 }
 
 /** Presence on 1…N nodes through Redis (bench/scenarios/scaleout.ts). */
@@ -129,8 +137,8 @@ export interface Context {
 }
 
 /** The cluster room: small in a quick run; off in a full run (it needs minutes: --largeroom.cluster-listeners=100000). */
-const quickCluster = { clusterListeners: 120, clusterNodes: 2, clusterLoadgens: 2, clusterSourceAddresses: 2, clusterFillRate: 400, clusterChanges: 2, clusterGapMs: 1000, clusterOnly: 0 };
-const fullCluster = { clusterListeners: 0, clusterNodes: 6, clusterLoadgens: 6, clusterSourceAddresses: 0, clusterFillRate: 500, clusterChanges: 10, clusterGapMs: 3000, clusterOnly: 0 };
+const quickCluster = { clusterListeners: 120, clusterNodes: 2, clusterLoadgens: 2, clusterSourceAddresses: 2, clusterFillRate: 400, clusterChanges: 2, clusterGapMs: 1000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 40 };
+const fullCluster = { clusterListeners: 0, clusterNodes: 6, clusterLoadgens: 6, clusterSourceAddresses: 0, clusterFillRate: 500, clusterChanges: 10, clusterGapMs: 3000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 100 };
 
 export function defaultOptions(quick: boolean): Options {
   // What every run shares; the two modes differ only in scale.
@@ -246,6 +254,9 @@ Scenario parameters, as --<scenario>.<name>=value:
   largeroom.cluster-changes=10 largeroom.cluster-gap-ms=3000 largeroom.cluster-only=0
                                 single changes (an actor joins, then leaves, …) and their spacing;
                                 cluster-only=1 skips the busy and huge rooms
+  largeroom.cluster-quiet=1 largeroom.cluster-revealed=100
+                                listeners join invisible and that many turn visible after the fill
+                                (the count stays still while the room fills); 0: all join visible
 `;
 
 /** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */

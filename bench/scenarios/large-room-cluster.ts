@@ -12,7 +12,7 @@
 import WebSocket from 'ws';
 import type { CountReport } from '../loadgen/worker.js';
 import { LoadGen, connectionsPerWorker } from '../lib/loadgen.js';
-import { ChildExitedError, openFileLimit, rssBytes, sleep } from '../lib/proc.js';
+import { ChildExitedError, cpuSeconds as cpuOf, openFileLimit, rssBytes, sleep } from '../lib/proc.js';
 import { startSystem } from '../lib/systems.js';
 import type { Context } from './context.js';
 import { Skip } from './population.js';
@@ -34,6 +34,9 @@ export interface ClusterRoomChange {
 export interface ClusterRoomResult {
   listeners: number;
   connected: number;
+  /** The listeners joined invisible; this many turned visible after the fill (the count). */
+  quiet: boolean;
+  visible: number;
   nodes: number;
   loadgens: number;
   sourceAddresses: string[];
@@ -77,6 +80,7 @@ class Actor {
   private constructor(private readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
       const text = data.toString('utf8');
+      this.frames.push(text);
       for (const [ref, done] of this.waiting) {
         if (text.includes(`"ref":"${ref}"`)) {
           this.waiting.delete(ref);
@@ -86,14 +90,17 @@ class Actor {
     });
   }
 
-  static async open(url: string): Promise<Actor> {
-    const ws = new WebSocket(`${url}/realtime?userId=bench-actor&device=bench`, { perMessageDeflate: false });
+  static async open(url: string, userId = 'bench-actor', features = ''): Promise<Actor> {
+    const ws = new WebSocket(`${url}/realtime?userId=${userId}&device=bench${features ? `&features=${features}` : ''}`, { perMessageDeflate: false });
     await new Promise<void>((resolve, reject) => {
       ws.once('message', () => resolve());
       ws.once('error', reject);
     });
     return new Actor(ws);
   }
+
+  /** A frame that holds `token`, and the ones after it. */
+  frames: string[] = [];
 
   /** Sends a command now; resolves on its answer. */
   send(command: Record<string, unknown>): Promise<void> {
@@ -144,7 +151,8 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     running.servers.forEach((server, i) => (peakRss[i] = Math.max(peakRss[i], rssBytes(server.pid))));
   }, 500);
   try {
-    await loadgen.init({ system: 'presence', urls: running.urls, layout: { kind: 'single', channel }, total: listeners, sourceAddresses: addressCount > 1 ? sourceAddresses : [], client: ctx.opts.client, features: 'occupancy' });
+    const quiet = o.clusterQuiet > 0;
+    await loadgen.init({ system: 'presence', urls: running.urls, layout: { kind: 'single', channel, quiet }, total: listeners, sourceAddresses: addressCount > 1 ? sourceAddresses : [], client: ctx.opts.client, features: 'occupancy' });
     await loadgen.mode('count');
     const cpu0 = running.servers.map((s) => s.cpuSeconds());
     const redis0 = running.redisCpuSeconds();
@@ -156,22 +164,31 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
         lastProgress = p.ready;
       });
     }, 2000);
-    let filled: { ready: number; failed: number; lastJoinAt: number };
+    let filled: { ready: number; failed: number; lastJoinAt: number; errors: Record<string, number> };
     try {
       filled = await loadgen.fill({ rate: o.clusterFillRate, startAt });
     } finally {
       clearInterval(progress);
     }
-    if (filled.failed > 0) ctx.log(`    ${filled.failed} listeners did not connect`);
+    if (filled.failed > 0) ctx.log(`    ${filled.failed} listeners did not connect: ${JSON.stringify(filled.errors)}`);
+    // Quiet: some listeners turn visible (the first of each load generator's share): the count.
+    let visible = filled.ready;
+    if (quiet) {
+      // Every node has followed every listener before the count moves.
+      await waitForNodes(running.servers.map((s) => s.pid), ctx);
+      const perWorker = Math.max(1, Math.ceil(o.clusterRevealed / loadgens));
+      visible = await loadgen.reveal(perWorker, 0);
+      ctx.log(`    ${visible} listeners turned visible`);
+    }
     // Every count right (every node follows every listener), within the settle time.
     let report: CountReport = await loadgen.counts();
     const settleDeadline = Date.now() + o.settleMs + listeners; // a millisecond per listener more
-    while (report.counts.some((c) => c !== filled.ready) && Date.now() < settleDeadline) {
+    while (report.counts.some((c) => c !== visible) && Date.now() < settleDeadline) {
       await sleep(ctx.opts.quick ? 100 : 1000);
       report = await loadgen.counts();
     }
     const settledAt = performance.timeOrigin + performance.now();
-    const rightAtFill = report.counts.filter((c) => c === filled.ready).length;
+    const rightAtFill = report.counts.filter((c) => c === visible).length;
     const fillResult = {
       seconds: round((report.lastJoinAt - startAt) / 1000, 1),
       countsRightAfterMs: rightAtFill === report.counts.length ? round(Math.max(...report.changedAt) - report.lastJoinAt) : null,
@@ -179,13 +196,26 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       redisCpuSeconds: round(running.redisCpuSeconds() - redis0, 1),
     };
     ctx.log(
-      `    filled: ${filled.ready}/${listeners} connected in ${fillResult.seconds}s, ${rightAtFill} counts right ` +
+      `    filled${quiet ? ' (invisible)' : ''}: ${filled.ready}/${listeners} connected in ${fillResult.seconds}s, ${rightAtFill} counts right ` +
         `(${Math.round(settledAt - report.lastJoinAt)} ms after the last join); fill CPU s per node ${fillResult.serverCpuSeconds.join(', ')}, Redis ${fillResult.redisCpuSeconds}`,
     );
     if (rightAtFill < report.counts.length) {
       const seen = new Map<number, number>();
       for (const c of report.counts) seen.set(c, (seen.get(c) ?? 0) + 1);
       ctx.log(`    counts held (count: listeners): ${[...seen].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([c, k]) => `${c}: ${k}`).join(', ')}`);
+      for (const server of running.servers) ctx.log(`    ${server.name} said: ${server.recentOutput.slice(-1500)}`);
+      const p = await loadgen.poll();
+      const collected = await loadgen.collect();
+      ctx.log(`    ready now ${p.ready}; closes ${JSON.stringify(collected.map((c) => c.closes))}`);
+      // What each node counts: an invisible occupancy viewer's first message there.
+      for (const [i, url] of running.urls.entries()) {
+        const probe = await Actor.open(url, `bench-probe-${i}`, 'occupancy');
+        await probe.send({ type: 'status', status: 'invisible' });
+        await probe.send({ type: 'join', channel });
+        await sleep(500);
+        ctx.log(`    node ${i} counts: ${probe.frames.filter((f) => f.includes('presence.occupancy')).map((f) => /"count":(\d+)/.exec(f)?.[1]).join(', ')}`);
+        probe.close();
+      }
     }
     const nodeOf = report.nodes;
     const listenersPerNode = running.servers.map((_, n) => nodeOf.filter((x) => x === n).length);
@@ -201,7 +231,7 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     let inChannel = false;
     let allRight = rightAtFill === report.counts.length;
     for (let k = 0; k < o.clusterChanges; k += 1) {
-      const expected = filled.ready + (inChannel ? 0 : 1);
+      const expected = visible + (inChannel ? 0 : 1);
       const at = performance.timeOrigin + performance.now();
       await actor.send(inChannel ? { type: 'leave', channel } : { type: 'join', channel });
       inChannel = !inChannel;
@@ -252,6 +282,8 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     const result: ClusterRoomResult = {
       listeners,
       connected: filled.ready,
+      quiet,
+      visible,
       nodes,
       loadgens,
       sourceAddresses: addressCount > 1 ? sourceAddresses : ['127.0.0.1'],
@@ -284,5 +316,17 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     actor?.close();
     await running.stop();
     await loadgen.close();
+  }
+}
+
+/** Until the server processes are idle (below 10 % of a core each over a second), at most 10 minutes. */
+async function waitForNodes(pids: number[], ctx: Context): Promise<void> {
+  const deadline = Date.now() + (ctx.opts.quick ? 2000 : 600_000);
+  const cpu = () => pids.map((pid) => cpuOf(pid));
+  for (;;) {
+    const before = cpu();
+    await sleep(1000);
+    const after = cpu();
+    if (after.every((t, i) => t - before[i] < 0.1) || Date.now() > deadline) return;
   }
 }
