@@ -92,7 +92,7 @@ export interface FillRequest {
 
 /** What the clients made of a large room's fill (mode `count`). */
 export interface CountReport {
-  /** Each client's last count of the channel's members. */
+  /** Each client's last count of the channel's members (-1: not connected). */
   counts: number[];
   /** When each client's count last changed (ms, the shared clock); 0 if it never had one. */
   changedAt: number[];
@@ -666,7 +666,8 @@ async function fill(request: FillRequest): Promise<{ ready: number; failed: numb
 
 function countReport(): CountReport {
   return {
-    counts: clients.map((c) => c.count),
+    // A client that never got in (or fell out) has no count: -1.
+    counts: clients.map((c) => (c.state === 'ready' ? c.count : -1)),
     changedAt: clients.map((c) => c.countChangedAt),
     bytes: clients.map((c) => c.bytes),
     nodes: clients.map((c) => c.node),

@@ -86,13 +86,19 @@ export interface LargeRoomOptions {
   clusterGapMs: number;
   clusterOnly: number;
   /**
-   * 1: the listeners join invisible (members, followed by every node, never counted) and
-   * `clusterRevealed` of them turn visible after the fill, so the count stays still while the room
-   * fills; 0: every listener joins visible (each window of the fill then sends every listener a
+   * 1: `clusterRevealed` visible members join first, then the listeners join invisible (members,
+   * followed by every node, never counted), so the count stays still while the room fills; 0:
+   * every listener joins visible (each window of the fill then sends every listener a
    * new count: quadratic in the listeners, more than this machine can fill at 100,000).
    */
   clusterQuiet: number;
   clusterRevealed: number;
+  /**
+   * PRESENCE_NODE_LEASE_MS of the cluster room's nodes (0: the product's default, 3 s). Every server
+   * process shares one core here: a node's pause (a major GC of a heap holding every member) lasts
+   * as many times longer as processes share the core, and a node that misses its lease is reaped.
+   */
+  clusterLeaseMs: number;
 }
 
 /** Presence on 1…N nodes through Redis (bench/scenarios/scaleout.ts). */
@@ -137,8 +143,8 @@ export interface Context {
 }
 
 /** The cluster room: small in a quick run; off in a full run (it needs minutes: --largeroom.cluster-listeners=100000). */
-const quickCluster = { clusterListeners: 120, clusterNodes: 2, clusterLoadgens: 2, clusterSourceAddresses: 2, clusterFillRate: 400, clusterChanges: 2, clusterGapMs: 1000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 40 };
-const fullCluster = { clusterListeners: 0, clusterNodes: 6, clusterLoadgens: 6, clusterSourceAddresses: 0, clusterFillRate: 500, clusterChanges: 10, clusterGapMs: 3000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 100 };
+const quickCluster = { clusterListeners: 120, clusterNodes: 2, clusterLoadgens: 2, clusterSourceAddresses: 2, clusterFillRate: 400, clusterChanges: 2, clusterGapMs: 1000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 40, clusterLeaseMs: 0 };
+const fullCluster = { clusterListeners: 0, clusterNodes: 6, clusterLoadgens: 6, clusterSourceAddresses: 0, clusterFillRate: 500, clusterChanges: 10, clusterGapMs: 3000, clusterOnly: 0, clusterQuiet: 1, clusterRevealed: 100, clusterLeaseMs: 30_000 };
 
 export function defaultOptions(quick: boolean): Options {
   // What every run shares; the two modes differ only in scale.
@@ -255,8 +261,12 @@ Scenario parameters, as --<scenario>.<name>=value:
                                 single changes (an actor joins, then leaves, …) and their spacing;
                                 cluster-only=1 skips the busy and huge rooms
   largeroom.cluster-quiet=1 largeroom.cluster-revealed=100
-                                listeners join invisible and that many turn visible after the fill
-                                (the count stays still while the room fills); 0: all join visible
+                                that many visible members join first, then the listeners join
+                                invisible (the count stays still while the room fills); 0: the
+                                listeners join visible
+  largeroom.cluster-lease-ms=30000
+                                the nodes' PRESENCE_NODE_LEASE_MS (0: the default; every server
+                                shares one core here, and a paused node must not be reaped)
 `;
 
 /** Parses argv over the defaults of the chosen mode. Throws with a message naming the option. */

@@ -34,7 +34,7 @@ export interface ClusterRoomChange {
 export interface ClusterRoomResult {
   listeners: number;
   connected: number;
-  /** The listeners joined invisible; this many turned visible after the fill (the count). */
+  /** The listeners joined invisible after this many visible members (the count). */
   quiet: boolean;
   visible: number;
   nodes: number;
@@ -45,6 +45,8 @@ export interface ClusterRoomResult {
   cores: { servers: string; loadgensAndRedis: string };
   windowMs: number;
   occupancyMembers: number;
+  /** PRESENCE_NODE_LEASE_MS of the nodes (null: the default). */
+  leaseMs: number | null;
   fill: { seconds: number; countsRightAfterMs: number | null; serverCpuSeconds: number[]; redisCpuSeconds: number };
   changes: ClusterRoomChange[];
   /** Over every change: p99 and max of the listeners' change-to-count latencies (ms). */
@@ -55,6 +57,8 @@ export interface ClusterRoomResult {
   /** Median over changes and nodes of the time per 10,000 socket writes (ms), and the largest. */
   msPer10kWritesMedian: number | null;
   msPer10kWritesMax: number | null;
+  /** Each node's CPU (share of one core) over 5 s without changes before the first. */
+  idleCpu: number[];
   /** Over the change phase (CPU share of one core) and at its end (bytes). */
   serverCpu: number[];
   serverRss: number[];
@@ -131,6 +135,8 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     // The fill is not the measurement: no connection is refused for event-loop lag while it runs.
     PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
     PRESENCE_MAX_CONNECTIONS: String(perServer),
+    ...(o.clusterLeaseMs > 0 ? { PRESENCE_NODE_LEASE_MS: String(o.clusterLeaseMs) } : {}),
+    ...(process.env.BENCH_SERVER_LOG_LEVEL ? { LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL } : {}),
   };
   ctx.log(
     `  cluster room: ${listeners} occupancy listeners over ${nodes} server processes and ${loadgens} load generators, ` +
@@ -146,12 +152,23 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     throw error;
   }
   let actor: Actor | undefined;
+  const base: Actor[] = [];
   const peakRss = running.servers.map(() => 0);
   const sampler = setInterval(() => {
     running.servers.forEach((server, i) => (peakRss[i] = Math.max(peakRss[i], rssBytes(server.pid))));
   }, 500);
   try {
     const quiet = o.clusterQuiet > 0;
+    // Quiet: the visible members come first, from here (spread over the nodes), so the room is in
+    // occupancy mode from the start and each invisible listener's join is answered with the counts.
+    if (quiet) {
+      for (let i = 0; i < o.clusterRevealed; i += 1) {
+        const member = await Actor.open(running.urls[i % nodes], `bench-visible-${i}`);
+        await member.send({ type: 'join', channel });
+        base.push(member);
+      }
+      ctx.log(`    ${base.length} visible members joined first`);
+    }
     await loadgen.init({ system: 'presence', urls: running.urls, layout: { kind: 'single', channel, quiet }, total: listeners, sourceAddresses: addressCount > 1 ? sourceAddresses : [], client: ctx.opts.client, features: 'occupancy' });
     await loadgen.mode('count');
     const cpu0 = running.servers.map((s) => s.cpuSeconds());
@@ -171,27 +188,23 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       clearInterval(progress);
     }
     if (filled.failed > 0) ctx.log(`    ${filled.failed} listeners did not connect: ${JSON.stringify(filled.errors)}`);
-    // Quiet: some listeners turn visible (the first of each load generator's share): the count.
-    let visible = filled.ready;
-    if (quiet) {
-      // Every node has followed every listener before the count moves.
-      await waitForNodes(running.servers.map((s) => s.pid), ctx);
-      const perWorker = Math.max(1, Math.ceil(o.clusterRevealed / loadgens));
-      visible = await loadgen.reveal(perWorker, 0);
-      ctx.log(`    ${visible} listeners turned visible`);
-    }
+    // Quiet: the count is the visible members'; the listeners joined invisible.
+    const visible = quiet ? base.length : filled.ready;
+    // Every node has followed every listener before the first change.
+    await waitForNodes(running.servers.map((s) => s.pid), ctx);
     // Every count right (every node follows every listener), within the settle time.
     let report: CountReport = await loadgen.counts();
     const settleDeadline = Date.now() + o.settleMs + listeners; // a millisecond per listener more
-    while (report.counts.some((c) => c !== visible) && Date.now() < settleDeadline) {
+    while (report.counts.some((c) => c !== visible && c !== -1) && Date.now() < settleDeadline) {
       await sleep(ctx.opts.quick ? 100 : 1000);
       report = await loadgen.counts();
     }
     const settledAt = performance.timeOrigin + performance.now();
     const rightAtFill = report.counts.filter((c) => c === visible).length;
+    const present = () => report.counts.filter((c) => c !== -1).length;
     const fillResult = {
       seconds: round((report.lastJoinAt - startAt) / 1000, 1),
-      countsRightAfterMs: rightAtFill === report.counts.length ? round(Math.max(...report.changedAt) - report.lastJoinAt) : null,
+      countsRightAfterMs: rightAtFill === present() ? round(Math.max(...report.changedAt) - report.lastJoinAt) : null,
       serverCpuSeconds: running.servers.map((s, i) => round(s.cpuSeconds() - cpu0[i], 1)),
       redisCpuSeconds: round(running.redisCpuSeconds() - redis0, 1),
     };
@@ -199,7 +212,7 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       `    filled${quiet ? ' (invisible)' : ''}: ${filled.ready}/${listeners} connected in ${fillResult.seconds}s, ${rightAtFill} counts right ` +
         `(${Math.round(settledAt - report.lastJoinAt)} ms after the last join); fill CPU s per node ${fillResult.serverCpuSeconds.join(', ')}, Redis ${fillResult.redisCpuSeconds}`,
     );
-    if (rightAtFill < report.counts.length) {
+    if (rightAtFill < present()) {
       const seen = new Map<number, number>();
       for (const c of report.counts) seen.set(c, (seen.get(c) ?? 0) + 1);
       ctx.log(`    counts held (count: listeners): ${[...seen].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([c, k]) => `${c}: ${k}`).join(', ')}`);
@@ -223,13 +236,19 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     // The changes: the actor joins and leaves in turn on the first node.
     actor = await Actor.open(running.urls[0]);
     await sleep(ctx.opts.quick ? 200 : 2000);
+    // What the nodes spend holding the room while nothing changes (leases, interest rounds, anti-entropy).
+    const idle0 = running.servers.map((s) => s.cpuSeconds());
+    const idleMs = ctx.opts.quick ? 500 : 5000;
+    await sleep(idleMs);
+    const idleCpu = running.servers.map((s, i) => round((s.cpuSeconds() - idle0[i]) / (idleMs / 1000), 3));
+    ctx.log(`    nodes at rest: CPU ${idleCpu.map((c) => `${Math.round(c * 100)}%`).join(' / ')}`);
     const cpu1 = running.servers.map((s) => s.cpuSeconds());
     const redis1 = running.redisCpuSeconds();
     const phaseStart = performance.now();
     const changes: ClusterRoomChange[] = [];
     const all: number[] = [];
     let inChannel = false;
-    let allRight = rightAtFill === report.counts.length;
+    let allRight = rightAtFill === present();
     for (let k = 0; k < o.clusterChanges; k += 1) {
       const expected = visible + (inChannel ? 0 : 1);
       const at = performance.timeOrigin + performance.now();
@@ -240,14 +259,15 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       for (;;) {
         await sleep(ctx.opts.quick ? 50 : 250);
         report = await loadgen.counts();
-        if (report.counts.every((c) => c === expected) || performance.timeOrigin + performance.now() >= due - 300) break;
+        if (report.counts.every((c) => c === expected || c === -1) || performance.timeOrigin + performance.now() >= due - 300) break;
       }
       const latencies: number[] = [];
       const first = running.servers.map(() => Infinity);
       const last = running.servers.map(() => -Infinity);
       let right = 0;
       report.counts.forEach((c, i) => {
-        if (c !== expected) return;
+        // Right, and changed by this change (a listener that missed the last one may show this count from before).
+        if (c !== expected || report.changedAt[i] < at) return;
         right += 1;
         const ms = report.changedAt[i] - at;
         latencies.push(ms);
@@ -267,10 +287,10 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
         spreadMs,
         msPer10kWrites: spreadMs.map((s, n) => (listenersPerNode[n] > 0 ? round((s * 10_000) / listenersPerNode[n], 1) : 0)),
       };
-      if (right !== report.counts.length) allRight = false;
+      if (right !== present()) allRight = false;
       changes.push(change);
       ctx.log(
-        `    change ${k + 1} (count ${expected}): ${right}/${report.counts.length} right, p50 ${change.p50Ms} ms, p99 ${change.p99Ms} ms, max ${change.maxMs} ms; ` +
+        `    change ${k + 1} (count ${expected}): ${right}/${present()} right, p50 ${change.p50Ms} ms, p99 ${change.p99Ms} ms, max ${change.maxMs} ms; ` +
           `per 10,000 writes ${change.msPer10kWrites.join(' / ')} ms`,
       );
       const wait = due - (performance.timeOrigin + performance.now());
@@ -291,6 +311,7 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       cores: ctx.pinning.server ? { servers: `core ${ctx.pinning.server}`, loadgensAndRedis: `core ${ctx.pinning.loadgen}` } : { servers: 'unpinned', loadgensAndRedis: 'unpinned' },
       windowMs: 250,
       occupancyMembers: o.occupancyMembers,
+      leaseMs: o.clusterLeaseMs > 0 ? o.clusterLeaseMs : null,
       fill: fillResult,
       changes,
       p99Ms: quantileSorted(all, 0.99) === null ? null : round(quantileSorted(all, 0.99)!),
@@ -298,6 +319,7 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       allRight,
       msPer10kWritesMedian: quantileSorted(per10k, 0.5),
       msPer10kWritesMax: per10k.length === 0 ? null : per10k[per10k.length - 1],
+      idleCpu,
       serverCpu: running.servers.map((s, i) => round((s.cpuSeconds() - cpu1[i]) / phaseSeconds, 3)),
       serverRss: running.servers.map((s) => rssBytes(s.pid)),
       serverPeakRss: peakRss,
@@ -312,6 +334,8 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     );
     return result;
   } finally {
+    for (const member of base) member.close();
+    if (process.env.BENCH_SERVER_LOG_LEVEL) for (const server of running.servers) ctx.log(`    ${server.name} said: ${server.recentOutput.slice(-4000)}`);
     clearInterval(sampler);
     actor?.close();
     await running.stop();
