@@ -61,7 +61,7 @@ export async function startSystem(name: SystemName, options: StartOptions): Prom
   const urls: string[] = [];
   const stopAll = async () => {
     // Servers first: they close the sockets, so the load generator's ports do not linger.
-    await Promise.all(servers.map((s) => s.stop(Number(process.env.BENCH_STOP_GRACE_MS ?? 5000))));
+    await Promise.all(servers.map((s) => s.stop()));
     await redis?.child.stop();
     await cluster?.stop();
   };
