@@ -98,6 +98,12 @@ export class LoadGen {
     };
   }
 
+  /** How many connected clients show `count`, changed at or after `since` (cheap to poll). */
+  async countsRight(count: number, since: number): Promise<{ right: number; present: number }> {
+    const results = (await Promise.all(this.workers.map((w) => w.call('countsRight', { count, since })))) as Array<{ right: number; present: number }>;
+    return { right: sum(results, (r) => r.right), present: sum(results, (r) => r.present) };
+  }
+
   /** Makes the first and last clients of each shard visible (the actors); resolves once sent. */
   async reveal(first: number, last: number): Promise<number> {
     const results = (await Promise.all(this.workers.map((w) => w.call('reveal', { first, last })))) as Array<{ sent: number }>;

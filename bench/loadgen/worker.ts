@@ -151,6 +151,7 @@ type Request =
   | { op: 'churn'; args: ScheduleRequest }
   | { op: 'fill'; args: FillRequest }
   | { op: 'counts'; args: Record<string, never> }
+  | { op: 'countsRight'; args: { count: number; since: number } }
   | { op: 'storm'; args: { observerEvery: number; concurrency: number; settleMs: number } }
   | { op: 'reveal'; args: { first: number; last: number } }
   | { op: 'poll'; args: Record<string, never> }
@@ -768,6 +769,17 @@ async function handle(request: Request): Promise<unknown> {
       return fill(request.args);
     case 'counts':
       return countReport();
+    case 'countsRight': {
+      // Cheap to poll: how many connected clients show `count`, changed at or after `since`.
+      let right = 0;
+      let present = 0;
+      for (const c of clients) {
+        if (c.state !== 'ready') continue;
+        present += 1;
+        if (c.count === request.args.count && c.countChangedAt >= request.args.since) right += 1;
+      }
+      return { right, present };
+    }
     case 'reveal': {
       // The first `first` and the last `last` clients of this shard become visible (actors).
       let sent = 0;

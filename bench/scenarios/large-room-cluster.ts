@@ -195,10 +195,12 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     // Every count right (every node follows every listener), within the settle time.
     let report: CountReport = await loadgen.counts();
     const settleDeadline = Date.now() + o.settleMs + listeners; // a millisecond per listener more
-    while (report.counts.some((c) => c !== visible && c !== -1) && Date.now() < settleDeadline) {
+    for (;;) {
+      const { right, present } = await loadgen.countsRight(visible, 0);
+      if (right === present || Date.now() > settleDeadline) break;
       await sleep(ctx.opts.quick ? 100 : 1000);
-      report = await loadgen.counts();
     }
+    report = await loadgen.counts();
     const settledAt = performance.timeOrigin + performance.now();
     const rightAtFill = report.counts.filter((c) => c === visible).length;
     const present = () => report.counts.filter((c) => c !== -1).length;
@@ -258,9 +260,10 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       // Poll until every count is right or the next change is due.
       for (;;) {
         await sleep(ctx.opts.quick ? 50 : 250);
-        report = await loadgen.counts();
-        if (report.counts.every((c) => c === expected || c === -1) || performance.timeOrigin + performance.now() >= due - 300) break;
+        const { right, present } = await loadgen.countsRight(expected, at);
+        if (right === present || performance.timeOrigin + performance.now() >= due - 300) break;
       }
+      report = await loadgen.counts();
       const latencies: number[] = [];
       const first = running.servers.map(() => Infinity);
       const last = running.servers.map(() => -Infinity);
