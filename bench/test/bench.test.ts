@@ -246,7 +246,17 @@ describe('npm run bench -- --quick', { timeout: 240_000 }, () => {
     assert.equal(occupancy.countsRight, occupancy.members, 'every member ends with the right count');
     assert.ok(occupancy.finished && occupancy.lastRightMs !== null && occupancy.bytesPerMemberMax > 0 && occupancy.peakRss > 0);
     assert.ok(r.huge.perEvent.length >= 1);
-    assert.ok(r.goals.length >= 4 && r.goals.every((g) => g.name && g.goal && g.value));
+    // The cluster room, small: listeners over two server processes through one redis-server.
+    const cluster = r.cluster;
+    assert.ok(cluster && !isOutcome(cluster), `cluster room: ${JSON.stringify(cluster)?.slice(0, 500)}`);
+    assert.equal(cluster.connected, cluster.listeners, 'cluster room: every listener connected');
+    assert.equal(cluster.nodes, 2);
+    assert.deepEqual(cluster.listenersPerNode, [cluster.listeners / 2, cluster.listeners / 2]);
+    assert.ok(cluster.fill.countsRightAfterMs !== null, 'cluster room: every count right after the fill');
+    assert.equal(cluster.changes.length, results.options.largeroom.clusterChanges);
+    assert.ok(cluster.changes.every((c) => c.right > 0) && cluster.p99Ms !== null, 'cluster room: changes reached listeners');
+    assert.ok(cluster.serverRss.every((rss) => rss > 0) && cluster.idleCpu.length === 2);
+    assert.ok(r.goals.length >= 7 && r.goals.every((g) => g.name && g.goal && g.value));
   });
 
   it('judges the targets and draws a chart with one line per system', () => {
