@@ -233,7 +233,8 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
       }
     }
     const nodeOf = report.nodes;
-    const listenersPerNode = running.servers.map((_, n) => nodeOf.filter((x) => x === n).length);
+    // Connected listeners per node (a client that never got in writes nothing there).
+    const listenersPerNode = running.servers.map((_, n) => nodeOf.filter((x, i) => x === n && report.counts[i] !== -1).length);
 
     // The changes: the actor joins and leaves in turn on the first node.
     actor = await Actor.open(running.urls[0]);
