@@ -136,7 +136,6 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     PRESENCE_MAX_EVENT_LOOP_LAG_MS: '0',
     PRESENCE_MAX_CONNECTIONS: String(perServer),
     ...(o.clusterLeaseMs > 0 ? { PRESENCE_NODE_LEASE_MS: String(o.clusterLeaseMs) } : {}),
-    ...(process.env.BENCH_SERVER_LOG_LEVEL ? { LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL } : {}),
   };
   ctx.log(
     `  cluster room: ${listeners} occupancy listeners over ${nodes} server processes and ${loadgens} load generators, ` +
@@ -339,7 +338,6 @@ export async function clusterRoom(ctx: Context): Promise<ClusterRoomResult> {
     return result;
   } finally {
     for (const member of base) member.close();
-    if (process.env.BENCH_SERVER_LOG_LEVEL) for (const server of running.servers) ctx.log(`    ${server.name} said: ${server.recentOutput.slice(-4000)}`);
     clearInterval(sampler);
     actor?.close();
     await running.stop();
