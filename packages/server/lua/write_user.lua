@@ -5,10 +5,17 @@
 -- KEYS[1]  the user's record hash: field -> value, '~v' -> the shard's sequence
 -- ARGV[1]  publish command;  ARGV[2]  the user's topic;  ARGV[3]  writing node id;  ARGV[4]  user id
 -- ARGV[5]  '1': announce (activity timestamps are written quietly with '0')
--- ARGV[6..] field, value, ...
+-- ARGV[6..] field, value, ...; and last, optionally, 'w' and the webhook events of this write (see
+--          lib_webhooks.lua, prepended; every guard is 'a'). Returns { seq, dropped } then.
 -- The activity timestamps only move forward: a node that comes back from an outage with an older
 -- one (or a late batch of activity) does not undo a newer one another node wrote.
-for i = 6, #ARGV, 2 do
+local webhooks = nil
+local last = #ARGV
+if last >= 7 and ARGV[last - 1] == 'w' and (last - 6) % 2 == 0 then
+  webhooks = cjson.decode(ARGV[last])
+  last = last - 2
+end
+for i = 6, last, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   local stored = nil
   if field == 'lastSeenAt' or field == 'lastActiveAt' then
@@ -18,7 +25,12 @@ for i = 6, #ARGV, 2 do
     redis.call('HSET', KEYS[1], field, value)
   end
 end
-if ARGV[5] ~= '1' then return 0 end
+local dropped = 0
+if webhooks then dropped = queue_webhooks(webhooks, function() return true end) end
+if ARGV[5] ~= '1' then
+  if webhooks then return { 0, dropped } end
+  return 0
+end
 local seq = redis.call('HINCRBY', KEYS[1], '~v', 1)
 local flat = redis.call('HGETALL', KEYS[1])
 local fields = {}
@@ -26,4 +38,5 @@ for i = 1, #flat, 2 do
   if flat[i] ~= '~v' then fields[flat[i]] = flat[i + 1] end
 end
 redis.call(ARGV[1], ARGV[2], cjson.encode({ kind = 'record', user = ARGV[4], node = ARGV[3], seq = seq, fields = fields }))
+if webhooks then return { seq, dropped } end
 return seq

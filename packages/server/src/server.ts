@@ -15,6 +15,8 @@ import type { Logger } from './log.js';
 import { EventLoopWindow, createPresenceMetrics, createWebhookMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
+import { decodeRecord } from './cluster/user-records.js';
+import { publicView } from './presence/user-presence.js';
 import { RedisService } from './cluster/redis-service.js';
 import { hasPusherChannels, type SharedService } from './cluster/shared-service.js';
 import { PusherRelay } from './cluster/pusher-relay.js';
@@ -101,9 +103,6 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     // loadConfig says the same, naming the variable; this guards programmatic configurations.
     throw new Error('auth.dashboardKey must differ from auth.apiKey and needs another credential configured (without one, everything is open)');
   }
-  if (config.webhooks && (redisConfigured || options.sharedService)) {
-    throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
-  }
   if (config.pusher && config.pusher.webhookUrls.length > 0 && (redisConfigured || options.sharedService)) {
     throw new Error('Pusher webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/pusher.md)');
   }
@@ -164,11 +163,27 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       userView: (userId: string) => node.engine.reader.viewOf(userId, undefined),
       dataDir: config.dataDir,
       observer: (url: string) => webhookMetrics.observerFor(url),
+      // In a cluster the queues are in the shared store (docs/webhooks.md#clusters).
+      cluster: cluster
+        ? {
+            sink: cluster.webhooks,
+            store: cluster.webhooks,
+            leaseTtlMs: config.nodeLeaseMs,
+            offlineView: (userId: string, fields: Record<string, string> | null) => {
+              const record = decodeRecord(userId, fields ?? {});
+              if (record.manual.status === 'invisible') return undefined;
+              return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, config.states);
+            },
+          }
+        : undefined,
       ...options.webhooks,
     };
     try {
       // Before anyone connects: what the previous run still owed is queued ahead of any new event.
-      if (config.webhooks) webhooks = new Webhooks({ config: config.webhooks, ...common });
+      if (config.webhooks) {
+        const presenceWebhooks = (webhooks = new Webhooks({ config: config.webhooks, ...common }));
+        cluster?.webhooks.attach({ reap: presenceWebhooks, maxBacklog: config.webhooks.maxBacklog, dropped: (count) => presenceWebhooks.droppedAtWrite(count) });
+      }
       if (config.pusher && pusherWebhookUrls.length > 0) {
         const { key, secret } = config.pusher;
         pusherWebhooks = new Webhooks({

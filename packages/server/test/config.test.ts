@@ -456,8 +456,9 @@ describe('webhook configuration', () => {
     }
   });
 
-  it('refuses webhooks with REDIS_URL for now: delivery is single-node', () => {
-    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }, 'PRESENCE_WEBHOOK_URLS', [], /PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now/);
+  it('takes webhooks with REDIS_URL or REDIS_CLUSTER_NODES: delivered cluster-wide (docs/webhooks.md#clusters)', () => {
+    assert.deepEqual(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }).webhooks, loadConfig(base).webhooks);
+    assert.deepEqual(loadConfig({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).webhooks, loadConfig(base).webhooks);
   });
 
   it('warns in production about plain http:// to another host and a give-up age under an hour', () => {

@@ -4,6 +4,7 @@ import type { Clock } from '../presence/clock.js';
 import type { SaveKind, UserRecord, UserStore } from '../store/user-store.js';
 import { userOfOp, type Cluster, type ClusterListener, type NodeCounts, type NodeOp, type OwnedSession } from '../presence/replication.js';
 import type { ChannelEntry, LeaseState, ShardMessage, SharedService, UserShard } from './shared-service.js';
+import { ClusterWebhooks, type WebhookBatch } from './cluster-webhooks.js';
 import { UserRecords } from './user-records.js';
 
 export interface ClusterLinkOptions {
@@ -103,6 +104,8 @@ export class ClusterLink implements Cluster, UserStore {
   private readonly timers: NodeJS.Timeout[] = [];
   /** User records: the followed users', written field by field, applied in their shard's order. */
   readonly records: UserRecords;
+  /** Webhook queues in the shared store: the events of this node's changes go with its writes. */
+  readonly webhooks: ClusterWebhooks;
 
   constructor(options: ClusterLinkOptions) {
     this.options = options;
@@ -113,6 +116,17 @@ export class ClusterLink implements Cluster, UserStore {
       nodeId: this.nodeId,
       log: options.log,
       apply: (record, cause) => this.listener!.applyRecord(record, cause),
+    });
+    this.webhooks = new ClusterWebhooks({
+      service: this.service,
+      nodeId: this.nodeId,
+      log: options.log,
+      now: () => options.clock.now() + this.clockOffsetMs,
+      scheduleFlush: () => {
+        if (this.flushScheduled || this.closed) return;
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      },
     });
   }
 
@@ -191,14 +205,17 @@ export class ClusterLink implements Cluster, UserStore {
       if (this.outbox.length > 0 || this.onlineChanges.size > 0) this.needsRegistration = true;
       this.outbox = [];
       this.onlineChanges = new Map();
+      // Webhook events are not: they wait (in memory) for the store to come back.
+      if (this.webhooks.waiting) setTimeout(() => this.webhooks.scheduleFlushLater(), 500).unref();
       return;
     }
+    const hooks = this.webhooks.take();
     if (this.outbox.length > 0) {
       const ops = this.outbox;
       this.outbox = [];
       this.opsInFlight += ops.length;
       // One flush after the other: a user's ops reach the shard in the order they were made.
-      this.writing = this.writing.then(() => this.write(ops)).then(
+      this.writing = this.writing.then(() => this.write(ops, hooks)).then(
         () => {
           this.opsInFlight -= ops.length;
         },
@@ -208,6 +225,8 @@ export class ClusterLink implements Cluster, UserStore {
           this.options.log.debug('session ops not written; will re-register', { error });
         },
       );
+    } else if (hooks) {
+      this.writing = this.writing.then(() => this.writeWebhooks(hooks));
     }
     if (this.onlineChanges.size > 0) {
       const changes = this.onlineChanges;
@@ -223,7 +242,18 @@ export class ClusterLink implements Cluster, UserStore {
     }
   }
 
-  private async write(ops: NodeOp[]): Promise<void> {
+  /** Webhook events with no ops of their user in this flush. Put back if the store failed (sent again, same ids). */
+  private async writeWebhooks(hooks: WebhookBatch | undefined, all = hooks && new Map(hooks)): Promise<void> {
+    try {
+      await this.webhooks.writeRest(hooks);
+    } catch (error) {
+      if (all) this.webhooks.restore(all);
+      this.options.log.debug('webhook events not queued yet; trying again', { error });
+    }
+  }
+
+  private async write(ops: NodeOp[], hooks?: WebhookBatch): Promise<void> {
+    const all = hooks && new Map(hooks);
     const byUser = new Map<string, NodeOp[]>();
     for (const op of ops) {
       const userId = userOfOp(op);
@@ -239,10 +269,25 @@ export class ClusterLink implements Cluster, UserStore {
     const { added, removed } = this.channelChanges(ops);
     const writes: Promise<unknown>[] = [];
     for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries));
-    for (const [userId, userOps] of byUser) writes.push(this.service.writeOps(this.nodeId, userId, userOps));
-    await Promise.all(writes);
+    for (const [userId, userOps] of byUser) {
+      // The events of these ops go in the same script (docs/webhooks.md#clusters).
+      const webhooks = this.webhooks.writeFor(hooks, userId, userOps);
+      writes.push(
+        this.service.writeOps(this.nodeId, userId, userOps, webhooks).then(() =>
+          this.webhooks.settle(userId, webhooks).catch((error: unknown) => this.options.log.debug('webhook events left for the sweep', { error })),
+        ),
+      );
+    }
+    try {
+      await Promise.all(writes);
+    } catch (error) {
+      // Some scripts may have run: their events are queued again with the rest (same ids).
+      if (all) this.webhooks.restore(all);
+      throw error;
+    }
     // Taken out of a channel's index only after the shard says so: a reader never misses a member.
     await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
+    await this.writeWebhooks(hooks);
   }
 
   /** What the channels' indexes must learn from these ops: sessions that entered and left channels. */
@@ -509,8 +554,15 @@ export class ClusterLink implements Cluster, UserStore {
     await this.eachInBatches(users, (userId) => this.service.reapUser(node, userId, lastSeenAt));
     await new Promise((resolve) => setTimeout(resolve, this.options.offlineDelayMs + 50).unref());
     if (this.closed) return;
+    // The webhook events the reap causes are queued by this node, in each user's reap step.
+    const hooks = await this.webhooks.prepareReap(node, users, this.options.clock.now() + this.clockOffsetMs).catch((error: unknown) => {
+      this.options.log.warn('webhook events of a reap could not be prepared; they are not sent', { node, err: error });
+      return new Map<string, never>();
+    });
     await this.eachInBatches(users, async (userId) => {
-      const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs);
+      const webhooks = hooks.get(userId);
+      const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs, webhooks);
+      await this.webhooks.settle(userId, webhooks).catch(() => undefined);
       await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, node, [session.id]))));
     });
     await this.service.finishReap(node);

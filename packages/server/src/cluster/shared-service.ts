@@ -1,4 +1,5 @@
 import type { NodeCounts, NodeOp, SessionSnapshot } from '../presence/replication.js';
+import type { WebhookWrite } from '../webhooks/cluster-queues.js';
 
 /*
  * What a shared service (Redis, Redis Cluster, or an in-process hub for tests and single-process
@@ -75,6 +76,15 @@ export interface ChannelEntry {
   node: string;
 }
 
+/** An event of a user's change waiting in the user's forward list for another key's queue. */
+export interface ForwardedWebhook {
+  /** As stored: what `dropForwarded` takes. */
+  raw: string;
+  key: string;
+  targets: string[];
+  entry: string;
+}
+
 export interface Interest {
   users?: string[];
   channels?: string[];
@@ -123,8 +133,12 @@ export interface SharedService {
   finishReap(nodeId: string): Promise<void>;
 
   // User shards.
-  /** Applies one node's ops to a user's stored sessions and publishes them, in one step. */
-  writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void>;
+  /**
+   * Applies one node's ops to a user's stored sessions and publishes them, in one step; with
+   * `webhooks`, queues their webhook events in the same step (the user's in the user's queues,
+   * the others in the user's forward list; see `forwardedWebhooks`).
+   */
+  writeOps(nodeId: string, userId: string, ops: NodeOp[], webhooks?: WebhookWrite): Promise<void>;
   /**
    * Marks a dead node's sessions in one user's shard as orphaned: they stay for the offline delay,
    * so a client can still resume its session on any node. When any was newly marked, the user's
@@ -132,8 +146,12 @@ export interface SharedService {
    * attached, and `reaped` is published. Returns how many were newly marked. Safe to repeat.
    */
   reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number>;
-  /** Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard; returns them. */
-  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]>;
+  /**
+   * Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard;
+   * returns them. With `webhooks`, queues the events this causes in the same step (guards
+   * `removed` and `empty`).
+   */
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number, webhooks?: WebhookWrite): Promise<SessionSnapshot[]>;
   readUsers(userIds: string[]): Promise<Map<string, UserShard>>;
   /** The shard sequence of each user (0 for a shard with nothing in it). */
   readSeqs(userIds: string[]): Promise<Map<string, number>>;
@@ -142,7 +160,7 @@ export interface SharedService {
    * timestamps) write quietly. The activity timestamps `lastSeenAt` and `lastActiveAt` only move
    * forward: a value older than the stored one is not written.
    */
-  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
+  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): Promise<void>;
   /** Writes every field the stored record lacks (after the service lost its data); never overwrites one. */
   restoreUser(userId: string, fields: StoredUserFields): Promise<void>;
 
@@ -152,6 +170,27 @@ export interface SharedService {
   /** Takes sessions out of a channel's index, each only where `node` still owns it (a moved session stays listed). */
   removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
   readChannel(channel: string): Promise<ChannelEntry[]>;
+
+  // Webhook queues (docs/webhooks.md#clusters): one list per URL (`target`) and ordering key, in
+  // the key's slot (`user:<id>` in the user's, `channel:<name>` in the channel's).
+  /** Queues events in one key's queues for these targets (guards are `always`); returns how many the bound dropped. */
+  enqueueWebhooks(key: string, targets: readonly string[], entries: string[], maxBacklog: number): Promise<number>;
+  /** The events of a user's changes waiting in the user's forward list for their channel's queue, oldest first. */
+  forwardedWebhooks(userId: string): Promise<ForwardedWebhook[]>;
+  /** Takes forwarded events off a user's forward list (after they reached their queues). */
+  dropForwarded(userId: string, raws: string[]): Promise<void>;
+  /** Adds keys to a target's pending index (bucketed; several slots). */
+  markWebhooksPending(target: string, keys: string[]): Promise<void>;
+  pendingWebhookKeys(target: string): Promise<string[]>;
+  /** A key's queue looked empty: off the index, then back on if it holds events; returns whether it does. */
+  settleWebhookKey(target: string, key: string): Promise<boolean>;
+  webhookHeads(target: string, keys: string[]): Promise<{ head: string | undefined; length: number }[]>;
+  /** Pops `entry` if it is still the head of the queue. */
+  popWebhook(target: string, key: string, entry: string): Promise<boolean>;
+  /** Takes or renews (`hold`) or lets go of a target's delivery lease; true while `nodeId` holds it. */
+  webhookLease(target: string, nodeId: string, ttlMs: number, hold: boolean): Promise<boolean>;
+  /** The repair sweep: every key with a queue of `target`, and every user with a forward list (a full scan). */
+  scanWebhooks(target: string): Promise<{ keys: string[]; forwarding: string[] }>;
 
   /**
    * Live nodes of the layout before sharding (one registry and one pub/sub channel for everything)

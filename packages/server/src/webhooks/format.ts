@@ -28,6 +28,10 @@ export interface WebhookFormat<E extends OutgoingEvent = OutgoingEvent> {
   sender(url: string): WebhookSender;
   /** Records what `event` tells receivers. */
   track(event: E, shown: ShownState): void;
-  /** At start: the events that tell receivers that what the previous run showed is gone. */
-  reap(shown: ShownState, cause: string, now: number): E[];
+  /**
+   * At start: the events that tell receivers that what the previous run showed is gone. In a
+   * cluster, a reaping node's: `vacated` then names the channels that lost their last member
+   * (default: every channel of `shown`).
+   */
+  reap(shown: ShownState, cause: string, now: number, vacated?: ReadonlySet<string>): E[];
 }

@@ -90,11 +90,11 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
       else if (name === 'member_removed' && userId !== undefined) shown.memberGone(channel, userId);
       else if (name === 'channel_vacated') shown.channels.delete(channel);
     },
-    reap(shown: ShownState, cause: string): PusherWebhookEvent[] {
+    reap(shown: ShownState, cause: string, _at: number, vacated?: ReadonlySet<string>): PusherWebhookEvent[] {
       const out: PusherWebhookEvent[] = [];
       for (const [channel, members] of shown.channels) {
         for (const userId of members) out.push(make(`${cause}/member_removed/${channel}/${userId}`, { name: 'member_removed', channel, user_id: userId }));
-        out.push(make(`${cause}/channel_vacated/${channel}/`, { name: 'channel_vacated', channel }));
+        if (vacated === undefined || vacated.has(channel)) out.push(make(`${cause}/channel_vacated/${channel}/`, { name: 'channel_vacated', channel }));
       }
       return out;
     },

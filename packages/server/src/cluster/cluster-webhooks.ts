@@ -1,0 +1,241 @@
+import type { Logger } from '../log.js';
+import type { NodeOp } from '../presence/replication.js';
+import type { WebhookItem, WebhookQueueStore, WebhookReapSource, WebhookSink, WebhookWrite } from '../webhooks/cluster-queues.js';
+import type { SharedService, StoredSession } from './shared-service.js';
+
+/*
+ * Webhook queues in the shared store, on the cluster link's side (docs/webhooks.md#clusters). The
+ * node's webhooks hand over the events of the changes made here (`queue`); they leave with the
+ * same user's next write, in its script. The link calls `take` when it flushes, `writeFor` per
+ * user it writes, and `settle` after the scripts ran: channel events are moved from the user's
+ * forward list to their channel's queue, and every queue written goes into its URL's pending index.
+ * As a `WebhookQueueStore` it serves the delivering node of each URL, and its sweep repairs what a
+ * crash between a script and the steps after it left: queues missing from the index, forwarded
+ * events not moved.
+ */
+
+/** Forwarded events older than this are moved by the sweep (younger ones are the writer's to move). */
+const FORWARD_REPAIR_AGE_MS = 10_000;
+
+export interface ClusterWebhooksOptions {
+  service: SharedService;
+  nodeId: string;
+  log: Logger;
+  /** A flush of the link is due (events wait for the end of the event-loop turn, as ops do). */
+  scheduleFlush: () => void;
+  /** The shared clock (ms). */
+  now: () => number;
+}
+
+/** Events taken at a flush, by user ('' for events of no user). */
+export type WebhookBatch = Map<string, WebhookItem[]>;
+
+export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
+  private outbox: WebhookBatch = new Map();
+  private sources: { reap: WebhookReapSource; maxBacklog: number; dropped: (count: number) => void }[] = [];
+
+  constructor(private readonly options: ClusterWebhooksOptions) {}
+
+  /** A node's webhooks (one per format) join: their reap events and their bound. */
+  attach(source: { reap: WebhookReapSource; maxBacklog: number; dropped: (count: number) => void }): void {
+    this.sources.push(source);
+  }
+
+  get active(): boolean {
+    return this.sources.length > 0;
+  }
+
+  private get maxBacklog(): number {
+    return Math.max(0, ...this.sources.map((s) => s.maxBacklog));
+  }
+
+  private readonly dropped = (count: number) => {
+    for (const source of this.sources.slice(0, 1)) source.dropped(count);
+  };
+
+  // Sink --------------------------------------------------------------------------------------
+
+  queue(userId: string | undefined, items: WebhookItem[]): void {
+    if (items.length === 0) return;
+    const id = userId ?? '';
+    const list = this.outbox.get(id);
+    if (list) list.push(...items);
+    else this.outbox.set(id, [...items]);
+    this.options.scheduleFlush();
+  }
+
+  /** Everything queued since the last flush. */
+  take(): WebhookBatch | undefined {
+    if (this.outbox.size === 0) return undefined;
+    const batch = this.outbox;
+    this.outbox = new Map();
+    return batch;
+  }
+
+  /** Put back after the store was unreachable: they go with the next flush (order kept). */
+  restore(batch: WebhookBatch): void {
+    for (const [id, items] of this.outbox) {
+      const before = batch.get(id);
+      if (before) before.push(...items);
+      else batch.set(id, items);
+    }
+    this.outbox = batch;
+  }
+
+  get waiting(): boolean {
+    return this.outbox.size > 0;
+  }
+
+  /** Tries the waiting events again (after the store was unreachable). */
+  scheduleFlushLater(): void {
+    if (this.outbox.size > 0) this.options.scheduleFlush();
+  }
+
+  /**
+   * The events that go with a user's ops (taken off `batch`). `first` and `empty` stay only with
+   * ops that write or end sessions (without a logout: the other nodes end theirs after it).
+   */
+  writeFor(batch: WebhookBatch | undefined, userId: string, ops: NodeOp[]): WebhookWrite | undefined {
+    const items = batch?.get(userId);
+    if (!items) return undefined;
+    batch!.delete(userId);
+    const writes = ops.some((op) => op.op === 'session');
+    const ends = ops.some((op) => op.op === 'end') && !ops.some((op) => op.op === 'logout');
+    for (const item of items) {
+      if ((item.guard === 'first' && !writes) || (item.guard === 'empty' && !ends)) item.guard = 'always';
+    }
+    return { items, maxBacklog: this.maxBacklog, dropped: this.dropped };
+  }
+
+  /** Events with no write of their user in this flush (a record write, a format's own): straight to their queues. */
+  async writeRest(batch: WebhookBatch | undefined): Promise<void> {
+    if (!batch) return;
+    const done: WebhookItem[] = [];
+    for (const items of batch.values()) {
+      for (const item of items) {
+        const dropped = await this.options.service.enqueueWebhooks(item.key, item.targets, [item.entry], this.maxBacklog);
+        if (dropped > 0) this.dropped(dropped);
+        done.push(item);
+      }
+    }
+    await this.index(done);
+  }
+
+  /** After a user's script: their forwarded events to their channels' queues, and the pending index. */
+  async settle(userId: string, write: WebhookWrite | undefined): Promise<void> {
+    if (!write) return;
+    const own = write.items.filter((item) => item.key === `user:${userId}`);
+    await this.index(own);
+    if (own.length < write.items.length) await this.moveForwarded(userId, new Set(write.items.filter((item) => item.key !== `user:${userId}`).map((item) => item.entry)));
+  }
+
+  /**
+   * Moves a user's forwarded events to their queues, oldest first, then off the forward list (a
+   * crash in between sends them twice, same ids). `only`: the entries this node wrote; without,
+   * those older than the repair age (the sweep's).
+   */
+  async moveForwarded(userId: string, only?: ReadonlySet<string>): Promise<void> {
+    const { service } = this.options;
+    const forwarded = await service.forwardedWebhooks(userId);
+    const now = this.options.now();
+    const moving = forwarded.filter((f) => (only ? only.has(f.entry) : now - queuedAtOf(f.entry) >= FORWARD_REPAIR_AGE_MS));
+    if (moving.length === 0) return;
+    for (const f of moving) {
+      const dropped = await service.enqueueWebhooks(f.key, f.targets, [f.entry], this.maxBacklog);
+      if (dropped > 0) this.dropped(dropped);
+    }
+    await this.index(moving);
+    await service.dropForwarded(userId, moving.map((f) => f.raw));
+  }
+
+  private async index(items: readonly { key: string; targets: readonly string[] }[]): Promise<void> {
+    const byTarget = new Map<string, Set<string>>();
+    for (const item of items) {
+      for (const target of item.targets) {
+        let keys = byTarget.get(target);
+        if (!keys) byTarget.set(target, (keys = new Set()));
+        keys.add(item.key);
+      }
+    }
+    await Promise.all([...byTarget].map(([target, keys]) => this.options.service.markWebhooksPending(target, [...keys])));
+  }
+
+  // Reaping -----------------------------------------------------------------------------------
+
+  /**
+   * Before a dead node's orphans leave the shards: for each of its users, the events their reap
+   * causes. A channel is vacated by the reap when no session of another node is listed in it and
+   * the user is the last (by id) of the dead node's users listed there, so one reap step says it.
+   */
+  async prepareReap(node: string, users: string[], at: number): Promise<Map<string, WebhookWrite>> {
+    const out = new Map<string, WebhookWrite>();
+    if (!this.active || users.length === 0) return out;
+    const { service } = this.options;
+    const shards = await service.readUsers(users);
+    const leaving = new Map<string, string[]>();
+    const channels = new Set<string>();
+    for (const [userId, shard] of shards) {
+      const dead = shard.sessions.filter((s) => s.node === node && s.orphanedAt !== undefined);
+      if (dead.length === 0) continue;
+      const staying = new Set(shard.sessions.filter((s) => !dead.includes(s)).flatMap((s: StoredSession) => Object.keys(s.session.channels)));
+      const left = [...new Set(dead.flatMap((s) => Object.keys(s.session.channels)))].filter((c) => !staying.has(c));
+      leaving.set(userId, left);
+      for (const channel of left) channels.add(channel);
+    }
+    const lastOfNode = new Map<string, string | undefined>();
+    await Promise.all(
+      [...channels].map(async (channel) => {
+        const entries = await service.readChannel(channel);
+        if (entries.some((entry) => entry.node !== node)) return lastOfNode.set(channel, undefined);
+        lastOfNode.set(channel, entries.map((entry) => entry.userId).sort().at(-1));
+      }),
+    );
+    const cause = `${node}.reap`;
+    for (const [userId, left] of leaving) {
+      const vacated = left.filter((channel) => lastOfNode.get(channel) === userId);
+      const items = this.sources.flatMap((source) => source.reap.reapItems({ userId, fields: shards.get(userId)!.fields, channels: left, vacated, cause, at }));
+      if (items.length > 0) out.set(userId, { items, maxBacklog: this.maxBacklog, dropped: this.dropped });
+    }
+    return out;
+  }
+
+  // WebhookQueueStore (the delivering node's) ------------------------------------------------
+
+  holdLease(target: string, ttlMs: number): Promise<boolean> {
+    return this.options.service.webhookLease(target, this.options.nodeId, ttlMs, true);
+  }
+
+  async releaseLease(target: string): Promise<void> {
+    await this.options.service.webhookLease(target, this.options.nodeId, 0, false);
+  }
+
+  pendingKeys(target: string): Promise<string[]> {
+    return this.options.service.pendingWebhookKeys(target);
+  }
+
+  heads(target: string, keys: string[]): Promise<{ head: string | undefined; length: number }[]> {
+    return this.options.service.webhookHeads(target, keys);
+  }
+
+  pop(target: string, key: string, entry: string): Promise<boolean> {
+    return this.options.service.popWebhook(target, key, entry);
+  }
+
+  settleKey(target: string, key: string): Promise<boolean> {
+    return this.options.service.settleWebhookKey(target, key);
+  }
+
+  async sweep(target: string): Promise<void> {
+    const { keys, forwarding } = await this.options.service.scanWebhooks(target);
+    if (keys.length > 0) await this.options.service.markWebhooksPending(target, keys);
+    for (const userId of forwarding) await this.moveForwarded(userId);
+  }
+}
+
+function queuedAtOf(entry: string): number {
+  try {
+    return Number((JSON.parse(entry) as { queuedAt?: number }).queuedAt) || 0;
+  } catch {
+    return 0;
+  }
+}
