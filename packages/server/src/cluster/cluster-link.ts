@@ -268,15 +268,16 @@ export class ClusterLink implements Cluster, UserStore {
     }
     const { added, removed } = this.channelChanges(ops);
     const writes: Promise<unknown>[] = [];
-    for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries));
+    const webhooks = this.webhooks.active;
+    // With webhooks, an add says whether it made the channel occupied (decided by the index).
+    const firsts = new Map<string, Set<string>>();
+    for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries, webhooks).then((users) => firsts.set(channel, new Set(users))));
+    const hooked = new Map<string, ReturnType<ClusterWebhooks['writeFor']>>();
     for (const [userId, userOps] of byUser) {
       // The events of these ops go in the same script (docs/webhooks.md#clusters).
-      const webhooks = this.webhooks.writeFor(hooks, userId, userOps);
-      writes.push(
-        this.service.writeOps(this.nodeId, userId, userOps, webhooks).then(() =>
-          this.webhooks.settle(userId, webhooks).catch((error: unknown) => this.options.log.debug('webhook events left for the sweep', { error })),
-        ),
-      );
+      const write = this.webhooks.writeFor(hooks, userId, userOps);
+      hooked.set(userId, write);
+      writes.push(this.service.writeOps(this.nodeId, userId, userOps, write));
     }
     try {
       await Promise.all(writes);
@@ -286,7 +287,17 @@ export class ClusterLink implements Cluster, UserStore {
       throw error;
     }
     // Taken out of a channel's index only after the shard says so: a reader never misses a member.
-    await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
+    if (!webhooks) {
+      await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
+      return;
+    }
+    // With webhooks, each user's channel events move with that user's removals (one script per channel).
+    const userOf = new Map<string, string>();
+    for (const op of ops) {
+      if (op.op === 'session') userOf.set(op.session.id, op.session.userId);
+      else if (op.op === 'end') userOf.set(op.sessionId, op.userId);
+    }
+    await this.webhooks.afterWrite({ node: this.nodeId, writes: hooked, removed, userOf, firsts });
     await this.writeWebhooks(hooks);
   }
 
@@ -562,7 +573,14 @@ export class ClusterLink implements Cluster, UserStore {
     await this.eachInBatches(users, async (userId) => {
       const webhooks = hooks.get(userId);
       const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs, webhooks);
-      await this.webhooks.settle(userId, webhooks).catch(() => undefined);
+      if (webhooks) {
+        // The reap's channel events move with the removed sessions' index entries.
+        const byChannel = new Map<string, string[]>();
+        for (const session of removed) for (const channel of Object.keys(session.channels)) byChannel.set(channel, [...(byChannel.get(channel) ?? []), session.id]);
+        const userOf = new Map(removed.map((session) => [session.id, userId]));
+        await this.webhooks.afterWrite({ node, writes: new Map([[userId, webhooks]]), removed: byChannel, userOf });
+        return;
+      }
       await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, node, [session.id]))));
     });
     await this.service.finishReap(node);

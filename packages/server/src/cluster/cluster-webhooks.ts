@@ -49,7 +49,7 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
     return Math.max(0, ...this.sources.map((s) => s.maxBacklog));
   }
 
-  private readonly dropped = (count: number) => {
+  private readonly dropped = (count: number): void => {
     for (const source of this.sources.slice(0, 1)) source.dropped(count);
   };
 
@@ -121,31 +121,93 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
     await this.index(done);
   }
 
-  /** After a user's script: their forwarded events to their channels' queues, and the pending index. */
-  async settle(userId: string, write: WebhookWrite | undefined): Promise<void> {
-    if (!write) return;
-    const own = write.items.filter((item) => item.key === `user:${userId}`);
-    await this.index(own);
-    if (own.length < write.items.length) await this.moveForwarded(userId, new Set(write.items.filter((item) => item.key !== `user:${userId}`).map((item) => item.entry)));
+  /**
+   * After the scripts of a flush (or a reap step), in each channel's slot: each user's forwarded
+   * events move to their channel's queues in one script with that user's sessions leaving the
+   * channel's index (so `occupied` and `vacated` are decided by the index); the other removals
+   * are plain; queues written go into their URLs' pending index; the moved events leave the
+   * forward lists. `firsts`: per channel, the users whose add in this flush made it occupied.
+   */
+  async afterWrite(step: {
+    node: string;
+    writes: Map<string, WebhookWrite | undefined>;
+    removed: Map<string, string[]>;
+    userOf: Map<string, string>;
+    firsts?: Map<string, Set<string>>;
+  }): Promise<void> {
+    const { service } = this.options;
+    const handled = new Set<string>();
+    const moves: Promise<void>[] = [];
+    for (const [userId, write] of step.writes) {
+      if (!write) continue;
+      const own = write.items.filter((item) => item.key === `user:${userId}`);
+      moves.push(this.index(own));
+      if (own.length === write.items.length) continue;
+      const removals = new Map<string, string[]>();
+      for (const [channel, ids] of step.removed) {
+        const mine = ids.filter((id) => step.userOf.get(id) === userId);
+        if (mine.length > 0) removals.set(channel, mine);
+      }
+      const entries = new Set(write.items.filter((item) => item.key !== `user:${userId}`).map((item) => item.entry));
+      moves.push(
+        this.moveForwarded(userId, { only: entries, node: step.node, removals, firsts: step.firsts }).then((channels) => {
+          for (const channel of channels) for (const id of removals.get(channel) ?? []) handled.add(`${channel}\n${id}`);
+        }),
+      );
+    }
+    await Promise.all(moves);
+    await Promise.all(
+      [...step.removed].map(([channel, ids]) => {
+        const rest = ids.filter((id) => !handled.has(`${channel}\n${id}`));
+        return rest.length > 0 ? service.removeFromChannel(channel, step.node, rest) : undefined;
+      }),
+    );
   }
 
   /**
    * Moves a user's forwarded events to their queues, oldest first, then off the forward list (a
    * crash in between sends them twice, same ids). `only`: the entries this node wrote; without,
-   * those older than the repair age (the sweep's).
+   * those older than the repair age (the sweep's). Returns the channels whose removals it made.
    */
-  async moveForwarded(userId: string, only?: ReadonlySet<string>): Promise<void> {
+  async moveForwarded(
+    userId: string,
+    step: { only?: ReadonlySet<string>; node?: string; removals?: Map<string, string[]>; firsts?: Map<string, Set<string>> } = {},
+  ): Promise<string[]> {
     const { service } = this.options;
     const forwarded = await service.forwardedWebhooks(userId);
     const now = this.options.now();
-    const moving = forwarded.filter((f) => (only ? only.has(f.entry) : now - queuedAtOf(f.entry) >= FORWARD_REPAIR_AGE_MS));
-    if (moving.length === 0) return;
+    const moving = forwarded.filter((f) => (step.only ? step.only.has(f.entry) : now - queuedAtOf(f.entry) >= FORWARD_REPAIR_AGE_MS));
+    if (moving.length === 0) return [];
+    // By channel, in order: one script per channel with the user's removals there.
+    const byChannel = new Map<string, WebhookItem[]>();
+    const loose: typeof moving = [];
     for (const f of moving) {
+      if (f.channel === undefined || f.key !== `channel:${f.channel}`) {
+        loose.push(f);
+        continue;
+      }
+      let guard = f.guard;
+      // An add of this flush already said whether this user made the channel occupied.
+      const firsts = step.firsts?.get(f.channel);
+      if (guard === 'occupied' && firsts && step.firsts!.has(f.channel)) {
+        if (!firsts.has(userId)) continue;
+        guard = 'always';
+      }
+      const list = byChannel.get(f.channel) ?? [];
+      list.push({ key: f.key, targets: f.targets, entry: f.entry, guard });
+      byChannel.set(f.channel, list);
+    }
+    const node = step.node ?? this.options.nodeId;
+    await Promise.all(
+      [...byChannel].map(([channel, items]) => service.channelWebhooks(channel, node, userId, step.removals?.get(channel) ?? [], { items, maxBacklog: this.maxBacklog, dropped: this.dropped })),
+    );
+    for (const f of loose) {
       const dropped = await service.enqueueWebhooks(f.key, f.targets, [f.entry], this.maxBacklog);
       if (dropped > 0) this.dropped(dropped);
     }
     await this.index(moving);
     await service.dropForwarded(userId, moving.map((f) => f.raw));
+    return [...byChannel.keys()];
   }
 
   private async index(items: readonly { key: string; targets: readonly string[] }[]): Promise<void> {
@@ -164,8 +226,8 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
 
   /**
    * Before a dead node's orphans leave the shards: for each of its users, the events their reap
-   * causes. A channel is vacated by the reap when no session of another node is listed in it and
-   * the user is the last (by id) of the dead node's users listed there, so one reap step says it.
+   * causes. A channel is vacated when the reap step of one of its users leaves no other user's
+   * session listed (decided in the channel's slot: exactly one step finds it so).
    */
   async prepareReap(node: string, users: string[], at: number): Promise<Map<string, WebhookWrite>> {
     const out = new Map<string, WebhookWrite>();
@@ -182,17 +244,10 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
       leaving.set(userId, left);
       for (const channel of left) channels.add(channel);
     }
-    const lastOfNode = new Map<string, string | undefined>();
-    await Promise.all(
-      [...channels].map(async (channel) => {
-        const entries = await service.readChannel(channel);
-        if (entries.some((entry) => entry.node !== node)) return lastOfNode.set(channel, undefined);
-        lastOfNode.set(channel, entries.map((entry) => entry.userId).sort().at(-1));
-      }),
-    );
     const cause = `${node}.reap`;
     for (const [userId, left] of leaving) {
-      const vacated = left.filter((channel) => lastOfNode.get(channel) === userId);
+      // Every channel left is a candidate: the channel's index decides whether it is vacated.
+      const vacated = left;
       const items = this.sources.flatMap((source) => source.reap.reapItems({ userId, fields: shards.get(userId)!.fields, channels: left, vacated, cause, at }));
       if (items.length > 0) out.set(userId, { items, maxBacklog: this.maxBacklog, dropped: this.dropped });
     }

@@ -1,6 +1,6 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 import type { WebhookGuard, WebhookWrite } from '../webhooks/cluster-queues.js';
-import type { ChannelEntry, ForwardedWebhook, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import { forwardedJson, type ChannelEntry, type ForwardedWebhook, type Interest, type LeaseState, type NodeStats, type PusherChannelService, type ShardMessage, type SharedService, type StoredSession, type StoredUserFields, type UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
@@ -267,7 +267,7 @@ export class MemoryHub {
       } else {
         let list = this.forwarded.get(userId);
         if (!list) this.forwarded.set(userId, (list = []));
-        list.push(JSON.stringify({ key: item.key, targets: item.targets, entry: item.entry }));
+        list.push(forwardedJson(item));
       }
     }
     if (dropped > 0) webhooks.dropped?.(dropped);
@@ -432,12 +432,17 @@ export class MemoryHub {
     for (const [field, value] of Object.entries(fields)) if (!(field in user.fields)) user.fields[field] = value;
   }
 
-  addToChannel(name: string, entries: ChannelEntry[]): void {
+  addToChannel(name: string, entries: ChannelEntry[], reportFirst = false): string[] {
     this.check();
     let channel = this.channels.get(name);
     if (!channel) this.channels.set(name, (channel = new Map()));
     const announced = new Set<string>();
+    // As add_to_channel.lua: the users whose entry found no other user's listed.
+    const first: string[] = [];
+    const users = new Set([...channel.values()].map((entry) => entry.userId));
     for (const entry of entries) {
+      if (reportFirst && ![...users].some((user) => user !== entry.userId) && !users.has(entry.userId)) first.push(entry.userId);
+      users.add(entry.userId);
       const before = channel.get(entry.sessionId);
       channel.set(entry.sessionId, { ...entry });
       if (before?.userId === entry.userId && before.node === entry.node) continue;
@@ -449,6 +454,18 @@ export class MemoryHub {
         { kind: 'member', channel: name, user: entry.userId },
       );
     }
+    return first;
+  }
+
+  channelWebhooks(name: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): void {
+    this.removeFromChannel(name, node, sessionIds);
+    const alone = ![...(this.channels.get(name)?.values() ?? [])].some((entry) => entry.userId !== userId);
+    let dropped = 0;
+    for (const item of webhooks.items) {
+      if ((item.guard === 'occupied' || item.guard === 'vacated') && !alone) continue;
+      dropped += this.pushWebhooks(item.key, item.targets, [item.entry], webhooks.maxBacklog);
+    }
+    if (dropped > 0) webhooks.dropped?.(dropped);
   }
 
   removeFromChannel(name: string, node: string, sessionIds: string[]): void {
@@ -664,8 +681,12 @@ export class MemoryService implements SharedService, PusherChannelService {
     this.hub.restoreUser(userId, fields);
   }
 
-  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
-    this.hub.addToChannel(channel, entries);
+  async addToChannel(channel: string, entries: ChannelEntry[], reportFirst?: boolean): Promise<string[]> {
+    return this.hub.addToChannel(channel, entries, reportFirst);
+  }
+
+  async channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void> {
+    this.hub.channelWebhooks(channel, node, userId, sessionIds, webhooks);
   }
 
   async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {

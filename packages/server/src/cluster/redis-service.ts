@@ -6,7 +6,7 @@ import { masterProbeTopics, openRedis, publishCommand, type RedisConnection, typ
 import type { TopicSubscriber } from './topic-subscriber.js';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
 import type { WebhookGuard, WebhookWrite } from '../webhooks/cluster-queues.js';
-import type { ChannelEntry, ForwardedWebhook, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import { forwardedJson, type ChannelEntry, type ForwardedWebhook, type Interest, type LeaseState, type NodeStats, type PusherChannelService, type ShardMessage, type SharedService, type StoredSession, type StoredUserFields, type UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
@@ -64,7 +64,7 @@ function bucketOf(key: string): number {
   return hash % WEBHOOK_PENDING_BUCKETS;
 }
 
-const GUARD_CODES: Record<WebhookGuard, string> = { always: 'a', first: 'f', empty: 'e', removed: 'r' };
+const GUARD_CODES: Record<WebhookGuard, string> = { always: 'a', first: 'f', empty: 'e', removed: 'r', occupied: 'o', vacated: 'v' };
 
 const SCRIPTS = {
   lease: 3,
@@ -76,12 +76,13 @@ const SCRIPTS = {
   add_to_channel: 1,
   remove_from_channel: 1,
   webhook_enqueue: 1,
+  channel_webhooks: 1,
   webhook_ack: 1,
   webhook_lease: 1,
 } as const;
 
 /** Scripts that queue webhook events: lib_webhooks.lua goes in front of them. */
-const WITH_WEBHOOKS: ReadonlySet<string> = new Set(['write_ops', 'write_user', 'expire_orphans', 'webhook_enqueue']);
+const WITH_WEBHOOKS: ReadonlySet<string> = new Set(['write_ops', 'write_user', 'expire_orphans', 'webhook_enqueue', 'channel_webhooks']);
 
 /** The Lua scripts ship beside the compiled code (`lua/` in the package), one file each. */
 function scriptDirectory(): string {
@@ -103,7 +104,8 @@ interface ScriptCommands {
   webhook_enqueue(first: string, spec: string): Promise<number>;
   webhook_ack(queue: string, entry: string): Promise<number>;
   webhook_lease(lease: string, nodeId: string, ttlMs: string, hold: string): Promise<number>;
-  add_to_channel(channel: string, ...args: string[]): Promise<number>;
+  add_to_channel(channel: string, ...args: string[]): Promise<number | string[]>;
+  channel_webhooks(channel: string, ...args: string[]): Promise<number>;
   remove_from_channel(channel: string, ...args: string[]): Promise<number>;
 }
 
@@ -305,7 +307,7 @@ export class RedisService implements SharedService, PusherChannelService {
     const e = webhooks.items.map((item) =>
       item.key === own
         ? { g: GUARD_CODES[item.guard], k: item.targets.map((target) => this.keys.webhookQueue(target, item.key)), v: item.entry }
-        : { g: GUARD_CODES[item.guard], k: [forward], v: JSON.stringify({ key: item.key, targets: item.targets, entry: item.entry }) },
+        : { g: GUARD_CODES[item.guard], k: [forward], v: forwardedJson(item) },
     );
     // cjson decodes [] and {} alike; an empty list is fine for ipairs either way.
     return JSON.stringify({ m: webhooks.maxBacklog, e });
@@ -459,10 +461,18 @@ export class RedisService implements SharedService, PusherChannelService {
     await Promise.all(Object.entries(fields).map(([field, value]) => this.commands.hsetnx(this.keys.user(userId), field, value)));
   }
 
-  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
-    if (entries.length === 0) return;
+  async addToChannel(channel: string, entries: ChannelEntry[], reportFirst = false): Promise<string[]> {
+    if (entries.length === 0) return [];
     const args = entries.flatMap((entry) => [entry.sessionId, entry.userId, entry.node]);
-    await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
+    if (reportFirst) args.unshift('~first');
+    const result = await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
+    return Array.isArray(result) ? result : [];
+  }
+
+  async channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void> {
+    const e = webhooks.items.map((item) => ({ g: GUARD_CODES[item.guard], k: item.targets.map((target) => this.keys.webhookQueue(target, item.key)), v: item.entry }));
+    const dropped = await this.scripts.channel_webhooks(this.keys.channel(channel), node, userId, JSON.stringify({ m: webhooks.maxBacklog, e }), ...sessionIds);
+    if (dropped > 0) webhooks.dropped?.(dropped);
   }
 
   async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {

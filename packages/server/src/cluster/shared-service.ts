@@ -1,5 +1,5 @@
 import type { NodeCounts, NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { WebhookWrite } from '../webhooks/cluster-queues.js';
+import type { WebhookGuard, WebhookItem, WebhookWrite } from '../webhooks/cluster-queues.js';
 
 /*
  * What a shared service (Redis, Redis Cluster, or an in-process hub for tests and single-process
@@ -83,6 +83,16 @@ export interface ForwardedWebhook {
   key: string;
   targets: string[];
   entry: string;
+  /** Still to decide in the channel's slot: `always`, `occupied` or `vacated`. */
+  guard: WebhookGuard;
+  channel?: string;
+  userId?: string;
+}
+
+/** A forwarded event as stored in a user's forward list (JSON). */
+export function forwardedJson(item: WebhookItem): string {
+  const guard: WebhookGuard = item.guard === 'occupied' || item.guard === 'vacated' ? item.guard : 'always';
+  return JSON.stringify({ key: item.key, targets: item.targets, entry: item.entry, guard, channel: item.channel, userId: item.userId });
 }
 
 export interface Interest {
@@ -165,8 +175,12 @@ export interface SharedService {
   restoreUser(userId: string, fields: StoredUserFields): Promise<void>;
 
   // Channel shards: an index of who is where, so a node that follows a channel finds its members.
-  /** Adds sessions to a channel's index and announces each new user in it on the channel's topic. */
-  addToChannel(channel: string, entries: ChannelEntry[]): Promise<void>;
+  /**
+   * Adds sessions to a channel's index and announces each new user in it on the channel's topic.
+   * `reportFirst` (webhooks): returns the users whose entry found no other user's listed (the
+   * channel became occupied with them); otherwise an empty list.
+   */
+  addToChannel(channel: string, entries: ChannelEntry[], reportFirst?: boolean): Promise<string[]>;
   /** Takes sessions out of a channel's index, each only where `node` still owns it (a moved session stays listed). */
   removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
   readChannel(channel: string): Promise<ChannelEntry[]>;
@@ -179,6 +193,13 @@ export interface SharedService {
   forwardedWebhooks(userId: string): Promise<ForwardedWebhook[]>;
   /** Takes forwarded events off a user's forward list (after they reached their queues). */
   dropForwarded(userId: string, raws: string[]): Promise<void>;
+  /**
+   * In one step of a channel's slot: takes `sessionIds` of `userId` out of the channel's index
+   * where `node` owns them (as `removeFromChannel`), then queues that user's forwarded channel
+   * events in the channel's queues; `occupied` and `vacated` only if no other user's session is
+   * listed then. Every item's key is `channel:<channel>`.
+   */
+  channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void>;
   /** Adds keys to a target's pending index (bucketed; several slots). */
   markWebhooksPending(target: string, keys: string[]): Promise<void>;
   pendingWebhookKeys(target: string): Promise<string[]>;

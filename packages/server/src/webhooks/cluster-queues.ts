@@ -19,9 +19,10 @@ import { nextRetry, type AttemptOutcome, type RetryPolicy } from './retry-schedu
  * When a queued event is really queued, decided by the script from the state it writes:
  * `always`; `first`: only if the user had no session but those the same ops write (user.online);
  * `empty`: only if none of the user's sessions is left after the write (user.offline);
- * `removed`: only if the reap removed a session of the user.
+ * `removed`: only if the reap removed a session of the user; `occupied`, `vacated`: only if the
+ * channel's index lists no other user's session (decided in the channel's slot, see `channel`).
  */
-export type WebhookGuard = 'always' | 'first' | 'empty' | 'removed';
+export type WebhookGuard = 'always' | 'first' | 'empty' | 'removed' | 'occupied' | 'vacated';
 
 /** One event to queue with a write, for some URLs (by target id). */
 export interface WebhookItem {
@@ -31,6 +32,13 @@ export interface WebhookItem {
   targets: readonly string[];
   /** The stored entry (`StoredWebhook` as JSON). */
   entry: string;
+  /**
+   * A channel event of a user's change: the channel and user whose index entries decide
+   * `occupied` and `vacated`, and in whose slot the event is moved (its key must then be
+   * `channel:<channel>`; events of another key are moved as they are).
+   */
+  channel?: string;
+  userId?: string;
 }
 
 /** Webhook events that go with a write of the shared store, in the same step. */

@@ -26,6 +26,11 @@ export interface WebhookFormat<E extends OutgoingEvent = OutgoingEvent> {
   key(event: E): string;
   /** The POST of one attempt to `url`. */
   sender(url: string): WebhookSender;
+  /**
+   * Whether an event says a channel got its first member or lost its last (in a cluster the
+   * channel's index decides it again, so concurrent changes on two nodes report it once).
+   */
+  occupancy?(event: E): 'occupied' | 'vacated' | undefined;
   /** Records what `event` tells receivers. */
   track(event: E, shown: ShownState): void;
   /**

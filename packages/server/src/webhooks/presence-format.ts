@@ -27,6 +27,7 @@ export function presenceFormat(options: PresenceFormatOptions): WebhookFormat<We
     map: (event: PresenceEvent) => mapper.map(event),
     key: orderingKey,
     sender: (url) => createHttpSender({ url, secrets: config.secrets, timeoutMs: config.timeoutMs, now }),
+    occupancy: (event) => (event.type === 'channel.occupied' ? 'occupied' : event.type === 'channel.vacated' ? 'vacated' : undefined),
     track: (event, shown) => shown.apply(event),
     reap(shown: ShownState, cause: string, at: number, vacated?: ReadonlySet<string>): WebhookEvent[] {
       const createdAt = new Date(at).toISOString();

@@ -83,6 +83,7 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
           return { body, headers: { 'x-pusher-key': key, 'x-pusher-signature': createHmac('sha256', secret).update(body).digest('hex') } };
         },
       }),
+    occupancy: (event) => (event.event.name === 'channel_occupied' ? 'occupied' : event.event.name === 'channel_vacated' ? 'vacated' : undefined),
     track(event: PusherWebhookEvent, shown: ShownState): void {
       const { name, channel, user_id: userId } = event.event;
       if (name === 'channel_occupied') shown.memberShown(channel, undefined);

@@ -85,7 +85,10 @@ export class Webhooks implements WebhookReapSource {
   constructor(private readonly options: WebhooksOptions) {
     const { config, clock, log, cluster } = options;
     const userView = (userId: string) => this.reapViews.get(userId) ?? options.userView(userId);
-    this.format = options.format ?? (presenceFormat({ config, occupancy: options.occupancy, userView, now: () => clock.now() }) as WebhookFormat);
+    // In a cluster every join and leave is a candidate for occupied and vacated: the channel's
+    // index decides (this node may not have seen another node's member yet).
+    const occupancy = cluster ? { hasOtherVisibleMember: () => false } : options.occupancy;
+    this.format = options.format ?? (presenceFormat({ config, occupancy, userView, now: () => clock.now() }) as WebhookFormat);
     const policy: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry, giveUpAfterMs: config.giveUpMs };
     let outbox: WebhookOutbox | undefined;
     this.targets = config.urls.map((url) => {
@@ -159,16 +162,21 @@ export class Webhooks implements WebhookReapSource {
       return;
     }
     if (events.length === 0) return;
-    if (this.options.cluster) this.options.cluster.sink.queue(event.userId, this.items(events, this.options.clock.now(), guardOf(event)));
+    if (this.options.cluster) {
+      const channel = 'channel' in event ? event.channel : undefined;
+      this.options.cluster.sink.queue(event.userId, this.items(events, this.options.clock.now(), guardOf(event), channel, event.userId));
+    }
     else this.enqueue(events, this.options.clock.now());
   };
 
   /** The stored form of events, for every URL, each with its ordering key. */
-  private items(events: readonly OutgoingEvent[], queuedAt: number, guard: (key: string) => WebhookGuard): WebhookItem[] {
+  private items(events: readonly OutgoingEvent[], queuedAt: number, guard: (key: string) => WebhookGuard, channel?: string, userId?: string): WebhookItem[] {
     const targets = this.targetIds;
     return events.map((event) => {
       const key = this.format.key(event);
-      return { guard: guard(key), key, targets, entry: storedWebhook(event, JSON.stringify(event), queuedAt) };
+      const item: WebhookItem = { guard: this.format.occupancy?.(event) ?? guard(key), key, targets, entry: storedWebhook(event, JSON.stringify(event), queuedAt) };
+      if (channel !== undefined && userId !== undefined) Object.assign(item, { channel, userId });
+      return item;
     });
   }
 
@@ -192,7 +200,13 @@ export class Webhooks implements WebhookReapSource {
     } finally {
       this.reapViews.delete(reap.userId);
     }
-    return this.items(events, reap.at, (key) => (key === `user:${reap.userId}` ? 'empty' : 'removed'));
+    // Channel events of a reap: moved with the index entries of the reaped sessions (see ClusterWebhooks).
+    return events.map((event) => {
+      const key = this.format.key(event);
+      const channel = key.startsWith('channel:') ? key.slice('channel:'.length) : undefined;
+      const guard: WebhookGuard = key === `user:${reap.userId}` ? 'empty' : this.format.occupancy?.(event) ?? 'removed';
+      return { guard, key, targets: this.targetIds, entry: storedWebhook(event, JSON.stringify(event), reap.at), ...(channel !== undefined ? { channel, userId: reap.userId } : {}) };
+    });
   }
 
   /** Queues events that do not come from the presence events (a format's own, such as Pusher's client events). */
