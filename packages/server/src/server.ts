@@ -226,6 +226,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       throw new Error(`cannot reach ${where}: ${(error as Error).message}`);
     }
     log.info('joined the cluster', { node: cluster.nodeId, nodes: cluster.nodes().length });
+    webhooks?.startDelivery();
   }
   const verifier = createTokenVerifier(config.auth);
   const transport = new WebSocketTransport({

@@ -170,6 +170,12 @@ export class ClusterDeliveryQueue implements WebhookQueueView {
       options.log.warn('webhook backlog full: dropping the oldest waiting events', { url: options.label, maxBacklog: options.maxBacklog, dropped, ...fields }),
     );
     this.deadLog = new SummarizedLog(options.clock, (count, fields) => options.log.warn('webhook events dead-lettered', { url: options.label, count, ...fields }));
+  }
+
+  /** Starts competing for the lease (once the node has joined the cluster). */
+  start(): void {
+    if (this.closed || this.timers.length > 0) return;
+    const { options } = this;
     const renew = setInterval(() => void this.renew(), Math.max(10, Math.floor(options.leaseTtlMs / 3)));
     const poll = setInterval(() => void this.tick(), options.pollMs);
     renew.unref();

@@ -216,6 +216,11 @@ export class Webhooks implements WebhookReapSource {
     else this.enqueue(events, this.options.clock.now());
   }
 
+  /** In a cluster: starts competing for the delivery of each URL (once the node has joined). */
+  startDelivery(): void {
+    for (const { queue } of this.targets) if (queue instanceof ClusterDeliveryQueue) queue.start();
+  }
+
   /** Per URL, for the admin stats. */
   stats(): AdminWebhookTarget[] {
     return this.targets.map(({ label, queue }) => {
