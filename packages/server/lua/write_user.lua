@@ -6,12 +6,15 @@
 -- ARGV[1]  publish command;  ARGV[2]  the user's topic;  ARGV[3]  writing node id;  ARGV[4]  user id
 -- ARGV[5]  '1': announce (activity timestamps are written quietly with '0')
 -- ARGV[6..] field, value, ...; and last, optionally, 'w' and the webhook events of this write (see
---          lib_webhooks.lua, prepended; every guard is 'a'). Returns { seq, dropped } then.
+--          lib_webhooks.lua, prepended): with `c` set in them, queued only if the write changed a
+--          field other than the activity timestamps (several nodes clearing the same expired
+--          status report it once). Returns { seq, dropped } then.
 -- The activity timestamps only move forward: a node that comes back from an outage with an older
 -- one (or a late batch of activity) does not undo a newer one another node wrote.
 local webhooks = nil
+local changed = false
 local last = #ARGV
-if last >= 7 and ARGV[last - 1] == 'w' and (last - 6) % 2 == 0 then
+if last >= 7 and ARGV[last - 1] == 'w' and (last - 5) % 2 == 0 then
   webhooks = cjson.decode(ARGV[last])
   last = last - 2
 end
@@ -22,11 +25,14 @@ for i = 6, last, 2 do
     stored = tonumber(redis.call('HGET', KEYS[1], field) or '')
   end
   if stored == nil or (tonumber(value) or 0) > stored then
+    if webhooks and not changed and field ~= 'lastSeenAt' and field ~= 'lastActiveAt' and field ~= '~cause' then
+      changed = redis.call('HGET', KEYS[1], field) ~= value
+    end
     redis.call('HSET', KEYS[1], field, value)
   end
 end
 local dropped = 0
-if webhooks then dropped = queue_webhooks(webhooks, function() return true end) end
+if webhooks then dropped = queue_webhooks(webhooks, function() return changed or webhooks.c ~= 1 end) end
 if ARGV[5] ~= '1' then
   if webhooks then return { 0, dropped } end
   return 0

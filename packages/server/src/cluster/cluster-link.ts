@@ -111,13 +111,7 @@ export class ClusterLink implements Cluster, UserStore {
     this.options = options;
     this.service = options.service;
     this.nodeId = options.nodeId === undefined ? randomUUID() : `${options.nodeId}@${randomBytes(4).toString('hex')}`;
-    this.records = new UserRecords({
-      service: this.service,
-      nodeId: this.nodeId,
-      log: options.log,
-      apply: (record, cause) => this.listener!.applyRecord(record, cause),
-    });
-    this.webhooks = new ClusterWebhooks({
+    const webhooks = new ClusterWebhooks({
       service: this.service,
       nodeId: this.nodeId,
       log: options.log,
@@ -126,6 +120,22 @@ export class ClusterLink implements Cluster, UserStore {
         if (this.flushScheduled || this.closed) return;
         this.flushScheduled = true;
         setImmediate(() => this.flush());
+      },
+    });
+    this.webhooks = webhooks;
+    this.records = new UserRecords({
+      service: this.service,
+      nodeId: this.nodeId,
+      log: options.log,
+      apply: (record, cause) => this.listener!.applyRecord(record, cause),
+      webhooks: {
+        get active() {
+          return webhooks.active;
+        },
+        // A change that also wrote sessions of the user queues its events with those ops instead.
+        take: (userId) => (this.outbox.some((op) => userOfOp(op) === userId) ? undefined : webhooks.takeForRecord(userId)),
+        written: (userId, write) => webhooks.afterWrite({ node: this.nodeId, writes: new Map([[userId, write]]), removed: new Map(), userOf: new Map() }),
+        failed: (userId, write) => webhooks.queue(userId, write.items),
       },
     });
   }

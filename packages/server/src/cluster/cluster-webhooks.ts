@@ -107,6 +107,19 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
     return { items, maxBacklog: this.maxBacklog, dropped: this.dropped };
   }
 
+  /**
+   * The events of a change that made an announced record write (taken for its script): the
+   * user's and their channels', queued only if the write changed the record (several nodes
+   * clearing the same expired status, each on its own, report it once).
+   */
+  takeForRecord(userId: string): WebhookWrite | undefined {
+    const items = this.outbox.get(userId);
+    if (!items) return undefined;
+    this.outbox.delete(userId);
+    for (const item of items) if (item.guard === 'first' || item.guard === 'empty') item.guard = 'always';
+    return { items, maxBacklog: this.maxBacklog, dropped: this.dropped, onlyIfChanged: true };
+  }
+
   /** Events with no write of their user in this flush (a record write, a format's own): straight to their queues. */
   async writeRest(batch: WebhookBatch | undefined): Promise<void> {
     if (!batch) return;

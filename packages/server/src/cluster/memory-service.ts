@@ -415,12 +415,16 @@ export class MemoryHub {
   writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): void {
     this.check();
     const user = this.user(userId);
+    let changed = false;
     for (const [field, value] of Object.entries(fields)) {
       // As in write_user.lua: the activity timestamps only move forward.
       const stored = FORWARD_ONLY.has(field) && user.fields[field] ? Number(user.fields[field]) : undefined;
-      if (stored === undefined || (Number(value) || 0) > stored) user.fields[field] = value;
+      if (stored === undefined || (Number(value) || 0) > stored) {
+        if (!FORWARD_ONLY.has(field) && field !== '~cause' && user.fields[field] !== value) changed = true;
+        user.fields[field] = value;
+      }
     }
-    if (webhooks) this.queueWebhooks(userId, webhooks, () => true);
+    if (webhooks) this.queueWebhooks(userId, webhooks, () => changed || !webhooks.onlyIfChanged);
     if (!announce) return;
     user.seq += 1;
     this.publishToUser({ kind: 'record', user: userId, seq: user.seq, node: nodeId, fields: { ...user.fields } });

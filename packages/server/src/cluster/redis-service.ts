@@ -310,7 +310,7 @@ export class RedisService implements SharedService, PusherChannelService {
         : { g: GUARD_CODES[item.guard], k: [forward], v: forwardedJson(item) },
     );
     // cjson decodes [] and {} alike; an empty list is fine for ipairs either way.
-    return JSON.stringify({ m: webhooks.maxBacklog, e });
+    return JSON.stringify({ m: webhooks.maxBacklog, e, ...(webhooks.onlyIfChanged ? { c: 1 } : {}) });
   }
 
   async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {

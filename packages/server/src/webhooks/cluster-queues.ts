@@ -48,6 +48,8 @@ export interface WebhookWrite {
   maxBacklog: number;
   /** Told how many the bound dropped. */
   dropped?: (count: number) => void;
+  /** A record write: queued only if it changed a field besides the activity timestamps. */
+  onlyIfChanged?: boolean;
 }
 
 /** A queued event as the shared store holds it. */
