@@ -254,7 +254,9 @@ export class Webhooks implements WebhookReapSource {
       queue.close();
     }
     this.outbox?.close();
-    if (unsent > 0) {
+    if (unsent > 0 && this.options.cluster) {
+      this.options.log.info('webhooks stopped; undelivered events stay in the shared store for the next delivering node', { events: unsent });
+    } else if (unsent > 0) {
       if (this.outbox) this.options.log.info('webhooks stopped; undelivered events stay in the outbox for the next start', { events: unsent });
       else this.options.log.warn('webhooks stopped with undelivered events; without PRESENCE_DATA_DIR they are lost', { events: unsent });
     }
