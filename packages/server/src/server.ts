@@ -58,6 +58,8 @@ export interface ServerOptions {
    * concurrency). The URLs, secrets and settings come from `config.webhooks`.
    */
   webhooks?: Pick<WebhooksOptions, 'retry' | 'concurrency' | 'random' | 'sender'>;
+  /** Tests only: how often a cluster's delivering node reads the pending index and sweeps Redis. */
+  clusterWebhooks?: { pollMs?: number; sweepMs?: number };
 }
 
 export interface RunningServer {
@@ -169,6 +171,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
             sink: cluster.webhooks,
             store: cluster.webhooks,
             leaseTtlMs: config.nodeLeaseMs,
+            ...options.clusterWebhooks,
             offlineView: (userId: string, fields: Record<string, string> | null) => {
               const record = decodeRecord(userId, fields ?? {});
               if (record.manual.status === 'invisible') return undefined;

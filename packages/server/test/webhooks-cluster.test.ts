@@ -35,7 +35,7 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     for (const receiver of receivers.splice(0)) await receiver.close();
   });
 
-  const node = async (hub: MemoryHub, urls: string[], nodeId: string) => {
+  const node = async (hub: MemoryHub, urls: string[], nodeId: string, sweepMs?: number) => {
     const config = resolveConfig({
       port: 0,
       host: '127.0.0.1',
@@ -46,7 +46,12 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
       limits: { maxEventLoopLagMs: 0 },
       webhooks: { urls, secrets: [SECRET], events: [...DEFAULT_WEBHOOK_EVENT_TYPES], maxBacklog: 1000, timeoutMs: 5_000, giveUpMs: 60_000 },
     });
-    const running = await startServer(config, { log: silentLogger, sharedService: new MemoryService(hub), webhooks: { retry: { baseDelayMs: 100, maxDelayMs: 1_000 } } });
+    const running = await startServer(config, {
+      log: silentLogger,
+      sharedService: new MemoryService(hub),
+      webhooks: { retry: { baseDelayMs: 100, maxDelayMs: 1_000 } },
+      ...(sweepMs !== undefined ? { clusterWebhooks: { sweepMs } } : {}),
+    });
     servers.push(running);
     return { ...running, wsUrl: `ws://127.0.0.1:${running.port}/realtime` };
   };
@@ -99,6 +104,52 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     // Each event was refused once, then delivered: a retry of the same id.
     for (const event of delivered) assert.equal(r.requests.filter((q) => q.event.id === event.id).length, 2, event.id);
     assert.equal(hub.webhookBacklog(a.webhooks!.targets[0].id).size, 0, 'nothing left in the queues');
+  });
+
+  it('changes on two nodes at the same moment: the last tab of a user on each node closing gives one user.offline, two users leaving gives one vacated; invisible is offline', async () => {
+    const hub = new MemoryHub();
+    const r = await Receiver.start();
+    receivers.push(r);
+    const a = await node(hub, [r.url], 'a');
+    const b = await node(hub, [r.url], 'b');
+    const ada1 = await connect(a, 'ada');
+    const ada2 = await connect(b, 'ada');
+    const bob = await connect(a, 'bob');
+    const carol = await connect(b, 'carol');
+    for (const client of [bob, carol]) assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+    const dan = await connect(a, 'dan');
+    assert.equal((await dan.request({ type: 'join', channel: 'lobby' })).type, 'ack');
+    await sleep(300);
+    // The same moment on both nodes: each node still holds the other's session or member.
+    await Promise.all([ada1.close(), ada2.close(), bob.close(), carol.close()]);
+    assert.equal((await dan.request({ type: 'status', status: 'invisible' })).type, 'ack');
+    await r.waitFor(() => r.delivered().some((e) => e.type === 'channel.vacated' && (e.data as { channel: string }).channel === 'room'), 10_000, 'room vacated');
+    await r.waitFor(() => r.delivered().filter((e) => e.type === 'user.offline').length >= 4, 10_000, 'four users offline');
+    await sleep(800);
+    const delivered = r.delivered();
+    assertOncePerId(delivered);
+    const keys = byKey(delivered);
+    assert.deepEqual(keys.get('user:ada'), ['user.online', 'user.offline'], 'one online, one offline for the two tabs');
+    const room = keys.get('channel:room')!;
+    assert.equal(room.filter((t) => t === 'channel.occupied').length, 1, `occupied once: ${room.join(', ')}`);
+    assert.equal(room.filter((t) => t === 'channel.vacated').length, 1, `vacated once: ${room.join(', ')}`);
+    assert.equal(room.at(-1), 'channel.vacated');
+    // Going invisible: what going offline produces.
+    assert.deepEqual(keys.get('user:dan'), ['user.online', 'user.offline']);
+    assert.deepEqual(keys.get('channel:lobby'), ['channel.member_joined dan', 'channel.occupied', 'channel.member_left dan', 'channel.vacated']);
+  });
+
+  it('the sweep repairs a queue missing from the pending index (a crash between the script and the index)', async () => {
+    const hub = new MemoryHub();
+    const r = await Receiver.start();
+    receivers.push(r);
+    const a = await node(hub, [r.url], 'a', 300);
+    const target = a.webhooks!.targets[0].id;
+    // As if a node had run a script and died before indexing: an event in a queue, nowhere in the index.
+    const event = { id: 'crashed.1/user.online//zoe', type: 'user.online', createdAt: new Date().toISOString(), data: { userId: 'zoe', user: { userId: 'zoe', status: 'online', meta: {}, lastSeen: null, devices: [] } } };
+    hub.pushWebhooks('user:zoe', [target], [JSON.stringify({ id: event.id, type: event.type, queuedAt: Date.now(), body: JSON.stringify(event) })], 100);
+    assert.deepEqual(hub.pendingWebhookKeys(target), []);
+    await r.waitFor(() => r.delivered().some((e) => e.id === event.id), 5_000, 'the swept event');
   });
 });
 

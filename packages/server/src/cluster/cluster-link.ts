@@ -5,7 +5,7 @@ import type { SaveKind, UserRecord, UserStore } from '../store/user-store.js';
 import { userOfOp, type Cluster, type ClusterListener, type NodeCounts, type NodeOp, type OwnedSession } from '../presence/replication.js';
 import type { ChannelEntry, LeaseState, ShardMessage, SharedService, UserShard } from './shared-service.js';
 import { ClusterWebhooks, type WebhookBatch } from './cluster-webhooks.js';
-import { UserRecords } from './user-records.js';
+import { UserRecords, encodeRecord } from './user-records.js';
 
 export interface ClusterLinkOptions {
   service: SharedService;
@@ -283,9 +283,26 @@ export class ClusterLink implements Cluster, UserStore {
     const firsts = new Map<string, Set<string>>();
     for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries, webhooks).then((users) => firsts.set(channel, new Set(users))));
     const hooked = new Map<string, ReturnType<ClusterWebhooks['writeFor']>>();
+    const userOf = new Map<string, string>();
+    for (const op of ops) {
+      if (op.op === 'session') userOf.set(op.session.id, op.session.userId);
+      else if (op.op === 'end') userOf.set(op.sessionId, op.userId);
+    }
     for (const [userId, userOps] of byUser) {
       // The events of these ops go in the same script (docs/webhooks.md#clusters).
-      const write = this.webhooks.writeFor(hooks, userId, userOps);
+      let write = this.webhooks.writeFor(hooks, userId, userOps);
+      const ended = userOps.flatMap((op) => (op.op === 'end' ? [op.sessionId] : []));
+      if (webhooks && ended.length > 0 && !userOps.some((op) => op.op === 'logout')) {
+        // Another node may be ending the user's last session there at the same moment.
+        const record = this.records.get(userId);
+        write = this.webhooks.addEndCandidates(write, {
+          userId,
+          fields: record ? encodeRecord(record) : null,
+          channels: [...removed].filter(([, ids]) => ids.some((id) => ended.includes(id))).map(([channel]) => channel),
+          cause: `${this.nodeId}.end.${ended[0]}`,
+          at: this.options.clock.now() + this.clockOffsetMs,
+        });
+      }
       hooked.set(userId, write);
       writes.push(this.service.writeOps(this.nodeId, userId, userOps, write));
     }
@@ -302,11 +319,6 @@ export class ClusterLink implements Cluster, UserStore {
       return;
     }
     // With webhooks, each user's channel events move with that user's removals (one script per channel).
-    const userOf = new Map<string, string>();
-    for (const op of ops) {
-      if (op.op === 'session') userOf.set(op.session.id, op.session.userId);
-      else if (op.op === 'end') userOf.set(op.sessionId, op.userId);
-    }
     await this.webhooks.afterWrite({ node: this.nodeId, writes: hooked, removed, userOf, firsts });
     await this.writeWebhooks(hooks);
   }

@@ -235,6 +235,26 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
     await Promise.all([...byTarget].map(([target, keys]) => this.options.service.markWebhooksPending(target, [...keys])));
   }
 
+  /**
+   * A node ended its last session of a user while it still held another node's (which may be
+   * ending at the same moment there): the events of the user going offline and leaving the
+   * channels of the ended sessions are queued with the ops, each only if the user's shard (the
+   * channel's index) finds none of the user's sessions left. Events the model already made for
+   * the user or a channel are not doubled.
+   */
+  addEndCandidates(write: WebhookWrite | undefined, end: { userId: string; fields: Record<string, string> | null; channels: string[]; cause: string; at: number }): WebhookWrite | undefined {
+    if (!this.active) return write;
+    const items = write?.items ?? [];
+    if (items.some((item) => item.guard === 'empty')) return write;
+    const covered = new Set(items.map((item) => item.channel).filter((c): c is string => c !== undefined));
+    const channels = end.channels.filter((channel) => !covered.has(channel));
+    const extra = this.sources
+      .flatMap((source) => source.reap.reapItems({ ...end, channels, vacated: channels }))
+      .map((item) => (item.guard === 'removed' ? { ...item, guard: 'left' as const } : item));
+    if (extra.length === 0) return write;
+    return { items: [...items, ...extra], maxBacklog: this.maxBacklog, dropped: this.dropped };
+  }
+
   // Reaping -----------------------------------------------------------------------------------
 
   /**

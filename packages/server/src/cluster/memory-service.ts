@@ -463,10 +463,13 @@ export class MemoryHub {
 
   channelWebhooks(name: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): void {
     this.removeFromChannel(name, node, sessionIds);
-    const alone = ![...(this.channels.get(name)?.values() ?? [])].some((entry) => entry.userId !== userId);
+    const listed = [...(this.channels.get(name)?.values() ?? [])];
+    const alone = !listed.some((entry) => entry.userId !== userId);
+    const gone = !listed.some((entry) => entry.userId === userId);
     let dropped = 0;
     for (const item of webhooks.items) {
       if ((item.guard === 'occupied' || item.guard === 'vacated') && !alone) continue;
+      if (item.guard === 'left' && !gone) continue;
       dropped += this.pushWebhooks(item.key, item.targets, [item.entry], webhooks.maxBacklog);
     }
     if (dropped > 0) webhooks.dropped?.(dropped);
