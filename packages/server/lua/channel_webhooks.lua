@@ -7,7 +7,8 @@
 -- ARGV[1]  node id (whose entries may be removed);  ARGV[2]  the user;  ARGV[3]  spec (lib_webhooks.lua)
 -- ARGV[4..] session ids to take out
 -- Guards: 'a' always; 'o' (occupied) and 'v' (vacated): only if no session of another user is
--- listed (after the removals); 'l' (left): only if no session of the user is listed any more. An index longer than MANY holds another user's session: a user
+-- listed (after the removals); 'l' (left): only if no session of the user is listed any more;
+-- 'x' (emptied): only if no session at all is listed. An index longer than MANY holds another user's session: a user
 -- has fewer sessions than that (PRESENCE_MAX_SESSIONS_PER_USER), so a long index is not read.
 local MANY = 256
 local suffix = '\n' .. ARGV[1]
@@ -42,5 +43,6 @@ end
 return queue_webhooks(cjson.decode(ARGV[3]), function(guard)
   if guard == 'o' or guard == 'v' then return nobody_else() end
   if guard == 'l' then return user_gone() end
+  if guard == 'x' then return redis.call('HLEN', KEYS[1]) == 0 end
   return true
 end)

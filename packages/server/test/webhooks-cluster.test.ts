@@ -117,11 +117,15 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     const bob = await connect(a, 'bob');
     const carol = await connect(b, 'carol');
     for (const client of [bob, carol]) assert.equal((await client.request({ type: 'join', channel: 'room' })).type, 'ack');
+    // Two tabs of eve, on two nodes, leave the channel at the same moment: one member_left.
+    const eve1 = await connect(a, 'eve');
+    const eve2 = await connect(b, 'eve');
+    for (const client of [eve1, eve2]) assert.equal((await client.request({ type: 'join', channel: 'hall' })).type, 'ack');
     const dan = await connect(a, 'dan');
     assert.equal((await dan.request({ type: 'join', channel: 'lobby' })).type, 'ack');
     await sleep(300);
     // The same moment on both nodes: each node still holds the other's session or member.
-    await Promise.all([ada1.close(), ada2.close(), bob.close(), carol.close()]);
+    await Promise.all([ada1.close(), ada2.close(), bob.close(), carol.close(), eve1.request({ type: 'leave', channel: 'hall' }), eve2.request({ type: 'leave', channel: 'hall' })]);
     assert.equal((await dan.request({ type: 'status', status: 'invisible' })).type, 'ack');
     await r.waitFor(() => r.delivered().some((e) => e.type === 'channel.vacated' && (e.data as { channel: string }).channel === 'room'), 10_000, 'room vacated');
     await r.waitFor(() => r.delivered().filter((e) => e.type === 'user.offline').length >= 4, 10_000, 'four users offline');
@@ -134,6 +138,7 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     assert.equal(room.filter((t) => t === 'channel.occupied').length, 1, `occupied once: ${room.join(', ')}`);
     assert.equal(room.filter((t) => t === 'channel.vacated').length, 1, `vacated once: ${room.join(', ')}`);
     assert.equal(room.at(-1), 'channel.vacated');
+    assert.deepEqual(keys.get('channel:hall'), ['channel.member_joined eve', 'channel.occupied', 'channel.member_left eve', 'channel.vacated']);
     // Going invisible: what going offline produces.
     assert.deepEqual(keys.get('user:dan'), ['user.online', 'user.offline']);
     assert.deepEqual(keys.get('channel:lobby'), ['channel.member_joined dan', 'channel.occupied', 'channel.member_left dan', 'channel.vacated']);

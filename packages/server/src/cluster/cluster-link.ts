@@ -292,14 +292,16 @@ export class ClusterLink implements Cluster, UserStore {
       // The events of these ops go in the same script (docs/webhooks.md#clusters).
       let write = this.webhooks.writeFor(hooks, userId, userOps);
       const ended = userOps.flatMap((op) => (op.op === 'end' ? [op.sessionId] : []));
-      if (webhooks && ended.length > 0 && !userOps.some((op) => op.op === 'logout')) {
-        // Another node may be ending the user's last session there at the same moment.
+      const left = [...removed].filter(([, ids]) => ids.some((id) => userOf.get(id) === userId)).map(([channel]) => channel);
+      if (webhooks && (ended.length > 0 || left.length > 0) && !userOps.some((op) => op.op === 'logout')) {
+        // Another node may be ending (or taking out of a channel) the user's last session there at the same moment.
         const record = this.records.get(userId);
-        write = this.webhooks.addEndCandidates(write, {
+        write = this.webhooks.addCandidates(write, {
           userId,
           fields: record ? encodeRecord(record) : null,
-          channels: [...removed].filter(([, ids]) => ids.some((id) => ended.includes(id))).map(([channel]) => channel),
-          cause: `${this.nodeId}.end.${ended[0]}`,
+          channels: left,
+          offline: ended.length > 0,
+          cause: this.webhooks.nextCause(),
           at: this.options.clock.now() + this.clockOffsetMs,
         });
       }

@@ -32,6 +32,7 @@ export type WebhookBatch = Map<string, WebhookItem[]>;
 
 export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
   private outbox: WebhookBatch = new Map();
+  private causes = 0;
   private sources: { reap: WebhookReapSource; maxBacklog: number; dropped: (count: number) => void }[] = [];
 
   constructor(private readonly options: ClusterWebhooksOptions) {}
@@ -235,22 +236,34 @@ export class ClusterWebhooks implements WebhookSink, WebhookQueueStore {
     await Promise.all([...byTarget].map(([target, keys]) => this.options.service.markWebhooksPending(target, [...keys])));
   }
 
+  /** A fresh name for a change of this node's link (candidates' ids derive from it). */
+  nextCause(): string {
+    return `${this.options.nodeId}.w${(this.causes += 1).toString(36)}`;
+  }
+
   /**
-   * A node ended its last session of a user while it still held another node's (which may be
-   * ending at the same moment there): the events of the user going offline and leaving the
-   * channels of the ended sessions are queued with the ops, each only if the user's shard (the
-   * channel's index) finds none of the user's sessions left. Events the model already made for
-   * the user or a channel are not doubled.
+   * A node ended sessions of a user, or took them out of channels, while it still held another
+   * node's session of that user (which may be ending, or leaving, at the same moment there): the
+   * user going offline (`offline`: sessions ended) and leaving the channels are queued as
+   * candidates that the user's shard and each channel's index decide (`empty`, `left`,
+   * `emptied`), so exactly one of two concurrent writers reports them. Events the model already
+   * made for the user or a channel are not doubled.
    */
-  addEndCandidates(write: WebhookWrite | undefined, end: { userId: string; fields: Record<string, string> | null; channels: string[]; cause: string; at: number }): WebhookWrite | undefined {
+  addCandidates(
+    write: WebhookWrite | undefined,
+    change: { userId: string; fields: Record<string, string> | null; channels: string[]; offline: boolean; cause: string; at: number },
+  ): WebhookWrite | undefined {
     if (!this.active) return write;
     const items = write?.items ?? [];
-    if (items.some((item) => item.guard === 'empty')) return write;
+    const userKey = `user:${change.userId}`;
+    const offline = change.offline && !items.some((item) => item.key === userKey && (item.guard === 'empty' || item.guard === 'first'));
     const covered = new Set(items.map((item) => item.channel).filter((c): c is string => c !== undefined));
-    const channels = end.channels.filter((channel) => !covered.has(channel));
+    const channels = change.channels.filter((channel) => !covered.has(channel));
+    if (!offline && channels.length === 0) return write;
     const extra = this.sources
-      .flatMap((source) => source.reap.reapItems({ ...end, channels, vacated: channels }))
-      .map((item) => (item.guard === 'removed' ? { ...item, guard: 'left' as const } : item));
+      .flatMap((source) => source.reap.reapItems({ userId: change.userId, fields: change.fields, channels, vacated: channels, cause: change.cause, at: change.at }))
+      .filter((item) => offline || item.key !== userKey)
+      .map((item) => (item.guard === 'removed' ? { ...item, guard: 'left' as const } : item.guard === 'vacated' ? { ...item, guard: 'emptied' as const } : item));
     if (extra.length === 0) return write;
     return { items: [...items, ...extra], maxBacklog: this.maxBacklog, dropped: this.dropped };
   }

@@ -470,6 +470,7 @@ export class MemoryHub {
     for (const item of webhooks.items) {
       if ((item.guard === 'occupied' || item.guard === 'vacated') && !alone) continue;
       if (item.guard === 'left' && !gone) continue;
+      if (item.guard === 'emptied' && listed.length > 0) continue;
       dropped += this.pushWebhooks(item.key, item.targets, [item.entry], webhooks.maxBacklog);
     }
     if (dropped > 0) webhooks.dropped?.(dropped);

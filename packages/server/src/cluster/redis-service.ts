@@ -64,7 +64,7 @@ function bucketOf(key: string): number {
   return hash % WEBHOOK_PENDING_BUCKETS;
 }
 
-const GUARD_CODES: Record<WebhookGuard, string> = { always: 'a', first: 'f', empty: 'e', removed: 'r', occupied: 'o', vacated: 'v', left: 'l' };
+const GUARD_CODES: Record<WebhookGuard, string> = { always: 'a', first: 'f', empty: 'e', removed: 'r', occupied: 'o', vacated: 'v', left: 'l', emptied: 'x' };
 
 const SCRIPTS = {
   lease: 3,

@@ -83,7 +83,7 @@ export interface ForwardedWebhook {
   key: string;
   targets: string[];
   entry: string;
-  /** Still to decide in the channel's slot: `always`, `occupied`, `vacated` or `left`. */
+  /** Still to decide in the channel's slot: `always`, `occupied`, `vacated`, `left` or `emptied`. */
   guard: WebhookGuard;
   channel?: string;
   userId?: string;
@@ -91,7 +91,7 @@ export interface ForwardedWebhook {
 
 /** A forwarded event as stored in a user's forward list (JSON). */
 export function forwardedJson(item: WebhookItem): string {
-  const guard: WebhookGuard = item.guard === 'occupied' || item.guard === 'vacated' || item.guard === 'left' ? item.guard : 'always';
+  const guard: WebhookGuard = item.guard === 'occupied' || item.guard === 'vacated' || item.guard === 'left' || item.guard === 'emptied' ? item.guard : 'always';
   return JSON.stringify({ key: item.key, targets: item.targets, entry: item.entry, guard, channel: item.channel, userId: item.userId });
 }
 

@@ -21,9 +21,9 @@ import { nextRetry, type AttemptOutcome, type RetryPolicy } from './retry-schedu
  * `empty`: only if none of the user's sessions is left after the write (user.offline);
  * `removed`: only if the reap removed a session of the user; `occupied`, `vacated`: only if the
  * channel's index lists no other user's session (decided in the channel's slot, see `channel`);
- * `left`: only if the index lists no session of the user any more.
+ * `left`: only if the index lists no session of the user any more; `emptied`: no session at all.
  */
-export type WebhookGuard = 'always' | 'first' | 'empty' | 'removed' | 'occupied' | 'vacated' | 'left';
+export type WebhookGuard = 'always' | 'first' | 'empty' | 'removed' | 'occupied' | 'vacated' | 'left' | 'emptied';
 
 /** One event to queue with a write, for some URLs (by target id). */
 export interface WebhookItem {
