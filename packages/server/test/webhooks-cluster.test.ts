@@ -173,7 +173,17 @@ interface NodeProcess {
   exited: Promise<unknown>;
 }
 
-async function startNode(redisEnv: Record<string, string>, id: string, hookUrl: string): Promise<NodeProcess> {
+async function startNode(redisEnv: Record<string, string>, id: string, hookUrl: string, tries = 3): Promise<NodeProcess> {
+  try {
+    return await startNodeOnce(redisEnv, id, hookUrl);
+  } catch (error) {
+    // The free port was taken meanwhile (the other nodes' outgoing connections use the same range).
+    if (tries > 1 && /EADDRINUSE/.test(String((error as Error).message))) return startNode(redisEnv, id, hookUrl, tries - 1);
+    throw error;
+  }
+}
+
+async function startNodeOnce(redisEnv: Record<string, string>, id: string, hookUrl: string): Promise<NodeProcess> {
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
