@@ -19,6 +19,12 @@ import { RedisCluster } from './support/redis-cluster.js';
 import { RedisServer, freePort } from './support/redis-server.js';
 import { Receiver, SECRET, byKey } from './support/webhook-receiver.js';
 
+async function metricOf(server: { url: string }, name: string): Promise<number> {
+  const text = (await httpJson(server, '/metrics')).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : NaN;
+}
+
 /** Every id at most once among what was delivered, and each change once. */
 function assertOncePerId(events: readonly WebhookEvent[]): void {
   const ids = events.map((e) => e.id);
@@ -35,7 +41,7 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     for (const receiver of receivers.splice(0)) await receiver.close();
   });
 
-  const node = async (hub: MemoryHub, urls: string[], nodeId: string, sweepMs?: number) => {
+  const node = async (hub: MemoryHub, urls: string[], nodeId: string, sweepMs?: number, webhooks: { maxBacklog?: number; giveUpMs?: number } = {}) => {
     const config = resolveConfig({
       port: 0,
       host: '127.0.0.1',
@@ -44,7 +50,7 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
       nodeLeaseMs: 600,
       syncIntervalMs: 1000,
       limits: { maxEventLoopLagMs: 0 },
-      webhooks: { urls, secrets: [SECRET], events: [...DEFAULT_WEBHOOK_EVENT_TYPES], maxBacklog: 1000, timeoutMs: 5_000, giveUpMs: 60_000 },
+      webhooks: { urls, secrets: [SECRET], events: [...DEFAULT_WEBHOOK_EVENT_TYPES], maxBacklog: 1000, timeoutMs: 5_000, giveUpMs: 60_000, ...webhooks },
     });
     const running = await startServer(config, {
       log: silentLogger,
@@ -142,6 +148,41 @@ describe('webhooks in a cluster (in-process nodes over the in-process hub)', { t
     // Going invisible: what going offline produces.
     assert.deepEqual(keys.get('user:dan'), ['user.online', 'user.offline']);
     assert.deepEqual(keys.get('channel:lobby'), ['channel.member_joined dan', 'channel.occupied', 'channel.member_left dan', 'channel.vacated']);
+  });
+
+  it('dead letters, give-up and the backlog bound as on one node: shown by the delivering node (admin stats, metrics)', async () => {
+    const hub = new MemoryHub();
+    const r = await Receiver.start();
+    receivers.push(r);
+    // user.status refused (400: dead at once); user.meta failing past the give-up age; the rest fails until released.
+    let release = false;
+    r.answer = (request) =>
+      request.event.type === 'user.status' ? { status: 400 } : request.event.type === 'user.meta' ? { status: 503 } : release ? { status: 200 } : { status: 503 };
+    const a = await node(hub, [r.url], 'a', undefined, { maxBacklog: 4, giveUpMs: 1_500 });
+    const b = await node(hub, [r.url], 'b', undefined, { maxBacklog: 4, giveUpMs: 1_500 });
+    // Six users first, failing: past the bound of 4 the oldest waiting events (not in flight) go.
+    for (const id of ['u1', 'u2', 'u3', 'u4', 'u5', 'u6']) await connect(b, id);
+    await r.waitFor(() => r.requests.length >= 6, 5_000, 'the users online, failing');
+    const ada = await connect(b, 'ada');
+    assert.equal((await ada.request({ type: 'status', status: 'busy' })).type, 'ack');
+    assert.equal((await ada.request({ type: 'meta', meta: { name: 'Ada' } })).type, 'ack');
+    await sleep(800);
+    release = true;
+    await r.waitFor(() => r.requests.some((q) => q.event.type === 'user.status'), 10_000, 'the refused user.status');
+    await sleep(3_000);
+    const holders = [a, b].filter((s) => s.webhooks!.targets[0].queue.counts.failedAttempts > 0);
+    assert.equal(holders.length, 1, 'one node delivered');
+    const holder = holders[0];
+    const stats = (await httpJson(holder, '/realtime/admin/stats')).body;
+    const target = stats.webhooks.targets[0];
+    assert.ok(target.dropped >= 1, `dropped: ${target.dropped}`);
+    assert.ok(target.deadLetters >= 2, `dead letters: ${target.deadLetters}`);
+    const reasons = holder.webhooks!.targets[0].queue.deadLetters.map((d) => `${d.event.type} ${d.reason}`);
+    assert.ok(reasons.includes('user.status http 400'), reasons.join(', '));
+    assert.ok(reasons.includes('user.meta http 503'), `given up after the give-up age: ${reasons.join(', ')}`);
+    assert.equal(r.requests.filter((q) => q.event.type === 'user.status').length, 1, 'a 400 is not retried');
+    assert.ok((await metricOf(holder, 'presence_webhook_dead_letters_total')) >= 2);
+    assert.ok((await metricOf(holder, 'presence_webhook_dropped_total')) >= 1);
   });
 
   it('the sweep repairs a queue missing from the pending index (a crash between the script and the index)', async () => {
