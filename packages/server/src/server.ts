@@ -15,6 +15,8 @@ import type { Logger } from './log.js';
 import { EventLoopWindow, createPresenceMetrics, createWebhookMetrics, processMetrics, type PresenceMetrics } from './metrics/index.js';
 import { offsetClock, systemClock, type Clock } from './presence/clock.js';
 import { ClusterLink } from './cluster/cluster-link.js';
+import { decodeRecord } from './cluster/user-records.js';
+import { publicView } from './presence/user-presence.js';
 import { RedisService } from './cluster/redis-service.js';
 import { hasPusherChannels, type SharedService } from './cluster/shared-service.js';
 import { PusherRelay } from './cluster/pusher-relay.js';
@@ -56,6 +58,8 @@ export interface ServerOptions {
    * concurrency). The URLs, secrets and settings come from `config.webhooks`.
    */
   webhooks?: Pick<WebhooksOptions, 'retry' | 'concurrency' | 'random' | 'sender'>;
+  /** Tests only: how often a cluster's delivering node reads the pending index and sweeps Redis. */
+  clusterWebhooks?: { pollMs?: number; sweepMs?: number };
 }
 
 export interface RunningServer {
@@ -100,9 +104,6 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
   if (config.auth.dashboardKey !== undefined && (config.auth.dashboardKey === config.auth.apiKey || isDevMode(config))) {
     // loadConfig says the same, naming the variable; this guards programmatic configurations.
     throw new Error('auth.dashboardKey must differ from auth.apiKey and needs another credential configured (without one, everything is open)');
-  }
-  if (config.webhooks && (redisConfigured || options.sharedService)) {
-    throw new Error('webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/webhooks.md)');
   }
   if (config.pusher && config.pusher.webhookUrls.length > 0 && (redisConfigured || options.sharedService)) {
     throw new Error('Pusher webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/pusher.md)');
@@ -164,11 +165,28 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       userView: (userId: string) => node.engine.reader.viewOf(userId, undefined),
       dataDir: config.dataDir,
       observer: (url: string) => webhookMetrics.observerFor(url),
+      // In a cluster the queues are in the shared store (docs/webhooks.md#clusters).
+      cluster: cluster
+        ? {
+            sink: cluster.webhooks,
+            store: cluster.webhooks,
+            leaseTtlMs: config.nodeLeaseMs,
+            ...options.clusterWebhooks,
+            offlineView: (userId: string, fields: Record<string, string> | null) => {
+              const record = decodeRecord(userId, fields ?? {});
+              if (record.manual.status === 'invisible') return undefined;
+              return publicView({ record, sessionCount: 0, anyActive: false, devices: [] }, config.states);
+            },
+          }
+        : undefined,
       ...options.webhooks,
     };
     try {
       // Before anyone connects: what the previous run still owed is queued ahead of any new event.
-      if (config.webhooks) webhooks = new Webhooks({ config: config.webhooks, ...common });
+      if (config.webhooks) {
+        const presenceWebhooks = (webhooks = new Webhooks({ config: config.webhooks, ...common }));
+        cluster?.webhooks.attach({ reap: presenceWebhooks, maxBacklog: config.webhooks.maxBacklog, dropped: (count) => presenceWebhooks.droppedAtWrite(count) });
+      }
       if (config.pusher && pusherWebhookUrls.length > 0) {
         const { key, secret } = config.pusher;
         pusherWebhooks = new Webhooks({
@@ -211,6 +229,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       throw new Error(`cannot reach ${where}: ${(error as Error).message}`);
     }
     log.info('joined the cluster', { node: cluster.nodeId, nodes: cluster.nodes().length });
+    webhooks?.startDelivery();
   }
   const verifier = createTokenVerifier(config.auth);
   const transport = new WebSocketTransport({

@@ -251,7 +251,7 @@ describe('loadConfig', () => {
     assert.ok(configSecrets(config).includes('s=cret'), 'the decoded password is a secret of the logs');
   });
 
-  it('REDIS_URL and REDIS_CLUSTER_NODES together are refused, naming both; so is either with PRESENCE_DATA_DIR or webhooks', () => {
+  it('REDIS_URL and REDIS_CLUSTER_NODES together are refused, naming both; so is either with PRESENCE_DATA_DIR', () => {
     assertConfigError(
       { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER_NODES: '127.0.0.1:7000' },
       'REDIS_CLUSTER_NODES',
@@ -259,12 +259,6 @@ describe('loadConfig', () => {
       /^REDIS_URL and REDIS_CLUSTER_NODES are both set: REDIS_URL names one Redis, REDIS_CLUSTER_NODES a Redis Cluster; unset one of them$/,
     );
     assertConfigError({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_DATA_DIR: '/data' }, 'PRESENCE_DATA_DIR', [], /PRESENCE_DATA_DIR and REDIS_CLUSTER_NODES are both set: with REDIS_CLUSTER_NODES user records live in Redis/);
-    assertConfigError(
-      { REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_WEBHOOK_URLS: 'https://hooks.example.com/p', PRESENCE_WEBHOOK_SECRET: 'w'.repeat(32) },
-      'PRESENCE_WEBHOOK_URLS',
-      [],
-      /PRESENCE_WEBHOOK_URLS and REDIS_CLUSTER_NODES are both set/,
-    );
   });
 
   it('REDIS_URL and REDIS_CLUSTER_NODES together: the server exits with code 2 and says so', () => {
@@ -456,8 +450,9 @@ describe('webhook configuration', () => {
     }
   });
 
-  it('refuses webhooks with REDIS_URL for now: delivery is single-node', () => {
-    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }, 'PRESENCE_WEBHOOK_URLS', [], /PRESENCE_WEBHOOK_URLS and REDIS_URL are both set: webhooks are delivered by a single node for now/);
+  it('takes webhooks with REDIS_URL or REDIS_CLUSTER_NODES: delivered cluster-wide (docs/webhooks.md#clusters)', () => {
+    assert.deepEqual(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }).webhooks, loadConfig(base).webhooks);
+    assert.deepEqual(loadConfig({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).webhooks, loadConfig(base).webhooks);
   });
 
   it('warns in production about plain http:// to another host and a give-up age under an hour', () => {

@@ -4,7 +4,8 @@ import type { Clock } from '../presence/clock.js';
 import type { SaveKind, UserRecord, UserStore } from '../store/user-store.js';
 import { userOfOp, type Cluster, type ClusterListener, type NodeCounts, type NodeOp, type OwnedSession } from '../presence/replication.js';
 import type { ChannelEntry, LeaseState, ShardMessage, SharedService, UserShard } from './shared-service.js';
-import { UserRecords } from './user-records.js';
+import { ClusterWebhooks, type WebhookBatch } from './cluster-webhooks.js';
+import { UserRecords, encodeRecord } from './user-records.js';
 
 export interface ClusterLinkOptions {
   service: SharedService;
@@ -103,16 +104,39 @@ export class ClusterLink implements Cluster, UserStore {
   private readonly timers: NodeJS.Timeout[] = [];
   /** User records: the followed users', written field by field, applied in their shard's order. */
   readonly records: UserRecords;
+  /** Webhook queues in the shared store: the events of this node's changes go with its writes. */
+  readonly webhooks: ClusterWebhooks;
 
   constructor(options: ClusterLinkOptions) {
     this.options = options;
     this.service = options.service;
     this.nodeId = options.nodeId === undefined ? randomUUID() : `${options.nodeId}@${randomBytes(4).toString('hex')}`;
+    const webhooks = new ClusterWebhooks({
+      service: this.service,
+      nodeId: this.nodeId,
+      log: options.log,
+      now: () => options.clock.now() + this.clockOffsetMs,
+      scheduleFlush: () => {
+        if (this.flushScheduled || this.closed) return;
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      },
+    });
+    this.webhooks = webhooks;
     this.records = new UserRecords({
       service: this.service,
       nodeId: this.nodeId,
       log: options.log,
       apply: (record, cause) => this.listener!.applyRecord(record, cause),
+      webhooks: {
+        get active() {
+          return webhooks.active;
+        },
+        // A change that also wrote sessions of the user queues its events with those ops instead.
+        take: (userId) => (this.outbox.some((op) => userOfOp(op) === userId) ? undefined : webhooks.takeForRecord(userId)),
+        written: (userId, write) => webhooks.afterWrite({ node: this.nodeId, writes: new Map([[userId, write]]), removed: new Map(), userOf: new Map() }),
+        failed: (userId, write) => webhooks.queue(userId, write.items),
+      },
     });
   }
 
@@ -191,14 +215,17 @@ export class ClusterLink implements Cluster, UserStore {
       if (this.outbox.length > 0 || this.onlineChanges.size > 0) this.needsRegistration = true;
       this.outbox = [];
       this.onlineChanges = new Map();
+      // Webhook events are not: they wait (in memory) for the store to come back.
+      if (this.webhooks.waiting) setTimeout(() => this.webhooks.scheduleFlushLater(), 500).unref();
       return;
     }
+    const hooks = this.webhooks.take();
     if (this.outbox.length > 0) {
       const ops = this.outbox;
       this.outbox = [];
       this.opsInFlight += ops.length;
       // One flush after the other: a user's ops reach the shard in the order they were made.
-      this.writing = this.writing.then(() => this.write(ops)).then(
+      this.writing = this.writing.then(() => this.write(ops, hooks)).then(
         () => {
           this.opsInFlight -= ops.length;
         },
@@ -208,6 +235,8 @@ export class ClusterLink implements Cluster, UserStore {
           this.options.log.debug('session ops not written; will re-register', { error });
         },
       );
+    } else if (hooks) {
+      this.writing = this.writing.then(() => this.writeWebhooks(hooks));
     }
     if (this.onlineChanges.size > 0) {
       const changes = this.onlineChanges;
@@ -223,7 +252,18 @@ export class ClusterLink implements Cluster, UserStore {
     }
   }
 
-  private async write(ops: NodeOp[]): Promise<void> {
+  /** Webhook events with no ops of their user in this flush. Put back if the store failed (sent again, same ids). */
+  private async writeWebhooks(hooks: WebhookBatch | undefined, all = hooks && new Map(hooks)): Promise<void> {
+    try {
+      await this.webhooks.writeRest(hooks);
+    } catch (error) {
+      if (all) this.webhooks.restore(all);
+      this.options.log.debug('webhook events not queued yet; trying again', { error });
+    }
+  }
+
+  private async write(ops: NodeOp[], hooks?: WebhookBatch): Promise<void> {
+    const all = hooks && new Map(hooks);
     const byUser = new Map<string, NodeOp[]>();
     for (const op of ops) {
       const userId = userOfOp(op);
@@ -238,11 +278,51 @@ export class ClusterLink implements Cluster, UserStore {
     }
     const { added, removed } = this.channelChanges(ops);
     const writes: Promise<unknown>[] = [];
-    for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries));
-    for (const [userId, userOps] of byUser) writes.push(this.service.writeOps(this.nodeId, userId, userOps));
-    await Promise.all(writes);
+    const webhooks = this.webhooks.active;
+    // With webhooks, an add says whether it made the channel occupied (decided by the index).
+    const firsts = new Map<string, Set<string>>();
+    for (const [channel, entries] of added) writes.push(this.service.addToChannel(channel, entries, webhooks).then((users) => firsts.set(channel, new Set(users))));
+    const hooked = new Map<string, ReturnType<ClusterWebhooks['writeFor']>>();
+    const userOf = new Map<string, string>();
+    for (const op of ops) {
+      if (op.op === 'session') userOf.set(op.session.id, op.session.userId);
+      else if (op.op === 'end') userOf.set(op.sessionId, op.userId);
+    }
+    for (const [userId, userOps] of byUser) {
+      // The events of these ops go in the same script (docs/webhooks.md#clusters).
+      let write = this.webhooks.writeFor(hooks, userId, userOps);
+      const ended = userOps.flatMap((op) => (op.op === 'end' ? [op.sessionId] : []));
+      const left = [...removed].filter(([, ids]) => ids.some((id) => userOf.get(id) === userId)).map(([channel]) => channel);
+      if (webhooks && (ended.length > 0 || left.length > 0) && !userOps.some((op) => op.op === 'logout')) {
+        // Another node may be ending (or taking out of a channel) the user's last session there at the same moment.
+        const record = this.records.get(userId);
+        write = this.webhooks.addCandidates(write, {
+          userId,
+          fields: record ? encodeRecord(record) : null,
+          channels: left,
+          offline: ended.length > 0,
+          cause: this.webhooks.nextCause(),
+          at: this.options.clock.now() + this.clockOffsetMs,
+        });
+      }
+      hooked.set(userId, write);
+      writes.push(this.service.writeOps(this.nodeId, userId, userOps, write));
+    }
+    try {
+      await Promise.all(writes);
+    } catch (error) {
+      // Some scripts may have run: their events are queued again with the rest (same ids).
+      if (all) this.webhooks.restore(all);
+      throw error;
+    }
     // Taken out of a channel's index only after the shard says so: a reader never misses a member.
-    await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
+    if (!webhooks) {
+      await Promise.all([...removed].map(([channel, ids]) => this.service.removeFromChannel(channel, this.nodeId, ids)));
+      return;
+    }
+    // With webhooks, each user's channel events move with that user's removals (one script per channel).
+    await this.webhooks.afterWrite({ node: this.nodeId, writes: hooked, removed, userOf, firsts });
+    await this.writeWebhooks(hooks);
   }
 
   /** What the channels' indexes must learn from these ops: sessions that entered and left channels. */
@@ -509,8 +589,22 @@ export class ClusterLink implements Cluster, UserStore {
     await this.eachInBatches(users, (userId) => this.service.reapUser(node, userId, lastSeenAt));
     await new Promise((resolve) => setTimeout(resolve, this.options.offlineDelayMs + 50).unref());
     if (this.closed) return;
+    // The webhook events the reap causes are queued by this node, in each user's reap step.
+    const hooks = await this.webhooks.prepareReap(node, users, this.options.clock.now() + this.clockOffsetMs).catch((error: unknown) => {
+      this.options.log.warn('webhook events of a reap could not be prepared; they are not sent', { node, err: error });
+      return new Map<string, never>();
+    });
     await this.eachInBatches(users, async (userId) => {
-      const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs);
+      const webhooks = hooks.get(userId);
+      const removed = await this.service.expireOrphans(node, userId, this.options.offlineDelayMs, webhooks);
+      if (webhooks) {
+        // The reap's channel events move with the removed sessions' index entries.
+        const byChannel = new Map<string, string[]>();
+        for (const session of removed) for (const channel of Object.keys(session.channels)) byChannel.set(channel, [...(byChannel.get(channel) ?? []), session.id]);
+        const userOf = new Map(removed.map((session) => [session.id, userId]));
+        await this.webhooks.afterWrite({ node, writes: new Map([[userId, webhooks]]), removed: byChannel, userOf });
+        return;
+      }
       await Promise.all(removed.flatMap((session) => Object.keys(session.channels).map((channel) => this.service.removeFromChannel(channel, node, [session.id]))));
     });
     await this.service.finishReap(node);

@@ -1,5 +1,6 @@
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { WebhookGuard, WebhookWrite } from '../webhooks/cluster-queues.js';
+import { forwardedJson, type ChannelEntry, type ForwardedWebhook, type Interest, type LeaseState, type NodeStats, type PusherChannelService, type ShardMessage, type SharedService, type StoredSession, type StoredUserFields, type UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 
@@ -30,6 +31,11 @@ export class MemoryHub {
   private readonly connected = new Set<MemoryService>();
   /** Each node's Pusher channels and its subscriptions in each (see PusherChannelService). */
   private readonly pusherChannels = new Map<string, Map<string, number>>();
+  /** Webhook queues by `target \n key`, forward lists by user, pending index and leases by target. */
+  private readonly webhookQueues = new Map<string, string[]>();
+  private readonly forwarded = new Map<string, string[]>();
+  private readonly webhookPending = new Map<string, Set<string>>();
+  private readonly webhookLeases = new Map<string, { node: string; until: number }>();
   private up = true;
   /** Counts outages, so a node's turn to come back from an earlier one is not taken in a later one. */
   private returns = 0;
@@ -70,6 +76,10 @@ export class MemoryHub {
       this.users.clear();
       this.channels.clear();
       this.pusherChannels.clear();
+      this.webhookQueues.clear();
+      this.forwarded.clear();
+      this.webhookPending.clear();
+      this.webhookLeases.clear();
     }
     this.up = true;
     const returns = ++this.returns;
@@ -96,7 +106,16 @@ export class MemoryHub {
       ]),
       ...[...this.channels.keys()].map((name) => `channel:${name}:sessions`),
       ...[...this.pusherChannels.keys()].map((node) => `node:${node}:pusher-channels`),
+      ...[...this.webhookQueues.keys()].map((id) => `webhooks:${id.replace('\n', ':')}`),
+      ...[...this.forwarded.keys()].map((id) => `user:${id}:webhooks-forward`),
     ];
+  }
+
+  /** Every event waiting in a target's queues, by key, for tests. */
+  webhookBacklog(target: string): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const [id, list] of this.webhookQueues) if (id.startsWith(`${target}\n`)) out.set(id.slice(target.length + 1), [...list]);
+    return out;
   }
 
   /** The sessions a user's shard holds, for tests. */
@@ -219,13 +238,130 @@ export class MemoryHub {
     this.reaping.delete(nodeId);
   }
 
-  writeOps(nodeId: string, userId: string, ops: NodeOp[]): void {
+  writeOps(nodeId: string, userId: string, ops: NodeOp[], webhooks?: WebhookWrite): void {
     this.check();
     const user = this.user(userId);
+    // As write_ops.lua: `first` counts the sessions these ops do not write.
+    const written = new Set(ops.flatMap((op) => (op.op === 'session' ? [op.session.id] : [])));
+    const others = [...user.sessions.keys()].filter((id) => !written.has(id)).length;
     applyOpsToSessions(user.sessions, nodeId, ops);
     user.seq += 1;
     this.publishToUser({ kind: 'ops', user: userId, seq: user.seq, node: nodeId, ops });
+    if (webhooks) {
+      const left = user.sessions.size;
+      this.queueWebhooks(userId, webhooks, (guard) => (guard === 'first' ? others === 0 : guard === 'empty' ? left === 0 : true));
+    }
     this.tidy(userId);
+  }
+
+  /**
+   * As lib_webhooks.lua: each event whose guard holds goes to its queues when its key is the
+   * user's, or to the user's forward list otherwise; a queue past its bound loses its second element.
+   */
+  private queueWebhooks(userId: string, webhooks: WebhookWrite, ok: (guard: WebhookGuard) => boolean): void {
+    let dropped = 0;
+    for (const item of webhooks.items) {
+      if (!ok(item.guard)) continue;
+      if (item.key === `user:${userId}`) {
+        dropped += this.pushWebhooks(item.key, item.targets, [item.entry], webhooks.maxBacklog);
+      } else {
+        let list = this.forwarded.get(userId);
+        if (!list) this.forwarded.set(userId, (list = []));
+        list.push(forwardedJson(item));
+      }
+    }
+    if (dropped > 0) webhooks.dropped?.(dropped);
+  }
+
+  pushWebhooks(key: string, targets: readonly string[], entries: string[], maxBacklog: number): number {
+    this.check();
+    let dropped = 0;
+    for (const target of targets) {
+      const id = `${target}\n${key}`;
+      let list = this.webhookQueues.get(id);
+      if (!list) this.webhookQueues.set(id, (list = []));
+      for (const entry of entries) {
+        list.push(entry);
+        if (maxBacklog > 0 && list.length > maxBacklog) {
+          list.splice(1, 1);
+          dropped += 1;
+        }
+      }
+    }
+    return dropped;
+  }
+
+  forwardedWebhooks(userId: string): ForwardedWebhook[] {
+    this.check();
+    return (this.forwarded.get(userId) ?? []).map((raw) => ({ raw, ...(JSON.parse(raw) as Omit<ForwardedWebhook, 'raw'>) }));
+  }
+
+  dropForwarded(userId: string, raws: string[]): void {
+    this.check();
+    const list = this.forwarded.get(userId);
+    if (!list) return;
+    for (const raw of raws) {
+      const at = list.indexOf(raw);
+      if (at !== -1) list.splice(at, 1);
+    }
+    if (list.length === 0) this.forwarded.delete(userId);
+  }
+
+  markWebhooksPending(target: string, keys: string[]): void {
+    this.check();
+    let set = this.webhookPending.get(target);
+    if (!set) this.webhookPending.set(target, (set = new Set()));
+    for (const key of keys) set.add(key);
+  }
+
+  pendingWebhookKeys(target: string): string[] {
+    this.check();
+    return [...(this.webhookPending.get(target) ?? [])];
+  }
+
+  settleWebhookKey(target: string, key: string): boolean {
+    this.check();
+    const id = `${target}\n${key}`;
+    const list = this.webhookQueues.get(id);
+    if (list && list.length > 0) return true;
+    this.webhookQueues.delete(id);
+    this.webhookPending.get(target)?.delete(key);
+    return false;
+  }
+
+  webhookHeads(target: string, keys: string[]): { head: string | undefined; length: number }[] {
+    this.check();
+    return keys.map((key) => {
+      const list = this.webhookQueues.get(`${target}\n${key}`) ?? [];
+      return { head: list[0], length: list.length };
+    });
+  }
+
+  popWebhook(target: string, key: string, entry: string): boolean {
+    this.check();
+    const list = this.webhookQueues.get(`${target}\n${key}`);
+    if (!list || list[0] !== entry) return false;
+    list.shift();
+    return true;
+  }
+
+  webhookLease(target: string, nodeId: string, ttlMs: number, hold: boolean): boolean {
+    this.check();
+    const lease = this.webhookLeases.get(target);
+    const live = lease && lease.until > this.now() ? lease : undefined;
+    if (!hold) {
+      if (live?.node === nodeId) this.webhookLeases.delete(target);
+      return false;
+    }
+    if (live && live.node !== nodeId) return false;
+    this.webhookLeases.set(target, { node: nodeId, until: this.now() + ttlMs });
+    return true;
+  }
+
+  scanWebhooks(target: string): { keys: string[]; forwarding: string[] } {
+    this.check();
+    const keys = [...this.webhookQueues].filter(([id, list]) => id.startsWith(`${target}\n`) && list.length > 0).map(([id]) => id.slice(target.length + 1));
+    return { keys, forwarding: [...this.forwarded.keys()] };
   }
 
   reapUser(nodeId: string, userId: string, lastSeenAt: number): number {
@@ -251,7 +387,7 @@ export class MemoryHub {
     return marked;
   }
 
-  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): SessionSnapshot[] {
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number, webhooks?: WebhookWrite): SessionSnapshot[] {
     this.check();
     const user = this.users.get(userId);
     if (!user) return [];
@@ -260,6 +396,10 @@ export class MemoryHub {
       if (stored.node !== nodeId || stored.orphanedAt === undefined || stored.orphanedAt + offlineDelayMs > this.now()) continue;
       removed.push(stored.session);
       user.sessions.delete(id);
+    }
+    if (webhooks && removed.length > 0) {
+      const left = user.sessions.size;
+      this.queueWebhooks(userId, webhooks, (guard) => (guard === 'empty' ? left === 0 : true));
     }
     this.tidy(userId);
     return structuredClone(removed);
@@ -272,14 +412,19 @@ export class MemoryHub {
     return structuredClone({ seq: user.seq, fields: Object.keys(user.fields).length > 0 ? user.fields : null, sessions: [...user.sessions.values()] });
   }
 
-  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): void {
+  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): void {
     this.check();
     const user = this.user(userId);
+    let changed = false;
     for (const [field, value] of Object.entries(fields)) {
       // As in write_user.lua: the activity timestamps only move forward.
       const stored = FORWARD_ONLY.has(field) && user.fields[field] ? Number(user.fields[field]) : undefined;
-      if (stored === undefined || (Number(value) || 0) > stored) user.fields[field] = value;
+      if (stored === undefined || (Number(value) || 0) > stored) {
+        if (!FORWARD_ONLY.has(field) && field !== '~cause' && user.fields[field] !== value) changed = true;
+        user.fields[field] = value;
+      }
     }
+    if (webhooks) this.queueWebhooks(userId, webhooks, () => changed || !webhooks.onlyIfChanged);
     if (!announce) return;
     user.seq += 1;
     this.publishToUser({ kind: 'record', user: userId, seq: user.seq, node: nodeId, fields: { ...user.fields } });
@@ -291,12 +436,17 @@ export class MemoryHub {
     for (const [field, value] of Object.entries(fields)) if (!(field in user.fields)) user.fields[field] = value;
   }
 
-  addToChannel(name: string, entries: ChannelEntry[]): void {
+  addToChannel(name: string, entries: ChannelEntry[], reportFirst = false): string[] {
     this.check();
     let channel = this.channels.get(name);
     if (!channel) this.channels.set(name, (channel = new Map()));
     const announced = new Set<string>();
+    // As add_to_channel.lua: the users whose entry found no other user's listed.
+    const first: string[] = [];
+    const users = new Set([...channel.values()].map((entry) => entry.userId));
     for (const entry of entries) {
+      if (reportFirst && ![...users].some((user) => user !== entry.userId) && !users.has(entry.userId)) first.push(entry.userId);
+      users.add(entry.userId);
       const before = channel.get(entry.sessionId);
       channel.set(entry.sessionId, { ...entry });
       if (before?.userId === entry.userId && before.node === entry.node) continue;
@@ -308,6 +458,22 @@ export class MemoryHub {
         { kind: 'member', channel: name, user: entry.userId },
       );
     }
+    return first;
+  }
+
+  channelWebhooks(name: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): void {
+    this.removeFromChannel(name, node, sessionIds);
+    const listed = [...(this.channels.get(name)?.values() ?? [])];
+    const alone = !listed.some((entry) => entry.userId !== userId);
+    const gone = !listed.some((entry) => entry.userId === userId);
+    let dropped = 0;
+    for (const item of webhooks.items) {
+      if ((item.guard === 'occupied' || item.guard === 'vacated') && !alone) continue;
+      if (item.guard === 'left' && !gone) continue;
+      if (item.guard === 'emptied' && listed.length > 0) continue;
+      dropped += this.pushWebhooks(item.key, item.targets, [item.entry], webhooks.maxBacklog);
+    }
+    if (dropped > 0) webhooks.dropped?.(dropped);
   }
 
   removeFromChannel(name: string, node: string, sessionIds: string[]): void {
@@ -455,16 +621,16 @@ export class MemoryService implements SharedService, PusherChannelService {
     this.hub.finishReap(nodeId);
   }
 
-  async writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void> {
-    this.hub.writeOps(nodeId, userId, ops);
+  async writeOps(nodeId: string, userId: string, ops: NodeOp[], webhooks?: WebhookWrite): Promise<void> {
+    this.hub.writeOps(nodeId, userId, ops, webhooks);
   }
 
   async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
     return this.hub.reapUser(nodeId, userId, lastSeenAt);
   }
 
-  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
-    return this.hub.expireOrphans(nodeId, userId, offlineDelayMs);
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number, webhooks?: WebhookWrite): Promise<SessionSnapshot[]> {
+    return this.hub.expireOrphans(nodeId, userId, offlineDelayMs, webhooks);
   }
 
   async readUsers(userIds: string[]): Promise<Map<string, UserShard>> {
@@ -475,16 +641,60 @@ export class MemoryService implements SharedService, PusherChannelService {
     return new Map(userIds.map((id) => [id, this.hub.readUser(id).seq]));
   }
 
-  async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void> {
-    this.hub.writeUser(nodeId, userId, fields, announce);
+  async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): Promise<void> {
+    this.hub.writeUser(nodeId, userId, fields, announce, webhooks);
+  }
+
+  async enqueueWebhooks(key: string, targets: readonly string[], entries: string[], maxBacklog: number): Promise<number> {
+    return this.hub.pushWebhooks(key, targets, entries, maxBacklog);
+  }
+
+  async forwardedWebhooks(userId: string): Promise<ForwardedWebhook[]> {
+    return this.hub.forwardedWebhooks(userId);
+  }
+
+  async dropForwarded(userId: string, raws: string[]): Promise<void> {
+    this.hub.dropForwarded(userId, raws);
+  }
+
+  async markWebhooksPending(target: string, keys: string[]): Promise<void> {
+    this.hub.markWebhooksPending(target, keys);
+  }
+
+  async pendingWebhookKeys(target: string): Promise<string[]> {
+    return this.hub.pendingWebhookKeys(target);
+  }
+
+  async settleWebhookKey(target: string, key: string): Promise<boolean> {
+    return this.hub.settleWebhookKey(target, key);
+  }
+
+  async webhookHeads(target: string, keys: string[]): Promise<{ head: string | undefined; length: number }[]> {
+    return this.hub.webhookHeads(target, keys);
+  }
+
+  async popWebhook(target: string, key: string, entry: string): Promise<boolean> {
+    return this.hub.popWebhook(target, key, entry);
+  }
+
+  async webhookLease(target: string, nodeId: string, ttlMs: number, hold: boolean): Promise<boolean> {
+    return this.hub.webhookLease(target, nodeId, ttlMs, hold);
+  }
+
+  async scanWebhooks(target: string): Promise<{ keys: string[]; forwarding: string[] }> {
+    return this.hub.scanWebhooks(target);
   }
 
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {
     this.hub.restoreUser(userId, fields);
   }
 
-  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
-    this.hub.addToChannel(channel, entries);
+  async addToChannel(channel: string, entries: ChannelEntry[], reportFirst?: boolean): Promise<string[]> {
+    return this.hub.addToChannel(channel, entries, reportFirst);
+  }
+
+  async channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void> {
+    this.hub.channelWebhooks(channel, node, userId, sessionIds, webhooks);
   }
 
   async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {

@@ -5,7 +5,8 @@ import type { Cluster, Redis } from 'ioredis';
 import { masterProbeTopics, openRedis, publishCommand, type RedisConnection, type RedisConnectionOptions, type RedisMode } from './redis-connection.js';
 import type { TopicSubscriber } from './topic-subscriber.js';
 import type { NodeOp, SessionSnapshot } from '../presence/replication.js';
-import type { ChannelEntry, Interest, LeaseState, NodeStats, PusherChannelService, ShardMessage, SharedService, StoredSession, StoredUserFields, UserShard } from './shared-service.js';
+import type { WebhookGuard, WebhookWrite } from '../webhooks/cluster-queues.js';
+import { forwardedJson, type ChannelEntry, type ForwardedWebhook, type Interest, type LeaseState, type NodeStats, type PusherChannelService, type ShardMessage, type SharedService, type StoredSession, type StoredUserFields, type UserShard } from './shared-service.js';
 
 type Handlers = Parameters<SharedService['connect']>[0];
 type Client = Redis | Cluster;
@@ -36,8 +37,34 @@ export function redisKeys(prefix = 'presence') {
     nodePusherChannels: (nodeId: string) => `${prefix}:node-pusher-channels:{${nodeId}}`,
     /** The registry of the layout before sharding: nodes still on it are another cluster. */
     previousRegistry: `{${prefix}}:nodes`,
+    /**
+     * A webhook URL's queue of one ordering key, in the key's slot: `user:<id>` beside the user's
+     * shard, `channel:<name>` beside the channel's (docs/webhooks.md#clusters).
+     */
+    webhookQueue: (target: string, key: string) => {
+      const colon = key.indexOf(':');
+      const kind = key.slice(0, colon);
+      if (colon === -1 || (kind !== 'user' && kind !== 'channel')) throw new Error(`not a webhook ordering key: ${key}`);
+      return `${prefix}:${kind}:{${key.slice(colon + 1)}}:webhooks:${target}`;
+    },
+    /** A user's channel events on their way to their channels' queues. */
+    webhookForward: (userId: string) => `${prefix}:user:{${userId}}:webhooks-forward`,
+    /** A bucket of a URL's pending index: keys whose queue may hold events, spread over slots. */
+    webhookPending: (target: string, bucket: number) => `${prefix}:webhooks-pending:{${target}:${bucket}}`,
+    webhookLease: (target: string) => `${prefix}:webhooks-lease:{${target}}`,
   };
 }
+
+/** Buckets of each URL's pending index: no key is written by every change, and reading all stays cheap. */
+export const WEBHOOK_PENDING_BUCKETS = 16;
+
+function bucketOf(key: string): number {
+  let hash = 0;
+  for (let i = 0; i < key.length; i++) hash = (hash * 31 + key.charCodeAt(i)) >>> 0;
+  return hash % WEBHOOK_PENDING_BUCKETS;
+}
+
+const GUARD_CODES: Record<WebhookGuard, string> = { always: 'a', first: 'f', empty: 'e', removed: 'r', occupied: 'o', vacated: 'v', left: 'l', emptied: 'x' };
 
 const SCRIPTS = {
   lease: 3,
@@ -48,7 +75,14 @@ const SCRIPTS = {
   expire_orphans: 1,
   add_to_channel: 1,
   remove_from_channel: 1,
+  webhook_enqueue: 1,
+  channel_webhooks: 1,
+  webhook_ack: 1,
+  webhook_lease: 1,
 } as const;
+
+/** Scripts that queue webhook events: lib_webhooks.lua goes in front of them. */
+const WITH_WEBHOOKS: ReadonlySet<string> = new Set(['write_ops', 'write_user', 'expire_orphans', 'webhook_enqueue', 'channel_webhooks']);
 
 /** The Lua scripts ship beside the compiled code (`lua/` in the package), one file each. */
 function scriptDirectory(): string {
@@ -63,11 +97,15 @@ function scriptDirectory(): string {
 interface ScriptCommands {
   lease(registry: string, reaping: string, nodeStats: string, nodeId: string, ttlMs: number, stats: string): Promise<[string, number, string[], string[], string[]]>;
   drop_node(registry: string, reaping: string, nodeStats: string, ...args: string[]): Promise<number>;
-  write_ops(record: string, sessions: string, ...args: string[]): Promise<number>;
-  write_user(user: string, ...args: string[]): Promise<number>;
+  write_ops(record: string, sessions: string, ...args: string[]): Promise<number | [number, number]>;
+  write_user(user: string, ...args: string[]): Promise<number | [number, number]>;
   reap_user(record: string, sessions: string, ...args: string[]): Promise<number>;
-  expire_orphans(sessions: string, ...args: string[]): Promise<string[]>;
-  add_to_channel(channel: string, ...args: string[]): Promise<number>;
+  expire_orphans(sessions: string, ...args: string[]): Promise<string[] | [string[], number]>;
+  webhook_enqueue(first: string, spec: string): Promise<number>;
+  webhook_ack(queue: string, entry: string): Promise<number>;
+  webhook_lease(lease: string, nodeId: string, ttlMs: string, hold: string): Promise<number>;
+  add_to_channel(channel: string, ...args: string[]): Promise<number | string[]>;
+  channel_webhooks(channel: string, ...args: string[]): Promise<number>;
   remove_from_channel(channel: string, ...args: string[]): Promise<number>;
 }
 
@@ -129,9 +167,11 @@ export class RedisService implements SharedService, PusherChannelService {
       },
     });
     const directory = scriptDirectory();
+    const library = readFileSync(join(directory, 'lib_webhooks.lua'), 'utf8');
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
       // ioredis runs these with EVALSHA and falls back to EVAL (e.g. after Redis restarted).
-      this.commands.defineCommand(name, { numberOfKeys, lua: readFileSync(join(directory, `${name}.lua`), 'utf8') });
+      const lua = readFileSync(join(directory, `${name}.lua`), 'utf8');
+      this.commands.defineCommand(name, { numberOfKeys, lua: WITH_WEBHOOKS.has(name) ? `${library}\n${lua}` : lua });
     }
     this.commands.on('error', () => {
       // Connection errors surface as disconnects; ioredis keeps retrying.
@@ -245,22 +285,45 @@ export class RedisService implements SharedService, PusherChannelService {
     await this.commands.zrem(this.keys.reaping, nodeId);
   }
 
-  async writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void> {
+  async writeOps(nodeId: string, userId: string, ops: NodeOp[], webhooks?: WebhookWrite): Promise<void> {
     const args: string[] = [];
     for (const op of ops) {
       if (op.op === 'session') args.push('s', op.session.id, String(op.session.moves ?? 0), JSON.stringify(op.session));
       else if (op.op === 'end') args.push('e', op.sessionId);
     }
+    if (webhooks) args.push('w', this.webhookSpec(userId, webhooks));
     const head = `{"kind":"ops","user":${JSON.stringify(userId)},"node":${JSON.stringify(nodeId)},"ops":${JSON.stringify(ops)},"seq":`;
-    await this.scripts.write_ops(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, head, ...args);
+    const result = await this.scripts.write_ops(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, head, ...args);
+    if (webhooks && Array.isArray(result) && result[1] > 0) webhooks.dropped?.(result[1]);
+  }
+
+  /**
+   * The webhook events of a write in a user's slot (lib_webhooks.lua): the user's go to the user's
+   * queues, every other one to the user's forward list (moved on by the writer right after).
+   */
+  private webhookSpec(userId: string, webhooks: WebhookWrite): string {
+    const own = `user:${userId}`;
+    const forward = this.keys.webhookForward(userId);
+    const e = webhooks.items.map((item) =>
+      item.key === own
+        ? { g: GUARD_CODES[item.guard], k: item.targets.map((target) => this.keys.webhookQueue(target, item.key)), v: item.entry }
+        : { g: GUARD_CODES[item.guard], k: [forward], v: forwardedJson(item) },
+    );
+    // cjson decodes [] and {} alike; an empty list is fine for ipairs either way.
+    return JSON.stringify({ m: webhooks.maxBacklog, e, ...(webhooks.onlyIfChanged ? { c: 1 } : {}) });
   }
 
   async reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number> {
     return this.scripts.reap_user(this.keys.user(userId), this.keys.userSessions(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, String(lastSeenAt));
   }
 
-  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]> {
-    const removed = await this.scripts.expire_orphans(this.keys.userSessions(userId), nodeId, String(offlineDelayMs));
+  async expireOrphans(nodeId: string, userId: string, offlineDelayMs: number, webhooks?: WebhookWrite): Promise<SessionSnapshot[]> {
+    if (!webhooks) {
+      const removed = (await this.scripts.expire_orphans(this.keys.userSessions(userId), nodeId, String(offlineDelayMs))) as string[];
+      return removed.map((json) => JSON.parse(json) as SessionSnapshot);
+    }
+    const [removed, dropped] = (await this.scripts.expire_orphans(this.keys.userSessions(userId), nodeId, String(offlineDelayMs), this.webhookSpec(userId, webhooks))) as [string[], number];
+    if (dropped > 0) webhooks.dropped?.(dropped);
     return removed.map((json) => JSON.parse(json) as SessionSnapshot);
   }
 
@@ -290,9 +353,107 @@ export class RedisService implements SharedService, PusherChannelService {
     return new Map(userIds.map((id, i) => [id, Number(seqs[i] ?? 0)]));
   }
 
-  async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void> {
+  async writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): Promise<void> {
     const pairs = Object.entries(fields).flat();
-    await this.scripts.write_user(this.keys.user(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, announce ? '1' : '0', ...pairs);
+    if (webhooks) pairs.push('w', this.webhookSpec(userId, webhooks));
+    const result = await this.scripts.write_user(this.keys.user(userId), this.publishCommand, this.keys.userTopic(userId), nodeId, userId, announce ? '1' : '0', ...pairs);
+    if (webhooks && Array.isArray(result) && result[1] > 0) webhooks.dropped?.(result[1]);
+  }
+
+  async enqueueWebhooks(key: string, targets: readonly string[], entries: string[], maxBacklog: number): Promise<number> {
+    if (targets.length === 0 || entries.length === 0) return 0;
+    const queues = targets.map((target) => this.keys.webhookQueue(target, key));
+    const spec = JSON.stringify({ m: maxBacklog, e: entries.map((v) => ({ g: 'a', k: queues, v })) });
+    return this.scripts.webhook_enqueue(queues[0], spec);
+  }
+
+  async forwardedWebhooks(userId: string): Promise<ForwardedWebhook[]> {
+    const raws = await this.commands.lrange(this.keys.webhookForward(userId), 0, -1);
+    const out: ForwardedWebhook[] = [];
+    for (const raw of raws) {
+      try {
+        out.push({ raw, ...(JSON.parse(raw) as Omit<ForwardedWebhook, 'raw'>) });
+      } catch {
+        // Not ours: left alone.
+      }
+    }
+    return out;
+  }
+
+  async dropForwarded(userId: string, raws: string[]): Promise<void> {
+    const key = this.keys.webhookForward(userId);
+    await Promise.all(raws.map((raw) => this.commands.lrem(key, 1, raw)));
+  }
+
+  async markWebhooksPending(target: string, keys: string[]): Promise<void> {
+    const buckets = new Map<number, string[]>();
+    for (const key of keys) {
+      const bucket = bucketOf(key);
+      const list = buckets.get(bucket);
+      if (list) list.push(key);
+      else buckets.set(bucket, [key]);
+    }
+    await Promise.all([...buckets].map(([bucket, members]) => this.commands.sadd(this.keys.webhookPending(target, bucket), ...members)));
+  }
+
+  async pendingWebhookKeys(target: string): Promise<string[]> {
+    const sets = await Promise.all(Array.from({ length: WEBHOOK_PENDING_BUCKETS }, (_, b) => this.commands.smembers(this.keys.webhookPending(target, b))));
+    return sets.flat();
+  }
+
+  async settleWebhookKey(target: string, key: string): Promise<boolean> {
+    const pending = this.keys.webhookPending(target, bucketOf(key));
+    // Off the index first, then look: an event queued meanwhile is either seen here or indexed after.
+    await this.commands.srem(pending, key);
+    if ((await this.commands.llen(this.keys.webhookQueue(target, key))) === 0) return false;
+    await this.commands.sadd(pending, key);
+    return true;
+  }
+
+  async webhookHeads(target: string, keys: string[]): Promise<{ head: string | undefined; length: number }[]> {
+    return Promise.all(
+      keys.map(async (key) => {
+        const queue = this.keys.webhookQueue(target, key);
+        const [head, length] = await Promise.all([this.commands.lindex(queue, 0), this.commands.llen(queue)]);
+        return { head: head ?? undefined, length };
+      }),
+    );
+  }
+
+  async popWebhook(target: string, key: string, entry: string): Promise<boolean> {
+    return (await this.scripts.webhook_ack(this.keys.webhookQueue(target, key), entry)) === 1;
+  }
+
+  async webhookLease(target: string, nodeId: string, ttlMs: number, hold: boolean): Promise<boolean> {
+    return (await this.scripts.webhook_lease(this.keys.webhookLease(target), nodeId, String(ttlMs), hold ? '1' : '0')) === 1;
+  }
+
+  async scanWebhooks(target: string): Promise<{ keys: string[]; forwarding: string[] }> {
+    const suffix = `:webhooks:${target}`;
+    const queues = await this.scan(`${this.prefix}:*:{*}${suffix}`);
+    const forwards = await this.scan(`${this.prefix}:user:{*}:webhooks-forward`);
+    const keys: string[] = [];
+    for (const name of queues) {
+      const match = /^[^{]*:(user|channel):\{(.*)\}:webhooks:/.exec(name.slice(this.prefix.length));
+      if (match && name.endsWith(suffix)) keys.push(`${match[1]}:${match[2]}`);
+    }
+    const forwarding = forwards.map((name) => name.slice(`${this.prefix}:user:{`.length, -'}:webhooks-forward'.length));
+    return { keys, forwarding };
+  }
+
+  /** Every key matching `pattern`: on Redis Cluster, on every master. */
+  private async scan(pattern: string): Promise<string[]> {
+    const clients: Redis[] = this.mode === 'cluster' ? (this.commands as Cluster).nodes('master') : [this.commands as Redis];
+    const found = new Set<string>();
+    for (const client of clients) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        cursor = next;
+        for (const key of keys) found.add(key);
+      } while (cursor !== '0');
+    }
+    return [...found];
   }
 
   async restoreUser(userId: string, fields: StoredUserFields): Promise<void> {
@@ -300,10 +461,18 @@ export class RedisService implements SharedService, PusherChannelService {
     await Promise.all(Object.entries(fields).map(([field, value]) => this.commands.hsetnx(this.keys.user(userId), field, value)));
   }
 
-  async addToChannel(channel: string, entries: ChannelEntry[]): Promise<void> {
-    if (entries.length === 0) return;
+  async addToChannel(channel: string, entries: ChannelEntry[], reportFirst = false): Promise<string[]> {
+    if (entries.length === 0) return [];
     const args = entries.flatMap((entry) => [entry.sessionId, entry.userId, entry.node]);
-    await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
+    if (reportFirst) args.unshift('~first');
+    const result = await this.scripts.add_to_channel(this.keys.channel(channel), this.publishCommand, this.keys.channelTopic(channel), channel, ...args);
+    return Array.isArray(result) ? result : [];
+  }
+
+  async channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void> {
+    const e = webhooks.items.map((item) => ({ g: GUARD_CODES[item.guard], k: item.targets.map((target) => this.keys.webhookQueue(target, item.key)), v: item.entry }));
+    const dropped = await this.scripts.channel_webhooks(this.keys.channel(channel), node, userId, JSON.stringify({ m: webhooks.maxBacklog, e }), ...sessionIds);
+    if (dropped > 0) webhooks.dropped?.(dropped);
   }
 
   async removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void> {

@@ -1,4 +1,5 @@
 import type { NodeCounts, NodeOp, SessionSnapshot } from '../presence/replication.js';
+import type { WebhookGuard, WebhookItem, WebhookWrite } from '../webhooks/cluster-queues.js';
 
 /*
  * What a shared service (Redis, Redis Cluster, or an in-process hub for tests and single-process
@@ -75,6 +76,25 @@ export interface ChannelEntry {
   node: string;
 }
 
+/** An event of a user's change waiting in the user's forward list for another key's queue. */
+export interface ForwardedWebhook {
+  /** As stored: what `dropForwarded` takes. */
+  raw: string;
+  key: string;
+  targets: string[];
+  entry: string;
+  /** Still to decide in the channel's slot: `always`, `occupied`, `vacated`, `left` or `emptied`. */
+  guard: WebhookGuard;
+  channel?: string;
+  userId?: string;
+}
+
+/** A forwarded event as stored in a user's forward list (JSON). */
+export function forwardedJson(item: WebhookItem): string {
+  const guard: WebhookGuard = item.guard === 'occupied' || item.guard === 'vacated' || item.guard === 'left' || item.guard === 'emptied' ? item.guard : 'always';
+  return JSON.stringify({ key: item.key, targets: item.targets, entry: item.entry, guard, channel: item.channel, userId: item.userId });
+}
+
 export interface Interest {
   users?: string[];
   channels?: string[];
@@ -123,8 +143,12 @@ export interface SharedService {
   finishReap(nodeId: string): Promise<void>;
 
   // User shards.
-  /** Applies one node's ops to a user's stored sessions and publishes them, in one step. */
-  writeOps(nodeId: string, userId: string, ops: NodeOp[]): Promise<void>;
+  /**
+   * Applies one node's ops to a user's stored sessions and publishes them, in one step; with
+   * `webhooks`, queues their webhook events in the same step (the user's in the user's queues,
+   * the others in the user's forward list; see `forwardedWebhooks`).
+   */
+  writeOps(nodeId: string, userId: string, ops: NodeOp[], webhooks?: WebhookWrite): Promise<void>;
   /**
    * Marks a dead node's sessions in one user's shard as orphaned: they stay for the offline delay,
    * so a client can still resume its session on any node. When any was newly marked, the user's
@@ -132,8 +156,12 @@ export interface SharedService {
    * attached, and `reaped` is published. Returns how many were newly marked. Safe to repeat.
    */
   reapUser(nodeId: string, userId: string, lastSeenAt: number): Promise<number>;
-  /** Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard; returns them. */
-  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number): Promise<SessionSnapshot[]>;
+  /**
+   * Removes a dead node's sessions orphaned at least `offlineDelayMs` ago from a user's shard;
+   * returns them. With `webhooks`, queues the events this causes in the same step (guards
+   * `removed` and `empty`).
+   */
+  expireOrphans(nodeId: string, userId: string, offlineDelayMs: number, webhooks?: WebhookWrite): Promise<SessionSnapshot[]>;
   readUsers(userIds: string[]): Promise<Map<string, UserShard>>;
   /** The shard sequence of each user (0 for a shard with nothing in it). */
   readSeqs(userIds: string[]): Promise<Map<string, number>>;
@@ -142,16 +170,48 @@ export interface SharedService {
    * timestamps) write quietly. The activity timestamps `lastSeenAt` and `lastActiveAt` only move
    * forward: a value older than the stored one is not written.
    */
-  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean): Promise<void>;
+  writeUser(nodeId: string, userId: string, fields: StoredUserFields, announce: boolean, webhooks?: WebhookWrite): Promise<void>;
   /** Writes every field the stored record lacks (after the service lost its data); never overwrites one. */
   restoreUser(userId: string, fields: StoredUserFields): Promise<void>;
 
   // Channel shards: an index of who is where, so a node that follows a channel finds its members.
-  /** Adds sessions to a channel's index and announces each new user in it on the channel's topic. */
-  addToChannel(channel: string, entries: ChannelEntry[]): Promise<void>;
+  /**
+   * Adds sessions to a channel's index and announces each new user in it on the channel's topic.
+   * `reportFirst` (webhooks): returns the users whose entry found no other user's listed (the
+   * channel became occupied with them); otherwise an empty list.
+   */
+  addToChannel(channel: string, entries: ChannelEntry[], reportFirst?: boolean): Promise<string[]>;
   /** Takes sessions out of a channel's index, each only where `node` still owns it (a moved session stays listed). */
   removeFromChannel(channel: string, node: string, sessionIds: string[]): Promise<void>;
   readChannel(channel: string): Promise<ChannelEntry[]>;
+
+  // Webhook queues (docs/webhooks.md#clusters): one list per URL (`target`) and ordering key, in
+  // the key's slot (`user:<id>` in the user's, `channel:<name>` in the channel's).
+  /** Queues events in one key's queues for these targets (guards are `always`); returns how many the bound dropped. */
+  enqueueWebhooks(key: string, targets: readonly string[], entries: string[], maxBacklog: number): Promise<number>;
+  /** The events of a user's changes waiting in the user's forward list for their channel's queue, oldest first. */
+  forwardedWebhooks(userId: string): Promise<ForwardedWebhook[]>;
+  /** Takes forwarded events off a user's forward list (after they reached their queues). */
+  dropForwarded(userId: string, raws: string[]): Promise<void>;
+  /**
+   * In one step of a channel's slot: takes `sessionIds` of `userId` out of the channel's index
+   * where `node` owns them (as `removeFromChannel`), then queues that user's forwarded channel
+   * events in the channel's queues; `occupied` and `vacated` only if no other user's session is
+   * listed then. Every item's key is `channel:<channel>`.
+   */
+  channelWebhooks(channel: string, node: string, userId: string, sessionIds: string[], webhooks: WebhookWrite): Promise<void>;
+  /** Adds keys to a target's pending index (bucketed; several slots). */
+  markWebhooksPending(target: string, keys: string[]): Promise<void>;
+  pendingWebhookKeys(target: string): Promise<string[]>;
+  /** A key's queue looked empty: off the index, then back on if it holds events; returns whether it does. */
+  settleWebhookKey(target: string, key: string): Promise<boolean>;
+  webhookHeads(target: string, keys: string[]): Promise<{ head: string | undefined; length: number }[]>;
+  /** Pops `entry` if it is still the head of the queue. */
+  popWebhook(target: string, key: string, entry: string): Promise<boolean>;
+  /** Takes or renews (`hold`) or lets go of a target's delivery lease; true while `nodeId` holds it. */
+  webhookLease(target: string, nodeId: string, ttlMs: number, hold: boolean): Promise<boolean>;
+  /** The repair sweep: every key with a queue of `target`, and every user with a forward list (a full scan). */
+  scanWebhooks(target: string): Promise<{ keys: string[]; forwarding: string[] }>;
 
   /**
    * Live nodes of the layout before sharding (one registry and one pub/sub channel for everything)

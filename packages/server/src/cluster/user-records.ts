@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
 import { emptyUserRecord, type SaveKind, type UserRecord, type UserStore } from '../store/user-store.js';
+import type { WebhookWrite } from '../webhooks/cluster-queues.js';
 import type { SharedService, StoredUserFields } from './shared-service.js';
 
 /** A record as the service published or read it: its fields, the shard sequence, the writer. */
@@ -17,6 +18,18 @@ export interface UserRecordsOptions {
   log: Logger;
   /** Hands a record, as the service now holds it, to the model (with the change's name when known). */
   apply: (record: UserRecord, cause?: string) => void | Promise<void>;
+  /**
+   * Webhooks (docs/webhooks.md#clusters): the events of the change that made an announced write
+   * (emitted right after it is saved, in the same step), written in the same script; `written`
+   * runs after it.
+   */
+  webhooks?: {
+    readonly active: boolean;
+    take(userId: string): WebhookWrite | undefined;
+    written(userId: string, write: WebhookWrite): Promise<void>;
+    /** The write failed: its events wait for the next flush. */
+    failed(userId: string, write: WebhookWrite): void;
+  };
 }
 
 interface CachedUser {
@@ -131,14 +144,23 @@ export class UserRecords {
     // The change's name travels with the write, so every node derives the same event ids from it.
     if (cause !== undefined) changed[CAUSE_FIELD] = cause;
     this.pendingWrites.set(id, (this.pendingWrites.get(id) ?? 0) + 1);
-    this.options.service.writeUser(this.options.nodeId, id, changed, true).catch(() => {
-      if (kind === 'expiry') {
-        if (quiet) this.quietFields.set(id, { ...quiet, ...this.quietFields.get(id) });
-      } else {
-        this.markUnsynced(id, withQuiet);
-      }
-      this.writeSeen(id);
-    });
+    const write = (webhooks?: WebhookWrite) =>
+      this.options.service.writeUser(this.options.nodeId, id, changed, true, webhooks).then(
+        () => (webhooks ? this.options.webhooks!.written(id, webhooks).catch(() => undefined) : undefined),
+        () => {
+          if (webhooks) this.options.webhooks!.failed(id, webhooks);
+          if (kind === 'expiry') {
+            if (quiet) this.quietFields.set(id, { ...quiet, ...this.quietFields.get(id) });
+          } else {
+            this.markUnsynced(id, withQuiet);
+          }
+          this.writeSeen(id);
+        },
+      );
+    const { webhooks } = this.options;
+    // With webhooks, at the end of this step: its events are emitted right after the save.
+    if (webhooks?.active) queueMicrotask(() => void write(webhooks.take(id)));
+    else void write();
   }
 
   /**

@@ -282,22 +282,12 @@ export const MIN_WEBHOOK_SECRET_BYTES = 32;
 function readWebhooks(
   env: Env,
   int: (name: string, fallback: number, min: number, max: number) => number,
-  /** The Redis variable that is set, if any. */
-  clustered: string | undefined,
 ): WebhookConfig | undefined {
   const settings = ['PRESENCE_WEBHOOK_SECRET', 'PRESENCE_WEBHOOK_EVENTS', 'PRESENCE_WEBHOOK_MAX_BACKLOG', 'PRESENCE_WEBHOOK_TIMEOUT_MS', 'PRESENCE_WEBHOOK_GIVE_UP_MS'];
   if (!present(env.PRESENCE_WEBHOOK_URLS)) {
     const stray = settings.find((name) => present(env[name]));
     if (stray) throw new ConfigError(stray, `${stray} is set but PRESENCE_WEBHOOK_URLS is not; set the URLs or unset ${stray}`);
     return undefined;
-  }
-  if (clustered) {
-    // Delivered by one node at a time needs a lease per URL queue in the shared store; until then
-    // each node would deliver its own share with no order per user across nodes (docs/webhooks.md).
-    throw new ConfigError(
-      'PRESENCE_WEBHOOK_URLS',
-      `PRESENCE_WEBHOOK_URLS and ${clustered} are both set: webhooks are delivered by a single node for now (cluster-wide delivery is not built yet); unset one of them`,
-    );
   }
   const urls = parseWebhookUrls(env.PRESENCE_WEBHOOK_URLS);
   if (!present(env.PRESENCE_WEBHOOK_SECRET)) {
@@ -563,7 +553,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
     );
   }
 
-  const webhooks = readWebhooks(vars, int, redisVariable);
+  const webhooks = readWebhooks(vars, int);
   const pusher = readPusher(vars, redisVariable);
 
   const level = get('LOG_LEVEL');

@@ -16,7 +16,11 @@ interface EventBase {
    * travels with the replicated operation or record). Use it to deduplicate.
    */
   id: string;
-  /** True when the change was made on this node (a command, a timer or an HTTP call here). */
+  /**
+   * True when the change was made on this node (a command, a timer or an HTTP call here); false
+   * when this node learnt of another node's change (a replicated operation, a read of the shared
+   * state). In a cluster, webhooks queue only the local ones: each change is queued by its writer.
+   */
   local: boolean;
   userId: string;
   /** The user's presence as everyone may see it after the change (offline when hidden). */
@@ -145,6 +149,15 @@ export class ChangeCauses {
   local<T>(change: () => T): T {
     if (this.current) return change();
     return this.run({ id: this.nextLocalId(), local: true }, change);
+  }
+
+  /**
+   * Runs `change` as what this node learnt from the shared state without a change to name (a read
+   * of a shard): fresh ids, but not a change made here.
+   */
+  observed<T>(change: () => T): T {
+    if (this.current) return change();
+    return this.run({ id: this.nextLocalId(), local: false }, change);
   }
 
   /**

@@ -261,8 +261,8 @@ export class Replica implements SessionReplication, ClusterListener {
   }
 
   private applyUserNow(userId: string, stored: OwnedSession[]): void {
-    // A whole shard read names no change: its events get ids of this reading.
-    this.engine.causes.local(() => {
+    // A whole shard read names no change: its events get ids of this reading (not a local change).
+    this.engine.causes.observed(() => {
       const listed = new Set(stored.map(({ session }) => session.id));
       const user = this.engine.state.users.get(userId);
       if (user) {
@@ -485,7 +485,7 @@ export class Replica implements SessionReplication, ClusterListener {
     };
     // Our own writes come back too: their cause is already ours.
     if (cause) this.engine.causes.remote(cause, apply);
-    else this.engine.causes.local(apply);
+    else this.engine.causes.observed(apply);
   }
 }
 

@@ -296,7 +296,7 @@ export class DeliveryQueue {
  * A warning that may be due once per event: the first is written at once (with the event's
  * fields), later ones are counted and written as one line per `LOG_SUMMARY_MS`.
  */
-class SummarizedLog {
+export class SummarizedLog {
   private suppressed = 0;
   private timer: TimerHandle | undefined;
   private lastAt = -Infinity;

@@ -26,8 +26,17 @@ export interface WebhookFormat<E extends OutgoingEvent = OutgoingEvent> {
   key(event: E): string;
   /** The POST of one attempt to `url`. */
   sender(url: string): WebhookSender;
+  /**
+   * Whether an event says a channel got its first member or lost its last (in a cluster the
+   * channel's index decides it again, so concurrent changes on two nodes report it once).
+   */
+  occupancy?(event: E): 'occupied' | 'vacated' | undefined;
   /** Records what `event` tells receivers. */
   track(event: E, shown: ShownState): void;
-  /** At start: the events that tell receivers that what the previous run showed is gone. */
-  reap(shown: ShownState, cause: string, now: number): E[];
+  /**
+   * At start: the events that tell receivers that what the previous run showed is gone. In a
+   * cluster, a reaping node's: `vacated` then names the channels that lost their last member
+   * (default: every channel of `shown`).
+   */
+  reap(shown: ShownState, cause: string, now: number, vacated?: ReadonlySet<string>): E[];
 }

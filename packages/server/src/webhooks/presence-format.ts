@@ -27,8 +27,9 @@ export function presenceFormat(options: PresenceFormatOptions): WebhookFormat<We
     map: (event: PresenceEvent) => mapper.map(event),
     key: orderingKey,
     sender: (url) => createHttpSender({ url, secrets: config.secrets, timeoutMs: config.timeoutMs, now }),
+    occupancy: (event) => (event.type === 'channel.occupied' ? 'occupied' : event.type === 'channel.vacated' ? 'vacated' : undefined),
     track: (event, shown) => shown.apply(event),
-    reap(shown: ShownState, cause: string, at: number): WebhookEvent[] {
+    reap(shown: ShownState, cause: string, at: number, vacated?: ReadonlySet<string>): WebhookEvent[] {
       const createdAt = new Date(at).toISOString();
       const events: WebhookEvent[] = [];
       const views = new Map<string, UserPresence>();
@@ -43,7 +44,7 @@ export function presenceFormat(options: PresenceFormatOptions): WebhookFormat<We
             events.push({ id: `${cause}/member.left/${channel}/${userId}`, type: 'channel.member_left', createdAt, data: { channel, userId, lastSeen: viewOf(userId).lastSeen } });
           }
         }
-        if (wanted.has('channel.vacated') && members.size > 0) {
+        if (wanted.has('channel.vacated') && members.size > 0 && (vacated === undefined || vacated.has(channel))) {
           events.push({ id: `${cause}/channel.vacated/${channel}/`, type: 'channel.vacated', createdAt, data: { channel } });
         }
       }

@@ -83,6 +83,7 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
           return { body, headers: { 'x-pusher-key': key, 'x-pusher-signature': createHmac('sha256', secret).update(body).digest('hex') } };
         },
       }),
+    occupancy: (event) => (event.event.name === 'channel_occupied' ? 'occupied' : event.event.name === 'channel_vacated' ? 'vacated' : undefined),
     track(event: PusherWebhookEvent, shown: ShownState): void {
       const { name, channel, user_id: userId } = event.event;
       if (name === 'channel_occupied') shown.memberShown(channel, undefined);
@@ -90,11 +91,11 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
       else if (name === 'member_removed' && userId !== undefined) shown.memberGone(channel, userId);
       else if (name === 'channel_vacated') shown.channels.delete(channel);
     },
-    reap(shown: ShownState, cause: string): PusherWebhookEvent[] {
+    reap(shown: ShownState, cause: string, _at: number, vacated?: ReadonlySet<string>): PusherWebhookEvent[] {
       const out: PusherWebhookEvent[] = [];
       for (const [channel, members] of shown.channels) {
         for (const userId of members) out.push(make(`${cause}/member_removed/${channel}/${userId}`, { name: 'member_removed', channel, user_id: userId }));
-        out.push(make(`${cause}/channel_vacated/${channel}/`, { name: 'channel_vacated', channel }));
+        if (vacated === undefined || vacated.has(channel)) out.push(make(`${cause}/channel_vacated/${channel}/`, { name: 'channel_vacated', channel }));
       }
       return out;
     },
