@@ -20,7 +20,7 @@ const DEFAULTS = {
   /** Node memory per local user. */
   m: 16 * 1024,
   /** Node memory per followed remote user. */
-  f: 3.5 * 1024,
+  f: 3.3 * 1024,
   /** Redis memory per online user, by workload. */
   Mchat: 2347,
   Mdocs: 1648,
