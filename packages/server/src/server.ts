@@ -105,9 +105,6 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     // loadConfig says the same, naming the variable; this guards programmatic configurations.
     throw new Error('auth.dashboardKey must differ from auth.apiKey and needs another credential configured (without one, everything is open)');
   }
-  if (config.pusher && config.pusher.webhookUrls.length > 0 && (redisConfigured || options.sharedService)) {
-    throw new Error('Pusher webhooks cannot be combined with a cluster yet: they are delivered by a single node (docs/pusher.md)');
-  }
   const sharedService =
     options.sharedService ?? (redisConfigured ? new RedisService({ url: config.redisUrl, clusterNodes: config.redisClusterNodes, prefix: config.redisPrefix }) : undefined);
   if (config.pusher && sharedService && !hasPusherChannels(sharedService)) {
@@ -189,15 +186,20 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
       }
       if (config.pusher && pusherWebhookUrls.length > 0) {
         const { key, secret } = config.pusher;
-        pusherWebhooks = new Webhooks({
+        // In a cluster every join and leave is a candidate for occupied and vacated: the native
+        // channel's index decides, as for Presence's own webhooks.
+        const occupancy = cluster ? { hasOtherVisibleMember: () => false } : node.engine.reader;
+        const pusher = (pusherWebhooks = new Webhooks({
           // Pusher's webhooks are signed with the app secret; the delivery settings are the defaults.
           config: { urls: pusherWebhookUrls, secrets: [secret], events: [], ...DEFAULT_WEBHOOK_SETTINGS },
           ...common,
-          format: pusherFormat({ key, secret, timeoutMs: DEFAULT_WEBHOOK_SETTINGS.timeoutMs, occupancy: node.engine.reader, now: () => baseClock.now() }),
-        });
+          format: pusherFormat({ key, secret, timeoutMs: DEFAULT_WEBHOOK_SETTINGS.timeoutMs, occupancy, now: () => baseClock.now() }),
+        }));
+        cluster?.webhooks.attach({ reap: pusher, maxBacklog: DEFAULT_WEBHOOK_SETTINGS.maxBacklog, dropped: (count) => pusher.droppedAtWrite(count) });
       }
     } catch (error) {
       webhooks?.close();
+      pusherWebhooks?.close();
       if (store !== options.store) await store.close().catch(() => {});
       throw error;
     }
@@ -230,6 +232,7 @@ export async function startServer(config: ServerConfig, options: ServerOptions):
     }
     log.info('joined the cluster', { node: cluster.nodeId, nodes: cluster.nodes().length });
     webhooks?.startDelivery();
+    pusherWebhooks?.startDelivery();
   }
   const verifier = createTokenVerifier(config.auth);
   const transport = new WebSocketTransport({

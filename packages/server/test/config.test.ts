@@ -482,13 +482,17 @@ describe('Pusher endpoint configuration', () => {
     assertConfigError({ ...base, PRESENCE_PUSHER_SECRET: 'app-key' }, 'PRESENCE_PUSHER_SECRET', [], /key is public/);
     assertConfigError({ PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
     assertConfigError({ ...base, PRESENCE_PUSHER_WEBHOOK_URLS: 'ftp://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS');
-    assertConfigError({ ...base, REDIS_URL: 'redis://127.0.0.1:6390', PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS', [], /PRESENCE_PUSHER_WEBHOOK_URLS and REDIS_URL are both set: Pusher webhooks are delivered by a single node for now/);
-    assertConfigError({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000', PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' }, 'PRESENCE_PUSHER_WEBHOOK_URLS', [], /and REDIS_CLUSTER_NODES are both set/);
   });
 
   it('runs in a cluster: REDIS_URL or REDIS_CLUSTER_NODES with the endpoint is accepted', () => {
     assert.equal(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6390' }).pusher?.appId, base.PRESENCE_PUSHER_APP_ID);
     assert.equal(loadConfig({ ...base, REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).pusher?.appId, base.PRESENCE_PUSHER_APP_ID);
+  });
+
+  it('takes Pusher webhooks in a cluster too (delivered once per cluster, docs/pusher.md#clusters)', () => {
+    const urls = { PRESENCE_PUSHER_WEBHOOK_URLS: 'https://a.example.com/x' };
+    assert.deepEqual(loadConfig({ ...base, ...urls, REDIS_URL: 'redis://127.0.0.1:6390' }).pusher?.webhookUrls, ['https://a.example.com/x']);
+    assert.deepEqual(loadConfig({ ...base, ...urls, REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).pusher?.webhookUrls, ['https://a.example.com/x']);
   });
 
   it('warns about a short secret', () => {

@@ -7,10 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, it } from 'node:test';
 import type { PresenceChannel } from 'pusher-js';
 import type Echo from 'laravel-echo';
+import PusherServer from 'pusher';
 import { MemoryHub, MemoryService } from '../src/cluster/memory-service.js';
 import { resolveConfig } from '../src/config/config.js';
 import { silentLogger } from '../src/log.js';
@@ -126,6 +129,30 @@ async function answers(node: PusherEndpoint, path: string, params: Record<string
   }
 }
 
+const verifier = new PusherServer({ appId: APP.appId, key: APP.key, secret: APP.secret, host: '127.0.0.1' });
+
+/** An app's webhook endpoint on loopback: records every POST, answers 200; its events are checked as an app's backend checks them. */
+async function webhookReceiver(): Promise<{ url: string; server: Server; events(): { name: string; channel: string; user_id?: string }[] }> {
+  const deliveries: { headers: IncomingHttpHeaders; body: string }[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      deliveries.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const events = () =>
+    deliveries.flatMap((delivery) => {
+      assert.equal(delivery.headers['x-pusher-key'], APP.key);
+      const webhook = verifier.webhook({ headers: delivery.headers as Record<string, string>, rawBody: delivery.body });
+      assert.ok(webhook.isValid(), 'X-Pusher-Key and X-Pusher-Signature check out');
+      return webhook.getEvents() as unknown as { name: string; channel: string; user_id?: string }[];
+    });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pusher/webhooks`, server, events };
+}
+
 interface Backend {
   env: Record<string, string>;
   stop(): Promise<void>;
@@ -138,10 +165,10 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
     const pages: PusherJs[] = [];
     const echos: Echo<'pusher'>[] = [];
 
-    async function pair(): Promise<[PusherNode, PusherNode]> {
+    async function pair(env: Record<string, string> = {}): Promise<[PusherNode, PusherNode]> {
       backend ??= await start();
       const tag = Math.random().toString(36).slice(2, 7);
-      const results = await Promise.allSettled([startNode(backend.env, `a-${tag}`), startNode(backend.env, `b-${tag}`)]);
+      const results = await Promise.allSettled([startNode({ ...backend.env, ...env }, `a-${tag}`), startNode({ ...backend.env, ...env }, `b-${tag}`)]);
       // Every node that started is stopped after the test, also when the other one failed.
       for (const result of results) if (result.status === 'fulfilled') nodes.push(result.value);
       for (const result of results) if (result.status === 'rejected') throw result.reason;
@@ -272,6 +299,30 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
     });
 
     if (full) {
+      it('Pusher-format webhooks: a presence channel joined and left on both nodes at once gives each event once across the cluster, signed', async () => {
+        const hook = await webhookReceiver();
+        try {
+          const [a, b] = await pair({ PRESENCE_PUSHER_WEBHOOK_URLS: hook.url });
+          const [ann, bob] = await Promise.all([page(a, { userId: 'ann' }), page(b, { userId: 'bob' })]);
+          // Both subscribe at the same moment, each on its node: either node may think itself first.
+          await Promise.all([subscribed(ann.subscribe('presence-hooks')), subscribed(bob.subscribe('presence-hooks'))]);
+          await eventually(() => (hook.events().length >= 3 ? true : undefined), 'occupied and two member_added', WAIT_MS);
+          // Both leave at the same moment: either node may think itself last.
+          ann.disconnect();
+          bob.disconnect();
+          await eventually(() => (hook.events().some((e) => e.name === 'channel_vacated') ? true : undefined), 'channel_vacated', OFFLINE_DELAY_MS + WAIT_MS);
+          await sleep(1500);
+          const seen = hook.events().map((e) => `${e.name}${e.user_id === undefined ? '' : ` ${e.user_id}`}`);
+          for (const e of hook.events()) assert.equal(e.channel, 'presence-hooks');
+          assert.deepEqual([...seen].sort(), ['channel_occupied', 'channel_vacated', 'member_added ann', 'member_added bob', 'member_removed ann', 'member_removed bob'], `each once: ${seen.join(', ')}`);
+          assert.equal(seen[0], 'channel_occupied', 'occupied before the members');
+          assert.equal(seen.at(-1), 'channel_vacated', 'vacated after them');
+        } finally {
+          hook.server.closeAllConnections();
+          hook.server.close();
+        }
+      });
+
       it('a reload inside the offline delay that moves to the other node is silent to the other members; leaving for good is member_removed after it', async () => {
         const [a, b] = await pair();
         const watcher = await page(b, { userId: 'w' });

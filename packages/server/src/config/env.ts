@@ -310,7 +310,7 @@ const PUSHER_APP_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 const PUSHER_KEY = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /** The Pusher endpoint: all of app id, key and secret, or none of them. */
-function readPusher(env: Env, clustered: string | undefined): PusherConfig | undefined {
+function readPusher(env: Env): PusherConfig | undefined {
   const parts = ['PRESENCE_PUSHER_APP_ID', 'PRESENCE_PUSHER_KEY', 'PRESENCE_PUSHER_SECRET'];
   const set = parts.filter((name) => present(env[name]));
   if (set.length === 0) {
@@ -328,14 +328,6 @@ function readPusher(env: Env, clustered: string | undefined): PusherConfig | und
   // Taken verbatim, as the other secrets: it must match what the app's backend signs with.
   const secret = env.PRESENCE_PUSHER_SECRET!;
   if (secret === key) throw new ConfigError('PRESENCE_PUSHER_SECRET', 'PRESENCE_PUSHER_SECRET equals PRESENCE_PUSHER_KEY: the key is public (every page has it), so the secret must differ');
-  if (clustered && present(env.PRESENCE_PUSHER_WEBHOOK_URLS)) {
-    // Each node would send what its own clients did, and presence events once per node that
-    // sees them: Pusher webhooks wait for the cluster-wide delivery of the native ones.
-    throw new ConfigError(
-      'PRESENCE_PUSHER_WEBHOOK_URLS',
-      `PRESENCE_PUSHER_WEBHOOK_URLS and ${clustered} are both set: Pusher webhooks are delivered by a single node for now (cluster-wide delivery is not built yet); unset one of them`,
-    );
-  }
   const webhookUrls = present(env.PRESENCE_PUSHER_WEBHOOK_URLS) ? parseWebhookUrls(env.PRESENCE_PUSHER_WEBHOOK_URLS, 'PRESENCE_PUSHER_WEBHOOK_URLS') : [];
   return { appId, key, secret, webhookUrls };
 }
@@ -554,7 +546,7 @@ export function loadConfig(env: Env, argv: string[] = []): ServerConfig {
   }
 
   const webhooks = readWebhooks(vars, int);
-  const pusher = readPusher(vars, redisVariable);
+  const pusher = readPusher(vars);
 
   const level = get('LOG_LEVEL');
   const logLevel = level ? parseLogLevel(level.source, level.raw) : d.logLevel;

@@ -34,6 +34,11 @@ export interface WebhookFormat<E extends OutgoingEvent = OutgoingEvent> {
   /** Records what `event` tells receivers. */
   track(event: E, shown: ShownState): void;
   /**
+   * The name a native channel has in this format's events and `shown` state (Pusher's
+   * `presence-X`), for a cluster's reap, which knows native names. @default the native name
+   */
+  shownChannel?(channel: string): string;
+  /**
    * At start: the events that tell receivers that what the previous run showed is gone. In a
    * cluster, a reaping node's: `vacated` then names the channels that lost their last member
    * (default: every channel of `shown`).

@@ -45,6 +45,11 @@ export interface PusherFormatOptions {
 
 const PRESENCE_PREFIX = 'presence-';
 
+/** The native channel a Pusher channel name stands for (`presence-X` is X); other names as they are. */
+function nativeChannel(channel: string): string {
+  return channel.startsWith(PRESENCE_PREFIX) ? channel.slice(PRESENCE_PREFIX.length) : channel;
+}
+
 /** The body of one POST. */
 export function pusherWebhookBody(event: PusherWebhookEvent): string {
   return JSON.stringify({ time_ms: event.time_ms, events: [event.event] });
@@ -71,7 +76,10 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
       }
       return out;
     },
-    key: (event) => `channel:${event.event.channel}`,
+    // A presence channel's events are ordered in the native channel's queue: in a cluster that is
+    // the slot whose index decides occupied and vacated (docs/webhooks.md#clusters).
+    key: (event) => `channel:${nativeChannel(event.event.channel)}`,
+    shownChannel: (channel) => PRESENCE_PREFIX + channel,
     sender: (url) =>
       createHttpSender({
         url,
@@ -79,7 +87,8 @@ export function pusherFormat(options: PusherFormatOptions): WebhookFormat<Pusher
         timeoutMs,
         now,
         request: (entry) => {
-          const body = pusherWebhookBody(entry.event as PusherWebhookEvent);
+          // From the stored body: in a cluster the queue's entry carries only the event's id and type.
+          const body = pusherWebhookBody(JSON.parse(entry.body) as PusherWebhookEvent);
           return { body, headers: { 'x-pusher-key': key, 'x-pusher-signature': createHmac('sha256', secret).update(body).digest('hex') } };
         },
       }),

@@ -192,11 +192,12 @@ export class Webhooks implements WebhookReapSource {
     if (!view) return [];
     const shown = new ShownState();
     shown.users.add(reap.userId);
-    for (const channel of reap.channels) shown.channels.set(channel, new Set([reap.userId]));
+    const named = (channel: string) => this.format.shownChannel?.(channel) ?? channel;
+    for (const channel of reap.channels) shown.channels.set(named(channel), new Set([reap.userId]));
     this.reapViews.set(reap.userId, view);
     let events: OutgoingEvent[];
     try {
-      events = this.format.reap(shown, reap.cause, reap.at, new Set(reap.vacated));
+      events = this.format.reap(shown, reap.cause, reap.at, new Set(reap.vacated.map(named)));
     } finally {
       this.reapViews.delete(reap.userId);
     }
