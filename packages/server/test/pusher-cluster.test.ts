@@ -299,7 +299,7 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
     });
 
     if (full) {
-      it('Pusher-format webhooks: a presence channel joined and left on both nodes at once gives each event once across the cluster, signed', async () => {
+      it('Pusher-format webhooks: a presence channel joined on both nodes at once, then left as node A dies (kill -9) and its member on B leaves: each event once across the cluster, signed', async () => {
         const hook = await webhookReceiver();
         try {
           const [a, b] = await pair({ PRESENCE_PUSHER_WEBHOOK_URLS: hook.url });
@@ -307,8 +307,8 @@ function describeCluster(name: string, start: () => Promise<Backend>, full: bool
           // Both subscribe at the same moment, each on its node: either node may think itself first.
           await Promise.all([subscribed(ann.subscribe('presence-hooks')), subscribed(bob.subscribe('presence-hooks'))]);
           await eventually(() => (hook.events().length >= 3 ? true : undefined), 'occupied and two member_added', WAIT_MS);
-          // Both leave at the same moment: either node may think itself last.
-          ann.disconnect();
+          // Both go at the same moment: ann's node dies (the reaping node reports her gone), bob leaves B.
+          a.child.kill('SIGKILL');
           bob.disconnect();
           await eventually(() => (hook.events().some((e) => e.name === 'channel_vacated') ? true : undefined), 'channel_vacated', OFFLINE_DELAY_MS + WAIT_MS);
           await sleep(1500);
