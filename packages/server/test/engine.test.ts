@@ -2007,34 +2007,6 @@ describe('corners found by the model-based tests', () => {
     assert.deepEqual(members(), ['ann']);
   });
 
-  it("a stale copy of the user's other session does not put back a channel meta changed since, whatever order copies arrive in (model-cluster.test.ts)", async () => {
-    const clock = new ManualClock();
-    const published: NodeOp[] = [];
-    const cluster = stubCluster('b', ['a', 'b'], (op) => published.push(op));
-    const engine = new PresenceNode({ config: resolveConfig({}), clock, cluster });
-    const theirs = (meta: Meta, metaVersion: number): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle: false, attached: true, channels: { room: { meta, joinedAt: clock.now(), metaVersion } } });
-    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 3 }, 1) }]);
-    // ann opens a session here and joins with meta: merged into what node a set, one version on.
-    const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
-    await engine.handle(ours, { type: 'join', channel: 'room', meta: { cursor: 'A', mode: 'A' } });
-    await Promise.resolve();
-    const meta = () => engine.channelPresence('room', { limit: 10 }).members[0].channelMeta;
-    assert.deepEqual(meta(), { mode: 'A', cursor: 'A' });
-    const lastOurs = () => published.filter((op) => op.op === 'session' && op.session.id === ours.session.id).at(-1) as Extract<NodeOp, { op: 'session' }>;
-    assert.equal(lastOurs().session.channels.room.metaVersion, 2, 'published with the next version');
-    // Node a's copy published before it saw our join arrives late: it is older, and changes nothing.
-    published.length = 0;
-    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 3 }, 1) }]);
-    await Promise.resolve();
-    assert.deepEqual(meta(), { mode: 'A', cursor: 'A' }, 'the stale copy did not win');
-    assert.deepEqual(published, [], 'and nothing was published again');
-    // Node a's own later change wins over ours.
-    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 'B' }, 3) }]);
-    await Promise.resolve();
-    assert.deepEqual(meta(), { mode: 'B' });
-    assert.equal(lastOurs().session.channels.room.metaVersion, 3);
-  });
-
   it('a record read back with a status whose expiry passed (nobody could write the clearing) does not bring it back for a moment (model-cluster.test.ts)', () => {
     const w = new World();
     const bob = w.connect('bob');

@@ -591,11 +591,7 @@ export class PresenceEngine {
     }
     // Validate before touching any state, so a refused join leaves nothing behind.
     const channelMeta = patch ? mergeMeta(member?.channelMeta ?? EMPTY_META, patch, limits) : member?.channelMeta ?? EMPTY_META;
-    const current = member?.metaVersion ?? 0;
-    // A join without meta, or with the meta the member has, changes nothing: its version stays
-    // (0 for a new member, below any meta another node may have set already).
-    const metaVersion = patch === undefined || (member !== undefined && sameJson(member.channelMeta, channelMeta)) ? current : current + 1;
-    this.output.sync(session, this.addToChannel(session, name, channelMeta, this.clock.now(), metaVersion));
+    this.output.sync(session, this.addToChannel(session, name, channelMeta));
     return {};
   }
 
@@ -604,7 +600,7 @@ export class PresenceEngine {
    * session there; a changed channel meta is an update. The session itself gets no event: a local
    * joiner is sent `presence.sync` instead, and a replicated session has no socket here.
    */
-  addToChannel(session: Session, name: string, channelMeta: Meta, joinedAt = this.clock.now(), metaVersion = 0): Channel {
+  addToChannel(session: Session, name: string, channelMeta: Meta, joinedAt = this.clock.now()): Channel {
     const user = session.user;
     let channel = this.channels.get(name);
     if (!channel) {
@@ -618,7 +614,7 @@ export class PresenceEngine {
     session.channels.add(name);
     let metaChanged = false;
     if (!member) {
-      member = { user, joinedAt, channelMeta, metaVersion, sessions: new Set([session]), rendered: undefined };
+      member = { user, joinedAt, channelMeta, sessions: new Set([session]), rendered: undefined };
       channel.members.set(user.record.userId, member);
       user.channels.add(name);
       if (user.announcedVisible) {
@@ -626,9 +622,8 @@ export class PresenceEngine {
       }
     } else {
       member.sessions.add(session);
-      if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta) && newerMeta(metaVersion, channelMeta, member)) {
+      if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta)) {
         member.channelMeta = channelMeta;
-        member.metaVersion = metaVersion;
         metaChanged = true;
         if (user.announcedVisible) {
           this.announcer.memberChanged('member.meta', channel, member, alreadyIn ? undefined : session);
@@ -686,7 +681,6 @@ export class PresenceEngine {
     const next = mergeMeta(member.channelMeta, patch, this.config.limits);
     if (!sameJson(member.channelMeta, next)) {
       member.channelMeta = next;
-      member.metaVersion += 1;
       this.replication.memberChanged(member);
       if (session.user.announcedVisible) {
         this.announcer.memberChanged('member.meta', channel, member);
@@ -911,15 +905,4 @@ function hasLiveSession(user: UserState): boolean {
 
 function sameJson(a: unknown, b: unknown): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
-}
-
-/**
- * Whether a channel meta of this version replaces the member's. Two nodes that changed it at once
- * from the same version wrote the same number: the larger JSON wins on every node alike, so they
- * agree instead of each keeping its own. Version 0 on both sides is a node of an earlier release
- * (which sends none): the last applied wins, as it did there.
- */
-function newerMeta(version: number, meta: Meta, member: ChannelMember): boolean {
-  if (version !== member.metaVersion) return version > member.metaVersion;
-  return version === 0 || JSON.stringify(meta) > JSON.stringify(member.channelMeta);
 }

@@ -128,13 +128,6 @@ export interface ChannelMember {
   readonly user: UserState;
   joinedAt: number;
   channelMeta: Meta;
-  /**
-   * How many times the channel meta was set, as a Lamport counter shared by the member's sessions
-   * on every node: a change made here is one more than the highest seen. A replica applies another
-   * node's meta only when it is newer, so a stale copy (an earlier publish, a shard read racing a
-   * join) can no longer put back a meta that was changed since.
-   */
-  metaVersion: number;
   sessions: Set<Session>;
   /**
    * The member as last serialized, valid while the user's announced view and the channel meta
