@@ -1968,7 +1968,8 @@ describe('corners found by the model-based tests', () => {
     const engine = new PresenceNode({ config: resolveConfig({}), clock, cluster });
     const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
     await engine.handle(ours, { type: 'join', channel: 'room' });
-    const theirs = (meta: Meta, idle: boolean): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle, attached: true, channels: { room: { meta, joinedAt: clock.now() } } });
+    // A meta set on node a carries a version from node a's clock, above ours.
+    const theirs = (meta: Meta, idle: boolean): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle, attached: true, channels: { room: { meta, joinedAt: clock.now(), ...(Object.keys(meta).length > 0 ? { metaVersion: 5 } : {}) } } });
     // Ops are published at the end of the turn.
     const publishedNow = async () => {
       await Promise.resolve();
@@ -2005,6 +2006,42 @@ describe('corners found by the model-based tests', () => {
     // A client that resumed it elsewhere as it ended moved it: that copy wins.
     engine.applyOps('a', [{ op: 'session', session: copy('ann-on-c', 1), claim: true }]);
     assert.deepEqual(members(), ['ann']);
+  });
+
+  it("a stale copy of the user's other session does not put back a channel meta changed since; a rejoin's empty meta replaces the old membership's (model-cluster.test.ts, fuzz.test.ts)", async () => {
+    const clock = new ManualClock();
+    const published: NodeOp[] = [];
+    const cluster = stubCluster('b', ['a', 'b'], (op) => published.push(op));
+    const engine = new PresenceNode({ config: resolveConfig({}), clock, cluster });
+    const theirs = (meta: Meta, metaVersion: number): SessionSnapshot => ({ id: 'ann-on-a', userId: 'ann', device: 'ios', idle: false, attached: true, channels: { room: { meta, joinedAt: clock.now(), metaVersion } } });
+    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 3 }, 1) }]);
+    // ann opens a session here and joins with meta: merged into what node a set, a newer version.
+    const ours = engine.connect({ identity: { userId: 'ann', meta: {} }, device: 'web' }, { send: () => {}, close: () => {} });
+    await engine.handle(ours, { type: 'join', channel: 'room', meta: { cursor: 'A', mode: 'A' } });
+    await Promise.resolve();
+    const meta = () => engine.channelPresence('room', { limit: 10 }).members[0]?.channelMeta;
+    assert.deepEqual(meta(), { mode: 'A', cursor: 'A' });
+    const lastOurs = () => published.filter((op) => op.op === 'session' && op.session.id === ours.session.id).at(-1) as Extract<NodeOp, { op: 'session' }>;
+    assert.ok((lastOurs().session.channels.room.metaVersion ?? 0) > 1, 'published with a newer version');
+    // Node a's copy published before it saw our join arrives late: it is older, and changes nothing.
+    published.length = 0;
+    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 3 }, 1) }]);
+    await Promise.resolve();
+    assert.deepEqual(meta(), { mode: 'A', cursor: 'A' }, 'the stale copy did not win');
+    assert.deepEqual(published, [], 'and nothing was published again');
+    // Node a's own later change wins over ours.
+    engine.applyOps('a', [{ op: 'session', session: theirs({ mode: 'B' }, 9) }]);
+    await Promise.resolve();
+    assert.deepEqual(meta(), { mode: 'B' });
+    // Node a's session leaves; ours leaves and joins again without meta in one turn: the new
+    // membership's empty meta must win over the old one's wherever the leave was never seen.
+    engine.applyOps('a', [{ op: 'end', sessionId: 'ann-on-a', userId: 'ann' }]);
+    published.length = 0;
+    await engine.handle(ours, { type: 'leave', channel: 'room' });
+    await engine.handle(ours, { type: 'join', channel: 'room' });
+    await Promise.resolve();
+    assert.deepEqual(meta(), {});
+    assert.ok((lastOurs().session.channels.room.metaVersion ?? 0) > 9, 'the new membership is newer than every meta seen');
   });
 
   it('a record read back with a status whose expiry passed (nobody could write the clearing) does not bring it back for a moment (model-cluster.test.ts)', () => {

@@ -708,6 +708,7 @@ const RECORDED: { backend: string; seed: number; path: string; found: string }[]
   { backend: 'in-process hub', seed: 326701010, path: '87', found: 'an expiry cleared during an outage on one node overwrote a status set later on another' },
   { backend: 'Redis Cluster', seed: -1108056123, path: '1', found: "a session that ended while the registry's master was down stayed in its user's shard on a master that never failed" },
   { backend: 'redis-server', seed: 1115275271, path: '32', found: "a copy of a logged-out user's session from before the logout brought it back for a moment: leave, join, leave" },
+  { backend: 'in-process hub', seed: 271688755, path: '19', found: "a stale copy of a user's other session put back a channel meta a join on a new node had just merged" },
   { backend: 'in-process hub', seed: -730792961, path: '7', found: 'the check itself: a user invisible before and after an action whose invisibility ran out in between (during an outage) was rightly shown for that moment' },
 ];
 

@@ -591,7 +591,13 @@ export class PresenceEngine {
     }
     // Validate before touching any state, so a refused join leaves nothing behind.
     const channelMeta = patch ? mergeMeta(member?.channelMeta ?? EMPTY_META, patch, limits) : member?.channelMeta ?? EMPTY_META;
-    this.output.sync(session, this.addToChannel(session, name, channelMeta));
+    const current = member?.metaVersion ?? 0;
+    // A join of a member already here without meta, or with the meta it has, changes nothing. A
+    // new membership (a first join, or a join again after leaving) and a changed meta take the
+    // next tick of this node's meta clock, above every version it has seen: a rejoin's empty meta
+    // replaces the old membership's on nodes that never saw the leave.
+    const metaVersion = member !== undefined && (patch === undefined || sameJson(member.channelMeta, channelMeta)) ? current : ++this.metaClock;
+    this.output.sync(session, this.addToChannel(session, name, channelMeta, this.clock.now(), metaVersion));
     return {};
   }
 
@@ -600,7 +606,14 @@ export class PresenceEngine {
    * session there; a changed channel meta is an update. The session itself gets no event: a local
    * joiner is sent `presence.sync` instead, and a replicated session has no socket here.
    */
-  addToChannel(session: Session, name: string, channelMeta: Meta, joinedAt = this.clock.now()): Channel {
+  /**
+   * A Lamport clock of channel-meta versions: above every version this node has made or applied.
+   * Per node rather than per member, so a membership ended and begun again does not restart at 0.
+   */
+  private metaClock = 0;
+
+  addToChannel(session: Session, name: string, channelMeta: Meta, joinedAt = this.clock.now(), metaVersion = 0): Channel {
+    if (metaVersion > this.metaClock) this.metaClock = metaVersion;
     const user = session.user;
     let channel = this.channels.get(name);
     if (!channel) {
@@ -614,7 +627,7 @@ export class PresenceEngine {
     session.channels.add(name);
     let metaChanged = false;
     if (!member) {
-      member = { user, joinedAt, channelMeta, sessions: new Set([session]), rendered: undefined };
+      member = { user, joinedAt, channelMeta, metaVersion, sessions: new Set([session]), rendered: undefined };
       channel.members.set(user.record.userId, member);
       user.channels.add(name);
       if (user.announcedVisible) {
@@ -622,8 +635,9 @@ export class PresenceEngine {
       }
     } else {
       member.sessions.add(session);
-      if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta)) {
+      if (member.channelMeta !== channelMeta && !sameJson(member.channelMeta, channelMeta) && newerMeta(metaVersion, channelMeta, member)) {
         member.channelMeta = channelMeta;
+        member.metaVersion = metaVersion;
         metaChanged = true;
         if (user.announcedVisible) {
           this.announcer.memberChanged('member.meta', channel, member, alreadyIn ? undefined : session);
@@ -681,6 +695,7 @@ export class PresenceEngine {
     const next = mergeMeta(member.channelMeta, patch, this.config.limits);
     if (!sameJson(member.channelMeta, next)) {
       member.channelMeta = next;
+      member.metaVersion = ++this.metaClock;
       this.replication.memberChanged(member);
       if (session.user.announcedVisible) {
         this.announcer.memberChanged('member.meta', channel, member);
@@ -905,4 +920,15 @@ function hasLiveSession(user: UserState): boolean {
 
 function sameJson(a: unknown, b: unknown): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Whether a channel meta of this version replaces the member's. Two nodes that changed it at once
+ * from the same version wrote the same number: the larger JSON wins on every node alike, so they
+ * agree instead of each keeping its own. Version 0 on both sides is a node of an earlier release
+ * (which sends none): the last applied wins, as it did there.
+ */
+function newerMeta(version: number, meta: Meta, member: ChannelMember): boolean {
+  if (version !== member.metaVersion) return version > member.metaVersion;
+  return version === 0 || JSON.stringify(meta) > JSON.stringify(member.channelMeta);
 }

@@ -157,7 +157,7 @@ export class Replica implements SessionReplication, ClusterListener {
       const member = this.engine.state.channels.get(name)?.members.get(userId);
       // Defined, not assigned: assigning to a channel named `__proto__` would set the prototype,
       // and the channel would silently drop out of every replica.
-      if (member) Object.defineProperty(channels, name, { value: { meta: member.channelMeta, joinedAt: member.joinedAt }, enumerable: true, writable: true, configurable: true });
+      if (member) Object.defineProperty(channels, name, { value: { meta: member.channelMeta, joinedAt: member.joinedAt, ...(member.metaVersion > 0 ? { metaVersion: member.metaVersion } : {}) }, enumerable: true, writable: true, configurable: true });
     }
     const snapshot: SessionSnapshot = { id: session.id, userId, device: session.device, idle: session.idle, attached: session.sink !== null, channels };
     if (session.moves > 0) snapshot.moves = session.moves;
@@ -355,7 +355,7 @@ export class Replica implements SessionReplication, ClusterListener {
         }
         continue;
       }
-      engine.addToChannel(session, name, entry.meta, entry.joinedAt);
+      engine.addToChannel(session, name, entry.meta, entry.joinedAt, entry.metaVersion ?? 0);
     }
     if (!snapshot.attached) {
       for (const name of session.channels) {

@@ -35,8 +35,11 @@ export interface SessionSnapshot {
   idle: boolean;
   /** False while the socket is gone and the session waits out its offline delay. */
   attached: boolean;
-  /** Joined channels with the member's channel meta and join time (ms since the epoch). */
-  channels: Record<string, { meta: Meta; joinedAt: number }>;
+  /**
+   * Joined channels with the member's channel meta, join time (ms since the epoch) and the meta's
+   * version (`ChannelMember.metaVersion`; absent from older nodes: 0).
+   */
+  channels: Record<string, { meta: Meta; joinedAt: number; metaVersion?: number }>;
   /** How many times the session moved to another node (absent: never); the higher count owns it. */
   moves?: number;
 }

@@ -128,6 +128,12 @@ export interface ChannelMember {
   readonly user: UserState;
   joinedAt: number;
   channelMeta: Meta;
+  /**
+   * The channel meta's version, from the Lamport clock of the node that set it (above every version
+   * that node had seen). A replica applies another node's meta only when it is newer, so a stale
+   * copy (an earlier publish, a shard read racing a join) can no longer put back a meta changed since.
+   */
+  metaVersion: number;
   sessions: Set<Session>;
   /**
    * The member as last serialized, valid while the user's announced view and the channel meta
